@@ -1,0 +1,8 @@
+"""The Bildsluss capture-PC agent: one card from insert to wipe.
+
+The card's path: detect -> mount -> scan -> identify -> decide -> strip ->
+upload -> verify -> wipe. Each stage is one module with plain-data inputs and
+outputs (see :mod:`agent.model`); :mod:`agent.pipeline` composes them.
+"""
+
+__version__ = "0.1.0"
