@@ -1,0 +1,159 @@
+"""``bildsluss-agent``: the agent's command line (see README, "Command-line contract").
+
+    bildsluss-agent ingest PATH --archive HOST:PORT --department HSA-ID
+                           [--mode MODE] [--expect ID] [--config FILE]
+                           [--insecure | --tls-cert F --tls-key F --tls-ca F] [--json]
+
+Exit codes: 0 archived and wiped; 1 internal error (card untouched); 2 usage or
+configuration error; 3 refused (nothing uploaded, nothing deleted); 4 deferred
+(archive unreachable, card untouched); 5 archived but the card was not (fully)
+wiped (do not reuse the card).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import re
+import sys
+
+from agent import __version__
+from agent import config as config_mod
+from agent import logs
+from agent.model import Mode
+from agent.identity.numbers import parse as parse_identity
+
+EXIT_USAGE = 2
+_HSA_ID = re.compile(r"^SE\d{10}-[0-9A-Z]+$")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bildsluss-agent", description="Bildsluss capture-PC agent.")
+    parser.add_argument("--version", action="version", version=f"bildsluss-agent {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) in the foreground")
+    ingest.add_argument("path", type=pathlib.Path, help="the card's mount point or a folder")
+    ingest.add_argument("--archive", help="archive address HOST:PORT (default from config)")
+    ingest.add_argument("--department", help="the department's HSA-id, e.g. SE2321000016-15CQ")
+    ingest.add_argument("--mode", choices=[m.value for m in Mode], help="capture mode (default photo)")
+    ingest.add_argument("--expect", help="the patient open in the EHR (R5); every number read must match")
+    ingest.add_argument("--config", type=pathlib.Path, help="agent TOML config file")
+    ingest.add_argument("--spool", type=pathlib.Path, help="spool folder (default from config)")
+    ingest.add_argument("--agent-id", help="this agent's id (default: host name)")
+    tls = ingest.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true", help="plaintext gRPC (loopback development only)")
+    tls.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM) for mTLS")
+    ingest.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
+    ingest.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
+    ingest.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestRequest"]:
+    from agent.pipeline import IngestRequest
+
+    cfg = config_mod.load(args.config)
+    archive = cfg.archive
+    if args.archive:
+        archive = dataclasses.replace(archive, address=args.archive)
+    if args.insecure:
+        archive = dataclasses.replace(archive, insecure=True)
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise UsageError("--tls-cert, --tls-key and --tls-ca go together")
+        archive = dataclasses.replace(
+            archive, insecure=False, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca
+        )
+    if not archive.insecure and not archive.tls_ca:
+        raise UsageError(
+            "no transport security configured: give --tls-cert/--tls-key/--tls-ca, "
+            "or --insecure for a development archive on this machine"
+        )
+    updates: dict = {"archive": archive}
+    if args.spool:
+        updates["spool_dir"] = args.spool
+    if args.agent_id:
+        updates["agent_id"] = args.agent_id
+    cfg = dataclasses.replace(cfg, **updates)
+
+    department = args.department or cfg.department
+    if not department:
+        raise UsageError("no department: give --department HSA-ID or set [agent] department")
+    if not _HSA_ID.match(department):
+        raise UsageError(f"--department {department!r} is not an HSA-id like SE2321000016-15CQ")
+    mode = Mode(args.mode) if args.mode else cfg.mode
+    expect = None
+    if args.expect:
+        number = parse_identity(args.expect)
+        if number is None:
+            raise UsageError(f"--expect {args.expect!r} is not a valid identity number")
+        expect = number.canonical
+    if not args.path.exists():
+        raise UsageError(f"{args.path} does not exist: is the card inserted and mounted?")
+    if not args.path.is_dir():
+        raise UsageError(f"{args.path} is not a folder or mounted card")
+    return cfg, IngestRequest(root=args.path.resolve(), department=department, mode=mode, expect=expect)
+
+
+def _progress_printer(enabled: bool):
+    def show(stage: str, info: dict) -> None:
+        if not enabled:
+            return
+        if stage == "upload" and "files_done" in info:
+            mib = info["bytes_done"] / (1 << 20)
+            total = info["bytes_total"] / (1 << 20)
+            print(f"  upload {info['files_done']}/{info['files_total']} files, "
+                  f"{mib:.1f}/{total:.1f} MiB", file=sys.stderr, flush=True)
+        else:
+            print(f"- {stage} {' '.join(f'{k}={v}' for k, v in info.items())}".rstrip(),
+                  file=sys.stderr, flush=True)
+    return show
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from agent.pipeline import ingest_card
+
+    cfg, request = _resolve(args)
+    outcome = ingest_card(request, cfg, progress=_progress_printer(sys.stderr.isatty()))
+    if args.json:
+        print(json.dumps(outcome.to_json(), ensure_ascii=False))
+    else:
+        print(f"{outcome.outcome.upper()}: {outcome.message}")
+        if outcome.reason:
+            print(f"  reason: {outcome.reason.value}")
+        if outcome.detail:
+            print(f"  detail: {outcome.detail}")
+        if outcome.patient:
+            print(f"  patient: {outcome.patient}")
+        if outcome.case_id:
+            print(f"  case: {outcome.case_id}")
+        for f in outcome.files:
+            extra = f" ({f.reason.value})" if f.reason else ""
+            print(f"  {f.status:9} {f.path}{extra}")
+    return outcome.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        if args.command == "ingest":
+            return _cmd_ingest(args)
+    except (UsageError, config_mod.ConfigError) as exc:
+        print(f"bildsluss-agent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The local spool: private folders holding stripped copies while they upload (R11).
+
+One folder per ingest session, readable by the agent's user only. The one-shot
+ingest removes its folder whatever the outcome; the daemon (a later issue) will
+add a journal so that a spooled card survives a reboot.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+from collections.abc import Iterator
+
+
+class Spool:
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+
+    def _ensure_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    @contextlib.contextmanager
+    def session(self, session_id: str) -> Iterator[pathlib.Path]:
+        """A fresh private folder for one card, removed on exit whatever happens."""
+        self._ensure_root()
+        folder = self.root / session_id
+        folder.mkdir(mode=0o700)
+        try:
+            yield folder
+        finally:
+            self.remove(folder)
+
+    @staticmethod
+    def remove(folder: pathlib.Path) -> None:
+        # Stripped copies hold patient images: remove them even on errors.
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def leftovers(self) -> list[pathlib.Path]:
+        """Session folders that a crashed run left behind (for status and cleanup)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir())
