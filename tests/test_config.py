@@ -1,0 +1,50 @@
+"""Agent configuration: defaults, every documented key, and clear errors."""
+import pathlib
+import tomllib
+
+import pytest
+
+from agent import config
+from agent.model import Device, Mode
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "packaging" / "agent.example.toml"
+
+
+def test_defaults_work_without_a_file():
+    cfg = config.load(None)
+    assert cfg.archive.address == "127.0.0.1:50051"
+    assert cfg.mode is Mode.PHOTO and cfg.devices == ()
+    assert cfg.agent_id
+
+
+def test_example_file_loads_and_sets_every_key():
+    cfg = config.load(EXAMPLE)
+    assert cfg.department == "SE2321000016-15CQ"
+    assert Device("Canon", "Canon EOS 250D", "083051006721") in cfg.devices
+    # Every key of the example is one the loader knows (none silently ignored).
+    data = tomllib.loads(EXAMPLE.read_text())
+    config.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[agent]\nmodee = 'photo'\n", "unknown key(s) in"),
+        ("[agent]\nmode = 'selfie'\n", "unknown mode 'selfie'"),
+        ("[archive]\nadress = 'x'\n", "[archive]"),
+        ("[[devices]]\nmake = 'Canon'\n", "make and model are required"),
+        ("[agent\n", "is not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert message in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")
