@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Upload throughput: the agent's uploader against a real archive on loopback.
+
+Writes N files of random bytes (seeded), then measures, in the same run:
+  baseline  `cp` of the same files into a folder on the same disk, plus fsync
+            (`sync -f`), i.e. what the storage alone costs;
+  upload    OpenSession + FindMissingBlobs + Write (1 MiB chunks) + CommitSession
+            to `bildsluss-archive serve` (SQLite + blob folder, fsync per blob);
+  dedup     the same files again in a new session (FindMissingBlobs says none
+            are missing, so only the commit runs).
+Prints MiB/s and the ratio upload/baseline.
+
+    .venv/bin/python benchmarks/upload.py [--files 20] [--mib 6]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pathlib
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent.config import ArchiveConfig  # noqa: E402
+from agent.model import Decision, Evidence, MediaFile, MediaKind, Method, Mode, StrippedFile  # noqa: E402
+from agent.upload import ArchiveClient, build_open_request  # noqa: E402
+from tests.support.archive_process import ArchiveProcess  # noqa: E402
+
+PATIENT = "191212121212"
+
+
+def make_files(folder: pathlib.Path, count: int, mib: float, seed: int) -> list[StrippedFile]:
+    rng = random.Random(seed)
+    files = []
+    for i in range(count):
+        data = rng.randbytes(int(mib * (1 << 20)))
+        path = folder / f"IMG_{i:04d}.JPG"
+        path.write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        media = MediaFile(path=path, relative_path=f"DCIM/100CANON/{path.name}", kind=MediaKind.IMAGE,
+                          media_type="image/jpeg", size=len(data), sha256=sha, mtime_ns=0)
+        files.append(StrippedFile(source=media, spool_path=path, sha256=sha, size=len(data)))
+    return files
+
+
+def upload_session(address: str, files: list[StrippedFile]) -> float:
+    decision = Decision(patient_id=PATIENT, reason=None, evidence=(
+        Evidence(files[0].source.relative_path, 0, Method.BARCODE, "19121212-1212", PATIENT, "Code128"),))
+    session = str(uuid.uuid4())
+    request = build_open_request(session, "bench", "SE2321000016-15CQ", Mode.PHOTO, decision, files)
+    start = time.perf_counter()
+    with ArchiveClient(ArchiveConfig(address=address, insecure=True)) as client:
+        client.open_session(request)
+        client.upload(session, files)
+        result = client.commit(session)
+    elapsed = time.perf_counter() - start
+    assert len(result.receipts) == len(files)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--mib", type=float, default=6.0, help="size of each file (a 12 MP JPEG is ~6 MiB)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bildsluss-bench-", dir=ROOT.parent) as tmp:
+        work = pathlib.Path(tmp)
+        src = work / "src"
+        src.mkdir()
+        files = make_files(src, args.files, args.mib, args.seed)
+        total_mib = sum(f.size for f in files) / (1 << 20)
+
+        dest = work / "cp"
+        dest.mkdir()
+        start = time.perf_counter()
+        subprocess.run(["cp", *[str(f.spool_path) for f in files], str(dest)], check=True)
+        subprocess.run(["sync", "-f", str(dest)], check=True)
+        baseline = time.perf_counter() - start
+
+        with ArchiveProcess(data=work / "archive") as archive:
+            upload = upload_session(archive.address, files)
+            dedup = upload_session(archive.address, files)
+
+    print(f"{args.files} files, {total_mib:.0f} MiB in all")
+    print(f"baseline cp+sync : {baseline:7.3f} s  {total_mib / baseline:8.1f} MiB/s")
+    print(f"upload (gRPC)    : {upload:7.3f} s  {total_mib / upload:8.1f} MiB/s  "
+          f"ratio {upload / baseline:5.2f}x the baseline's time")
+    print(f"re-upload (dedup): {dedup:7.3f} s  ratio {dedup / baseline:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

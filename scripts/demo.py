@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""The README's demo: an archive on the embedded default, two sample cards, the result.
+
+Starts ``bildsluss-archive serve`` (SQLite + a blob folder) on a free loopback
+port, writes a realistic camera card for one patient and one that mixes two
+patients, ingests both with ``bildsluss-agent ingest``, and shows what the
+archive holds, what an export looks like, and what is left on each card.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = pathlib.Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.cardgen import make_card  # noqa: E402
+from tests.support.archive_process import ArchiveProcess  # noqa: E402
+
+DEPARTMENT = "SE2321000016-15CQ"
+PATIENT = "19121212-1212"
+OTHER = "19820415-2383"
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def tree(root: pathlib.Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def show_tree(root: pathlib.Path) -> None:
+    for path in sorted(root.rglob("*")):
+        kind = "/" if path.is_dir() else f"  ({path.stat().st_size} bytes)"
+        print(f"  {path.relative_to(root)}{kind}")
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    print("$ " + " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], text=True, **kw)
+
+
+def main() -> int:
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bildsluss-demo-"))
+    data = work / "archive"
+    agent_env = dict(os.environ)
+    spool = work / "spool"
+    try:
+        with ArchiveProcess(data=data) as archive:
+            banner(f"archive listening on {archive.address} (SQLite + blobs in {data})")
+
+            good = work / "card-good"
+            make_card(good, patient=PATIENT, n_images=4)
+            banner("a camera card for patient " + PATIENT)
+            show_tree(good)
+            originals = {p: good / p for p in tree(good) if p.upper().endswith(".JPG")}
+            first_original = sorted(originals)[0]
+            kept = work / "original.jpg"
+            shutil.copy2(good / first_original, kept)
+
+            banner("bildsluss-agent ingest")
+            result = run([BIN / "bildsluss-agent", "ingest", good, "--archive", archive.address,
+                          "--department", DEPARTMENT, "--insecure", "--spool", spool],
+                         env=agent_env)
+            print(f"(exit code {result.returncode})")
+            if result.returncode != 0:
+                return 1
+            banner("the card afterwards: media deleted, folders and camera files kept")
+            show_tree(good)
+
+            banner("bildsluss-archive cases --patient " + PATIENT)
+            cases = run([BIN / "bildsluss-archive", "cases", "--data", data, "--patient", PATIENT,
+                         "--json"], capture_output=True, check=True)
+            case = json.loads(cases.stdout.splitlines()[0])
+            print(json.dumps(case, indent=2, ensure_ascii=False))
+
+            export = work / "export"
+            banner("bildsluss-archive export")
+            run([BIN / "bildsluss-archive", "export", case["case_id"], export, "--data", data],
+                check=True)
+            show_tree(export)
+
+            banner(f"metadata of {first_original}: on the card vs in the archive")
+            exported = export / first_original
+            fields = ["-Make", "-Model", "-SerialNumber", "-GPSPosition", "-DateTimeOriginal",
+                      "-MakerNoteVersion", "-CanonModelID", "-ImageSize"]
+            print("on the card:")
+            run(["exiftool", "-s", *fields, kept])
+            print("in the archive:")
+            run(["exiftool", "-s", *fields, exported])
+
+            mixed = work / "card-mixed"
+            make_card(mixed, patient=PATIENT, n_images=4, extra_patient_at=2, extra_patient=OTHER)
+            before = tree(mixed)
+            banner("a card with a second patient's label in the middle")
+            result = run([BIN / "bildsluss-agent", "ingest", mixed, "--archive", archive.address,
+                          "--department", DEPARTMENT, "--insecure", "--spool", spool])
+            print(f"(exit code {result.returncode}; card unchanged: {tree(mixed) == before})")
+            if result.returncode != 3 or tree(mixed) != before:
+                return 1
+        banner("done")
+        print(f"work folder: {work}")
+        return 0
+    finally:
+        if not os.environ.get("BILDSLUSS_DEMO_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""A real ``bildsluss-archive serve`` process on a free loopback port.
+
+Used by the end-to-end tests and the README demo. The server prints
+``listening on HOST:PORT`` once it accepts calls; we wait for that line.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+_READY = re.compile(r"listening on (\S+:\d+)")
+
+
+class ArchiveProcess:
+    def __init__(
+        self,
+        data: pathlib.Path,
+        *,
+        db: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        listen: str = "127.0.0.1:0",
+        ready_timeout_s: float = 30.0,
+    ) -> None:
+        self.data = data
+        self.db = db
+        self.extra_args = extra_args
+        self.listen = listen
+        self.ready_timeout_s = ready_timeout_s
+        self.address: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = data.parent / f"{data.name}.archive.log"
+
+    def start(self) -> "ArchiveProcess":
+        self.data.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "archive_server.cli", "serve", "--data", str(self.data),
+               "--listen", self.listen, "--insecure", *self.extra_args]
+        if self.db:
+            cmd += ["--db", self.db]
+        self._stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + self.ready_timeout_s
+        seen = b""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if sel.select(timeout=0.1):
+                line = self.proc.stdout.readline()
+                seen += line
+                match = _READY.search(line.decode(errors="replace"))
+                if match:
+                    self.address = match.group(1)
+                    return self
+        self.stop()
+        raise RuntimeError(
+            f"archive did not start: stdout={seen!r}\nstderr:\n{self.stderr_path.read_text(errors='replace')}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._stderr.close()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """Crash the archive (SIGKILL): no graceful shutdown."""
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> "ArchiveProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
