@@ -193,11 +193,30 @@ def _ingest(request: IngestRequest, config: AgentConfig, card: _Card, progress: 
         log.info("identified patient", extra={
             "evidence": len(decision.evidence), "ehr_context": decision.ehr_context})
 
-        card.session_id = session_id = str(uuid.uuid4())
-        with Spool(config.spool_dir).session(session_id) as spool_dir:
+        with Spool(config.spool_dir).session(str(uuid.uuid4())) as spool_dir:
             progress("strip", {"files": len(scan.media)})
             stripped = strip_stage.strip_all(scan.media, spool_dir, tool=reader)
+            card.session_id = session_id_for(config.agent_id, request, decision, stripped)
             return _upload_verify_wipe(request, config, card, stripped, progress)
+
+
+_SESSION_NAMESPACE = uuid.UUID("5b1d5c1e-6b1a-4f0e-9a57-3b1e0d5e2f10")
+
+
+def session_id_for(
+    agent_id: str, request: IngestRequest, decision: Decision, stripped: list[StrippedFile]
+) -> str:
+    """The ingest session's id, derived from what the card holds.
+
+    The same card ingested again (after a crash or a pulled card between the
+    archive's commit and the wipe) gets the same id, so the archive answers
+    with the case it already made instead of filing the media twice.
+    """
+    manifest = sorted(f"{f.source.relative_path}\0{f.sha256}\0{f.size}" for f in stripped)
+    key = "\n".join(
+        [agent_id, request.department, request.mode.value, decision.patient_id or "", *manifest]
+    )
+    return str(uuid.uuid5(_SESSION_NAMESPACE, key))
 
 
 def _upload_verify_wipe(

@@ -65,6 +65,10 @@ def check_card_unchanged(root: pathlib.Path, media: Sequence[MediaFile]) -> None
     if not root.is_dir():
         raise StageError(Reason.CARD_REMOVED, f"{root} is no longer there")
     changed = [(m.relative_path, why) for m in media if (why := _unchanged(m))]
+    if media and len(changed) == len(media) and all(why == "file is gone" for _, why in changed):
+        # Every file vanished at once: the card was pulled (the empty mount
+        # point stays behind) or another, empty card sits in the slot.
+        raise StageError(Reason.CARD_REMOVED, f"none of the {len(media)} media files is on {root} any more")
     if changed:
         detail = "; ".join(f"{path}: {why}" for path, why in changed)
         raise StageError(Reason.CARD_CHANGED, detail)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(tesseract-ocr tesseract-ocr-swe tesseract-ocr-eng libzbar0 libimage-exiftool-perl ffmpeg fonts-dejavu-core)
+SYSTEM_PACKAGES=(tesseract-ocr tesseract-ocr-swe tesseract-ocr-eng libzbar0 libimage-exiftool-perl ffmpeg fonts-dejavu-core dosfstools)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

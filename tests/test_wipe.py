@@ -74,6 +74,15 @@ def test_replaced_by_symlink_deletes_nothing(tmp_path):
     assert media[1].path.exists() and target.exists()
 
 
+def test_all_files_gone_is_card_removed(tmp_path):
+    root, media = _card(tmp_path)
+    for m in media:
+        m.path.unlink()
+    with pytest.raises(StageError) as err:
+        wipe(root, media)
+    assert err.value.reason == Reason.CARD_REMOVED
+
+
 def test_card_gone_is_card_removed(tmp_path):
     root, media = _card(tmp_path)
     root.rename(tmp_path / "pulled")
