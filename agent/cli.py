@@ -23,7 +23,7 @@ from agent import __version__
 from agent import config as config_mod
 from agent import logs
 from agent.model import Mode
-from agent.identity.numbers import parse as parse_identity
+from agent.identity.numbers import validate as validate_identity
 
 EXIT_USAGE = 2
 _HSA_ID = re.compile(r"^SE\d{10}-[0-9A-Z]+$")
@@ -92,10 +92,10 @@ def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestR
     mode = Mode(args.mode) if args.mode else cfg.mode
     expect = None
     if args.expect:
-        number = parse_identity(args.expect)
-        if number is None:
-            raise UsageError(f"--expect {args.expect!r} is not a valid identity number")
-        expect = number.canonical
+        checked = validate_identity(args.expect, reserve_formats=cfg.reserve_formats)
+        if checked.number is None:
+            raise UsageError(f"--expect {args.expect!r} is not a valid identity number: {checked.detail}")
+        expect = checked.number.canonical
     if not args.path.exists():
         raise UsageError(f"{args.path} does not exist: is the card inserted and mounted?")
     if not args.path.is_dir():

@@ -14,6 +14,7 @@ import socket
 import tomllib
 from typing import Any
 
+from agent.identity.reserve import ReserveFormat, ReserveFormatError, from_config as reserve_from_config
 from agent.model import Device, Mode
 
 
@@ -56,8 +57,10 @@ class AgentConfig:
     devices: tuple[Device, ...] = ()
     # Time budget for reading identity from one frame.
     identify_budget_s: float = 2.0
-    # Raw [identity] table, handed to the identity readers (reserve formats...).
+    # Raw [identity] table, handed to the identity readers.
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The enabled reservnummer formats (R2), checked at load.
+    reserve_formats: tuple[ReserveFormat, ...] = ()
 
 
 _AGENT_KEYS = {"id", "department", "mode", "spool_dir"}
@@ -116,6 +119,10 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
     if "budget_s" in identity:
         kwargs["identify_budget_s"] = float(identity.pop("budget_s"))
     kwargs["identity"] = identity
+    try:
+        kwargs["reserve_formats"] = reserve_from_config(identity)
+    except ReserveFormatError as exc:
+        raise ConfigError(f"{source} [identity]: {exc}") from None
     return AgentConfig(**kwargs)
 
 

@@ -48,3 +48,12 @@ def test_bad_files_name_the_problem(tmp_path, text, message):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(config.ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_reserve_formats_are_loaded_and_checked(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text('[identity]\nreserve_formats = ["sll"]\n')
+    assert [f.name for f in config.load(path).reserve_formats] == ["sll"]
+    path.write_text('[identity]\nreserve_formats = ["nosuch"]\n')
+    with pytest.raises(config.ConfigError, match="nosuch"):
+        config.load(path)
