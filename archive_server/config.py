@@ -1,0 +1,169 @@
+"""The archive's configuration: one TOML file, every key optional.
+
+``archive_server/archive.example.toml`` annotates every key. Defaults work on
+one machine: SQLite and a blob directory inside the data directory, plaintext
+gRPC on 127.0.0.1:50051. Command-line flags override the file (see ``cli.py``).
+The file is read only when given with ``--config FILE``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+import tomllib
+from typing import Any
+
+from archive_server.errors import ConfigError
+
+
+def default_data_dir() -> pathlib.Path:
+    if os.geteuid() == 0:
+        return pathlib.Path("/var/lib/bildsluss/archive")
+    state = os.environ.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
+    return pathlib.Path(state) / "bildsluss" / "archive"
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsConfig:
+    cert: pathlib.Path | None = None
+    key: pathlib.Path | None = None
+    client_ca: pathlib.Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveConfig:
+    data_dir: pathlib.Path = dataclasses.field(default_factory=default_data_dir)
+    listen: str = "127.0.0.1:50051"
+    # Web dashboard / metrics address; accepted, not yet served.
+    http: str | None = None
+    # SQLAlchemy URL; None: sqlite:///DATA_DIR/archive.sqlite3
+    db_url: str | None = None
+    # file:///path or a plain path; None: DATA_DIR/blobs
+    blobs_url: str | None = None
+    insecure: bool = False
+    tls: TlsConfig = TlsConfig()
+    accept_unknown_departments: bool = True
+    max_blob_bytes: int = 16 << 30
+    max_message_bytes: int = 8 << 20
+    max_workers: int = 32
+    max_concurrent_rpcs: int = 256
+    grace_period_s: float = 10.0
+    health_check_interval_s: float = 5.0
+    partial_max_age_days: float = 7.0
+    reserve_number_pattern: str = r"^[0-9A-Z]{8,16}$"
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    sqlite_busy_timeout_ms: int = 30_000
+    log_level: str = "info"
+
+    @property
+    def effective_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'archive.sqlite3'}"
+
+    @property
+    def effective_blobs_url(self) -> str:
+        return self.blobs_url or str(self.data_dir / "blobs")
+
+    def replace(self, **changes: Any) -> "ArchiveConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_PATHS = {"data_dir"}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "data_dir": str, "listen": str, "http": str, "db_url": str, "blobs_url": str,
+    "insecure": bool, "accept_unknown_departments": bool, "max_blob_bytes": int,
+    "max_message_bytes": int, "max_workers": int, "max_concurrent_rpcs": int,
+    "grace_period_s": (int, float), "health_check_interval_s": (int, float),
+    "partial_max_age_days": (int, float), "reserve_number_pattern": str,
+    "db_pool_size": int, "db_max_overflow": int, "sqlite_busy_timeout_ms": int, "log_level": str,
+}
+_TLS_KEYS = {"cert", "key", "client_ca"}
+
+
+def load(path: pathlib.Path | None) -> ArchiveConfig:
+    """Read ``path`` (None: all defaults). Raises ConfigError naming the bad key."""
+    if path is None:
+        return ArchiveConfig()
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    return from_dict(raw, source=str(path))
+
+
+def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConfig:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "tls":
+            values["tls"] = _tls(value, source)
+            continue
+        expected = _TYPES.get(key)
+        if expected is None:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+        if isinstance(value, bool) and expected is not bool:
+            raise ConfigError(f"{source}: {key} must be {_name(expected)}, not a boolean")
+        if not isinstance(value, expected):
+            raise ConfigError(f"{source}: {key} must be {_name(expected)}, got {value!r}")
+        values[key] = pathlib.Path(value) if key in _PATHS else value
+    for key in ("http", "db_url", "blobs_url"):
+        if values.get(key) == "":
+            values[key] = None
+    config = ArchiveConfig(**values)
+    validate(config, source)
+    return config
+
+
+def validate(config: ArchiveConfig, source: str = "configuration") -> None:
+    for key in ("max_blob_bytes", "max_message_bytes", "max_workers", "max_concurrent_rpcs", "db_pool_size"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{source}: {key} must be positive")
+    if config.max_message_bytes < (1 << 20) + 4096:
+        raise ConfigError(f"{source}: max_message_bytes must hold a 1 MiB chunk plus overhead")
+    try:
+        re.compile(config.reserve_number_pattern)
+    except re.error as exc:
+        raise ConfigError(f"{source}: reserve_number_pattern is not a regular expression: {exc}") from None
+    parse_listen(config.listen)
+    if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"{source}: log_level must be debug, info, warning or error")
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port). Port 0 picks a free port."""
+    m = re.fullmatch(r"\[(?P<h6>[0-9A-Fa-f:.]+)\]:(?P<p6>\d+)|(?P<h>[^:\[\]]+):(?P<p>\d+)", address)
+    if not m:
+        raise ConfigError(f"listen address must be HOST:PORT, got {address!r}")
+    host = m["h6"] or m["h"]
+    port = int(m["p6"] or m["p"])
+    if port > 65535:
+        raise ConfigError(f"listen port out of range: {address!r}")
+    return host, port
+
+
+def _tls(value: Any, source: str) -> TlsConfig:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [tls] must be a table")
+    unknown = set(value) - _TLS_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [tls]: {', '.join(sorted(unknown))}")
+    paths: dict[str, pathlib.Path | None] = {}
+    for key in _TLS_KEYS:
+        v = value.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"{source}: tls.{key} must be a path string")
+        paths[key] = pathlib.Path(v) if v else None
+    return TlsConfig(**paths)
+
+
+def _name(t: type | tuple[type, ...]) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(x.__name__ for x in t)
+    return t.__name__

@@ -1,0 +1,152 @@
+"""Engine factory and transaction helpers for SQLite (WAL) and PostgreSQL.
+
+All access goes through :class:`Database`: ``read()`` for queries, ``write()``
+for changes. On SQLite a write transaction starts with ``BEGIN IMMEDIATE``, so
+writers queue on the database lock (bounded by ``busy_timeout``) instead of
+failing halfway; readers keep WAL's concurrent snapshots. On PostgreSQL writes
+that must be serialised take row locks (``SELECT ... FOR UPDATE``). A database
+that cannot be reached surfaces as :class:`~archive_server.errors.Unavailable`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from archive_server.errors import ArchiveError, ConfigError, Unavailable
+from archive_server.models import AuditHead, Base
+
+log = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+_WRITE = "bildsluss_write"
+# Errors that mean "the database cannot serve now", not "the request is wrong".
+_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError)
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    busy_timeout_ms: int = 30_000,
+) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, synchronous=FULL, foreign keys."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError as e:
+        raise ConfigError(f"not a database URL: {url!r} ({e})") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
+        )
+        _configure_sqlite(engine, busy_timeout_ms)
+        return engine
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": max_overflow}
+    if parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        return sa.create_engine(parsed, **kwargs)
+    except (ImportError, exc.ArgumentError) as e:
+        raise ConfigError(f"cannot use database URL {parsed.render_as_string(hide_password=True)}: {e}") from None
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (not the sqlite3 module) decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """One engine plus session factories for read and write transactions."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def describe(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for queries. Closed (its transaction rolled back) at the
+        end; loaded objects stay readable, detached."""
+        with _translate_errors(), self._sessions() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction, committed when the block ends
+        without an exception and rolled back otherwise."""
+        with _translate_errors(), self._sessions() as session:
+            session.connection(execution_options={_WRITE: True})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> None:
+        with self.read() as session:
+            session.execute(sa.text("SELECT 1"))
+
+    def create_schema(self) -> None:
+        """Create missing tables and the audit chain's head row (idempotent).
+
+        ``create_all`` is the schema tool while no data must be kept; once it
+        must, this becomes ``alembic upgrade head``.
+        """
+        with _translate_errors():
+            Base.metadata.create_all(self.engine)
+        try:
+            with self.write() as session:
+                if session.get(AuditHead, 1) is None:
+                    session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
+        except exc.IntegrityError:
+            pass  # another process created it at the same moment
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextlib.contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except ArchiveError:
+        raise
+    except _UNAVAILABLE as e:
+        raise Unavailable(f"database unavailable: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,517 @@
+"""The ingest exchange (protos/bildsluss/v1/ingest.proto), without gRPC.
+
+:class:`IngestCore` takes and returns the protocol's messages (plain data) and
+raises the domain errors of ``errors.py``; the servicer in ``service.py`` only
+forwards to it, and one interceptor there maps the errors to status codes.
+
+Invariants kept here:
+* a ``blobs`` row exists only for bytes that were fsync'ed, verified and
+  renamed to their content-addressed name (the blob store's ``commit``);
+* a session becomes at most one case: CommitSession locks the session row
+  (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) and
+  ``cases.source_session_id`` is unique;
+* the case, its version, its media items, the audit event and the session's
+  "committed" mark are written in one transaction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.orm import Session
+
+from archive_server import validation as v
+from archive_server.audit import append_audit
+from archive_server.blobstore import BlobStore, PartialKey
+from archive_server.config import ArchiveConfig
+from archive_server.db import Database
+from archive_server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+)
+from archive_server.models import (
+    Agent,
+    Blob,
+    Case,
+    CaseVersion,
+    Department,
+    IngestSession,
+    MediaItem,
+    utcnow,
+)
+from bildsluss.v1 import ingest_pb2 as pb
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MODES = {
+    pb.CAPTURE_MODE_PHOTO: "photo",
+    pb.CAPTURE_MODE_ASSAULT: "assault",
+    pb.CAPTURE_MODE_ULTRASOUND: "ultrasound",
+    pb.CAPTURE_MODE_VIDEO: "video",
+    pb.CAPTURE_MODE_AUDIO: "audio",
+}
+KINDS = {
+    pb.MEDIA_KIND_IMAGE: "image",
+    pb.MEDIA_KIND_VIDEO: "video",
+    pb.MEDIA_KIND_AUDIO: "audio",
+    pb.MEDIA_KIND_DICOM: "dicom",
+}
+METHODS = {
+    pb.IDENTITY_METHOD_BARCODE: "barcode",
+    pb.IDENTITY_METHOD_OCR: "ocr",
+    pb.IDENTITY_METHOD_DICOM_HEADER: "dicom_header",
+    pb.IDENTITY_METHOD_EHR_CONTEXT: "ehr_context",
+}
+# Modes whose ingest must be started from the EHR with the patient in context (R3).
+EHR_MODES = {"ultrasound", "audio"}
+_MAX_LISTED = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenSessionInfo:
+    """What Write, QueryWriteStatus and FindMissingBlobs need to know of a session."""
+
+    session_id: str
+    committed: bool
+    sizes: dict[str, int]  # sha256 -> size_bytes of the manifest's blobs
+
+
+class IngestCore:
+    def __init__(self, db: Database, blobs: BlobStore, config: ArchiveConfig) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.config = config
+        self._reserve = re.compile(config.reserve_number_pattern)
+
+    # -- OpenSession ------------------------------------------------------------------
+
+    def open_session(self, request: pb.OpenSessionRequest) -> pb.OpenSessionResponse:
+        manifest, evidence = self._validate_open(request)
+        fingerprint = session_fingerprint(request)
+        return _retry_on_conflict(lambda: self._open(request, manifest, evidence, fingerprint))
+
+    def _open(
+        self, request: pb.OpenSessionRequest, manifest: list[dict[str, Any]],
+        evidence: list[dict[str, Any]], fingerprint: str,
+    ) -> pb.OpenSessionResponse:
+        now = utcnow()
+        with self.db.write() as s:
+            existing = s.execute(
+                sa.select(IngestSession).where(IngestSession.session_id == request.session_id)
+            ).scalar_one_or_none()
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise AlreadyExists(
+                        f"session {request.session_id} is already known with different content; "
+                        "a new card needs a new session_id"
+                    )
+                self._touch_agent(s, request, existing.department_id, now)
+                return pb.OpenSessionResponse(
+                    session_id=request.session_id, committed=existing.status == "committed"
+                )
+            department = self._department(s, request.department_hsa_id, f"agent:{request.agent_id}")
+            self._touch_agent(s, request, department.id, now)
+            s.add(IngestSession(
+                session_id=request.session_id, agent_id=request.agent_id,
+                department_id=department.id, patient_id=request.patient_id,
+                mode=MODES[request.mode], ehr_context=request.ehr_context,
+                manifest=manifest, evidence=evidence, fingerprint=fingerprint,
+                status="open", opened_at=now,
+            ))
+        log.info("session opened", extra={
+            "session_id": request.session_id, "agent_id": request.agent_id,
+            "department": request.department_hsa_id, "files": len(manifest),
+            "bytes": sum(e["size"] for e in manifest)})
+        return pb.OpenSessionResponse(session_id=request.session_id, committed=False)
+
+    def _validate_open(
+        self, r: pb.OpenSessionRequest
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        v.session_id(r.session_id)
+        v.agent_id(r.agent_id)
+        if len(r.agent_version) > 64:
+            raise InvalidArgument("agent_version is longer than 64 characters")
+        v.hsa_id(r.department_hsa_id)
+        v.patient_id(r.patient_id, self._reserve)
+        if r.mode not in MODES:
+            raise InvalidArgument(f"mode must be one of {', '.join(MODES.values())}, got {r.mode}")
+        mode = MODES[r.mode]
+        if not r.manifest:
+            raise InvalidArgument("the manifest is empty: a session declares at least one file")
+        manifest: list[dict[str, Any]] = []
+        paths: set[str] = set()
+        sizes: dict[str, int] = {}
+        for i, e in enumerate(r.manifest):
+            where = f"manifest[{i}]"
+            v.sha256(e.sha256, f"{where}.sha256")
+            v.size(e.size_bytes, f"{where}.size_bytes", self.config.max_blob_bytes)
+            v.relative_path(e.relative_path, f"{where}.relative_path")
+            if e.relative_path in paths:
+                raise InvalidArgument(f"{where}.relative_path {e.relative_path!r} appears twice")
+            paths.add(e.relative_path)
+            if sizes.setdefault(e.sha256, e.size_bytes) != e.size_bytes:
+                raise InvalidArgument(f"{where}: blob {e.sha256} is declared with two different sizes")
+            if e.kind not in KINDS:
+                raise InvalidArgument(f"{where}.kind must be one of {', '.join(KINDS.values())}")
+            v.media_type(e.media_type, f"{where}.media_type")
+            for name in ("make", "model", "serial"):
+                if len(getattr(e.device, name)) > 255:
+                    raise InvalidArgument(f"{where}.device.{name} is longer than 255 characters")
+            capture = _timestamp(e.capture_time) if e.HasField("capture_time") else None
+            manifest.append({
+                "relative_path": e.relative_path, "sha256": e.sha256, "size": e.size_bytes,
+                "kind": KINDS[e.kind], "media_type": e.media_type,
+                "capture_time": capture.isoformat() if capture else None,
+                "device": {"make": e.device.make, "model": e.device.model, "serial": e.device.serial},
+            })
+        evidence: list[dict[str, Any]] = []
+        confirmed = False
+        for i, ev in enumerate(r.evidence):
+            where = f"evidence[{i}]"
+            if ev.relative_path and ev.relative_path not in paths:
+                raise InvalidArgument(f"{where}.relative_path {ev.relative_path!r} is not in the manifest")
+            if ev.method not in METHODS:
+                raise InvalidArgument(f"{where}.method must be one of {', '.join(METHODS.values())}")
+            if ev.patient_id:
+                if ev.patient_id != r.patient_id:
+                    # R4: one patient per card. The agent refuses such cards; the
+                    # archive refuses them too rather than file a wrong patient.
+                    raise InvalidArgument(
+                        f"{where} names patient {ev.patient_id}, not the session's patient: "
+                        "a card holds media of one patient only"
+                    )
+                confirmed = True
+            evidence.append({
+                "relative_path": ev.relative_path, "frame": ev.frame, "method": METHODS[ev.method],
+                "symbology": ev.symbology, "text": ev.text, "patient_id": ev.patient_id,
+                "position": [ev.x, ev.y, ev.width, ev.height],
+            })
+        if mode in EHR_MODES and not r.ehr_context:
+            raise InvalidArgument(f"{mode} ingest must be started from the EHR with the patient in context")
+        if not confirmed and not r.ehr_context:
+            raise InvalidArgument(
+                "no identity evidence names the patient: media enters the archive only "
+                "when the patient's number was read from it (or given by the EHR)"
+            )
+        return manifest, evidence
+
+    def _department(self, s: Session, hsa_id: str, actor: str) -> Department:
+        department = s.execute(
+            sa.select(Department).where(Department.hsa_id == hsa_id)
+        ).scalar_one_or_none()
+        if department is not None:
+            return department
+        if not self.config.accept_unknown_departments:
+            raise FailedPrecondition(
+                f"department {hsa_id} is not registered in this archive "
+                "(bildsluss-archive departments add)"
+            )
+        department = Department(hsa_id=hsa_id, name=hsa_id, registered_by="auto")
+        s.add(department)
+        s.flush()
+        append_audit(s, actor, "department.registered",
+                     details={"hsa_id": hsa_id, "name": hsa_id, "how": "first ingest"})
+        return department
+
+    @staticmethod
+    def _touch_agent(s: Session, r: pb.OpenSessionRequest, department_id: int, now: dt.datetime) -> None:
+        agent = s.get(Agent, r.agent_id)
+        if agent is None:
+            s.add(Agent(agent_id=r.agent_id, department_id=department_id, version=r.agent_version,
+                        first_seen=now, last_seen=now))
+        else:
+            agent.department_id = department_id
+            agent.version = r.agent_version
+            agent.last_seen = now
+        s.flush()
+
+    # -- FindMissingBlobs / QueryWriteStatus --------------------------------------
+
+    def find_missing(self, request: pb.FindMissingBlobsRequest) -> pb.FindMissingBlobsResponse:
+        v.session_id(request.session_id)
+        for i, b in enumerate(request.blobs):
+            v.sha256(b.sha256, f"blobs[{i}].sha256")
+            v.size(b.size_bytes, f"blobs[{i}].size_bytes")
+        info = self._session_info(request.session_id)
+        for b in request.blobs:
+            _require_in_manifest(info, b)
+        stored = self._stored({b.sha256 for b in request.blobs})
+        missing: list[pb.BlobDigest] = []
+        seen: set[str] = set()
+        for b in request.blobs:
+            if b.sha256 not in stored and b.sha256 not in seen:
+                seen.add(b.sha256)
+                missing.append(pb.BlobDigest(sha256=b.sha256, size_bytes=b.size_bytes))
+        return pb.FindMissingBlobsResponse(missing=missing)
+
+    def query_write_status(self, request: pb.QueryWriteStatusRequest) -> pb.QueryWriteStatusResponse:
+        v.session_id(request.session_id)
+        if not request.HasField("blob"):
+            raise InvalidArgument("blob is required")
+        v.sha256(request.blob.sha256, "blob.sha256")
+        info = self._session_info(request.session_id)
+        _require_in_manifest(info, request.blob)
+        if self._stored({request.blob.sha256}):
+            return pb.QueryWriteStatusResponse(committed_size=request.blob.size_bytes, complete=True)
+        size = self.blobs.partial_size(PartialKey(request.session_id, request.blob.sha256))
+        return pb.QueryWriteStatusResponse(committed_size=size, complete=False)
+
+    # -- Write ------------------------------------------------------------------------
+
+    def write(self, requests: Iterator[pb.WriteRequest]) -> pb.WriteResponse:
+        first = next(requests, None)
+        if first is None:
+            raise InvalidArgument("empty Write stream: the first message names the session and blob")
+        v.session_id(first.session_id)
+        if not first.HasField("blob"):
+            raise InvalidArgument("the first Write message must carry the blob digest")
+        sha, size = v.sha256(first.blob.sha256, "blob.sha256"), first.blob.size_bytes
+        info = self._session_info(first.session_id)
+        if info.committed:
+            raise FailedPrecondition(f"session {first.session_id} is already committed")
+        _require_in_manifest(info, first.blob)
+        if self._stored({sha}) or self._adopt_stored_file(sha, size):
+            return pb.WriteResponse(committed_size=size, complete=True)
+
+        key = PartialKey(first.session_id, sha)
+        message: pb.WriteRequest | None = first
+        flushed = False
+        try:
+            while message is not None:
+                if message is not first:
+                    if message.session_id and message.session_id != first.session_id:
+                        raise InvalidArgument("a Write message names another session than the first")
+                    if message.HasField("blob") and message.blob != first.blob:
+                        raise InvalidArgument("a Write message names another blob than the first")
+                end = message.offset + len(message.data)
+                if message.offset < 0:
+                    raise InvalidArgument(f"negative offset {message.offset}")
+                if end > size:
+                    raise InvalidArgument(f"data beyond the declared size: bytes up to {end} of a "
+                                          f"{size}-byte blob")
+                if message.data:
+                    self.blobs.append(key, message.offset, message.data)
+                else:
+                    committed = self.blobs.partial_size(key)
+                    if message.offset != committed:
+                        raise OutOfRange(f"write at offset {message.offset}, but the committed "
+                                         f"size is {committed}", committed)
+                if message.finish_write:
+                    flushed = True  # commit fsyncs, or discards on DataLoss
+                    storage_key = self.blobs.commit(key, sha, size)
+                    self._record_blob(sha, size, storage_key)
+                    log.info("blob stored", extra={"session_id": key.session_id, "sha256": sha,
+                                                   "size": size})
+                    return pb.WriteResponse(committed_size=size, complete=True)
+                message = next(requests, None)
+        finally:
+            if not flushed:
+                # Whatever was received stays resumable across a crash (the
+                # committed size should not go backwards).
+                self.blobs.flush(key)
+        return pb.WriteResponse(committed_size=self.blobs.partial_size(key), complete=False)
+
+    def _record_blob(self, sha: str, size: int, storage_key: str) -> None:
+        def record() -> None:
+            with self.db.write() as s:
+                if s.get(Blob, sha) is None:
+                    s.add(Blob(sha256=sha, size=size, storage_key=storage_key, stored_at=utcnow()))
+        _retry_on_conflict(record)
+
+    def _adopt_stored_file(self, sha: str, size: int) -> bool:
+        """A blob file without its record (the server stopped between rename and
+        record): verify its bytes and record it, so it need not be sent again."""
+        if not self.blobs.has(sha):
+            return False
+        digest = hashlib.sha256()
+        total = 0
+        with self.blobs.open(sha) as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+                total += len(block)
+        if total != size or digest.hexdigest() != sha:
+            log.error("stored blob does not match its name; it will be replaced by a new upload",
+                      extra={"sha256": sha})
+            return False
+        self._record_blob(sha, size, self.blobs.storage_key(sha))
+        log.warning("adopted a stored blob that had no record", extra={"sha256": sha})
+        return True
+
+    # -- CommitSession ------------------------------------------------------------
+
+    def commit_session(self, request: pb.CommitSessionRequest) -> pb.CommitSessionResponse:
+        v.session_id(request.session_id)
+        response, created = _retry_on_conflict(lambda: self._commit(request.session_id))
+        if created:
+            self.blobs.discard_session(request.session_id)  # leftovers of deduplicated blobs
+            log.info("case ingested", extra={"session_id": request.session_id,
+                                             "case_id": response.case_id,
+                                             "files": len(response.receipts)})
+        return response
+
+    def _commit(self, session_id: str) -> tuple[pb.CommitSessionResponse, bool]:
+        with self.db.write() as s:
+            sess = s.execute(
+                sa.select(IngestSession).where(IngestSession.session_id == session_id).with_for_update()
+            ).scalar_one_or_none()
+            if sess is None:
+                raise NotFound(f"unknown session {session_id}")
+            if sess.status == "committed":
+                return self._receipts(s, sess), False
+            manifest: list[dict[str, Any]] = sess.manifest
+            stored = {
+                b.sha256: b for b in s.scalars(
+                    sa.select(Blob).where(Blob.sha256.in_({e["sha256"] for e in manifest})))
+            }
+            missing = [e for e in manifest if e["sha256"] not in stored]
+            if missing:
+                listed = ", ".join(f"{e['relative_path']} ({e['sha256']})" for e in missing[:_MAX_LISTED])
+                more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+                raise FailedPrecondition(
+                    f"{len(missing)} blob(s) of session {session_id} are not durably stored yet: "
+                    f"{listed}{more}"
+                )
+            now = utcnow()
+            actor = f"agent:{sess.agent_id}"
+            case = Case(id=str(uuid.uuid4()), patient_id=sess.patient_id,
+                        department_id=sess.department_id, status="unsigned", confidential=False,
+                        created_at=now, current_version=1, source_session_id=session_id)
+            version = CaseVersion(case=case, version=1, created_at=now, created_by=actor,
+                                  fields=case_fields(sess))
+            s.add_all([case, version])
+            for position, e in enumerate(manifest):
+                device = e.get("device") or {}
+                s.add(MediaItem(
+                    id=str(uuid.uuid4()), case_version=version, blob_sha256=e["sha256"],
+                    relative_path=e["relative_path"], kind=e["kind"], media_type=e["media_type"],
+                    capture_time=dt.datetime.fromisoformat(e["capture_time"]) if e["capture_time"] else None,
+                    device_make=device.get("make", ""), device_model=device.get("model", ""),
+                    device_serial=device.get("serial", ""), position=position,
+                ))
+            s.flush()
+            sess.status = "committed"
+            sess.case_id = case.id
+            sess.committed_at = now
+            department = s.get(Department, sess.department_id)
+            append_audit(s, actor, "case.ingested", case_id=case.id, details={
+                "session_id": session_id, "patient_id": sess.patient_id,
+                "department": department.hsa_id if department else None, "mode": sess.mode,
+                "version": 1, "files": len(manifest), "bytes": sum(e["size"] for e in manifest),
+            })
+            s.flush()
+            return self._receipts(s, sess), True
+
+    @staticmethod
+    def _receipts(s: Session, sess: IngestSession) -> pb.CommitSessionResponse:
+        rows = s.execute(
+            sa.select(MediaItem, Blob)
+            .join(CaseVersion, MediaItem.case_version_id == CaseVersion.id)
+            .join(Blob, MediaItem.blob_sha256 == Blob.sha256)
+            .where(CaseVersion.case_id == sess.case_id, CaseVersion.version == 1)
+            .order_by(MediaItem.position)
+        ).all()
+        return pb.CommitSessionResponse(
+            case_id=sess.case_id or "",
+            case_version=1,
+            receipts=[
+                pb.FileReceipt(relative_path=item.relative_path, sha256=blob.sha256,
+                               size_bytes=blob.size, blob_id=blob.storage_key, media_item_id=item.id)
+                for item, blob in rows
+            ],
+        )
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _session_info(self, session_id: str) -> OpenSessionInfo:
+        with self.db.read() as s:
+            row = s.execute(
+                sa.select(IngestSession.status, IngestSession.manifest)
+                .where(IngestSession.session_id == session_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"unknown session {session_id}: call OpenSession first")
+        status, manifest = row
+        return OpenSessionInfo(session_id, status == "committed",
+                               {e["sha256"]: e["size"] for e in manifest})
+
+    def _stored(self, shas: set[str]) -> set[str]:
+        if not shas:
+            return set()
+        with self.db.read() as s:
+            return set(s.scalars(sa.select(Blob.sha256).where(Blob.sha256.in_(shas))))
+
+
+def session_fingerprint(request: pb.OpenSessionRequest) -> str:
+    """SHA-256 of the request's content. ``agent_version`` is left out: an agent
+    upgraded between a call and its retry is still sending the same card."""
+    content = pb.OpenSessionRequest()
+    content.CopyFrom(request)
+    content.agent_version = ""
+    return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
+
+
+def case_fields(sess: IngestSession) -> dict[str, Any]:
+    """The capture facts of an ingested card, as a case version's fields (R7, R13)."""
+    manifest: list[dict[str, Any]] = sess.manifest
+    times = sorted(e["capture_time"] for e in manifest if e["capture_time"])
+    devices: list[dict[str, str]] = []
+    for e in manifest:
+        d = e.get("device") or {}
+        if any(d.values()) and d not in devices:
+            devices.append(d)
+    return {
+        "source": "ingest",
+        "session_id": sess.session_id,
+        "agent_id": sess.agent_id,
+        "mode": sess.mode,
+        "ehr_context": sess.ehr_context,
+        "capture_time_first": times[0] if times else None,
+        "capture_time_last": times[-1] if times else None,
+        "devices": devices,
+        "files": [
+            {k: e[k] for k in ("relative_path", "sha256", "size", "kind", "media_type", "capture_time")}
+            for e in manifest
+        ],
+        "identity_evidence": sess.evidence,
+    }
+
+
+def _require_in_manifest(info: OpenSessionInfo, blob: pb.BlobDigest) -> None:
+    if info.sizes.get(blob.sha256) != blob.size_bytes:
+        raise FailedPrecondition(
+            f"blob {blob.sha256} ({blob.size_bytes} bytes) is not in the manifest of session "
+            f"{info.session_id}"
+        )
+
+
+def _timestamp(ts: Any) -> dt.datetime:
+    try:
+        return ts.ToDatetime(tzinfo=dt.timezone.utc)
+    except (ValueError, OverflowError) as e:
+        raise InvalidArgument(f"capture_time out of range: {e}") from None
+
+
+def _retry_on_conflict(fn: Callable[[], T], attempts: int = 3) -> T:
+    """Run a write that may race a concurrent identical write (the same session
+    opened or committed twice, a department registered twice). The loser's
+    unique-constraint violation is retried once the winner has committed."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except exc.IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            log.info("write raced a concurrent one; retrying", extra={"attempt": attempt + 1})
+    raise AssertionError("unreachable")

@@ -1,0 +1,191 @@
+"""The archive's records (SQLAlchemy 2, typed declarative).
+
+Portable between SQLite and PostgreSQL: ids are UUID strings, JSON columns hold
+structured facts, times are stored timezone-aware UTC. The schema is created
+with ``metadata.create_all`` for now (see ``db.create_schema``); once data must
+be kept across releases, schema changes go through Alembic migrations.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        dt.datetime: DateTime(timezone=True),
+    }
+
+
+class Department(Base):
+    """R15: one organisational level, named by its HSA-id."""
+
+    __tablename__ = "departments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hsa_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # How the department came to be: "admin" (departments add) or "auto" (first ingest).
+    registered_by: Mapped[str] = mapped_column(String(32), default="admin")
+
+
+class Agent(Base):
+    """A capture PC's agent, as last seen by the archive (R21)."""
+
+    __tablename__ = "agents"
+
+    agent_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    version: Mapped[str] = mapped_column(String(64), default="")
+    first_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class IngestSession(Base):
+    """One card: the OpenSession request as received, and its outcome."""
+
+    __tablename__ = "ingest_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), unique=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    patient_id: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16))
+    ehr_context: Mapped[bool] = mapped_column(Boolean, default=False)
+    manifest: Mapped[list[Any]] = mapped_column()
+    evidence: Mapped[list[Any]] = mapped_column()
+    # SHA-256 over the request content (agent_version excluded): the idempotency check.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | committed
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), unique=True)
+    opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    committed_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class Blob(Base):
+    """A durably stored blob (content addressed). A row exists only after the
+    bytes were fsync'ed, verified and renamed to their final name."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    stored_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Case(Base):
+    """R13: media of one patient in one department. New cases are unsigned."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(32), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    status: Mapped[str] = mapped_column(String(16), default="unsigned")
+    confidential: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    # The ingest session the case came from; unique so that a session can never
+    # become two cases, even if two commits race past the row lock.
+    source_session_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+
+    department: Mapped[Department] = relationship()
+    versions: Mapped[list["CaseVersion"]] = relationship(
+        back_populates="case", order_by="CaseVersion.version"
+    )
+
+
+class CaseVersion(Base):
+    """R14: one version of a case. ``fields`` holds the capture facts (mode,
+    capture times, devices, files, identity evidence, EHR context), never file
+    metadata (R7)."""
+
+    __tablename__ = "case_versions"
+    __table_args__ = (UniqueConstraint("case_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    fields: Mapped[dict[str, Any]] = mapped_column()
+
+    case: Mapped[Case] = relationship(back_populates="versions")
+    media: Mapped[list["MediaItem"]] = relationship(
+        back_populates="case_version", order_by="MediaItem.position"
+    )
+
+
+class MediaItem(Base):
+    """One file of a case version: a reference to a blob plus the facts that
+    would otherwise have been file metadata (R7)."""
+
+    __tablename__ = "media_items"
+    __table_args__ = (UniqueConstraint("case_version_id", "relative_path"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_version_id: Mapped[int] = mapped_column(ForeignKey("case_versions.id"))
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    relative_path: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[str] = mapped_column(String(16))
+    media_type: Mapped[str] = mapped_column(String(128))
+    capture_time: Mapped[dt.datetime | None] = mapped_column()
+    device_make: Mapped[str] = mapped_column(String(255), default="")
+    device_model: Mapped[str] = mapped_column(String(255), default="")
+    device_serial: Mapped[str] = mapped_column(String(255), default="")
+    position: Mapped[int] = mapped_column(Integer)
+
+    case_version: Mapped[CaseVersion] = relationship(back_populates="media")
+    blob: Mapped[Blob] = relationship()
+
+
+class AuditEvent(Base):
+    """R18: one entry of the append-only audit log, chained by SHA-256: each
+    event's hash covers its content and the previous event's hash, so an edited,
+    removed or inserted row breaks the chain (``audit.verify_audit_chain``)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    at: Mapped[dt.datetime] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    case_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column()
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The single row naming the chain's last event. Appends lock it (row lock on
+    PostgreSQL, the write lock on SQLite), which serialises them."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")

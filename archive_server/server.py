@@ -1,0 +1,195 @@
+"""Build and run the archive's gRPC server.
+
+One process serves the Ingest service and the standard ``grpc.health.v1``
+health service on one port. A monitor thread reports "bildsluss.v1.Ingest" (and
+"") SERVING while the database and blob store answer, NOT_SERVING otherwise.
+SIGTERM/SIGINT drain in-flight calls for ``grace_period_s`` and stop. Once the
+port is bound, ``listening on HOST:PORT`` (the real port, also for ``:0``) is
+printed on stdout so that scripts can wait for it.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import logging
+import pathlib
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from archive_server.blobstore import BlobStore, open_blobstore
+from archive_server.config import ArchiveConfig, parse_listen
+from archive_server.db import Database
+from archive_server.errors import ArchiveError, ConfigError, Unavailable
+from archive_server.ingest import IngestCore
+from archive_server.service import SERVICE_NAME, ErrorInterceptor, IngestServicer
+from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+_SWEEP_EVERY_S = 24 * 3600.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(config: ArchiveConfig) -> None:
+    """TLS with client certificates, or plaintext by the explicit --insecure flag
+    and only on a loopback address (development). Raises ConfigError otherwise."""
+    tls = config.tls
+    given = [x for x in (tls.cert, tls.key, tls.client_ca) if x is not None]
+    if given and len(given) != 3:
+        raise ConfigError("TLS needs all of --tls-cert, --tls-key and --client-ca")
+    if given and config.insecure:
+        raise ConfigError("--insecure and TLS exclude each other")
+    if given:
+        return
+    if not config.insecure:
+        raise ConfigError(
+            "no transport security: give --tls-cert/--tls-key/--client-ca, "
+            "or --insecure for development on a loopback address"
+        )
+    host, _ = parse_listen(config.listen)
+    if not is_loopback(host):
+        raise ConfigError(
+            f"refusing plaintext on non-loopback address {config.listen}: "
+            "plaintext (--insecure) is for development on 127.0.0.1 or [::1] only; use TLS"
+        )
+
+
+class ArchiveServer:
+    def __init__(self, config: ArchiveConfig) -> None:
+        check_transport(config)
+        self.config = config
+        self.db = Database(
+            config.effective_db_url, pool_size=config.db_pool_size,
+            max_overflow=config.db_max_overflow, busy_timeout_ms=config.sqlite_busy_timeout_ms,
+        )
+        self.blobs: BlobStore = open_blobstore(config.effective_blobs_url)
+        self.core = IngestCore(self.db, self.blobs, config)
+        self.health = health.HealthServicer()
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self.port = 0
+        self._server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers,
+                                                  thread_name_prefix="rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        pb_grpc.add_IngestServicer_to_server(IngestServicer(self.core), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+
+    def start(self) -> int:
+        """Prepare storage, bind, start serving; returns the bound port."""
+        self.db.create_schema()
+        swept = self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
+        if swept:
+            log.info("removed stale partial uploads", extra={"count": swept})
+        if self.config.http:
+            log.warning("--http (dashboard, metrics) is not implemented yet; ignored",
+                        extra={"http": self.config.http})
+        if self.config.tls.enabled:
+            tls = self.config.tls
+            assert tls.key is not None and tls.client_ca is not None and tls.cert is not None
+            creds = grpc.ssl_server_credentials(
+                [(_read(tls.key, "--tls-key"), _read(tls.cert, "--tls-cert"))],
+                root_certificates=_read(tls.client_ca, "--client-ca"),
+                require_client_auth=True,
+            )
+        else:
+            creds = None
+        try:
+            if creds is None:
+                self.port = self._server.add_insecure_port(self.config.listen)
+            else:
+                self.port = self._server.add_secure_port(self.config.listen, creds)
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            raise Unavailable(f"cannot listen on {self.config.listen}: address in use or not local")
+        self._check_health()
+        self._server.start()
+        self._monitor = threading.Thread(target=self._watch, name="health", daemon=True)
+        self._monitor.start()
+        log.info("archive started", extra={
+            "listen": self.config.listen, "port": self.port, "db": self.db.describe(),
+            "blobs": self.blobs.url, "tls": self.config.tls.enabled})
+        return self.port
+
+    @property
+    def address(self) -> str:
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        self._stop.set()
+        self.health.enter_graceful_shutdown()
+        grace = self.config.grace_period_s if grace is None else grace
+        self._server.stop(grace).wait()
+        self.db.dispose()
+        log.info("archive stopped")
+
+    def _check_health(self) -> None:
+        try:
+            self.db.ping()
+            self.blobs.check()
+        except ArchiveError as e:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            log.warning("not serving", extra={"reason": str(e)})
+        else:
+            status = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def _watch(self) -> None:
+        last_sweep = time.monotonic()
+        while not self._stop.wait(self.config.health_check_interval_s):
+            self._check_health()
+            if time.monotonic() - last_sweep > _SWEEP_EVERY_S:
+                last_sweep = time.monotonic()
+                try:
+                    self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
+                except (OSError, ArchiveError):
+                    log.exception("sweeping stale partial uploads failed")
+
+
+def _read(path: pathlib.Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def serve(config: ArchiveConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    server = ArchiveServer(config)
+    server.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"listening on {server.address}", flush=True)
+    sys.stdout.flush()
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    return 0

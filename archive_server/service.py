@@ -1,0 +1,124 @@
+"""gRPC adapter of the ingest service: a thin servicer and one error interceptor.
+
+The servicer methods only forward to :class:`~archive_server.ingest.IngestCore`.
+:class:`ErrorInterceptor` is the one place where domain errors become status
+codes (and where every call is logged with its outcome and duration).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from sqlalchemy import exc as sa_exc
+
+from archive_server.errors import ArchiveError, OutOfRange
+from archive_server.ingest import IngestCore
+from bildsluss.v1 import ingest_pb2 as pb
+from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Ingest"].full_name  # "bildsluss.v1.Ingest"
+# Trailing metadata on OUT_OF_RANGE: the committed size, for clients that prefer
+# it to parsing the message.
+COMMITTED_SIZE_KEY = "bildsluss-committed-size"
+
+
+class IngestServicer(pb_grpc.IngestServicer):
+    def __init__(self, core: IngestCore) -> None:
+        self.core = core
+
+    def OpenSession(self, request: pb.OpenSessionRequest, context: grpc.ServicerContext) -> pb.OpenSessionResponse:
+        return self.core.open_session(request)
+
+    def FindMissingBlobs(
+        self, request: pb.FindMissingBlobsRequest, context: grpc.ServicerContext
+    ) -> pb.FindMissingBlobsResponse:
+        return self.core.find_missing(request)
+
+    def QueryWriteStatus(
+        self, request: pb.QueryWriteStatusRequest, context: grpc.ServicerContext
+    ) -> pb.QueryWriteStatusResponse:
+        return self.core.query_write_status(request)
+
+    def Write(self, request_iterator: Iterator[pb.WriteRequest], context: grpc.ServicerContext) -> pb.WriteResponse:
+        return self.core.write(request_iterator)
+
+    def CommitSession(
+        self, request: pb.CommitSessionRequest, context: grpc.ServicerContext
+    ) -> pb.CommitSessionResponse:
+        return self.core.commit_session(request)
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message for an exception raised by a handler."""
+    if isinstance(error, ArchiveError):
+        return grpc.StatusCode[error.code], str(error)
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return grpc.StatusCode.UNAVAILABLE, "database unavailable"
+    return grpc.StatusCode.INTERNAL, "internal error in the archive (logged); nothing was acknowledged"
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps exceptions of every handler to status codes and logs each call."""
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # streaming responses (health Watch) pass through
+
+
+def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.monotonic()
+        try:
+            response = behavior(request, context)
+        except grpc.RpcError:
+            # The client cancelled or the deadline passed while we read its stream.
+            log.info("rpc cancelled", extra={"method": method, "peer": context.peer(),
+                                             "ms": _ms(start)})
+            raise
+        except Exception as error:  # noqa: BLE001 - this is the one boundary
+            code, message = status_for(error)
+            extra = {"method": method, "code": code.name, "peer": context.peer(), "ms": _ms(start),
+                     "detail": message}
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("rpc failed", extra=extra)
+            elif code is grpc.StatusCode.UNAVAILABLE:
+                log.warning("rpc failed", extra=extra)
+            else:
+                log.info("rpc refused", extra=extra)
+            if isinstance(error, OutOfRange):
+                context.set_trailing_metadata(((COMMITTED_SIZE_KEY, str(error.committed_size)),))
+            context.abort(code, message)
+        if not context.is_active():
+            log.info("rpc cancelled", extra={"method": method, "peer": context.peer(), "ms": _ms(start)})
+        elif not method.startswith("/grpc.health"):
+            log.info("rpc ok", extra={"method": method, "peer": context.peer(), "ms": _ms(start)})
+        return response
+
+    return wrapped
+
+
+def _ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
