@@ -454,11 +454,15 @@ class IngestCore:
 
 
 def session_fingerprint(request: pb.OpenSessionRequest) -> str:
-    """SHA-256 of the request's content. ``agent_version`` is left out: an agent
-    upgraded between a call and its retry is still sending the same card."""
+    """SHA-256 of what defines the card: agent, department, patient, mode,
+    manifest, EHR context. Left out: ``agent_version`` (an agent upgraded
+    between a call and its retry still sends the same card) and ``evidence``
+    (a re-read of the same card may find a label once more or once less; the
+    first session's evidence is the one kept)."""
     content = pb.OpenSessionRequest()
     content.CopyFrom(request)
     content.agent_version = ""
+    del content.evidence[:]
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
