@@ -134,6 +134,7 @@ class ArchiveServer:
 
     @property
     def address(self) -> str:
+        host, _ = parse_listen(self.config.listen)
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def stop(self, grace: float | None = None) -> None:
