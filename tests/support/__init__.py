@@ -1,0 +1,1 @@
+"""Test helpers: realistic camera cards (:mod:`tests.support.cardgen`) and real processes."""
