@@ -184,7 +184,8 @@ def _ingest(request: IngestRequest, config: AgentConfig, card: _Card, progress: 
 
         progress("identify", {"files": len(scan.media)})
         identified = identify_stage.identify(
-            scan, mode, expect=request.expect, budget_s=config.identify_budget_s
+            scan, mode, expect=request.expect, budget_s=config.identify_budget_s,
+            reserve_formats=config.reserve_formats,
         )
         card.decision = decision = decide_stage.decide(scan, identified, mode, expect=request.expect)
         if not decision.accepted:

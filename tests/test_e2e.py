@@ -20,68 +20,10 @@ from PIL import Image
 
 from tests.support.archive_process import ArchiveProcess
 from tests.support.cardgen import make_card, make_personnummer
-
-DEPARTMENT = "SE2321000016-15CQ"
-PATIENT = "19121212-1212"
-PATIENT_CANONICAL = "191212121212"
-BIN = pathlib.Path(sys.executable).parent
-AGENT = [str(BIN / "bildsluss-agent")]
-ARCHIVE = [str(BIN / "bildsluss-archive")]
-
-# Tag groups and tags that must never reach the archive (R7), as exiftool -G1 names them.
-FORBIDDEN_GROUPS = ("GPS", "MakerNotes", "Canon", "Nikon", "Olympus", "Sony", "Panasonic",
-                    "FujiFilm", "Pentax", "XMP", "IPTC", "Photoshop", "IFD1", "ExifIFD")
-FORBIDDEN_TAGS = ("Make", "Model", "SerialNumber", "InternalSerialNumber", "BodySerialNumber",
-                  "GPSLatitude", "GPSLongitude", "ThumbnailImage", "PreviewImage", "DateTimeOriginal")
-
-
-def snapshot(root: pathlib.Path) -> dict[str, tuple]:
-    """Everything about the card that a wipe or a write would change."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        rel = str(path.relative_to(root))
-        if path.is_file() and not path.is_symlink():
-            out[rel] = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
-        else:
-            out[rel] = ("dir" if path.is_dir() else "other", st.st_mode)
-    return out
-
-
-def media_on(root: pathlib.Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.JPG") if not p.name.startswith("._"))
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    with ArchiveProcess(data=tmp_path_factory.mktemp("e2e") / "archive") as proc:
-        yield proc
-
-
-def ingest(card: pathlib.Path, address: str, tmp_path: pathlib.Path, *extra: str) -> tuple[int, dict]:
-    result = subprocess.run(
-        [*AGENT, "ingest", str(card), "--archive", address, "--department", DEPARTMENT,
-         "--insecure", "--json", "--spool", str(tmp_path / "spool"), *extra],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.stdout.strip(), f"no JSON on stdout; stderr:\n{result.stderr}"
-    outcome = json.loads(result.stdout)
-    assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir()), \
-        "the spool must be empty after a one-shot ingest (R11)"
-    return result.returncode, outcome
-
-
-def cases(archive: ArchiveProcess, patient: str) -> list[dict]:
-    out = subprocess.run([*ARCHIVE, "cases", "--data", str(archive.data), "--patient", patient, "--json"],
-                         capture_output=True, text=True, check=True)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
-def exif_tags(path: pathlib.Path) -> dict:
-    out = subprocess.run(["exiftool", "-j", "-G1", "-a", "-u", "-b", str(path)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)[0]
-
+from tests.support.e2e import (
+    AGENT, ARCHIVE, DEPARTMENT, FORBIDDEN_GROUPS, FORBIDDEN_TAGS, PATIENT, PATIENT_CANONICAL,
+    cases, exif_tags, ingest, media_on, snapshot,
+)
 
 def test_good_card_is_archived_clean_and_the_card_emptied(archive, tmp_path):
     card = tmp_path / "card"
@@ -173,38 +115,45 @@ def test_archive_down_defers_and_leaves_the_card(tmp_path):
     assert snapshot(card) == before
 
 
-def test_archive_killed_mid_upload_leaves_the_card(tmp_path):
-    """The archive dies while the agent uploads: deferred, card untouched, then a retry succeeds."""
+def test_archive_killed_mid_upload_defers_and_a_retry_completes(tmp_path):
+    """The archive dies after the first file is stored: deferred, card untouched; back up, the card goes through."""
+    from agent.config import AgentConfig, ArchiveConfig
+    from agent.pipeline import IngestRequest, ingest_card
+
     card = tmp_path / "card"
     make_card(card, patient=PATIENT, n_images=3, seed=41)
     before = snapshot(card)
     data = tmp_path / "archive"
     port = _free_port()
-    proc = ArchiveProcess(data=data, listen=f"127.0.0.1:{port}").start()
-    config = tmp_path / "agent.toml"
-    # Tiny chunks so that the upload is still running when the archive is killed.
-    config.write_text("[archive]\nconnect_timeout_s = 2.0\nretry_budget_s = 2.0\nchunk_bytes = 4096\n")
-    agent = subprocess.Popen(
-        [*AGENT, "ingest", str(card), "--archive", proc.address, "--department", DEPARTMENT,
-         "--insecure", "--json", "--spool", str(tmp_path / "spool"), "--config", str(config),
-         "--log-level", "INFO"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    # Kill the archive as soon as the agent starts uploading.
-    for line in agent.stderr:
-        if '"stage": "upload"' in line or "identified patient" in line:
-            break
-    proc.kill()
-    stdout, _ = agent.communicate(timeout=120)
-    out = json.loads(stdout)
-    assert agent.returncode == 4, out
-    assert out["reason"] == "ARCHIVE_UNAVAILABLE"
-    assert out["wiped"] is False
+    archive = ArchiveProcess(data=data, listen=f"127.0.0.1:{port}").start()
+    uploads: list[dict] = []
+
+    def kill_after_first_file(stage: str, info: dict) -> None:
+        if stage == "upload" and info.get("files_done") == 1:
+            uploads.append(info)
+            archive.kill()
+
+    cfg = AgentConfig(agent_id="e2e-agent", spool_dir=tmp_path / "spool", archive=ArchiveConfig(
+        address=archive.address, insecure=True, connect_timeout_s=1.0, retry_budget_s=1.5))
+    request = IngestRequest(root=card, department=DEPARTMENT)
+    try:
+        outcome = ingest_card(request, cfg, progress=kill_after_first_file)
+    finally:
+        archive.stop()
+
+    assert uploads and uploads[0]["files_total"] == 3, "the archive was not killed mid-upload"
+    assert outcome.outcome == "deferred" and outcome.reason.value == "ARCHIVE_UNAVAILABLE", outcome
+    assert outcome.exit_code == 4 and not outcome.wiped and outcome.case_id is None
     assert snapshot(card) == before
-    # The archive comes back on the same port and data: the same card now goes through.
+    assert not any((tmp_path / "spool").iterdir()), "the spool must be emptied (R11)"
+
     with ArchiveProcess(data=data, listen=f"127.0.0.1:{port}") as again:
-        code, out = ingest(card, again.address, tmp_path)
-        assert code == 0, out
+        sent: list[dict] = []
+        retried = ingest_card(request, cfg, progress=lambda stage, info: sent.append(info)
+                              if stage == "upload" and "files_done" in info else None)
+        assert retried.outcome == "archived" and retried.wiped, retried
+        # The first file survived the crash durably: only the other two are sent again.
+        assert sent and sent[-1]["files_total"] == 2
         assert len(cases(again, PATIENT_CANONICAL)) == 1
 
 

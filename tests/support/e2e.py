@@ -1,0 +1,65 @@
+"""Helpers shared by the end-to-end and system tests: run the agent, look at cards and cases."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import subprocess
+import sys
+
+from tests.support.archive_process import ArchiveProcess
+
+DEPARTMENT = "SE2321000016-15CQ"
+PATIENT = "19121212-1212"
+PATIENT_CANONICAL = "191212121212"
+BIN = pathlib.Path(sys.executable).parent
+AGENT = [str(BIN / "bildsluss-agent")]
+ARCHIVE = [str(BIN / "bildsluss-archive")]
+
+# Tag groups and tags that must never reach the archive (R7), as exiftool -G1 names them.
+FORBIDDEN_GROUPS = ("GPS", "MakerNotes", "Canon", "Nikon", "Olympus", "Sony", "Panasonic",
+                    "FujiFilm", "Pentax", "XMP", "IPTC", "Photoshop", "IFD1", "ExifIFD")
+FORBIDDEN_TAGS = ("Make", "Model", "SerialNumber", "InternalSerialNumber", "BodySerialNumber",
+                  "GPSLatitude", "GPSLongitude", "ThumbnailImage", "PreviewImage", "DateTimeOriginal")
+
+
+def snapshot(root: pathlib.Path) -> dict[str, tuple]:
+    """Everything about the card that a wipe or a write would change."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        rel = str(path.relative_to(root))
+        if path.is_file() and not path.is_symlink():
+            out[rel] = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+        else:
+            out[rel] = ("dir" if path.is_dir() else "other", st.st_mode)
+    return out
+
+
+def media_on(root: pathlib.Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.JPG") if not p.name.startswith("._"))
+
+
+def ingest(card: pathlib.Path, address: str, tmp_path: pathlib.Path, *extra: str) -> tuple[int, dict]:
+    result = subprocess.run(
+        [*AGENT, "ingest", str(card), "--archive", address, "--department", DEPARTMENT,
+         "--insecure", "--json", "--spool", str(tmp_path / "spool"), *extra],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.stdout.strip(), f"no JSON on stdout; stderr:\n{result.stderr}"
+    outcome = json.loads(result.stdout)
+    assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir()), \
+        "the spool must be empty after a one-shot ingest (R11)"
+    return result.returncode, outcome
+
+
+def cases(archive: ArchiveProcess, patient: str) -> list[dict]:
+    out = subprocess.run([*ARCHIVE, "cases", "--data", str(archive.data), "--patient", patient, "--json"],
+                         capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def exif_tags(path: pathlib.Path) -> dict:
+    out = subprocess.run(["exiftool", "-j", "-G1", "-a", "-u", "-b", str(path)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)[0]
