@@ -21,12 +21,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.cardgen import make_card  # noqa: E402
+from tests.support.cardgen import CAMERAS, make_card, make_personnummer  # noqa: E402
 from tests.support.archive_process import ArchiveProcess  # noqa: E402
 
 DEPARTMENT = "SE2321000016-15CQ"
 PATIENT = "19121212-1212"
-OTHER = "19820415-2383"
+OTHER = make_personnummer("19820415", "238")
 
 
 def banner(text: str) -> None:
@@ -54,8 +54,16 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="bildsluss-demo-"))
     data = work / "archive"
-    agent_env = dict(os.environ)
     spool = work / "spool"
+    # The agent's config: the department's registered camera (R6), quiet logs.
+    camera = CAMERAS["canon"]
+    agent_config = work / "agent.toml"
+    agent_config.write_text(
+        f'[agent]\nspool_dir = "{spool}"\n\n'
+        f'[[devices]]\nmake = "{camera.make}"\nmodel = "{camera.model}"\nserial = "{camera.serial}"\n'
+    )
+    agent = [BIN / "bildsluss-agent", "--log-level", "ERROR", "ingest"]
+    common = ["--department", DEPARTMENT, "--insecure", "--config", agent_config]
     try:
         with ArchiveProcess(data=data) as archive:
             banner(f"archive listening on {archive.address} (SQLite + blobs in {data})")
@@ -64,15 +72,16 @@ def main() -> int:
             make_card(good, patient=PATIENT, n_images=4)
             banner("a camera card for patient " + PATIENT)
             show_tree(good)
-            originals = {p: good / p for p in tree(good) if p.upper().endswith(".JPG")}
+            originals = {p: good / p for p in tree(good)
+                         if p.upper().endswith(".JPG") and not pathlib.Path(p).name.startswith("._")}
             first_original = sorted(originals)[0]
             kept = work / "original.jpg"
             shutil.copy2(good / first_original, kept)
 
             banner("bildsluss-agent ingest")
-            result = run([BIN / "bildsluss-agent", "ingest", good, "--archive", archive.address,
-                          "--department", DEPARTMENT, "--insecure", "--spool", spool],
-                         env=agent_env)
+            banner("agent config (registered capture device, R6)")
+            print(agent_config.read_text())
+            result = run([*agent, good, "--archive", archive.address, *common])
             print(f"(exit code {result.returncode})")
             if result.returncode != 0:
                 return 1
@@ -104,8 +113,7 @@ def main() -> int:
             make_card(mixed, patient=PATIENT, n_images=4, extra_patient_at=2, extra_patient=OTHER)
             before = tree(mixed)
             banner("a card with a second patient's label in the middle")
-            result = run([BIN / "bildsluss-agent", "ingest", mixed, "--archive", archive.address,
-                          "--department", DEPARTMENT, "--insecure", "--spool", spool])
+            result = run([*agent, mixed, "--archive", archive.address, *common])
             print(f"(exit code {result.returncode}; card unchanged: {tree(mixed) == before})")
             if result.returncode != 3 or tree(mixed) != before:
                 return 1
