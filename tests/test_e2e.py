@@ -226,3 +226,31 @@ def test_usage_errors_exit_2_and_touch_nothing(tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert "error" in result.stderr
     assert snapshot(card) == before
+
+
+@pytest.mark.postgres
+def test_the_same_card_paths_on_postgresql(tmp_path):
+    """The archive on PostgreSQL: a good card is archived and exported; a mixed one refused."""
+    from tests.archive.databases import temp_database
+
+    with temp_database("postgresql", tmp_path) as url, \
+            ArchiveProcess(data=tmp_path / "archive", db=url) as archive:
+        card = tmp_path / "card"
+        make_card(card, patient=PATIENT, n_images=3, seed=81)
+        code, out = ingest(card, archive.address, tmp_path)
+        assert code == 0 and out["wiped"], out
+        assert [c["case_id"] for c in cases(archive, PATIENT_CANONICAL)] == [out["case_id"]]
+        export = tmp_path / "export"
+        subprocess.run([*ARCHIVE, "export", out["case_id"], str(export), "--db", url,
+                        "--data", str(archive.data)], check=True, capture_output=True)
+        assert sorted(str(p.relative_to(export)) for p in export.rglob("*.JPG")) == sorted(
+            f["path"] for f in out["files"] if f["status"] == "archived")
+
+        mixed = tmp_path / "mixed"
+        make_card(mixed, patient=PATIENT, n_images=3, seed=82, extra_patient_at=1,
+                  extra_patient=make_personnummer("19820415", "238"))
+        before = snapshot(mixed)
+        code, out = ingest(mixed, archive.address, tmp_path)
+        assert code == 3 and out["reason"] == "MIXED_PATIENTS", out
+        assert snapshot(mixed) == before
+        assert len(cases(archive, PATIENT_CANONICAL)) == 1

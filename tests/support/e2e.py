@@ -53,8 +53,13 @@ def ingest(card: pathlib.Path, address: str, tmp_path: pathlib.Path, *extra: str
     return result.returncode, outcome
 
 
+def store_args(archive: ArchiveProcess) -> list[str]:
+    """How the admin CLI reaches the archive's database: --db when it has one, else --data."""
+    return ["--db", archive.db] if archive.db else ["--data", str(archive.data)]
+
+
 def cases(archive: ArchiveProcess, patient: str) -> list[dict]:
-    out = subprocess.run([*ARCHIVE, "cases", "--data", str(archive.data), "--patient", patient, "--json"],
+    out = subprocess.run([*ARCHIVE, "cases", *store_args(archive), "--patient", patient, "--json"],
                          capture_output=True, text=True, check=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
