@@ -50,6 +50,7 @@ patient came from the context (audio) rather than from the media alone.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from agent.identify import IdentifyResult, VideoWindows, required_positions
 from agent.identity import numbers
@@ -60,11 +61,11 @@ from agent.reasons import Reason
 _DETAIL_FILES = 6
 
 
-def canonical_expect(expect: str | None) -> str | None:
+def canonical_expect(expect: str | None, reserve_formats: Sequence[Any] = ()) -> str | None:
     """The expected patient's canonical number, or None when it does not validate."""
     if expect is None:
         return None
-    number = numbers.parse(expect)
+    number = numbers.parse(expect, reserve_formats=reserve_formats)
     return number.canonical if number is not None else None
 
 
@@ -74,6 +75,7 @@ def decide(
     mode: Mode,
     *,
     expect: str | None,
+    reserve_formats: Sequence[Any] = (),
 ) -> Decision:
     """Apply R1-R5 to what the card showed; see the module notes for the order."""
     evidence = identified.evidence
@@ -85,7 +87,7 @@ def decide(
     if not media:
         return refuse(Reason.EMPTY_CARD, "no pictures, video, sound or DICOM files on the card")
 
-    expected = canonical_expect(expect)
+    expected = canonical_expect(expect, reserve_formats)
     if expect is not None and expected is None:
         return refuse(Reason.INVALID_ID, f"the expected patient number {expect!r} is not valid")
     audio = [m.relative_path for m in media if m.kind == MediaKind.AUDIO]

@@ -187,7 +187,9 @@ def _ingest(request: IngestRequest, config: AgentConfig, card: _Card, progress: 
             scan, mode, expect=request.expect, budget_s=config.identify_budget_s,
             reserve_formats=config.reserve_formats,
         )
-        card.decision = decision = decide_stage.decide(scan, identified, mode, expect=request.expect)
+        card.decision = decision = decide_stage.decide(
+            scan, identified, mode, expect=request.expect, reserve_formats=config.reserve_formats
+        )
         if not decision.accepted:
             assert decision.reason is not None
             raise StageError(decision.reason, decision.detail)

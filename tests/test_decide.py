@@ -413,3 +413,18 @@ def test_detail_names_at_most_a_few_files():
     s = photos(40)
     d = decide(s, result(s), Mode.PHOTO, expect=None)
     assert "and 34 more" in d.detail
+
+
+def test_expected_reservnummer_needs_the_configured_formats():
+    """A reservnummer in EHR context matches only when its region format is enabled."""
+    from agent.identity.reserve import from_config
+
+    formats = from_config({"reserve_formats": ["sll"]})
+    reserve = "991981000010"
+    s = photos(2)
+    p = paths(s)
+    r = result(s, ev(p[0], reserve), ev(p[1], reserve))
+    accepted = decide(s, r, Mode.PHOTO, expect=reserve, reserve_formats=formats)
+    assert accepted.accepted and accepted.patient_id == reserve
+    refused = decide(s, r, Mode.PHOTO, expect=reserve)
+    assert not refused.accepted and refused.reason == Reason.INVALID_ID
