@@ -21,7 +21,7 @@ import sys
 
 from agent import __version__
 from agent import config as config_mod
-from agent import logs
+from bildsluss_common import logs
 from agent.model import Mode
 from agent.identity.numbers import validate as validate_identity
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from archive_server import config as config_mod
-from archive_server import logs
+from bildsluss_common import logs
 from archive_server.audit import append_audit, verify_audit_chain
 from archive_server.blobstore import open_blobstore
 from archive_server.cases import export_case, normalise_patient, search_cases

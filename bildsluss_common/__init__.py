@@ -1,0 +1,1 @@
+"""Code both programs share (the agent and the archive), kept deliberately small."""
