@@ -23,6 +23,8 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from tests.support.cardgen import make_personnummer
+
 # Fonts used (Debian packages fonts-dejavu-core, fonts-noto-mono, fonts-urw-base35).
 FONTS: dict[str, pathlib.Path] = {
     "dejavu-sans": pathlib.Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
@@ -308,19 +310,10 @@ def valid_numbers(count: int, seed: int = 0) -> list[str]:
         year = int(rng.integers(1930, 2024))
         month = int(rng.integers(1, 13))
         day = int(rng.integers(1, 29))
-        serial = int(rng.integers(0, 1000))
-        ten = f"{year % 100:02d}{month:02d}{day:02d}{serial:03d}"
-        check = _luhn_digit(ten)
-        text = f"{year:04d}{month:02d}{day:02d}-{serial:03d}{check}"
+        serial = int(rng.integers(1, 1000))  # serial 000 is never issued
+        text = make_personnummer(f"{year:04d}{month:02d}{day:02d}", serial)
         if text not in seen:
             seen.add(text)
             out.append(text)
     return out
 
-
-def _luhn_digit(nine: str) -> int:
-    total = 0
-    for i, ch in enumerate(nine):
-        v = int(ch) * (2 if i % 2 == 0 else 1)
-        total += v - 9 if v > 9 else v
-    return (10 - total % 10) % 10
