@@ -62,8 +62,21 @@ Containers:
   and the file is refused.
 * HEIC/HEIF: refused. ``-all=`` leaves the HEIF item structure, including
   thumbnail items that exiftool does not list, so the result cannot be checked.
-* DICOM, WAV, MP3, AVI, MPEG-TS: refused, "not yet supported" (exiftool cannot
-  write AVI/MTS/MP3/WAV; DICOM needs its own de-identification).
+* DICOM: :mod:`agent.strip_dicom` writes a new dataset from a whitelist of the
+  elements needed to decode and display the image (pixel data byte-identical,
+  new SOPInstanceUID, no patient/study/device/date/private elements); see that
+  module for the list, the transfer-syntax rules and the verification.
+* WAV (RIFF WAVE): rewritten by :func:`strip_wav` with only the ``fmt `` chunk,
+  the ``fact`` chunk (non-PCM only) and the ``data`` chunk, each byte-identical;
+  everything else goes (LIST/INFO artist/dates/software, ``bext`` Broadcast
+  WAV originator/dates/UMID, ``iXML``, ``id3``/``ID3``, ``_PMX`` XMP, ``cue ``,
+  ``smpl``, ``JUNK``, bytes after the RIFF form such as an appended ID3 tag).
+  Verified by re-parsing (only those chunks; fmt/fact identical; data SHA-256
+  identical) and by ffmpeg's per-packet stream hash. Refused: RF64/BW64 (over
+  4 GiB), truncated files (a chunk or the RIFF form running past the end of
+  the file), no or several ``fmt ``/``data`` chunks, a malformed ``fmt ``.
+* MP3, AVI, MPEG-TS: refused, "not yet supported" (exiftool cannot write them;
+  MP3 would need its ID3v1/v2/APE tags cut off by frame-accurate parsing).
 """
 from __future__ import annotations
 
@@ -111,9 +124,10 @@ _STRIP_ARGS: dict[str, tuple[str, ...]] = {
     "audio/mp4": ("-all=",),
 }
 
+_DICOM_TYPES = {"application/dicom"}
+_WAV_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
+
 _NOT_YET = {
-    "application/dicom": "DICOM needs its own de-identification",
-    "audio/wav": "exiftool cannot write WAV",
     "audio/mpeg": "exiftool cannot write MP3",
     "video/x-msvideo": "exiftool cannot write AVI",
     "video/mp2t": "exiftool cannot write MPEG-TS",
@@ -398,6 +412,12 @@ def strip(media: MediaFile, spool_dir: pathlib.Path, *,
     CARD_CHANGED (the card's bytes are not what the scan hashed). On error
     nothing is left in the spool for this file. The card is only read.
     """
+    if media.media_type in _DICOM_TYPES:
+        from agent.strip_dicom import strip_dicom  # pydicom + numpy only when needed
+
+        return strip_dicom(media, pathlib.Path(spool_dir))
+    if media.media_type in _WAV_TYPES:
+        return strip_wav(media, pathlib.Path(spool_dir))
     if media.media_type in _NOT_YET:
         raise _fail(media, f"stripping {media.media_type} is not yet supported "
                            f"({_NOT_YET[media.media_type]})")
@@ -522,3 +542,193 @@ def _verify_streams(media: MediaFile, original: pathlib.Path, stripped: pathlib.
         raise _fail(media, f"streams cannot be compared: {exc}") from None
     if not a.strip() or a != b:
         raise _fail(media, "audio/video packets differ from the original")
+
+
+# --- WAV (RIFF WAVE) ------------------------------------------------------------------
+
+#: What a stripped WAV may hold, in this order.
+WAV_CHUNKS = (b"fmt ", b"fact", b"data")
+_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+_WAV_FORMAT_PCM = 1
+_WAV_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+class WavError(ValueError):
+    pass
+
+
+def wav_chunks(fh: io.BufferedIOBase, size: int) -> tuple[list[tuple[bytes, int, int]], int]:
+    """The chunks of a RIFF WAVE file as (id, offset of the payload, payload size),
+    and the end of the RIFF form. Raises WavError for anything but a complete
+    RIFF WAVE file (RF64/BW64, truncated chunks, a form longer than the file)."""
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12:
+        raise WavError("shorter than a RIFF header")
+    if head[:4] in (b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        raise WavError(f"{head[:4].decode()} (a WAV over 4 GiB) is not supported")
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise WavError("not a RIFF WAVE file")
+    riff_end = 8 + int.from_bytes(head[4:8], "little")
+    if riff_end > size:
+        raise WavError(f"truncated: the RIFF header announces {riff_end} bytes, the file has {size}")
+    chunks: list[tuple[bytes, int, int]] = []
+    pos = 12
+    while pos + 8 <= riff_end:
+        fh.seek(pos)
+        header = fh.read(8)
+        chunk_id, chunk_size = header[:4], int.from_bytes(header[4:8], "little")
+        end = pos + 8 + chunk_size
+        if end > riff_end:
+            raise WavError(f"truncated: chunk {chunk_id.decode('latin-1')!r} at byte {pos} "
+                           f"announces {chunk_size} bytes, only {riff_end - pos - 8} follow")
+        chunks.append((chunk_id, pos + 8, chunk_size))
+        pos = end + (chunk_size & 1)  # chunks are padded to even length
+    return chunks, riff_end
+
+
+def _wav_format(fmt: bytes) -> tuple[int, bool]:
+    """(format tag, is PCM) of a ``fmt `` payload; WavError if malformed."""
+    if len(fmt) < 16:
+        raise WavError(f"fmt chunk of {len(fmt)} bytes (at least 16 needed)")
+    tag = int.from_bytes(fmt[0:2], "little")
+    channels = int.from_bytes(fmt[2:4], "little")
+    rate = int.from_bytes(fmt[4:8], "little")
+    block_align = int.from_bytes(fmt[12:14], "little")
+    if not channels or not rate or not block_align:
+        raise WavError("fmt chunk with zero channels, sample rate or block size")
+    pcm = tag == _WAV_FORMAT_PCM
+    if tag == _WAV_FORMAT_EXTENSIBLE:
+        if len(fmt) < 40:
+            raise WavError("WAVE_FORMAT_EXTENSIBLE fmt chunk shorter than 40 bytes")
+        pcm = fmt[24:26] == b"\x01\x00" and fmt[26:40] == _PCM_GUID_TAIL
+    return tag, pcm
+
+
+def _wav_layout(fh: io.BufferedIOBase, size: int) -> tuple[dict[bytes, tuple[int, int]], list[bytes], int]:
+    """Where fmt/fact/data are, which other chunks there are, the RIFF end."""
+    chunks, riff_end = wav_chunks(fh, size)
+    found: dict[bytes, tuple[int, int]] = {}
+    others: list[bytes] = []
+    for chunk_id, offset, chunk_size in chunks:
+        if chunk_id in WAV_CHUNKS:
+            if chunk_id in found:
+                raise WavError(f"more than one {chunk_id.decode()!r} chunk")
+            found[chunk_id] = (offset, chunk_size)
+        else:
+            others.append(chunk_id)
+    for needed in (b"fmt ", b"data"):
+        if needed not in found:
+            raise WavError(f"no {needed.decode().strip()!r} chunk")
+    return found, others, riff_end
+
+
+def _read_at(fh: io.BufferedIOBase, offset: int, n: int) -> bytes:
+    fh.seek(offset)
+    data = fh.read(n)
+    if len(data) != n:
+        raise WavError("file shorter than its chunks")
+    return data
+
+
+def _copy_range(src: io.BufferedIOBase, dst: io.BufferedIOBase | None, offset: int, n: int) -> str:
+    """Copy ``n`` bytes at ``offset`` (to ``dst`` if given); their SHA-256."""
+    digest = hashlib.sha256()
+    src.seek(offset)
+    while n:
+        chunk = src.read(min(n, _CHUNK))
+        if not chunk:
+            raise WavError("file shorter than its data chunk")
+        digest.update(chunk)
+        if dst is not None:
+            dst.write(chunk)
+        n -= len(chunk)
+    return digest.hexdigest()
+
+
+def wav_streamhash(path: pathlib.Path) -> str:
+    """ffmpeg's per-stream SHA-256 of every packet of a WAV file, without decoding."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", "wav",
+           "-i", str(path), "-map", "0", "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
+    done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.decode("utf-8", "replace").strip() or str(done.returncode))
+    return done.stdout.decode()
+
+
+def strip_wav(media: MediaFile, spool_dir: pathlib.Path) -> StrippedFile:
+    """Write ``media`` (RIFF WAVE) into ``spool_dir`` with only fmt [fact] data.
+
+    The card's file is copied to a working file in the spool first (checked
+    against the scan's SHA-256), the chunks are parsed from that copy, and the
+    output is streamed from it, so an audio file is never held in memory.
+    """
+    token = uuid.uuid4().hex
+    work = spool_dir / f".{token}-original.wav"
+    out = spool_dir / f"{token}.wav"
+    try:
+        _copy_from_card(media, work)
+        size = work.stat().st_size
+        with open(work, "rb") as src:
+            try:
+                found, others, riff_end = _wav_layout(src, size)
+                fmt = _read_at(src, *found[b"fmt "])
+                _, pcm = _wav_format(fmt)
+            except WavError as exc:
+                raise _fail(media, f"WAV cannot be stripped: {exc}") from None
+            keep = [c for c in WAV_CHUNKS if c in found and not (c == b"fact" and pcm)]
+            dropped = others + ([b"fact"] if b"fact" in found and b"fact" not in keep else [])
+            body = sum(8 + found[c][1] + (found[c][1] & 1) for c in keep)
+            if 4 + body > 0xFFFFFFFF:  # pragma: no cover - cannot come from a RIFF file
+                raise _fail(media, "stripped WAV would exceed 4 GiB")
+            hashes: dict[bytes, str] = {}
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                dst.write(b"RIFF" + (4 + body).to_bytes(4, "little") + b"WAVE")
+                for c in keep:
+                    offset, chunk_size = found[c]
+                    dst.write(c + chunk_size.to_bytes(4, "little"))
+                    hashes[c] = _copy_range(src, dst, offset, chunk_size)
+                    if chunk_size & 1:
+                        dst.write(b"\x00")
+                dst.flush()
+                os.fsync(dst.fileno())
+        _verify_wav(media, work, out, keep, hashes)
+        _fsync(spool_dir)
+        if dropped or riff_end != size:
+            log.debug("wav chunks dropped", extra={
+                "file": media.relative_path,
+                "chunks": [c.decode("latin-1") for c in dropped],
+                "bytes_after_riff": size - riff_end})
+        sha, out_size = _sha256_file(out)
+        return StrippedFile(source=media, spool_path=out, sha256=sha, size=out_size)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    finally:
+        work.unlink(missing_ok=True)
+
+
+def _verify_wav(media: MediaFile, original: pathlib.Path, stripped: pathlib.Path,
+                keep: list[bytes], hashes: Mapping[bytes, str]) -> None:
+    size = stripped.stat().st_size
+    with open(stripped, "rb") as fh:
+        try:
+            chunks, riff_end = wav_chunks(fh, size)
+            if riff_end != size:
+                raise WavError(f"{size - riff_end} bytes after the RIFF form")
+            ids = [c for c, _, _ in chunks]
+            if ids != keep:
+                raise WavError(f"chunks {[c.decode('latin-1') for c in ids]}, expected "
+                               f"{[c.decode('latin-1') for c in keep]}")
+            for (chunk_id, offset, chunk_size) in chunks:
+                if _copy_range(fh, None, offset, chunk_size) != hashes[chunk_id]:
+                    raise WavError(f"{chunk_id.decode().strip()!r} chunk differs from the original")
+        except WavError as exc:
+            raise _fail(media, f"stripped WAV failed verification: {exc}") from None
+    try:
+        a, b = wav_streamhash(original), wav_streamhash(stripped)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        raise _fail(media, f"audio streams cannot be compared: {exc}") from None
+    if not a.strip() or a != b:
+        raise _fail(media, "audio packets differ from the original")
