@@ -257,3 +257,15 @@ def test_enough_keeps_looking_past_a_product_barcode():
     assert [r.text for r in read_barcodes(img)] == ["LOT-4711-A"]  # default: anything is enough
     readings = read_barcodes(img, budget_s=2.0, enough=lambda rs: any(r.text.isdigit() for r in rs))
     assert sorted(r.text for r in readings) == ["191212121212", "LOT-4711-A"]
+
+
+def test_partial_itf_reads_are_dropped():
+    """A 6- or 10-digit piece of a tilted 12-digit ITF label must never reach identify."""
+    from agent.identity import Reading
+    from agent.identity.barcode import is_partial_itf
+    from agent.model import Method
+
+    assert is_partial_itf(Reading("197706", Method.BARCODE, "ITF"))
+    assert is_partial_itf(Reading("1212121212", Method.BARCODE, "ITF"))
+    assert not is_partial_itf(Reading("191212121212", Method.BARCODE, "ITF"))
+    assert not is_partial_itf(Reading("1212121212", Method.BARCODE, "Code128"))
