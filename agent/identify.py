@@ -206,7 +206,8 @@ class _Context:
         return new
 
 
-def _open_upright(path) -> Image.Image:
+def open_upright(path) -> Image.Image:
+    """Decode a picture and apply its EXIF orientation, as staff saw it."""
     with Image.open(path) as img:
         img.load()
         try:
@@ -256,7 +257,7 @@ def read_frame(
 
 def _read_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
     try:
-        image = _open_upright(media.path)
+        image = open_upright(media.path)
     except Exception as exc:
         ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
                                         f"cannot decode the image: {exc}"))
@@ -267,7 +268,7 @@ def _read_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
 def _read_ultrasound_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
     ocr = ctx.ocr or _required("ocr", ctx.mode)
     try:
-        image = _open_upright(media.path)
+        image = open_upright(media.path)
     except Exception as exc:
         ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
                                         f"cannot decode the image: {exc}"))

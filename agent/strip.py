@@ -525,9 +525,10 @@ def _verify_image(media: MediaFile, original: bytes, stripped: bytes,
         raise _fail(media, f"orientation {want} not kept (now {got})")
 
 
-def streamhash(path: pathlib.Path) -> str:
-    """ffmpeg's per-stream SHA-256 of every packet, without decoding."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", "mov",
+def streamhash(path: pathlib.Path, demuxer: str = "mov") -> str:
+    """ffmpeg's per-stream SHA-256 of every packet, without decoding. The demuxer
+    is named, never guessed from the content."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer,
            "-i", str(path), "-map", "0", "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
     done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
@@ -647,13 +648,8 @@ def _copy_range(src: io.BufferedIOBase, dst: io.BufferedIOBase | None, offset: i
 
 
 def wav_streamhash(path: pathlib.Path) -> str:
-    """ffmpeg's per-stream SHA-256 of every packet of a WAV file, without decoding."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", "wav",
-           "-i", str(path), "-map", "0", "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
-    done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.decode("utf-8", "replace").strip() or str(done.returncode))
-    return done.stdout.decode()
+    """:func:`streamhash` of a WAV file."""
+    return streamhash(path, "wav")
 
 
 def strip_wav(media: MediaFile, spool_dir: pathlib.Path) -> StrippedFile:

@@ -86,7 +86,7 @@ import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,7 +116,7 @@ TARGET_MEDIAN_S = 0.150
 TARGET_P95_S = 0.400
 
 # agent.identify._read_ultrasound_image as mirrored by agent_read_ultrasound (sha256 of its source, 16 hex).
-MIRRORED_ULTRASOUND = "9d1249418fceb33a"
+MIRRORED_ULTRASOUND = "f8f3cc9c39a4dca0"
 
 # zxing-cpp's and zxing's own pass thresholds at 0 degrees (corpus MANIFEST.md), per folder:
 # (images that must read, description). Folders not listed: all must read.
@@ -378,16 +378,6 @@ class Stages:
 # --------------------------------------------------------------------------- reading as the agent does
 
 
-def open_upright(path: str) -> Image.Image:
-    """agent.identify._open_upright: decode, then EXIF orientation."""
-    with Image.open(path) as img:
-        img.load()
-        try:
-            return ImageOps.exif_transpose(img) or img
-        except Exception:
-            return img
-
-
 def agent_read_frame(image: Image.Image, budget_s: float) -> list:
     """The agent's own per-frame reading (public ``agent.identify.read_frame``) of a
     required frame (first/last picture of a series): barcodes first, OCR fallback."""
@@ -430,7 +420,7 @@ def classify(evidence: list, truth: str) -> tuple[str, list[str], str | None]:
 
 def measure(spec: Spec, path: str, budget_s: float, stages: Stages) -> dict:
     t0 = time.perf_counter()
-    image = open_upright(path)
+    image = identify.open_upright(path)
     t_decode = time.perf_counter() - t0
     stages.reset()
     c0, t0 = _cpu(), time.perf_counter()
@@ -497,7 +487,7 @@ def run_corpus(budget_s: float, stages: Stages) -> dict:
             f["no_truth"].append(p.name)
             continue
         f["n"] += 1
-        image = open_upright(str(p))
+        image = identify.open_upright(str(p))
         stages.reset()
         t0 = time.perf_counter()
         readings = barcode.read_barcodes(image, budget_s=budget_s * identify.BARCODE_SHARE, enough=_has_identity)
