@@ -254,3 +254,19 @@ def test_the_same_card_paths_on_postgresql(tmp_path):
         assert code == 3 and out["reason"] == "MIXED_PATIENTS", out
         assert snapshot(mixed) == before
         assert len(cases(archive, PATIENT_CANONICAL)) == 1
+
+
+def test_archive_refusing_the_department_leaves_the_card(tmp_path):
+    """The archive answers and refuses (unknown department): ARCHIVE_REJECTED, exit 3, nothing deleted."""
+    config = tmp_path / "archive.toml"
+    config.write_text("accept_unknown_departments = false\n")
+    card = tmp_path / "card"
+    make_card(card, patient=PATIENT, n_images=2, seed=91)
+    before = snapshot(card)
+    with ArchiveProcess(data=tmp_path / "archive", extra_args=("--config", str(config))) as archive:
+        code, out = ingest(card, archive.address, tmp_path)
+        assert code == 3, out
+        assert out["outcome"] == "refused" and out["reason"] == "ARCHIVE_REJECTED"
+        assert "FAILED_PRECONDITION" in out["detail"] and out["case_id"] is None
+        assert cases(archive, PATIENT_CANONICAL) == []
+    assert snapshot(card) == before
