@@ -38,8 +38,9 @@ refusal refuses the whole card, so the order only chooses the sentence.
    or the last position shows none. R3 wants the label both first and last; a
    missing one is "not found" rather than "mismatch" (nothing disagrees; the
    fix is to photograph the label again), and the detail names the file.
-10. ``ID_MISSING_ON_FRAME``: assault or ultrasound: a picture (or DICOM file, or
-   a video's first or last seconds) without the number.
+10. ``ID_MISSING_ON_FRAME``: assault or ultrasound: a picture (or DICOM file) without
+   the number; a clip whose first or last seconds do not show it (assault), or an
+   ultrasound cine with a sampled frame that does not (its overlay is on every frame).
 
 Otherwise the card is accepted for its one patient. With EHR context, audio
 files get an ``EHR_CONTEXT`` evidence each, and ``ehr_context`` is set when the
@@ -143,8 +144,10 @@ def decide(
         return refuse(Reason.INVALID_ID, "a number that does not validate: " + "; ".join(
             f"{e.relative_path}{_frame(e)}: {e.text!r} ({e.method.value})" for e in invalid[:_DETAIL_FILES]))
 
-    missing = [(p, pos) for p, poss in positions.items() for pos in poss
-               if not any(e.patient_id for e in shown_at(p, pos))]
+    gaps = [(p, pos, part) for p, poss in positions.items() for pos in poss
+            for part in _parts(pos, kinds[p], mode, windows.get(p))
+            if not any(e.patient_id for e in shown_at(p, part))]
+    missing = [(p, pos) for p, pos, _ in gaps]
     if not ids:
         if not positions and audio:  # an audio-only card: the context names the patient
             return _accept(identified, expected, expected, audio)
@@ -159,8 +162,8 @@ def decide(
             what += f" ({_where(kinds[shown[0]], shown[1])} {shown[0]} shows {ids[0]})"
         return refuse(Reason.NO_ID_FOUND, what)
     if missing:
-        return refuse(Reason.ID_MISSING_ON_FRAME,
-                      "no patient number on " + _files([p for p, _ in missing]))
+        return refuse(Reason.ID_MISSING_ON_FRAME, "no patient number on " + _files(
+            [p if kinds[p] != MediaKind.VIDEO else f"{p} ({_video_part(part)})" for p, _, part in gaps]))
 
     return _accept(identified, ids[0], expected, audio)
 
@@ -177,8 +180,23 @@ def _accept(identified: IdentifyResult, patient: str | None, expected: str | Non
                     evidence=(*identified.evidence, *context), ehr_context=expected is not None)
 
 
+def _parts(position: str, kind: MediaKind, mode: Mode, window: VideoWindows | None) -> tuple[str, ...]:
+    """The parts of a file that must each show the number for ``position``.
+
+    A picture is one part. A clip required "every"where (assault, ultrasound) must
+    show it in its first AND its last seconds, as a photo series' first and last
+    picture must (R3); an ultrasound cine carries the overlay on every frame, so
+    each sampled frame must show it (``frame:N``), as each frame of a DICOM cine must.
+    """
+    if kind != MediaKind.VIDEO or position != "every":
+        return (position,)
+    if mode == Mode.ULTRASOUND and window is not None:
+        return tuple(f"frame:{f}" for f in sorted({*window.head, *window.tail})) or ("first", "last")
+    return ("first", "last")
+
+
 def _in_window(e: Evidence, position: str, kind: MediaKind, window: VideoWindows | None) -> bool:
-    """Whether the evidence was read where ``position`` asks (a video's head or tail)."""
+    """Whether the evidence was read where ``position`` asks (a video's head, tail or one frame)."""
     if kind != MediaKind.VIDEO:
         return True
     if window is None:
@@ -187,7 +205,16 @@ def _in_window(e: Evidence, position: str, kind: MediaKind, window: VideoWindows
         return e.frame in window.head
     if position == "last":
         return e.frame in window.tail
-    return True  # "every": any sampled frame of the clip (its first or last seconds)
+    if position.startswith("frame:"):
+        return e.frame == int(position[len("frame:"):])
+    # "every" as a whole: any sampled frame; _parts splits it where a number is required.
+    return e.frame in window.head or e.frame in window.tail
+
+
+def _video_part(position: str) -> str:
+    if position.startswith("frame:"):
+        return f"frame {position[len('frame:'):]}"
+    return f"its {position} seconds"
 
 
 def _where(kind: MediaKind, position: str) -> str:

@@ -15,12 +15,14 @@ below, ``_read_<kind>``):
   barcode was read there, the printed number is read by OCR
   (:mod:`agent.identity.ocr`) as the fallback. Middle images of a photo series
   are not OCR'd: OCR is slow and the readers most likely to misread.
-* **Ultrasound images** (ultrasound mode): the burned-in overlay by OCR.
+* **Ultrasound images and cine clips** (ultrasound mode): the burned-in overlay
+  by OCR, on the image and on every sampled frame of a clip (an MP4 cine export).
 * **DICOM files**: the header's PatientID and the overlay of every frame
   (:mod:`agent.identity.dicom`).
 * **Video**: the first and last seconds (:mod:`agent.identity.video`), each
   sampled frame read like an image (barcode, then OCR on the frames of the
-  window where the number is required).
+  window where the number is required); in ultrasound mode like an ultrasound
+  image (its overlay).
 * **Audio**: nothing to read; the patient comes from the EHR context (decide).
 
 Turning a reading into evidence (:func:`evidence_from_reading`): every
@@ -34,13 +36,20 @@ even inside a URL or with a prefix: if it is another patient's number the card
 must be refused (R4), and if it is unreadable we are unsure (R1). We err
 towards refusing.
 
+For benchmarks and tools the per-frame readings are public and read exactly as
+:func:`identify` does: :func:`read_picture` (a picture file, decode included),
+:func:`read_frame` (a decoded photo or video frame), :func:`read_ultrasound_frame`.
+
 The OCR, DICOM and video readers are imported when a card needs them. If one is
 missing, a mode that depends on it refuses the card (``StageError``,
 INTERNAL_ERROR: the agent is incomplete, staff should call IT); in photo mode
 the OCR fallback is simply skipped.
 
-``budget_s`` is the reading time per frame (barcode passes plus OCR); frames are
-read one after another (zxing-cpp holds the GIL, so threads do not help).
+``budget_s`` is the reading budget per frame (barcode passes plus OCR) in CPU
+seconds, not wall-clock (:mod:`agent.identity.budget`: other load on the PC must
+not turn into refusals); frames are read one after another (zxing-cpp holds the
+GIL, so threads do not help). A picture is first decoded at half size for the
+cheap barcode pass; the full decode is paid only when that pass read no number.
 """
 from __future__ import annotations
 
@@ -56,6 +65,7 @@ from PIL import Image, ImageOps
 
 from agent.identity import Reading, numbers
 from agent.identity import barcode as barcode_reader
+from agent.identity.budget import Budget
 from agent.model import Evidence, MediaFile, MediaKind, Mode, ScanResult, StageError
 from agent.reasons import Reason
 
@@ -63,6 +73,9 @@ log = logging.getLogger(__name__)
 
 # Share of the per-frame budget the barcode reader may use before OCR.
 BARCODE_SHARE = 0.5
+# Share of what is left that the full-resolution barcode passes may use when the
+# cheap passes on a reduced decode read nothing (they then mostly miss: small labels).
+REDUCED_MISS_SHARE = 0.3
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -206,28 +219,75 @@ class _Context:
         return new
 
 
+_ORIENTATION = 0x0112  # EXIF Orientation
+
+
 def open_upright(path) -> Image.Image:
     """Decode a picture and apply its EXIF orientation, as staff saw it."""
     with Image.open(path) as img:
         img.load()
         try:
+            if img.getexif().get(_ORIENTATION, 1) in (0, 1):
+                return img  # already upright: no 12 MP copy (about 30 ms)
             return ImageOps.exif_transpose(img) or img
         except Exception:
             return img
 
 
-def _read_frame(ctx: _Context, image: Image.Image, path: str, frame: int, *, required: bool) -> None:
-    """Barcodes on one photo or video frame; OCR of the printed number where required."""
-    start = time.monotonic()
-    share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
-    readings = barcode_reader.read_barcodes(image, budget_s=ctx.budget_s * share,
-                                            enough=ctx.has_identity)
-    found = ctx.add(readings, path, frame)
-    if not required or ctx.ocr is None or any(is_identity(e) for e in found):
+def open_reduced(path) -> tuple[Image.Image, float]:
+    """An upright copy of a picture at about half size, cheaply: a JPEG is decoded
+    at reduced scale and in grey (``Image.draft``: about a quarter of the full
+    decode's CPU time). Other formats are decoded as they are (scale 1).
+    Returns the copy and the factor from its pixels to the full picture's."""
+    with Image.open(path) as img:
+        full_width = img.width
+        if img.format == "JPEG":
+            img.draft("L", (img.width // 2, img.height // 2))
+        img.load()
+        small = img
+        scale = full_width / small.width
+        try:
+            if img.getexif().get(_ORIENTATION, 1) not in (0, 1):
+                small = ImageOps.exif_transpose(small) or small
+        except Exception:
+            pass
+        return small, scale
+
+
+def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], path: str, frame: int,
+                *, required: bool, reduced: barcode_reader.ReducedRead | None = None,
+                budget: Budget | None = None) -> None:
+    """Barcodes on one photo or video frame; OCR of the printed number where required.
+
+    ``image`` may be a function that decodes it, called only when needed;
+    ``reduced`` what the cheap barcode passes read on a reduced decode, when the
+    caller ran them (:func:`barcode_reader.read_reduced`), within ``budget``.
+    """
+    budget = budget or Budget(ctx.budget_s)
+    ocr_next = required and ctx.ocr is not None
+    seen: set[tuple[str, str]] = set()
+    if reduced is not None:
+        found = ctx.add(reduced.readings, path, frame)
+        if any(is_identity(e) for e in found):
+            return
+        seen = {(r.symbology, r.text) for r in reduced.readings}
+    if callable(image):
+        image = image()
+    # After the cheap passes on a reduced copy read nothing, the full-resolution
+    # passes mostly find small labels; where nothing barcode-like was located at
+    # all they find next to nothing, and OCR gets the time (print-only labels).
+    skip = reduced is not None and reduced.located == 0
+    if not skip:
+        share = (REDUCED_MISS_SHARE if reduced is not None else BARCODE_SHARE) if ocr_next else 1.0
+        readings = barcode_reader.read_barcodes(image, budget_s=budget.left() * share,
+                                                enough=ctx.has_identity, quick=reduced is None)
+        found = ctx.add([r for r in readings if (r.symbology, r.text) not in seen], path, frame)
+        if any(is_identity(e) for e in found):
+            return
+    if not ocr_next:
         return
-    left = ctx.budget_s - (time.monotonic() - start)
     try:
-        printed = ctx.ocr.read_printed_numbers(image, budget_s=max(left, 0.3 * ctx.budget_s))
+        printed = ctx.ocr.read_printed_numbers(image, budget_s=max(budget.left(), 0.3 * ctx.budget_s))
     except Exception as exc:  # OCR trouble is "nothing read", never a pass
         log.warning("identity: OCR failed on %s frame %d: %s", path, frame, exc)
         return
@@ -255,33 +315,82 @@ def read_frame(
     return ctx.evidence
 
 
+def read_picture(
+    path,
+    relative_path: str = "",
+    *,
+    required: bool = True,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+) -> list[Evidence]:
+    """Read one picture file exactly as :func:`identify` does (decode included):
+    the quick barcode pass on a half-size decode, then, only when that read no
+    identity number, the full decode, the harder passes and OCR. For benchmarks
+    and tools. Raises what Pillow raises for an undecodable file."""
+    ctx = _Context(mode=Mode.PHOTO, budget_s=budget_s, reserve_formats=reserve_formats,
+                   ocr=_optional("ocr"))
+    _read_picture(ctx, path, relative_path, required=required)
+    return ctx.evidence
+
+
+def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool) -> None:
+    # Most labels read on a half-size copy in 20-150 ms: the full 12 MP decode
+    # (about 100 ms) and the full-resolution passes are spent only on the rest.
+    budget = Budget(ctx.budget_s)
+    small, scale = open_reduced(path)
+    share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
+    reduced = barcode_reader.read_reduced(small, scale=scale, budget_s=budget.left() * share,
+                                          enough=ctx.has_identity)
+    _read_frame(ctx, lambda: open_upright(path), relative_path, 0, required=required,
+                reduced=reduced, budget=budget)
+
+
 def _read_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
     try:
-        image = open_upright(media.path)
+        _read_picture(ctx, media.path, media.relative_path, required=required)
     except Exception as exc:
         ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
                                         f"cannot decode the image: {exc}"))
-        return
-    _read_frame(ctx, image, media.relative_path, 0, required=required)
 
 
-def _read_ultrasound_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+def _read_ultrasound_frame(ctx: _Context, image: Image.Image, path: str, frame: int) -> None:
+    """An ultrasound image or cine frame: the burned-in overlay by OCR (R3)."""
     ocr = ctx.ocr or _required("ocr", ctx.mode)
-    try:
-        image = open_upright(media.path)
-    except Exception as exc:
-        ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
-                                        f"cannot decode the image: {exc}"))
-        return
     # A label photographed on the machine's screen reads as a barcode too.
     ctx.add(barcode_reader.read_barcodes(image, budget_s=ctx.budget_s * 0.25,
-                                         enough=ctx.has_identity), media.relative_path)
+                                         enough=ctx.has_identity), path, frame)
     try:
         overlay = ocr.read_overlay(image, budget_s=ctx.budget_s)
     except Exception as exc:
-        log.warning("identity: overlay OCR failed on %s: %s", media.relative_path, exc)
+        log.warning("identity: overlay OCR failed on %s frame %d: %s", path, frame, exc)
         overlay = []
-    ctx.add(overlay, media.relative_path)
+    ctx.add(overlay, path, frame)
+
+
+def read_ultrasound_frame(
+    image: Image.Image,
+    relative_path: str = "",
+    frame: int = 0,
+    *,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+) -> list[Evidence]:
+    """Read one ultrasound image or cine frame exactly as :func:`identify` does in
+    ultrasound mode (barcode, then the overlay by OCR). For benchmarks and tools."""
+    ctx = _Context(mode=Mode.ULTRASOUND, budget_s=budget_s, reserve_formats=reserve_formats,
+                   ocr=_required("ocr", Mode.ULTRASOUND))
+    _read_ultrasound_frame(ctx, image, relative_path, frame)
+    return ctx.evidence
+
+
+def _read_ultrasound_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+    try:
+        image = open_upright(media.path)
+    except Exception as exc:
+        ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
+                                        f"cannot decode the image: {exc}"))
+        return
+    _read_ultrasound_frame(ctx, image, media.relative_path, 0)
 
 
 def _read_dicom(ctx: _Context, media: MediaFile, *, required: bool) -> None:
@@ -315,7 +424,10 @@ def _read_video(ctx: _Context, media: MediaFile, *, required: bool) -> None:
     head, tail = _video_windows(video, media, [i for i, _ in frames])
     ctx.videos.append(VideoWindows(media.relative_path, head, tail))
     for index, image in frames:
-        _read_frame(ctx, image, media.relative_path, index, required=required)
+        if ctx.mode == Mode.ULTRASOUND:  # a cine loop: the overlay is burned into every frame
+            _read_ultrasound_frame(ctx, image, media.relative_path, index)
+        else:
+            _read_frame(ctx, image, media.relative_path, index, required=required)
 
 
 def _video_windows(video: ModuleType, media: MediaFile, indexes: list[int]

@@ -269,3 +269,43 @@ def test_partial_itf_reads_are_dropped():
     assert is_partial_itf(Reading("1212121212", Method.BARCODE, "ITF"))
     assert not is_partial_itf(Reading("191212121212", Method.BARCODE, "ITF"))
     assert not is_partial_itf(Reading("1212121212", Method.BARCODE, "Code128"))
+
+
+# -- the cheap passes on a reduced decode, and ZBar beside zxing-cpp ------------------
+
+
+@pytest.mark.parametrize("symbology, angle", [("Code128", 25), ("DataMatrix", -30), ("Code39", 0)])
+def test_reduced_passes_read_a_half_size_copy_with_full_frame_positions(symbology, angle):
+    """identify decodes a JPEG at half size first; what the cheap passes read there
+    is reported in the full frame's pixels."""
+    img, box = photo(symbology, angle=angle, scale=0.35, megapixels=4.0, seed=11 + abs(angle))
+    half = img.reduce(2)
+    got = barcode.read_reduced(half, scale=img.width / half.width, budget_s=2.0)
+    assert [r.text for r in got.readings] == ["191212121212"]
+    assert got.located is None or got.located >= 1  # None: the quick pass read it, no locator
+    assert inside(got.readings[0].position, box, slack=16), (got.readings[0].position, box)
+
+
+def test_reduced_passes_on_a_frame_without_a_label_locate_nothing():
+    rng = np.random.default_rng(5)
+    skin = cardgen._photograph(cardgen._scene(1024, 768, rng), rng, 1.0)
+    got = barcode.read_reduced(skin, scale=2.0, budget_s=1.0)
+    assert got.readings == () and got.located == 0
+
+
+def _r(text: str, reader: str, position=(100, 100, 200, 80), symbology="Code39"):
+    from agent.identity import Reading
+
+    return Reading(text=text, method=Method.BARCODE, symbology=symbology, position=position, reader=reader)
+
+
+def test_a_zbar_reading_of_a_symbol_zxing_read_is_dropped():
+    """ZBar applies neither Code 39 full-ASCII nor Code 32: its text of a symbol that
+    zxing-cpp read may differ, and must not become a second number on the frame."""
+    zxing = _r("191212121212", "zxing-cpp")
+    zbar_same_place = _r("19121212121+2", "zbar", position=(110, 105, 190, 70))
+    zbar_elsewhere = _r("198204152380", "zbar", position=(900, 600, 200, 80))
+    kept = barcode._dedupe([zxing, zbar_same_place, zbar_elsewhere])
+    # A ZBar reading of another symbol stays: it may be a second patient's label (R4).
+    assert kept == [zxing, zbar_elsewhere]
+    assert barcode._dedupe([zbar_same_place]) == [zbar_same_place]

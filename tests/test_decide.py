@@ -383,6 +383,41 @@ def test_video_label_must_be_in_the_first_and_last_seconds():
     assert decide(s, differ, Mode.VIDEO, expect=None).reason == Reason.FIRST_LAST_MISMATCH
 
 
+def test_assault_clip_needs_the_number_in_its_first_and_last_seconds():
+    """Assault mode wants the number on every picture; a clip is two pictures: its first
+    and its last seconds. A label only at the start is not enough (it was enough before:
+    'every' accepted any sampled frame)."""
+    s = card("IMG_0001.JPG", "MVI_0002.MP4", kinds={"MVI_0002.MP4": MediaKind.VIDEO})
+    windows = (VideoWindows("MVI_0002.MP4", head=(0, 12, 24), tail=(276, 288, 299)),)
+    both = result(s, ev("IMG_0001.JPG", A), ev("MVI_0002.MP4", A, frame=24),
+                  ev("MVI_0002.MP4", A, frame=288), videos=windows)
+    assert decide(s, both, Mode.ASSAULT, expect=None).accepted
+    for frame, gap in ((0, "last"), (299, "first")):
+        one = result(s, ev("IMG_0001.JPG", A), ev("MVI_0002.MP4", A, frame=frame), videos=windows)
+        d = decide(s, one, Mode.ASSAULT, expect=None)
+        assert d.reason == Reason.ID_MISSING_ON_FRAME, d
+        assert f"MVI_0002.MP4 (its {gap} seconds)" in d.detail and "IMG_0001.JPG" not in d.detail
+    # Evidence on a frame that was not sampled in either window does not count.
+    stray = result(s, ev("IMG_0001.JPG", A), ev("MVI_0002.MP4", A, frame=0),
+                   ev("MVI_0002.MP4", A, frame=150), videos=windows)
+    assert decide(s, stray, Mode.ASSAULT, expect=None).reason == Reason.ID_MISSING_ON_FRAME
+
+
+def test_ultrasound_cine_needs_the_number_on_every_sampled_frame():
+    s = card("US0001.JPG", "US0002.MP4", kinds={"US0002.MP4": MediaKind.VIDEO})
+    windows = (VideoWindows("US0002.MP4", head=(0, 5, 10), tail=(10, 15, 19)),)
+    frames = (0, 5, 10, 15, 19)
+    every = result(s, ev("US0001.JPG", A, method=Method.OCR),
+                   *(ev("US0002.MP4", A, method=Method.OCR, frame=f) for f in frames), videos=windows)
+    assert decide(s, every, Mode.ULTRASOUND, expect=A_TEXT).accepted
+    gap = result(s, ev("US0001.JPG", A, method=Method.OCR),
+                 *(ev("US0002.MP4", A, method=Method.OCR, frame=f) for f in frames if f != 10),
+                 videos=windows)
+    d = decide(s, gap, Mode.ULTRASOUND, expect=A_TEXT)
+    assert d.reason == Reason.ID_MISSING_ON_FRAME and "US0002.MP4 (frame 10)" in d.detail
+    assert "frame 5" not in d.detail
+
+
 def test_video_without_sampled_windows_is_not_trusted():
     s = card("MVI_0001.MP4", kinds={"MVI_0001.MP4": MediaKind.VIDEO})
     r = result(s, ev("MVI_0001.MP4", A, frame=0))

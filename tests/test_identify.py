@@ -207,3 +207,51 @@ def test_read_frame_reads_one_picture_as_identify_does(cards):
     with Image.open(spec.root / spec.files[0]) as img:
         evidence = read_frame(img.convert("RGB"), spec.files[0], budget_s=BUDGET)
     assert [(e.patient_id, e.method) for e in evidence] == [(CANONICAL, Method.BARCODE)]
+
+
+def test_read_picture_reads_the_file_as_identify_does(cards):
+    """The half-size decode and the cheap passes first; the positions are the full picture's."""
+    from PIL import Image
+
+    from agent.identify import read_picture
+
+    spec, _ = cards("good", n_images=4)
+    path = spec.root / spec.files[0]
+    evidence = read_picture(path, spec.files[0], budget_s=BUDGET)
+    assert [(e.patient_id, e.method) for e in evidence] == [(CANONICAL, Method.BARCODE)]
+    x, y, w, h = evidence[0].position
+    with Image.open(path) as img:
+        assert 0 <= x and 0 <= y and x + w <= img.width and y + h <= img.height
+        assert w * h >= 0.002 * img.width * img.height  # a label, not a quarter-size box
+
+
+# --------------------------------------------------------------------------- CPU-time budgets
+
+
+def test_budget_is_cpu_time_so_waiting_does_not_spend_it():
+    """Other load on the capture PC must not turn into refusals: a frame's budget
+    counts the CPU the readers use, not the time the machine makes them wait."""
+    import time
+
+    from agent.identity.budget import Budget
+
+    b = Budget(0.5)
+    time.sleep(0.3)  # no CPU used: as if another process had the core
+    assert b.left() > 0.3 and not b.spent()
+
+
+def test_budget_counts_the_tesseract_processes_and_has_a_wall_clock_backstop():
+    import subprocess
+    import sys
+    import time
+
+    from agent.identity.budget import Budget
+
+    b = Budget(30.0)
+    before = b.left()
+    # A child process burning CPU, waited for (as pytesseract waits for tesseract).
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(6_000_000))"], check=True)
+    assert before - b.left() > 0.1
+    stuck = Budget(5.0, wall_s=0.2)
+    time.sleep(0.3)
+    assert stuck.spent() and stuck.wall_left() < 0

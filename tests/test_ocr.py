@@ -107,11 +107,27 @@ def test_no_label_no_reading():
     assert read_printed_numbers(skin, budget_s=TEST_BUDGET_S) == []
 
 
-def test_budget_bounds_the_time():
+def test_budget_bounds_the_work(monkeypatch):
+    """The budget is CPU time (ours and tesseract's): a spent budget starts no tesseract
+    run, and a small one stops after a few. CPU time, so a busy machine does not matter."""
+    import pytesseract
+
+    from agent.identity.budget import cpu_now
+
+    runs = []
+    real = pytesseract.image_to_data
+
+    def counting(*args, **kwargs):
+        runs.append(kwargs.get("config"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pytesseract, "image_to_data", counting)
     r = render_label("19121212-1212", size=500, rotation=20, blur=2, scene_size=(1600, 1200), seed=8)
-    t = time.monotonic()
+    assert read_printed_numbers(r.image, budget_s=0.0) == [] and runs == []
+    c = cpu_now()
     read_printed_numbers(r.image, budget_s=0.2)
-    assert time.monotonic() - t < 1.5  # region search and one preparation may overrun a tiny budget
+    # Region search and one preparation and tesseract run may overrun a tiny budget.
+    assert cpu_now() - c < 1.5 and len(runs) <= 3
 
 
 @pytest.mark.parametrize(
@@ -178,16 +194,109 @@ def test_real_ultrasound_overlays_invent_no_number_all(name):
 
 @pytest.mark.slow
 def test_12mp_photo_timing():
-    """ms per 12 MP frame with the production budget (1.5 s); printed for the report."""
+    """CPU ms per 12 MP frame with the default budget (1.5 s CPU); printed for the report.
+    The bound is the budget's: one step may overrun it."""
+    from agent.identity.budget import cpu_now
+
     times, read = [], 0
     cases = list(_label_cases(6, seed=9, scene=(4000, 3000), sizes=(500, 1100)))
     for number, kw in cases:
         r = render_label(number, **kw)
-        t = time.monotonic()
+        t = cpu_now()  # CPU time (ours and tesseract's), as the budget counts it
         readings = read_printed_numbers(r.image)
-        times.append(time.monotonic() - t)
+        times.append(cpu_now() - t)
         assert _valid(readings) <= {r.truth.digits}
         read += r.truth.digits in _valid(readings)
     print(f"\n12 MP photos: read {read}/{len(cases)}, median {statistics.median(times) * 1000:.0f} ms,"
-          f" max {max(times) * 1000:.0f} ms per frame (budget 1500 ms)")
+          f" max {max(times) * 1000:.0f} ms CPU per frame (budget 1500 ms CPU)")
     assert max(times) < 1.5 + 1.0
+
+
+# -- the separator of a 10-digit number (R2: "+" is 100 years earlier) -----------------
+
+SEPARATOR_FONTS = ["dejavu-sans", "dejavu-serif", "dejavu-mono-bold", "nimbus-sans", "noto-mono"]
+
+
+def _printed(text: str, font_name: str, px: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``text`` in black on white, as tesseract gets a label line; and the text's box."""
+    from PIL import ImageDraw
+
+    from tests.support.labels import font
+
+    f = font(font_name, px)
+    img = Image.new("L", (int(px * len(text) * 0.9) + 80, px * 3), 255)
+    d = ImageDraw.Draw(img)
+    d.text((40, px), text, font=f, fill=0)
+    x0, y0, x1, y1 = d.textbbox((40, px), text, font=f)
+    return img, (x0, y0, x1 - x0, y1 - y0)
+
+
+def _word(text: str, img: Image.Image, box) -> "_Word":
+    from agent.identity.ocr import _Word
+
+    return _Word(text=text, conf=90.0, box=box, line=(1, 1, 1), source=img)
+
+
+@pytest.mark.parametrize("font_name", SEPARATOR_FONTS)
+@pytest.mark.parametrize("px", [20, 36, 60])
+def test_separator_glyphs_are_read_by_shape(font_name, px):
+    from agent.identity.ocr import glyph_sequence
+
+    for printed, expected in (("200315+1251", ["+"]), ("200315-1251", ["-"]), ("2003151251", [])):
+        img, box = _printed(printed, font_name, px)
+        seq = glyph_sequence(img, box)
+        assert [g for g in seq if g != "d"] == expected, (printed, seq)
+        assert seq.count("d") == 10, (printed, seq)
+
+
+@pytest.mark.parametrize("font_name", SEPARATOR_FONTS)
+def test_an_ocr_separator_the_glyphs_do_not_show_is_never_valid(font_name):
+    """A "+" read as "-" or dropped, or a "-" read as "+", gives a VALID number of
+    another person (same 10 digits, 100 years apart): such readings are invalid."""
+    from agent.identity.ocr import _candidates_in_words
+
+    def read_as(text: str, printed: str) -> list[tuple[str, bool, str | None]]:
+        img, box = _printed(printed, font_name, 36)
+        return [(raw, valid, canonical) for raw, valid, canonical, _, _ in
+                _candidates_in_words([_word(text, img, box)])]
+
+    assert read_as("200315+1251", "200315+1251") == [("200315+1251", True, "192003151251")]
+    assert read_as("200315-1251", "200315-1251") == [("200315-1251", True, "202003151251")]
+    assert read_as("2003151251", "2003151251") == [("2003151251", True, "202003151251")]
+    # Misreads of the separator: never valid.
+    assert read_as("200315-1251", "200315+1251") == [("200315-1251", False, None)]
+    assert read_as("2003151251", "200315+1251") == [("2003151251", False, None)]
+    assert read_as("200315+1251", "200315-1251") == [("200315+1251", False, None)]
+    assert read_as("200315+1251", "2003151251") == [("200315+1251", False, None)]
+    # Without the image there is nothing to check against: not valid either.
+    from agent.identity.ocr import _Word
+    bare = _Word(text="200315-1251", conf=90.0, box=(0, 0, 10, 10), line=(1, 1, 1))
+    assert [c[1] for c in _candidates_in_words([bare])] == [False]
+    # The 12-digit form prints its century: no glyph check needed.
+    img, box = _printed("19200315-1251", font_name, 36)
+    assert [c[1] for c in _candidates_in_words([_word("19200315-1251", img, box)])] == [True]
+
+
+@pytest.mark.parametrize("font_name", SEPARATOR_FONTS)
+def test_a_plus_misread_as_a_digit_is_read_by_its_shape(font_name):
+    """Tesseract reads "200315+1251" as "20031541251" on large banners; the plus is
+    read from the glyphs (6 digits, a plus, 4 digits), never guessed from the text."""
+    from agent.identity.ocr import _candidates_in_words
+
+    img, box = _printed("200315+1251", font_name, 36)
+    found = _candidates_in_words([_word("20031541251", img, box)])
+    assert [(raw, valid, canonical) for raw, valid, canonical, _, _ in found] == \
+        [("200315+1251", True, "192003151251")]
+    # The same 11 characters over 11 digit glyphs: not a number, nothing made up.
+    img, box = _printed("20031541251", font_name, 36)
+    assert _candidates_in_words([_word("20031541251", img, box)]) == []
+
+
+@pytest.mark.parametrize("size, sep, born", [((1024, 768), "+", "1920"), ((1024, 768), "-", "2020"),
+                                             ((640, 480), "+", "1920")])
+def test_overlay_ten_digit_number_keeps_its_century(size, sep, born):
+    """The ultrasound banner of a centenarian (e2e: tests/test_e2e_modes.py)."""
+    o = render_overlay("LINDQVIST, ELSA", f"200315{sep}1251", "2026-03-14", size[0], size[1], 205)
+    readings = read_overlay(o.image, budget_s=TEST_BUDGET_S)
+    assert _valid(readings) == {f"{born}03151251"}
+    assert [r.text for r in readings] == [f"200315{sep}1251"]

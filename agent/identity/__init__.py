@@ -19,3 +19,4 @@ class Reading:
     method: Method
     symbology: str = ""
     position: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, width, height
+    reader: str = ""  # which library read it, where several may ("zxing-cpp", "zbar")

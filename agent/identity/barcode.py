@@ -3,12 +3,18 @@
 zxing-cpp is the reader; pyzbar (ZBar) is a second opinion on the harder
 passes only. A capture is a 12 MP JPEG in which the label may be small,
 tilted up to about 30 degrees and a little blurred, so reading runs in passes
-of increasing cost within a time budget, and stops after the first pass that
-reads what the caller wants (by default: anything):
+of increasing cost within a budget of CPU time (:mod:`agent.identity.budget`),
+and stops after the first pass that reads what the caller wants (by default:
+anything):
 
-1. **full frame**: zxing-cpp on the whole grey image at full resolution (it
-   scans its own downscaled pyramid too and reads 2D codes at any angle, 1D
-   codes at 0/90/180/270 degrees). About 130 ms for 12 MP.
+0. **on a reduced copy** (:func:`read_reduced`; the identify stage decodes a
+   JPEG at half size with ``Image.draft`` for it, a quarter of the full
+   decode's CPU): zxing-cpp once without rotation, inversion or pyramid
+   retries (5-50 ms), then the located pass (below) on the copy (30-250 ms).
+   On the benchmark's 12 MP labels the first reads about half, the second
+   about 90 % of the rest; the full decode is paid only for what is left.
+1. **quick** (:func:`read_barcodes` on a full frame; skipped when the caller
+   ran 0): the same single zxing-cpp call on a copy about 2000 px wide.
 2. **located crops**: a structure-tensor map of the image (on a copy about
    1500 px wide) finds patches of strong, parallel edges: a 1D barcode's bars,
    or a 2D code's modules. Each patch is cut out at full resolution, turned so
@@ -17,24 +23,30 @@ reads what the caller wants (by default: anything):
    tilted Code 128 / Code 39 label: a 1D reader needs one scan line that
    crosses every bar, which a wide, short barcode tilted by more than about 12
    degrees no longer has.
-3. **rotations**: the whole image, at half size, turned by +-12 and +-24
-   degrees, for labels the locator missed. Only if time remains.
+3. **full frame**: zxing-cpp on the whole grey image at full resolution with
+   every retry (its own pyramid, rotations by 90 degrees, inversion): 200-1300
+   ms for 12 MP, and after 0-2 it rarely adds a read (measured: 1 of 36 frames,
+   which the located pass read too), so it comes after them.
+4. **rotations**: the whole image, at half size, turned by +-12 and +-24
+   degrees, for labels the locator missed. Only if budget remains.
 
 The corpus tests (``tests/test_barcode.py``) measure the read rate on the
 real photographs of ``corpus/barcodes`` and check that nothing reads wrong.
 
-Measured (tests/test_barcode.py corpus; 72 generated 12 MP frames, four
+Measured earlier (tests/test_barcode.py corpus; 72 generated 12 MP frames, four
 symbologies, 3 label sizes, 0/15/30 degrees, two blurs): zxing-cpp's full frame
 alone reads every corpus folder at or above upstream's threshold but only 7/18
 of the Code 128 and 3/18 of the Code 39 frames (it cannot read tilted 1D
 codes); with the located pass 18/18 and 9/18 (the Code 39 misses are labels
 with 1.5-2.3 px per module, blurred: below what any reader resolves). DataMatrix
-and QR: 18/18 with full frame alone. ZBar added no read anywhere, and halving
-the resolution (``Image.draft``) lost 3 Code 128 and 3 Code 39 frames.
+and QR: 18/18 with full frame alone. ZBar added no read anywhere. Halving the
+resolution (``Image.draft``) loses small labels, which is why the reduced copy
+is only the first attempt and the full-resolution passes follow it.
 
 ZBar is kept as the last resort on located patches, and only reads where
-zxing-cpp could not:
-where both read the same symbol their texts can differ in interpretation
+zxing-cpp could not; a ZBar reading whose box overlaps a zxing-cpp reading is
+dropped (:func:`_dedupe`): where both read the same symbol their texts can
+differ in interpretation
 (ZBar does not apply Code 39 full-ASCII, nor Code 32), and a text that only
 one reader's interpretation produces must not become a second "number".
 
@@ -44,10 +56,10 @@ gives no readings, which the decide stage turns into a refusal.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pathlib
-import time
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -55,6 +67,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from agent.identity import Reading
+from agent.identity.budget import Budget
 from agent.model import Method
 
 log = logging.getLogger(__name__)
@@ -83,6 +96,8 @@ _LOCATOR_SIDE = 1500
 _CELL = 8
 # How many located patches are tried, best first.
 _MAX_PATCHES = 8
+# Largest side, in pixels, of the copy the quick first pass reads.
+_QUICK_SIDE = 2000
 
 
 def _zxing_formats():
@@ -107,8 +122,9 @@ def read_barcodes(
     *,
     budget_s: float = 1.0,
     enough: Callable[[list[Reading]], bool] | None = None,
+    quick: bool = True,
 ) -> list[Reading]:
-    """All barcodes readable on one frame, within about ``budget_s`` seconds.
+    """All barcodes readable on one frame, within about ``budget_s`` CPU seconds.
 
     The passes run until one has read something ``enough`` accepts (default:
     anything at all); the identify stage asks for an identity-number-looking
@@ -116,10 +132,14 @@ def read_barcodes(
     search for a tilted patient label in the same picture. Readings of all
     passes run are returned. Positions are ``(x, y, width, height)`` in the
     pixels of ``image`` as given. Identical readings (same symbology and text)
-    are reported once. Never raises for the image's sake; returns ``[]`` when
-    nothing could be read.
+    are reported once, and a ZBar reading where zxing-cpp read a symbol is
+    dropped. ``quick=False`` skips the cheap first pass (the caller ran
+    :func:`read_reduced` on a reduced decode already). The budget is CPU time
+    (:mod:`agent.identity.budget`); a pass that has started finishes, so the
+    budget may be overrun by one zxing-cpp call. Never raises for the image's
+    sake; returns ``[]`` when nothing could be read.
     """
-    deadline = time.monotonic() + max(0.0, budget_s)
+    budget = Budget(budget_s)
     enough = enough or bool
     try:
         grey = to_grey(image)
@@ -129,18 +149,82 @@ def read_barcodes(
     if grey.size == 0 or min(grey.shape) < 8:
         return []
     found: list[Reading] = []
-    for name, run in _passes(grey):
+    for name, run in _passes(grey, quick=quick):
         try:
-            found = _dedupe([*found, *(r for r in run(deadline) if not is_partial_itf(r))])
+            found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
         except Exception as exc:  # a reader's own error must not stop the card
             log.warning("barcode: pass %s failed: %s", name, exc)
         if found and enough(found):
             log.debug("barcode: pass %s read enough (%d)", name, len(found))
             break
-        if time.monotonic() >= deadline:
+        if budget.spent():
             log.debug("barcode: budget spent after pass %s", name)
             break
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ReducedRead:
+    """What the cheap passes read on a reduced copy of a frame (:func:`read_reduced`)."""
+
+    readings: tuple[Reading, ...]
+    located: int | None  # barcode-like patches found on the copy; None: the locator did not run
+
+
+def read_reduced(
+    image: Image.Image | np.ndarray,
+    *,
+    scale: float = 1.0,
+    budget_s: float = 1.0,
+    enough: Callable[[list[Reading]], bool] | None = None,
+) -> ReducedRead:
+    """The cheap passes on a reduced copy of a frame (a half-size JPEG decode).
+
+    1. zxing-cpp once on the copy, without rotation, inversion or pyramid retries
+       (5-50 ms for 2000x1500); 2. the located pass on the copy (30-250 ms).
+    Measured on 12 MP benchmark labels: 1 reads about half of them, 2 about 90 %
+    of the rest; the full decode and the full-resolution passes
+    (:func:`read_barcodes` with ``quick=False``) are left for small labels.
+    ``scale`` maps the copy's pixels to the frame's, so that positions refer to
+    the full frame. Stops like :func:`read_barcodes`. Never raises.
+    """
+    budget = Budget(budget_s)
+    enough = enough or bool
+    try:
+        grey = image if isinstance(image, np.ndarray) else to_grey(image)
+    except Exception as exc:
+        log.warning("barcode: cannot convert image for reading: %s", exc)
+        return ReducedRead((), None)
+    if grey.size == 0 or min(grey.shape) < 8:
+        return ReducedRead((), None)
+    found: list[Reading] = []
+    located: int | None = None
+
+    def quick(_budget: Budget) -> list[Reading]:
+        return [_to_reading(r, _identity) for r in _zxing(grey, downscale=False, rotate=False, invert=False)]
+
+    def located_pass(b: Budget) -> list[Reading]:
+        nonlocal located
+        patches = locate(grey)
+        located = len(patches)
+        return _pass_located(grey, b, patches)
+
+    for name, run in (("quick", quick), ("located", located_pass)):
+        try:
+            found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
+        except Exception as exc:  # a reader's own error must not stop the card
+            log.warning("barcode: pass %s (reduced) failed: %s", name, exc)
+        if (found and enough(found)) or budget.spent():
+            break
+    return ReducedRead(tuple(_scaled(r, scale) for r in found), located)
+
+
+def _scaled(r: Reading, scale: float) -> Reading:
+    if scale == 1:
+        return r
+    x, y, w, h = r.position
+    return dataclasses.replace(r, position=(int(x * scale), int(y * scale),
+                                            max(1, int(round(w * scale))), max(1, int(round(h * scale)))))
 
 
 def is_partial_itf(reading: Reading) -> bool:
@@ -159,13 +243,12 @@ def decode_image_file(
 ) -> list[Reading]:
     """Open one image file, turn it upright (EXIF orientation) and read it.
 
-    Positions refer to the upright image. ``Image.draft`` (JPEG DCT scaling) is
-    not used: it would save about 60 ms of a 12 MP decode but halves the pixels
-    a small label has, and the measured read rate on small labels drops; the
-    budget is better spent on the reading passes. Never raises: a file that
-    cannot be decoded gives ``[]`` (the scan stage has already judged it media).
+    Positions refer to the upright image. The full decode here; the identify
+    stage's own path (``agent.identify.read_picture``) tries a half-size decode
+    first. Never raises: a file that cannot be decoded gives ``[]`` (the scan
+    stage has already judged it media).
     """
-    start = time.monotonic()
+    budget = Budget(budget_s)
     try:
         with Image.open(path) as img:
             img.load()
@@ -173,8 +256,7 @@ def decode_image_file(
     except Exception as exc:
         log.warning("barcode: cannot decode %s: %s", path, exc)
         return []
-    remaining = budget_s - (time.monotonic() - start)
-    return read_barcodes(upright, budget_s=max(remaining, 0.2 * budget_s), enough=enough)
+    return read_barcodes(upright, budget_s=max(budget.left(), 0.2 * budget_s), enough=enough)
 
 
 # --------------------------------------------------------------------------- images
@@ -226,11 +308,11 @@ _Raw = tuple[str, str, list[tuple[float, float]]]
 
 
 def _zxing(a: np.ndarray, *, binarizer: str = "LocalAverage",
-           downscale: bool = True) -> list[_Raw]:
+           downscale: bool = True, rotate: bool = True, invert: bool = True) -> list[_Raw]:
     if zxingcpp is None:
         return []
     results = zxingcpp.read_barcodes(
-        a, formats=_FORMATS, try_rotate=True, try_downscale=downscale, try_invert=True,
+        a, formats=_FORMATS, try_rotate=rotate, try_downscale=downscale, try_invert=invert,
         text_mode=zxingcpp.TextMode.Plain,
         binarizer=getattr(zxingcpp.Binarizer, binarizer),
     )
@@ -263,7 +345,8 @@ def _zbar(a: np.ndarray) -> list[_Raw]:
     return out
 
 
-def _to_reading(raw: _Raw, transform: Callable[[float, float], tuple[float, float]]) -> Reading:
+def _to_reading(raw: _Raw, transform: Callable[[float, float], tuple[float, float]],
+                reader: str = "zxing-cpp") -> Reading:
     text, sym, pts = raw
     mapped = [transform(x, y) for x, y in pts]
     xs = [p[0] for p in mapped]
@@ -271,7 +354,7 @@ def _to_reading(raw: _Raw, transform: Callable[[float, float], tuple[float, floa
     x0, y0 = int(math.floor(min(xs))), int(math.floor(min(ys)))
     x1, y1 = int(math.ceil(max(xs))), int(math.ceil(max(ys)))
     return Reading(text=text, method=Method.BARCODE, symbology=sym,
-                   position=(max(x0, 0), max(y0, 0), max(x1 - x0, 1), max(y1 - y0, 1)))
+                   position=(max(x0, 0), max(y0, 0), max(x1 - x0, 1), max(y1 - y0, 1)), reader=reader)
 
 
 def _identity(x: float, y: float) -> tuple[float, float]:
@@ -279,28 +362,53 @@ def _identity(x: float, y: float) -> tuple[float, float]:
 
 
 def _dedupe(readings: Iterable[Reading]) -> list[Reading]:
+    """One reading per (symbology, text); no ZBar reading of a symbol zxing-cpp read.
+
+    Where both read one symbol their texts can differ in interpretation (ZBar
+    applies neither Code 39 full-ASCII nor Code 32), and a text only one reader's
+    interpretation gives must not become a second "number" on the frame.
+    """
     seen: dict[tuple[str, str], Reading] = {}
     for r in readings:
         seen.setdefault((r.symbology, r.text), r)
-    return list(seen.values())
+    kept = list(seen.values())
+    zxing_boxes = [r.position for r in kept if r.reader != "zbar"]
+    return [r for r in kept if r.reader != "zbar" or not any(_overlap(r.position, b) for b in zxing_boxes)]
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 # --------------------------------------------------------------------------- passes
 
 
-def _passes(grey: np.ndarray) -> list[tuple[str, Callable[[float], list[Reading]]]]:
-    return [
-        ("full-frame", lambda deadline: _pass_full(grey)),
-        ("located", lambda deadline: _pass_located(grey, deadline)),
-        ("rotations", lambda deadline: _pass_rotations(grey, deadline)),
+def _passes(grey: np.ndarray, *, quick: bool = True) -> list[tuple[str, Callable[[Budget], list[Reading]]]]:
+    # Order by measured cost per read (benchmarks/identity.py, 12 MP): the quick pass
+    # reads about half the labels in 5-50 ms; the located pass nearly all the rest in
+    # 100-500 ms; the full-frame pass (200-1300 ms) rarely adds a read after those two.
+    passes = [
+        ("quick", lambda budget: _pass_quick(grey)),
+        ("located", lambda budget: _pass_located(grey, budget)),
+        ("full-frame", lambda budget: _pass_full(grey)),
+        ("rotations", lambda budget: _pass_rotations(grey, budget)),
     ]
+    return passes if quick else passes[1:]
+
+
+def _pass_quick(grey: np.ndarray) -> list[Reading]:
+    """zxing-cpp once on a copy about 2000 px wide, no retries: most labels, cheaply."""
+    factor = max(1, round(max(grey.shape) / _QUICK_SIDE))
+    small = np.asarray(Image.fromarray(grey).reduce(factor)) if factor > 1 else grey
+    raws = _zxing(small, downscale=False, rotate=False, invert=False)
+    return [_scaled(_to_reading(r, _identity), grey.shape[1] / small.shape[1]) for r in raws]
 
 
 def _pass_full(grey: np.ndarray) -> list[Reading]:
     return [_to_reading(r, _identity) for r in _zxing(grey)]
 
 
-def _read_patch(patch: Image.Image, scale: float) -> list[_Raw]:
+def _read_patch(patch: Image.Image, scale: float) -> tuple[list[_Raw], str]:
     """The harder readers on one small, upright patch, best first.
 
     As it is; sharpened (an unsharp mask undoes some of a camera's defocus,
@@ -311,22 +419,23 @@ def _read_patch(patch: Image.Image, scale: float) -> list[_Raw]:
     plain = np.asarray(patch)
     found = _zxing(plain, downscale=False)
     if found:
-        return found
+        return found, "zxing-cpp"
     sharp = np.asarray(patch.filter(ImageFilter.UnsharpMask(radius=2 * scale, percent=150,
                                                             threshold=0)))
     found = _zxing(sharp, downscale=False)
     if found:
-        return found
+        return found, "zxing-cpp"
     found = _zxing(_stretch(plain), binarizer="GlobalHistogram", downscale=False)
     if found:
-        return found
-    return _zbar(sharp)
+        return found, "zxing-cpp"
+    return _zbar(sharp), "zbar"
 
 
-def _pass_located(grey: np.ndarray, deadline: float) -> list[Reading]:
+def _pass_located(grey: np.ndarray, budget: Budget,
+                  patches: list[tuple[tuple[int, int, int, int], float]] | None = None) -> list[Reading]:
     out: list[Reading] = []
-    for box, angle in locate(grey)[:_MAX_PATCHES]:
-        if time.monotonic() >= deadline:
+    for box, angle in (locate(grey) if patches is None else patches)[:_MAX_PATCHES]:
+        if budget.spent():
             break
         x0, y0, x1, y1 = box
         crop = Image.fromarray(grey[y0:y1, x0:x1])
@@ -339,11 +448,11 @@ def _pass_located(grey: np.ndarray, deadline: float) -> list[Reading]:
         fill = int(np.median(np.asarray(crop)))
         turned = crop.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=fill) \
             if abs(angle) > 2 else crop
-        found = _read_patch(turned, scale)
+        found, reader = _read_patch(turned, scale)
         if not found:
             continue
         transform = _patch_transform(x0, y0, scale, crop.size, turned.size, angle if abs(angle) > 2 else 0)
-        out.extend(_to_reading(r, transform) for r in found)
+        out.extend(_to_reading(r, transform, reader) for r in found)
     return out
 
 
@@ -367,7 +476,7 @@ def _patch_transform(x0: int, y0: int, scale: float, size: tuple[int, int],
     return transform
 
 
-def _pass_rotations(grey: np.ndarray, deadline: float) -> list[Reading]:
+def _pass_rotations(grey: np.ndarray, budget: Budget) -> list[Reading]:
     h, w = grey.shape
     factor = 2 if max(h, w) > 2400 else 1
     base = Image.fromarray(grey)
@@ -376,7 +485,7 @@ def _pass_rotations(grey: np.ndarray, deadline: float) -> list[Reading]:
     fill = int(np.median(grey[:: max(1, h // 64), :: max(1, w // 64)]))
     out: list[Reading] = []
     for angle in (12, -12, 24, -24):
-        if time.monotonic() >= deadline:
+        if budget.spent():
             break
         turned = base.rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=fill)
         found = _zxing(np.asarray(turned))

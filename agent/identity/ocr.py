@@ -32,9 +32,11 @@ Ultrasound overlays (:func:`read_overlay`, :func:`read_overlay_fields`): light
 text on black; the image content (speckle) is blanked where the neighbourhood is
 not mostly black, the rest inverted, upscaled 2x and read in sparse-text mode.
 
-Tesseract runs as a subprocess (pytesseract); each call is bounded by the time
-left in the budget. A tesseract failure or timeout yields no reading, never an
-exception: the caller then refuses for want of a number.
+Tesseract runs as a subprocess (pytesseract). Budgets are CPU time (ours and
+tesseract's, :mod:`agent.identity.budget`); a call starts only while CPU time is
+left and is killed at the budget's wall-clock backstop. A tesseract failure or
+timeout yields no reading, never an exception: the caller then refuses for want
+of a number.
 """
 from __future__ import annotations
 
@@ -42,14 +44,14 @@ import collections
 import dataclasses
 import math
 import re
-import time
 
 import numpy as np
 import pytesseract
 from PIL import Image, ImageFilter, ImageOps
 
 from agent.identity import Reading
-from agent.identity.numbers import find_candidates
+from agent.identity.budget import Budget
+from agent.identity.numbers import Candidate, find_candidates
 from agent.model import Method
 
 # Tesseract language for numbers: "eng" reads digits as well as "swe" and is faster.
@@ -78,12 +80,13 @@ class OverlayFields:
     raw_text: str
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Word:
     text: str
     conf: float
     box: tuple[int, int, int, int]  # x, y, w, h in the OCR image
     line: tuple[int, int, int]
+    source: Image.Image | None = None  # the OCR image the word was read on (separator check)
 
 
 @dataclasses.dataclass
@@ -95,12 +98,9 @@ class _Found:
     conf: float
 
 
-class _Deadline:
-    def __init__(self, budget_s: float) -> None:
-        self.end = time.monotonic() + budget_s
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
+# A frame's OCR budget is CPU time (this thread and the tesseract processes), with
+# a wall-clock backstop: see agent.identity.budget.
+_Deadline = Budget
 
 
 # -- tesseract ----------------------------------------------------------------------
@@ -108,15 +108,14 @@ class _Deadline:
 
 def _ocr_words(img: Image.Image, psm: int, deadline: _Deadline, *, lang: str = DIGIT_LANG,
                whitelist: str | None = None) -> list[_Word]:
-    left = deadline.left()
-    if left < 0.05:
+    if deadline.left() < 0.05:
         return []
     config = f"--psm {psm}"
     if whitelist:
         config += f" -c tessedit_char_whitelist={whitelist}"
     try:
         data = pytesseract.image_to_data(img, lang=lang, config=config, output_type=pytesseract.Output.DICT,
-                                         timeout=max(0.2, left))
+                                         timeout=max(0.2, deadline.wall_left()))
     except (RuntimeError, pytesseract.TesseractError, OSError):
         return []  # timeout or tesseract failure: no reading (the caller refuses)
     words = []
@@ -129,6 +128,7 @@ def _ocr_words(img: Image.Image, psm: int, deadline: _Deadline, *, lang: str = D
             conf=float(data["conf"][i]),
             box=(int(data["left"][i]), int(data["top"][i]), int(data["width"][i]), int(data["height"][i])),
             line=(int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i])),
+            source=img,
         ))
     return words
 
@@ -157,15 +157,158 @@ def _candidates_in_words(words: list[_Word]) -> list[tuple[str, bool, str | None
         for w in line:
             if text:
                 text += " "
-            spans.append((len(text), len(text) + len(w.text), w))
-            text += w.text
+            word = _plus_by_shape(w)
+            spans.append((len(text), len(text) + len(word), w))
+            text += word
         for c in find_candidates(text):
             hit = [w for s, e, w in spans if s < c.end and e > c.start]
             if not hit:
                 continue
             conf = min(w.conf for w in hit)
-            out.append((c.raw, c.valid, c.number.canonical if c.number else None, _union([w.box for w in hit]), conf))
+            box = _union([w.box for w in hit])
+            valid = c.valid and _separator_confirmed(c, hit[0].source, box)
+            out.append((c.raw, valid, c.number.canonical if valid and c.number else None, box, conf))
     return out
+
+
+# -- the separator of a 10-digit number ---------------------------------------------
+#
+# In the 10-digit form the separator carries the century: "200315+1251" is born in
+# 1920, "200315-1251" (or no separator) in 2020, and both pass the Luhn check. OCR
+# confuses "+" with "4", "t" or nothing, so the separator OCR read is accepted only
+# when the glyphs on the image agree: a "+" must be seen as a plus, a "-" or no
+# separator only where no plus-like or unexplained glyph sits among the digits.
+# Otherwise the reading counts as invalid (the card is refused, R1). A "+" misread
+# as a digit ("20031541251") is not a number at all; the plus is then read from the
+# glyphs' shapes (_plus_by_shape), never guessed from the text. docs/identity-numbers.md.
+
+# Glyph shape thresholds, as fractions of the digits' height (measured on the
+# benchmark's fonts: DejaVu, Noto, Nimbus; a plus is 0.55-0.9 of the digit height,
+# a hyphen 0.08-0.2, at 20-60 px digit height).
+_PLUS_MIN_H = 0.3
+_DASH_MAX_H = 0.3
+_SMALL_GLYPH = 0.7  # shorter than this: punctuation, not a digit
+
+
+def _separator_confirmed(c: Candidate, image: Image.Image | None, box: tuple[int, int, int, int]) -> bool:
+    """Whether the glyphs in ``box`` agree with the separator of a 10-digit candidate."""
+    number = c.number
+    if number is None or not number.century_inferred:
+        return True  # 12 digits: the century is printed; a reserve number has no separator rule
+    if image is None:
+        return False
+    glyphs = separator_glyphs(image, box)
+    if glyphs is None:
+        return False
+    core = c.raw.strip(" ")[6:-4].strip(" ")
+    if core == "+":
+        return glyphs == ["+"]
+    return "+" not in glyphs and "?" not in glyphs and (core == "" or "-" in glyphs)
+
+
+def separator_glyphs(image: Image.Image, box: tuple[int, int, int, int]) -> list[str] | None:
+    """The shapes of the non-digit glyphs between the digits of one number on ``image``
+    (dark text on light), left to right: "+", "-" or "?" (neither; unexplained).
+
+    ``box`` is the number's box (x, y, w, h) in the image. None when no digits are
+    found there. See :func:`glyph_sequence`.
+    """
+    seq = glyph_sequence(image, box)
+    return None if seq is None else [g for g in seq if g != "d"]
+
+
+def glyph_sequence(image: Image.Image, box: tuple[int, int, int, int]) -> list[str] | None:
+    """The glyphs of one number on ``image`` (dark text on light), left to right:
+    "d" (a digit-sized glyph), "+", "-" or "?" (a small glyph that is neither).
+
+    Glyphs are connected components of an Otsu-binarised crop of ``box``; digits
+    are the tall ones (pieces of one digit, overlapping in x, are merged); anything
+    else whose middle is in the middle of the digits' band, between the first and
+    the last digit, is a separator candidate; specks, commas and underlines are
+    left out. None when fewer than two digits are found.
+    """
+    import cv2  # opencv-python-headless: a project dependency; imported where used
+
+    x, y, w, h = box
+    pad = max(2, h // 4)
+    crop = np.asarray(image.convert("L").crop((x - pad, y - pad, x + w + pad, y + h + pad)))
+    if crop.size == 0 or int(crop.max()) - int(crop.min()) < 40:
+        return None
+    _, ink = cv2.threshold(crop, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    comps = [(i, *(int(v) for v in stats[i][:4])) for i in range(1, n)]
+    # Glyphs whose middle lies in the number's box (not a neighbouring line).
+    comps = [c for c in comps if pad <= c[2] + c[4] / 2 <= pad + h]
+    if not comps:
+        return None
+    tall = max(c[4] for c in comps)
+    digits = [c for c in comps if c[4] >= _SMALL_GLYPH * tall and not _plus_shaped(labels, c, tall)]
+    if len(digits) < 2:
+        return None
+    height = float(np.median([c[4] for c in digits]))
+    top = float(np.median([c[2] for c in digits]))
+    left = min(c[1] for c in digits)
+    right = max(c[1] + c[3] for c in digits)
+    out: list[tuple[float, str]] = []
+    spans: list[list[int]] = []  # digits' x extents, pieces merged
+    for _, cx, _, cw, _ in sorted(digits, key=lambda c: c[1]):
+        if spans and cx < spans[-1][1] and min(cx + cw, spans[-1][1]) - cx > 0.5 * min(cw, spans[-1][1] - spans[-1][0]):
+            spans[-1][1] = max(spans[-1][1], cx + cw)
+        else:
+            spans.append([cx, cx + cw])
+    out += [((a + b) / 2, "d") for a, b in spans]
+    for c in comps:
+        i, cx, cy, cw, ch = c
+        if c in digits or cw * ch < (0.08 * height) ** 2:
+            continue  # a digit, or a speck of noise
+        mid, centre = cy + ch / 2, cx + cw / 2
+        if not (top + 0.25 * height <= mid <= top + 0.75 * height) or not (left < centre < right):
+            continue  # a comma or an underline, or outside the number
+        if any(a <= centre <= b for a, b in spans):
+            continue  # inside a digit: the dot of a monospace zero
+        if _plus_shaped(labels, c, height):
+            kind = "+"
+        elif ch <= _DASH_MAX_H * height and cw >= 1.4 * ch:
+            kind = "-"
+        else:
+            kind = "?"
+        out.append((centre, kind))
+    return [kind for _, kind in sorted(out)]
+
+
+# Six digits, one character that is neither a digit nor a separator ("4", "t", "*"), four digits.
+_MISREAD_PLUS = re.compile(r"[0-9]{6}[^0-9 +\-\u2010-\u2014\u2212][0-9]{4}|[0-9]{11}")
+
+
+def _plus_by_shape(word: _Word) -> str:
+    """A word OCR read as 11 characters where the image shows 6 digits, a plus and
+    4 digits ("20031541251" for "200315+1251"): the text with the plus read from the
+    glyph's shape. Any other word is returned as read; a separator OCR did read
+    ("-" where the glyph is a plus) is never replaced: that disagreement is checked,
+    and refused, by :func:`_separator_confirmed`."""
+    if word.source is None or not _MISREAD_PLUS.fullmatch(word.text):
+        return word.text
+    seq = glyph_sequence(word.source, word.box)
+    if seq != ["d"] * 6 + ["+"] + ["d"] * 4:
+        return word.text
+    return f"{word.text[:6]}+{word.text[7:]}"
+
+
+def _plus_shaped(labels: np.ndarray, comp: tuple[int, int, int, int, int], height: float) -> bool:
+    """A plus: one vertical and one horizontal stroke crossing near the middle, empty corners."""
+    i, cx, cy, cw, ch = comp
+    if ch < _PLUS_MIN_H * height or not 0.55 <= cw / max(ch, 1) <= 1.8:
+        return False
+    m = labels[cy:cy + ch, cx:cx + cw] == i
+    cols, rows = m.sum(axis=0), m.sum(axis=1)
+    col, row = int(np.argmax(cols)), int(np.argmax(rows))
+    if cols[col] < 0.8 * ch or rows[row] < 0.8 * cw:
+        return False
+    if abs(col + 0.5 - cw / 2) > 0.2 * cw or abs(row + 0.5 - ch / 2) > 0.2 * ch:
+        return False
+    qy, qx = max(1, ch // 3), max(1, cw // 3)
+    corners = (m[:qy, :qx], m[:qy, -qx:], m[-qy:, :qx], m[-qy:, -qx:])
+    return max(float(q.mean()) for q in corners) <= 0.2
 
 
 # -- geometry -----------------------------------------------------------------------
@@ -514,8 +657,10 @@ def _digits_pass(ocr_img: Image.Image, aff: _Affine, words: list[_Word], deadlin
             joined = _join_split_number(" ".join(w.text for w in sub))
             if joined is not None:
                 c = find_candidates(joined)[0]
-                cands = [(c.raw, c.valid, c.number.canonical if c.number else None,
-                          _union([w.box for w in sub]), min(w.conf for w in sub))]
+                box = _union([w.box for w in sub])
+                valid = c.valid and _separator_confirmed(c, part, box)
+                cands = [(c.raw, valid, c.number.canonical if valid and c.number else None,
+                          box, min(w.conf for w in sub))]
         for raw, valid, canonical, box, conf in cands:
             found.append(_Found(raw, valid, canonical, part_aff.box(box), conf))
     return found
@@ -650,6 +795,16 @@ def read_overlay(image: Image.Image, *, budget_s: float = 1.5) -> list[Reading]:
     words, aff = _overlay_words(image, deadline, DIGIT_LANG)
     found = [_Found(raw, valid, canonical, aff.box(box), conf)
              for raw, valid, canonical, box, conf in _candidates_in_words(words)]
+    # Sparse-text mode misreads a "+" between digits as "4" on large banners
+    # ("200315+1251" -> "20031541251"); the number's words alone, as one line with
+    # digits only, read it. Only runs that gave no valid number are read again.
+    for run in _numberish_runs(words):
+        box = _union([w.box for w in run])
+        if any(f.valid and _overlaps(f.box, aff.box(box)) for f in found) or deadline.left() < 0.1:
+            continue
+        source = run[0].source
+        if source is not None:
+            found += _digits_pass(source, aff, run, deadline)
     return [Reading(text=f.text, method=Method.OCR, position=f.box) for f in _select(found)]
 
 
