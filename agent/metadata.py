@@ -225,25 +225,42 @@ def _text(value: Any) -> str:
     return " ".join(str(value).split()) if value not in (None, "") else ""
 
 
-def device(meta: Mapping[str, Any]) -> Device:
-    """The capture device the file names (R6): make, model, serial number.
+def _first_item(meta: Mapping[str, Any], name: str, *, groups: Sequence[str] = ()) -> tuple[str, Any]:
+    """Like :func:`first_value`, but (key, value); ("", None) when absent."""
+    found = [(k, v) for k, v in tag_values(meta, name) if v not in ("", None)]
+    for prefix in groups:
+        for k, v in found:
+            if k.startswith(prefix):
+                return k, v
+    return found[0] if found else ("", None)
 
-    Make and model from EXIF IFD0 (then any group, e.g. QuickTime user data);
-    serial from EXIF BodySerialNumber (exiftool's ExifIFD:SerialNumber), then
-    the maker note's SerialNumber, then its InternalSerialNumber.
+
+def device_sources(meta: Mapping[str, Any]) -> tuple[Device, tuple[str, ...]]:
+    """The capture device the file names (R6) and the fields it was read from
+    (``"EXIF:IFD0:Make=Canon"``), for the case's evidence.
+
+    Make and model from EXIF IFD0 (then any group, e.g. QuickTime user data or
+    Keys); serial from EXIF BodySerialNumber (exiftool's ExifIFD:SerialNumber),
+    then the maker note's SerialNumber, then its InternalSerialNumber.
     """
-    make = first_value(meta, "Make", groups=("EXIF:IFD0:", "EXIF:", "QuickTime:", "MakerNotes:"))
-    model = first_value(meta, "Model", groups=("EXIF:IFD0:", "EXIF:", "QuickTime:", "MakerNotes:"))
-    serial = (
-        first_value(meta, "SerialNumber", groups=("EXIF:ExifIFD:", "EXIF:"))
-        if any(k.startswith("EXIF:") for k, _ in tag_values(meta, "SerialNumber"))
-        else None
-    )
-    if serial in (None, ""):
-        serial = first_value(meta, "SerialNumber", groups=("MakerNotes:", "QuickTime:"))
-    if serial in (None, ""):
-        serial = first_value(meta, "InternalSerialNumber", groups=("MakerNotes:",))
-    return Device(make=_text(make), model=_text(model), serial=_text(serial))
+    order = ("EXIF:IFD0:", "EXIF:", "QuickTime:", "MakerNotes:")
+    make = _first_item(meta, "Make", groups=order)
+    model = _first_item(meta, "Model", groups=order)
+    serial = ("", None)
+    if any(k.startswith("EXIF:") for k, _ in tag_values(meta, "SerialNumber")):
+        serial = _first_item(meta, "SerialNumber", groups=("EXIF:ExifIFD:", "EXIF:"))
+    if serial[1] in (None, ""):
+        serial = _first_item(meta, "SerialNumber", groups=("MakerNotes:", "QuickTime:"))
+    if serial[1] in (None, ""):
+        serial = _first_item(meta, "InternalSerialNumber", groups=("MakerNotes:",))
+    found = Device(make=_text(make[1]), model=_text(model[1]), serial=_text(serial[1]))
+    sources = tuple(f"{k}={_text(v)}" for k, v in (make, model, serial) if k and _text(v))
+    return found, sources
+
+
+def device(meta: Mapping[str, Any]) -> Device:
+    """The capture device the file names (R6); see :func:`device_sources`."""
+    return device_sources(meta)[0]
 
 
 _ORIENTATIONS = {

@@ -55,6 +55,11 @@ class MediaFile:
     # Position of the camera's file numbering (DCIM/100CANON/IMG_0042 -> (100, 42)),
     # used to order files that carry no capture time.
     sequence: tuple[int, ...] = ()
+    # The metadata fields ``device`` was read from ("EXIF:IFD0:Make=Apple"), and
+    # traits that only phones leave ("Apple maker note (MakerNotes:Apple)"),
+    # for the device policy (R6) and the case's evidence.
+    device_fields: tuple[str, ...] = ()
+    device_traits: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +88,10 @@ class Method(str, enum.Enum):
     OCR = "ocr"
     DICOM_HEADER = "dicom_header"
     EHR_CONTEXT = "ehr_context"
+    # Not an identity reading: the device policy's decision (R6) for one file,
+    # shown in the ingest outcome's evidence (the archive records the device
+    # itself in the manifest).
+    DEVICE = "device"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,12 +32,14 @@ name / place                    decision   why
 ``DCIM/CANONMSC/``              ignored    Canon's catalogue folder (``*.CTG``)
 ``*.CTG``                       ignored    Canon catalogue files, wherever they are
 ``*.THM`` under DCIM            ignored    a camera's thumbnail sidecar of a video; the video
-                                           itself is the media (tell the wipe: it stays)
+                                           itself is the media (the wipe removes it with
+                                           its clip: it shows the patient)
 ``NIKON001.DSC``, ``NC_*.DAT``  ignored    Nikon's card marker and file list
 ``*.XMP``                       ignored    metadata sidecar (editing software, some cameras);
                                            never uploaded, so none of it reaches the archive
 ``DICOMDIR``                    ignored    the DICOM media index (refers to the images; holds
-                                           patient data, so it must not be uploaded either)
+                                           patient data, so it must not be uploaded either;
+                                           the wipe removes it once what it indexes is wiped)
 ``PRIVATE/AVCHD`` index files   ignored    AVCHD playlists/clip info (``*.BDM``, ``*.MPL``,
                                            ``*.CPI``); the ``STREAM/*.MTS`` are scanned as media
 ``PRIVATE/M4ROOT`` ``*.XML``,   ignored    Sony XAVC clip sidecars, status, thumbnails
@@ -48,17 +50,32 @@ name / place                    decision   why
 ``System Volume Information/``  ignored    Windows volume folders
 ``$RECYCLE.BIN/``
 ``._*``, ``.DS_Store``          ignored    macOS AppleDouble and Finder files
-``Thumbs.db``, ``desktop.ini``  ignored    Windows Explorer files
+``Thumbs.db``, ``desktop.ini``  ignored    Windows Explorer files (thumbnail caches and
+                                           AppleDouble files of wiped media go with them)
 empty (0-byte) files            ignored    hold nothing; a camera leaves them after a failed
                                            write, and there is nothing to archive
 ``AUTORUN.INF``                 refused    no camera writes one; it is how Windows malware
                                            spreads on removable media (NOT_MEDIA)
+a file with several hard links  refused    UNSAFE_PATH: another name of it may lie outside
+                                           the card (no camera writes hard links)
 ==============================  =========  ====================================================
 
 Accepted formats: JPEG (incl. MPO, whose extra frames the strip stage drops),
-PNG, TIFF, HEIC/HEIF (only where a Pillow HEIF decoder is installed; otherwise
-refused, since it cannot be decoded here), DICOM with pixel data; MP4/MOV/M4A,
-AVI, MPEG-TS/AVCHD (MTS/M2TS), WAV and MP3. Refused as NOT_MEDIA even though
+PNG, TIFF, DICOM with pixel data; MP4/MOV/M4A, AVI, MPEG-TS/AVCHD (MTS/M2TS),
+WAV and MP3. HEIC/HEIF is recognised but not taken (docs/media.md): after its
+metadata is read it is refused UNREGISTERED_DEVICE when that names a phone
+(agent.devices), else FORMAT_NOT_ACCEPTED.
+
+Decompression bombs are refused NOT_MEDIA before anything decodes them: images
+over ``max_pixels`` (checked on the header), video frames over
+``MAX_VIDEO_PIXELS``, media longer than ``MAX_DURATION_S`` or with more than
+``MAX_VIDEO_FRAMES`` video frames (counted by ffprobe, which reads packets but
+decodes none), DICOM whose pixel data would decode to more than
+``MAX_DICOM_PIXEL_BYTES``.
+
+Each media file carries what the device policy (R6) needs: the device it
+names and the metadata fields that said so (``device_fields``), and any
+phone-only traits (``device_traits``, :func:`agent.devices.phone_traits`). Refused as NOT_MEDIA even though
 they are pictures: camera RAW (CR2/CR3/CRW/NEF/DNG/ARW/RAF/RW2/ORF/…; not
 strippable safely, set the camera to JPEG), WebP, GIF, BMP, PSD, JPEG 2000,
 DICOM without pixel data (structured reports, waveforms).
@@ -98,20 +115,13 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageFile
 
+from agent import devices as device_policy
 from agent import metadata as md
 from agent.metadata import MetadataReader
 from agent.model import Device, MediaFile, MediaKind, ScanResult, SkippedFile, StageError
 from agent.reasons import Reason
 
 log = logging.getLogger(__name__)
-
-try:  # HEIC/HEIF decode is optional: without it such files are refused.
-    import pillow_heif  # type: ignore[import-not-found]
-
-    pillow_heif.register_heif_opener()
-    HEIF_DECODER = True
-except ImportError:  # pragma: no cover - depends on the machine
-    HEIF_DECODER = False
 
 # Truncated images must be refused, never half-decoded (R8).
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -123,6 +133,15 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: the same bytes. Bigger files (video) are hashed streaming.
 IN_MEMORY_LIMIT = 256 * 1024 * 1024
 FFPROBE_TIMEOUT_S = 120
+#: Decompression-bomb limits for video and audio (R8), checked on what
+#: ffprobe counts while it reads every packet, before anything decodes a frame:
+#: frame size (8K UHD), length, and number of video frames (4 h at 60 fps).
+MAX_VIDEO_PIXELS = 7680 * 4320
+MAX_DURATION_S = 4 * 3600
+MAX_VIDEO_FRAMES = 4 * 3600 * 60
+#: Largest decoded DICOM pixel data accepted (rows x columns x samples x
+#: frames x bytes per sample), checked on the header before decoding.
+MAX_DICOM_PIXEL_BYTES = 2 * 1024 ** 3
 _CHUNK = 1 << 20
 _HEAD = 512
 
@@ -249,9 +268,9 @@ def detect(head: bytes) -> _Format | str:
             return "a WebP image (not written by capture devices)"
         return "a RIFF file of unknown type"
     if head[:1] == b"\x47" and head[188:189] == b"\x47":
-        return _f(MediaKind.VIDEO, "video/mp2t", "MPEG-TS", "mpegts", ("M2TS", "MPEG-TS", "TS"))
+        return _f(MediaKind.VIDEO, "video/mp2t", "MPEG-TS", "mpegts", ("M2TS", "M2T", "MPEG-TS", "TS"))
     if head[4:5] == b"\x47" and head[196:197] == b"\x47":
-        return _f(MediaKind.VIDEO, "video/mp2t", "M2TS", "mpegts", ("M2TS", "MPEG-TS", "TS"))
+        return _f(MediaKind.VIDEO, "video/mp2t", "M2TS", "mpegts", ("M2TS", "M2T", "MPEG-TS", "TS"))
     if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE6 in (0xE2, 0xE4, 0xE6)):
         return _f(MediaKind.AUDIO, "audio/mpeg", "MP3", "mp3", ("MP3",))
     return _describe_other(head)
@@ -376,6 +395,12 @@ def _walk(root: pathlib.Path, skipped: list[SkippedFile]) -> Iterator[_Entry]:
                     skipped.append(SkippedFile(rel, "ignored", None, why))
                 elif st.st_size == 0:
                     skipped.append(SkippedFile(rel, "ignored", None, "empty file"))
+                elif st.st_nlink > 1:
+                    # No camera writes hard links; another name of the same file may
+                    # lie outside the card, where the wipe would not reach it.
+                    skipped.append(SkippedFile(rel, "refused", Reason.UNSAFE_PATH,
+                                               f"a hard link ({st.st_nlink} names for one file, "
+                                               "possibly outside the card)"))
                 else:
                     yield _Entry(pathlib.Path(entry.path), rel, st)
             else:
@@ -466,7 +491,9 @@ def _probe(entry: _Entry, max_pixels: int) -> _Probed:
             result.sha256 = hashlib.sha256(data).hexdigest()
         else:
             result.sha256 = _hash_fd(fd, size)
-        if fmt.kind == MediaKind.IMAGE:
+        if fmt.name == "HEIF":
+            pass  # never decoded: refused after its metadata is read (see scan())
+        elif fmt.kind == MediaKind.IMAGE:
             result.refusal = _decode_image(data, fd, fmt, max_pixels)
         elif fmt.kind == MediaKind.DICOM:
             result.refusal = _decode_dicom(data, fd, result)
@@ -483,8 +510,6 @@ def _probe(entry: _Entry, max_pixels: int) -> _Probed:
 
 def _decode_image(data: bytes | None, fd: int, fmt: _Format, max_pixels: int) -> str:
     """'' when the image decodes fully, else why not."""
-    if fmt.name == "HEIF" and not HEIF_DECODER:
-        return "a HEIC/HEIF image, which cannot be decoded on this capture PC"
     source = io.BytesIO(data) if data is not None else os.fdopen(os.dup(fd), "rb")
     try:
         # Pillow warns (DecompressionBombWarning) above its MAX_IMAGE_PIXELS and
@@ -520,6 +545,11 @@ def _decode_dicom(data: bytes | None, fd: int, result: _Probed) -> str:
         ds = pydicom.dcmread(source)
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             return "DICOM without an image (e.g. a report or waveform)"
+        decoded = (int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+                   * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("NumberOfFrames", 1) or 1)
+                   * max(1, (int(ds.get("BitsAllocated", 8) or 8) + 7) // 8))
+        if decoded > MAX_DICOM_PIXEL_BYTES:
+            return f"decompression bomb: DICOM pixel data would decode to {decoded} bytes"
         ds.pixel_array  # noqa: B018 - the full decode is the point
     except Exception as exc:  # pydicom raises many types for bad data
         return f"DICOM that cannot be decoded: {type(exc).__name__}: {exc}"
@@ -579,11 +609,39 @@ def _probe_av(fd: int, fmt: _Format) -> tuple[str, MediaKind | None]:
                and int(s.get("nb_read_packets") or 0) > 0
                and not (s.get("disposition") or {}).get("attached_pic")]
     kinds = {s["codec_type"] for s in streams}
+    bomb = _av_bomb(info, streams)
+    if bomb:
+        return f"{fmt.name}: decompression bomb: {bomb}", None
     if not kinds:
         return f"{fmt.name} without a readable video or audio stream", None
     if fmt.kind == MediaKind.AUDIO and "video" in kinds:
         return f"{fmt.name} announced as audio holds video", None
     return "", MediaKind.VIDEO if "video" in kinds else MediaKind.AUDIO
+
+
+def _seconds(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _av_bomb(info: dict, streams: list[dict]) -> str:
+    """Why a video/audio file exceeds the limits, or ''."""
+    duration = max([_seconds((info.get("format") or {}).get("duration"))]
+                   + [_seconds(s.get("duration")) for s in streams])
+    if duration > MAX_DURATION_S:
+        return f"{duration:.0f} s long, the limit is {MAX_DURATION_S} s"
+    for s in streams:
+        if s.get("codec_type") != "video":
+            continue
+        width, height = int(s.get("width") or 0), int(s.get("height") or 0)
+        if width * height > MAX_VIDEO_PIXELS:
+            return f"{width}x{height} video frames exceed {MAX_VIDEO_PIXELS} pixels"
+        frames = int(s.get("nb_read_packets") or 0)
+        if frames > MAX_VIDEO_FRAMES:
+            return f"{frames} video frames, the limit is {MAX_VIDEO_FRAMES}"
+    return ""
 
 
 # --- ordering ----------------------------------------------------------------------
@@ -675,17 +733,40 @@ def scan(
                 skipped.append(SkippedFile(p.entry.rel, "refused", Reason.NOT_MEDIA,
                                            f"not accepted: {what} (looks like {p.fmt.name})"))
                 continue
-            capture, dev = md.capture_time(meta), md.device(meta)
+            capture = md.capture_time(meta)
+            dev, fields = md.device_sources(meta)
+            traits = device_policy.phone_traits(meta)
+            if p.fmt.name == "HEIF":
+                skipped.append(_heif_refusal(p.entry.rel, dev, traits))
+                continue
+        else:
+            fields = tuple(f"DICOM:{k}={v}" for k, v in (
+                ("Manufacturer", dev.make), ("ManufacturerModelName", dev.model),
+                ("DeviceSerialNumber", dev.serial)) if dev and v)
+            traits = ()
         media.append(MediaFile(
             path=p.entry.path, relative_path=p.entry.rel, kind=p.kind,
             media_type=_media_type(p), size=p.entry.st.st_size, sha256=p.sha256,
             mtime_ns=p.entry.st.st_mtime_ns, capture_time=capture, device=dev or Device(),
-            sequence=dcf_sequence(p.entry.rel),
+            sequence=dcf_sequence(p.entry.rel), device_fields=fields, device_traits=traits,
         ))
     skipped.sort(key=lambda s: s.relative_path)
     ordered = capture_order(media)
     log.debug("scan done", extra={"root": str(root), "media": len(ordered), "skipped": len(skipped)})
     return ScanResult(root=root, media=tuple(ordered), skipped=tuple(skipped))
+
+
+def _heif_refusal(rel: str, dev: Device, traits: tuple[str, ...]) -> SkippedFile:
+    """HEIC/HEIF is recognised but not taken (docs/media.md: exiftool cannot
+    remove and prove removed every HEIF metadata item; converting would
+    re-encode). A phone's HEIC says so, so that staff hear the real reason."""
+    if device_policy.is_phone(dev) or traits:
+        name = " ".join(p for p in (dev.make, dev.model) if p) or "a phone"
+        return SkippedFile(rel, "refused", Reason.UNREGISTERED_DEVICE,
+                           f"a HEIC image taken with {name}, a phone ({'; '.join(traits)[:200]})")
+    return SkippedFile(rel, "refused", Reason.FORMAT_NOT_ACCEPTED,
+                       "a HEIC/HEIF image: not accepted, its metadata cannot be removed "
+                       "verifiably; set the camera to JPEG")
 
 
 _RAW_TYPES = {"CR2", "CR3", "CRW", "NEF", "NRW", "DNG", "ARW", "SR2", "SRF", "PEF", "ORF", "RW2",

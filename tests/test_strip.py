@@ -193,13 +193,13 @@ def test_video_stripped_packets_identical(tmp_path, reader):
     assert hashes(video) == hashes(result.spool_path)
 
 
-@pytest.mark.parametrize("path,media_type,kind", [
-    (EXIF / "exif-samples/heic/IMG_5195.HEIC", "image/heic", MediaKind.IMAGE),
-])
-def test_not_yet_supported(path, media_type, kind, tmp_path, reader):
+def test_heic_is_not_accepted(tmp_path, reader):
+    """HEIC/HEIF is refused (docs/media.md); the scan already refuses it, this is the backstop."""
+    path = EXIF / "exif-samples/heic/IMG_5195.HEIC"
     with pytest.raises(StageError) as err:
-        strip(media_for(path, media_type, kind), tmp_path, tool=reader)
-    assert err.value.reason == Reason.STRIP_FAILED and "not yet supported" in err.value.detail
+        strip(media_for(path, "image/heic"), tmp_path, tool=reader)
+    assert err.value.reason == Reason.STRIP_FAILED and "HEIC/HEIF is not accepted" in err.value.detail
+    assert os.listdir(tmp_path) == []
 
 
 def test_changed_card_file_is_card_changed(tmp_path, reader):

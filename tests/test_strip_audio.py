@@ -314,10 +314,10 @@ def test_scanned_card_then_strip(tmp_path, spool):
     assert data == plain
 
 
-def test_mp3_still_refused(tmp_path, spool):
+def test_mp3_is_stripped_by_the_remux_see_test_strip_av(tmp_path, spool):
+    """MP3 is no longer refused: ID3v2/ID3v1 go, the audio frames stay (tests/test_strip_av.py)."""
     path = tmp_path / "REC.MP3"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine", "-t", "0.3",
                     "-c:a", "libmp3lame", "-metadata", f"artist={ARTIST}", str(path)], check=True)
-    with pytest.raises(StageError) as err:
-        strip(media_for(path, "audio/mpeg"), spool)
-    assert err.value.reason == Reason.STRIP_FAILED and "not yet supported" in err.value.detail
+    result = strip(media_for(path, "audio/mpeg"), spool)
+    assert ARTIST.encode() not in result.spool_path.read_bytes()

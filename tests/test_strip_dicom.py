@@ -453,3 +453,21 @@ def test_scanned_card_then_strip(tmp_path):
         s = strip(m, spool)
         out = pydicom.dcmread(s.spool_path)
         assert out.PixelData == pydicom.dcmread(m.path).PixelData and "PatientID" not in out
+
+
+def test_exiftool_read_back_flags_what_identifies(tmp_path):
+    """The strip stage's second, exiftool-based check on DICOM is not empty: on an
+    original it names the patient, study, manufacturer and time elements."""
+    from agent.metadata import MetadataReader
+    from agent.strip import forbidden_tags
+
+    source = CORPUS / "dicom/ultrasound/OBXXXX1A.dcm"
+    with MetadataReader() as reader:
+        bad = forbidden_tags(reader.read_one(source, extra=("-u",)), "application/dicom")
+        copy = strip(MediaFile(path=source, relative_path=source.name, kind=MediaKind.DICOM,
+                               media_type="application/dicom", size=source.stat().st_size,
+                               sha256=hashlib.sha256(source.read_bytes()).hexdigest(), mtime_ns=0),
+                     tmp_path, tool=reader)
+        assert forbidden_tags(reader.read_one(copy.spool_path, extra=("-u", "-ee")), "application/dicom") == []
+    names = {k.split(":")[-1] for k in bad}
+    assert {"PatientName", "PatientID", "Manufacturer", "StudyDate"} <= names, sorted(names)

@@ -2,6 +2,7 @@
 import hashlib
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -112,3 +113,134 @@ def test_unlink_failure_is_reported_not_raised(tmp_path):
     assert not result.complete
     assert sorted(path for path, _ in result.failed) == sorted(m.relative_path for m in media)
     assert all(m.path.exists() for m in media)
+
+
+# --- housekeeping that belongs to the wiped media (R10) -----------------------------------
+
+
+def _media(root: pathlib.Path, rel: str, data: bytes, kind: MediaKind = MediaKind.IMAGE) -> MediaFile:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    st = path.stat()
+    return MediaFile(path=path, relative_path=rel, kind=kind, media_type="video/mp4",
+                     size=st.st_size, sha256=hashlib.sha256(data).hexdigest(), mtime_ns=st.st_mtime_ns)
+
+
+CAMERA_DATABASES = {  # camera and OS indexes that hold no pictures: they stay
+    "MISC/AUTPRINT.MRK": b"[HDR]\n",
+    "DCIM/CANONMSC/M0100.CTG": b"\x00" * 32,
+    "NC_FLLST.DAT": b"\x00" * 16,
+    "PRIVATE/SONY/AVF_INFO/AVIN0001.BNP": b"\x00" * 16,
+    "DCIM/100CANON/MVI_0009.THM": b"\xff\xd8 a thumbnail of a clip not on this card",
+}
+
+
+def test_sidecars_and_thumbnail_caches_go_with_their_media(tmp_path):
+    root = tmp_path / "card"
+    media = [_media(root, "DCIM/100CANON/MVI_0001.MP4", os.urandom(3000), MediaKind.VIDEO),
+             _media(root, "DCIM/100CANON/IMG_0002.JPG", os.urandom(3000))]
+    belongs = {"DCIM/100CANON/MVI_0001.THM": b"\xff\xd8thumb", "DCIM/100CANON/mvi_0001.lrv": b"proxy",
+               "DCIM/100CANON/._IMG_0002.JPG": b"\x00\x05\x16\x07", "DCIM/100CANON/Thumbs.db": b"\xd0\xcf",
+               "DCIM/100CANON/.DS_Store": b"\x00\x00\x00\x01Bud1"}
+    for rel, data in {**belongs, **CAMERA_DATABASES}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+    result = wipe(root, media)
+
+    assert result.complete and sorted(result.housekeeping) == sorted(belongs)
+    assert {k: v for k, v in _tree(root).items() if v is not None} == CAMERA_DATABASES
+
+
+def test_nothing_of_it_goes_when_the_media_stays(tmp_path):
+    """A media file that cannot be deleted keeps its sidecar and its folder's caches."""
+    root = tmp_path / "card"
+    media = [_media(root, "DCIM/100CANON/MVI_0001.MP4", os.urandom(3000), MediaKind.VIDEO)]
+    for rel in ("DCIM/100CANON/MVI_0001.THM", "DCIM/100CANON/Thumbs.db"):
+        (root / rel).write_bytes(b"\xff\xd8thumb")
+    folder = root / "DCIM/100CANON"
+    subprocess.run(["mount", "--bind", folder, folder], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+        result = wipe(root, media)
+    finally:
+        subprocess.run(["umount", folder], check=True)
+    assert [p for p, _ in result.failed] == ["DCIM/100CANON/MVI_0001.MP4"]
+    assert result.housekeeping == ()
+    assert sorted(p.name for p in folder.iterdir()) == ["MVI_0001.MP4", "MVI_0001.THM", "Thumbs.db"]
+
+
+def _dicom_card(tmp_path: pathlib.Path, n: int) -> tuple[pathlib.Path, list[MediaFile]]:
+    from PIL import Image
+
+    from tests.support.mediagen import write_dicomdir_card, write_us_dicom
+
+    src = [write_us_dicom(tmp_path / f"src{i}.dcm", [Image.new("RGB", (64, 48), (i * 40, 90, 120))],
+                          "198204152386", name="ERIKSSON^ERIK", instance=i + 1) for i in range(n)]
+    root = tmp_path / "card"
+    refs = write_dicomdir_card(root, src)
+    return root, [MediaFile(path=root / r, relative_path=r, kind=MediaKind.DICOM,
+                            media_type="application/dicom", size=(root / r).stat().st_size,
+                            sha256=hashlib.sha256((root / r).read_bytes()).hexdigest(),
+                            mtime_ns=(root / r).stat().st_mtime_ns) for r in refs]
+
+
+def test_dicomdir_goes_after_every_file_it_indexes_was_wiped(tmp_path):
+    root, media = _dicom_card(tmp_path, 2)
+    assert b"ERIKSSON" in (root / "DICOMDIR").read_bytes()
+    result = wipe(root, media)
+    assert result.complete and result.housekeeping == ("DICOMDIR",)
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_dicomdir_stays_while_it_indexes_a_file_that_stays(tmp_path):
+    root, media = _dicom_card(tmp_path, 2)
+    result = wipe(root, media[:1])  # the other image was not archived (not ours to delete)
+    assert result.complete and result.housekeeping == ()
+    assert (root / "DICOMDIR").exists() and media[1].path.exists()
+
+
+def test_unreadable_dicomdir_is_reported_not_silently_left(tmp_path):
+    root, media = _dicom_card(tmp_path, 1)
+    (root / "DICOMDIR").write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 40)
+    result = wipe(root, media)
+    assert result.deleted == (media[0].relative_path,)
+    assert not result.complete and result.failed[0][0] == "DICOMDIR"
+    assert "may still name the patient" in result.failed[0][1]
+    assert (root / "DICOMDIR").exists()
+
+
+def test_the_hash_is_read_from_the_card_not_the_page_cache(tmp_path):
+    """A file whose bytes change under a mounted file system (here: the loop
+    device's backing image is written directly) while its old pages sit in the
+    page cache: only a read that drops the cached pages sees the change."""
+    if shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs losetup and mkfs.ext4")
+    image = tmp_path / "card.img"
+    image.write_bytes(b"\x00" * (8 << 20))
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        marker = os.urandom(4096)
+        m = _media(mnt, "DCIM/100CANON/IMG_0001.JPG", marker)
+        os.sync()
+        with open(m.path, "rb") as fh:  # the old bytes are in the page cache
+            assert fh.read() == marker
+        raw = image.read_bytes()
+        at = raw.index(marker)
+        with open(image, "r+b") as fh:  # the "card" changes underneath
+            fh.seek(at)
+            fh.write(os.urandom(4096))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(m.path, "rb") as fh:
+            assert fh.read() == marker, "precondition: a plain read still sees the cached bytes"
+        with pytest.raises(StageError) as err:
+            wipe(mnt, [m])
+        assert err.value.reason == Reason.CARD_CHANGED and "content changed" in err.value.detail
+        assert m.path.exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
