@@ -81,6 +81,11 @@ class BlobStore(Protocol):
     def sweep_partials(self, max_age_s: float) -> int:
         """Delete partial uploads untouched for ``max_age_s``; returns how many."""
 
+    def delete(self, sha256: str) -> bool:
+        """Remove a stored blob durably (purge, R19). True when it was there,
+        False when it was absent; ValueError for a malformed digest. The caller
+        decides that no case references it any more."""
+
     def check(self) -> None:
         """Raise Unavailable when the store cannot serve (health check)."""
 
@@ -128,6 +133,25 @@ class FileBlobStore:
             return open(self.path(sha256), "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {sha256} is not in the store") from None
+
+    def delete(self, sha256: str) -> bool:
+        # The digest is validated before any path is built from it, so nothing
+        # outside ab/cd/<sha256> under the root can be named. unlink() removes a
+        # symlink planted there, never its target.
+        path = self.path(sha256)
+        # A directory of the store replaced by a symlink would lead elsewhere.
+        if not pathlib.Path(os.path.realpath(path.parent)).is_relative_to(self.root):
+            raise ValueError(f"refusing to delete blob {sha256}: its directory leads outside the store")
+        with _storage_errors():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            # The unlink is durable only once the directory entry is gone on disk.
+            _fsync_dir(path.parent)
+        # The emptied ab/cd directories stay: removing them could race a commit
+        # of another blob that has just created them (os.replace would fail).
+        return True
 
     # -- partial uploads ----------------------------------------------------------
 

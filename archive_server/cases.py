@@ -1,9 +1,10 @@
-"""Reading cases out of the archive: search (latest versions) and export.
+"""Reading cases out of the archive: search, show, export, print, consent and
+teaching copies (R13, R17, R18, R20).
 
-Both write an audit event in the same transaction as the read (R18): a search
-or export that is not logged does not happen. Confidential cases (R17) are
-shown only as "Konfidentiellt" and cannot be exported until emergency access
-(nödöppning) exists.
+Every function runs inside :func:`archive_server.authz.operation`, which checks
+the principal's rights and writes the audit event (a read that is not logged
+does not happen). Confidential cases (R17) appear in listings only as
+:func:`masked` and are opened only with emergency access and a reason.
 """
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ import hashlib
 import os
 import pathlib
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from archive_server.audit import append_audit
-from archive_server.blobstore import BlobStore
+from archive_server.authz import Principal, ReasonRequired, operation
+from archive_server.blobstore import BlobStore, PartialKey
 from archive_server.db import Database
 from archive_server.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from archive_server.models import Case, CaseVersion, Department, MediaItem
+from archive_server.models import Blob, Case, CaseVersion, Consent, MediaItem, utcnow
 
 CONFIDENTIAL = "Konfidentiellt"
 _BLOCK = 1 << 20
+# A scanned consent document is at most this large (a few pages as PDF or images).
+MAX_CONSENT_BYTES = 64 << 20
 
 
 def normalise_patient(text: str) -> str:
@@ -36,7 +40,7 @@ def normalise_patient(text: str) -> str:
     return compact
 
 
-def _iso(t: dt.datetime | None) -> str | None:
+def iso(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     if t.tzinfo is None:
@@ -44,81 +48,115 @@ def _iso(t: dt.datetime | None) -> str | None:
     return t.astimezone(dt.timezone.utc).isoformat()
 
 
-def _latest(s: Session, case: Case) -> CaseVersion:
-    return s.execute(
+def masked(case: Case) -> dict[str, Any]:
+    """All that anyone sees of a confidential case outside emergency access (R17)."""
+    return {"case_id": case.id, "confidential": True, "display": CONFIDENTIAL}
+
+
+def load_version(s: Session, case: Case, version: int | None = None) -> CaseVersion:
+    number = case.current_version if version is None else version
+    found = s.execute(
         sa.select(CaseVersion)
-        .where(CaseVersion.case_id == case.id, CaseVersion.version == case.current_version)
+        .where(CaseVersion.case_id == case.id, CaseVersion.version == number)
         .options(selectinload(CaseVersion.media).selectinload(MediaItem.blob))
-    ).scalar_one()
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"case {case.id} has no version {number} (versions 1 to {case.current_version})")
+    return found
 
 
-def case_json(s: Session, case: Case) -> dict[str, Any]:
-    """The case's latest version as the CLI's JSON object."""
-    base: dict[str, Any] = {
-        "case_id": case.id,
-        "patient": case.patient_id,
-        "department": case.department.hsa_id,
-        "status": case.status,
-        "version": case.current_version,
-        "created_at": _iso(case.created_at),
-        "confidential": case.confidential,
+def media_json(m: MediaItem) -> dict[str, Any]:
+    return {
+        "media_item_id": m.id, "sha256": m.blob_sha256, "size": m.blob.size, "path": m.relative_path,
+        "kind": m.kind, "media_type": m.media_type, "capture_time": iso(m.capture_time),
     }
+
+
+def case_json(s: Session, case: Case, version: CaseVersion | None = None) -> dict[str, Any]:
+    """One version of the case (default: the latest) as the CLI's JSON object.
+
+    ``media`` is the list of media items (as before issue 6) and
+    ``media_count`` their number; ``created`` and ``created_at`` are the case's
+    creation time, ``version_created_at`` the version's."""
+    v = version or load_version(s, case)
+    media = [media_json(m) for m in v.media]
+    return {
+        "case_id": case.id,
+        "version": v.version,
+        "latest_version": case.current_version,
+        "patient": v.patient_id or case.patient_id,
+        "department": case.department.hsa_id,
+        "department_name": case.department.name,
+        "status": v.status,
+        "confidential": case.confidential,
+        "created": iso(case.created_at),
+        "created_at": iso(case.created_at),
+        "version_created_at": iso(v.created_at),
+        "version_created_by": v.created_by,
+        "reason": v.reason,
+        "signed_by": v.signed_by,
+        "signed_at": iso(v.signed_at),
+        "edited_by": v.edited_by,
+        "edited_at": iso(v.edited_at),
+        "form_template": v.form_template,
+        "form": dict(v.form or {}),
+        "media_count": len(media),
+        "media": media,
+        "fields": v.fields,
+    }
+
+
+def listing_json(s: Session, case: Case) -> dict[str, Any]:
+    """A search hit: the latest version, with ``media`` as the NUMBER of media
+    items (the command-line contract of ``cases --json``) and the items
+    themselves under ``media_items``; ``case show`` keeps ``media`` a list."""
     if case.confidential:
-        base.update(patient=CONFIDENTIAL, media=[], fields={})
-        return base
-    version = _latest(s, case)
-    base["media"] = [
-        {
-            "media_item_id": m.id,
-            "sha256": m.blob_sha256,
-            "size": m.blob.size,
-            "path": m.relative_path,
-            "kind": m.kind,
-            "media_type": m.media_type,
-            "capture_time": _iso(m.capture_time),
-        }
-        for m in version.media
-    ]
-    base["fields"] = version.fields
-    return base
+        return masked(case)
+    result = case_json(s, case)
+    result["media_items"] = result["media"]
+    result["media"] = result["media_count"]
+    return result
 
 
-def search_cases(db: Database, actor: str, patient: str | None = None) -> list[dict[str, Any]]:
-    """Cases (latest versions), oldest first, optionally of one patient; logged."""
-    with db.write() as s:
-        query = sa.select(Case).options(selectinload(Case.department)).order_by(Case.created_at, Case.id)
-        if patient is not None:
-            query = query.where(Case.patient_id == patient)
-        cases = list(s.scalars(query))
-        results = [case_json(s, c) for c in cases]
-        append_audit(s, actor, "case.search", details={
-            "patient_id": patient, "results": [c.id for c in cases]})
+def search_cases(db: Database, principal: Principal, patient: str | None = None) -> list[dict[str, Any]]:
+    """Latest versions of the cases the principal may read (case.read in their
+    departments), oldest first, optionally of one patient; confidential cases masked."""
+    with operation(db, principal, "case.search", details={"patient_id": patient}) as op:
+        op.patient = patient
+        cases = op.cases("case.read", patient)
+        results = [listing_json(op.session, c) for c in cases]
+        op.details["results"] = [c.id for c in cases]
     return results
 
 
+def show_case(db: Database, principal: Principal, case_id: str, *, version: int | None = None,
+              emergency_reason: str | None = None) -> dict[str, Any]:
+    """One version of a case (default the latest). A confidential case needs
+    ``emergency_reason`` (and case.emergency_open in its department)."""
+    with operation(db, principal, "case.show") as op:
+        case = op.case(case_id, "case.read", emergency_reason=emergency_reason)
+        result = case_json(op.session, case, load_version(op.session, case, version))
+        op.details.update(version=result["version"])
+    return result
+
+
 def export_case(
-    db: Database, blobs: BlobStore, case_id: str, dest: pathlib.Path, actor: str
+    db: Database, blobs: BlobStore, case_id: str, dest: pathlib.Path, principal: Principal,
+    *, emergency_reason: str | None = None,
 ) -> list[pathlib.Path]:
     """Write the media of the case's latest version under ``dest`` at their
     original relative paths, verifying each SHA-256 while copying. Existing
     files are never overwritten. The export is logged before any byte leaves."""
     dest = dest.resolve()
-    with db.write() as s:
-        case = s.get(Case, case_id)
-        if case is None:
-            raise NotFound(f"unknown case {case_id}")
-        if case.confidential:
-            raise FailedPrecondition(f"case {case_id} is confidential; it can only be opened "
-                                     "with emergency access, which this tool does not provide")
-        version = _latest(s, case)
+    with operation(db, principal, "case.exported") as op:
+        case = op.case(case_id, "case.export", emergency_reason=emergency_reason)
+        version = load_version(op.session, case)
         plan = [(m.blob_sha256, m.blob.size, _target(dest, m.relative_path)) for m in version.media]
         existing = [str(p) for _, _, p in plan if p.exists() or p.is_symlink()]
         if existing:
             raise FailedPrecondition(f"refusing to overwrite existing file(s): {', '.join(existing[:5])}")
-        department = s.get(Department, case.department_id)
-        append_audit(s, actor, "case.exported", case_id=case.id, details={
+        op.details.update({
             "version": version.version, "destination": str(dest),
-            "department": department.hsa_id if department else None,
             "files": [{"path": m.relative_path, "sha256": m.blob_sha256} for m in version.media],
         })
     written: list[pathlib.Path] = []
@@ -126,6 +164,161 @@ def export_case(
         _copy_verified(blobs, sha, size, target)
         written.append(target)
     return written
+
+
+def print_case(db: Database, blobs: BlobStore, principal: Principal, case_id: str, *, reason: str,
+               out: pathlib.Path, emergency_reason: str | None = None) -> dict[str, Any]:
+    """A PDF of the case's latest version with who printed it, when and why
+    (R18). The reason is required; the print is logged before the file is written."""
+    from archive_server.printing import render_case_pdf
+
+    if out.exists():
+        raise FailedPrecondition(f"refusing to overwrite existing file {out}")
+    at = utcnow()
+    with operation(db, principal, "case.print", why=reason.strip() or None) as op:
+        case = op.case(case_id, "case.print", emergency_reason=emergency_reason)
+        if not reason.strip():
+            raise ReasonRequired("printing needs a reason, which goes into the audit log: give --reason TEXT.")
+        if emergency_reason is not None:
+            op.why = f"{reason.strip()} (nödöppning: {emergency_reason.strip()})"
+        view = case_json(op.session, case)
+        plan = [(m["path"], m["sha256"], m["size"]) for m in view["media"]]
+        op.details.update(version=view["version"], output=str(out.resolve()),
+                          media=[sha for _, sha, _ in plan])
+    images = [(name, _read_verified(blobs, sha, size)) for name, sha, size in plan]
+    pdf = render_case_pdf({**view, "media": view["media_count"]}, images, printed_by=principal.actor,
+                          printed_at=at, reason=reason)
+    _write_new(out, pdf)
+    return {"case_id": case_id, "version": view["version"], "out": str(out.resolve()), "bytes": len(pdf)}
+
+
+def record_consent(db: Database, blobs: BlobStore, principal: Principal, case_id: str,
+                   document: pathlib.Path, *, emergency_reason: str | None = None) -> dict[str, Any]:
+    """Store a scanned written consent (R20) with the case: the document as a
+    blob, who recorded it and when."""
+    try:
+        data = document.read_bytes()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read the consent document {document}: {e.strerror}") from None
+    if not data:
+        raise InvalidArgument(f"the consent document {document} is empty")
+    if len(data) > MAX_CONSENT_BYTES:
+        raise InvalidArgument(f"the consent document is larger than {MAX_CONSENT_BYTES >> 20} MiB")
+    sha = hashlib.sha256(data).hexdigest()
+    # Check the right before storing anything; the blob is stored outside the
+    # transaction (durable first, recorded second, like an ingested file).
+    with operation(db, principal, "consent.checked") as op:
+        op.case(case_id, "consent.record", emergency_reason=emergency_reason)
+    store_blob(db, blobs, sha, data)
+    with operation(db, principal, "consent.recorded") as op:
+        case = op.case(case_id, "consent.record", emergency_reason=emergency_reason)
+        consent = Consent(id=str(uuid.uuid4()), case_id=case.id, blob_sha256=sha,
+                          document_name=document.name[:255], media_type=_guess_type(data),
+                          recorded_by=principal.actor, recorded_at=utcnow())
+        op.session.add(consent)
+        op.details.update(consent_id=consent.id, sha256=sha, size=len(data), document=consent.document_name)
+    return {"consent_id": consent.id, "case_id": case_id, "sha256": sha, "recorded_by": principal.actor,
+            "recorded_at": iso(consent.recorded_at)}
+
+
+def teaching_copy(db: Database, blobs: BlobStore, principal: Principal, case_id: str,
+                  out: pathlib.Path, *, media: list[str] | None = None) -> dict[str, Any]:
+    """De-identified copies of the case's images for teaching (R20), written
+    to ``out`` under neutral names with no link to the patient. Refused
+    without a recorded consent; the originals are untouched. Confidential
+    cases are never copied for teaching."""
+    from archive_server.deidentify import DeidentifyError, deidentify_image
+
+    with operation(db, principal, "case.teaching_copy") as op:
+        case = op.case(case_id, "teaching.copy")
+        consents = op.session.scalars(sa.select(Consent).where(Consent.case_id == case.id)).all()
+        if not consents:
+            raise FailedPrecondition(
+                f"case {case_id} has no recorded written consent; a teaching copy needs the patient's "
+                "written consent first (case consent).")
+        version = load_version(op.session, case)
+        chosen = [m for m in version.media
+                  if m.kind in ("image", "dicom") and (not media or m.blob_sha256 in media)]
+        unknown = sorted(set(media or []) - {m.blob_sha256 for m in version.media})
+        if unknown:
+            raise InvalidArgument(f"not media of case {case_id} version {version.version}: {', '.join(unknown)}")
+        if not chosen:
+            raise FailedPrecondition(f"case {case_id} has no images to copy for teaching")
+        plan = [(m.blob_sha256, m.blob.size) for m in chosen]
+        op.details.update(version=version.version, media=[sha for sha, _ in plan],
+                          consents=[c.id for c in consents], output=str(out.resolve()))
+        # Every copy is made before anything is written, inside the audited
+        # operation: an image that cannot be masked safely refuses the whole
+        # request (audited as such) instead of leaving a partial set behind.
+        copies = []
+        for sha, size in plan:
+            try:
+                copies.append(deidentify_image(_read_verified(blobs, sha, size)))
+            except DeidentifyError as exc:
+                raise FailedPrecondition(
+                    f"image {sha[:12]} of case {case_id} cannot be de-identified safely ({exc}); "
+                    "no teaching copy was written. Choose other images with --media.") from None
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, copy in enumerate(copies, start=1):
+        suffix = ".png" if copy.media_type == "image/png" else ".jpg"
+        target = out / f"teaching-{uuid.uuid4().hex[:8]}-{n:02d}{suffix}"
+        _write_new(target, copy.data)
+        written.append({"file": target.name, "masked_regions": len(copy.masked)})
+    return {"files": written}
+
+
+# -- blobs -------------------------------------------------------------------------------
+
+
+def store_blob(db: Database, blobs: BlobStore, sha: str, data: bytes) -> None:
+    """Store ``data`` durably under its SHA-256 and record it (no-op if stored)."""
+    with db.read() as s:
+        if s.get(Blob, sha) is not None:
+            return
+    key = PartialKey(str(uuid.uuid4()), sha)
+    try:
+        blobs.append(key, 0, data)
+        storage_key = blobs.commit(key, sha, len(data))
+    finally:
+        blobs.discard(key)
+    try:
+        with db.write() as s:
+            if s.get(Blob, sha) is None:
+                s.add(Blob(sha256=sha, size=len(data), storage_key=storage_key, stored_at=utcnow()))
+    except sa.exc.IntegrityError:
+        pass  # stored by a concurrent call
+
+
+def _read_verified(blobs: BlobStore, sha: str, size: int) -> bytes:
+    with blobs.open(sha) as fh:
+        data = fh.read()
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise DataLoss(f"stored blob {sha} does not match its hash. Report this: the archive copy is damaged")
+    return data
+
+
+def _write_new(target: pathlib.Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(target, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except FileExistsError:
+        raise FailedPrecondition(f"refusing to overwrite existing file {target}") from None
+
+
+def _guess_type(data: bytes) -> str:
+    if data.startswith(b"%PDF"):
+        return "application/pdf"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return "application/octet-stream"
 
 
 def _target(dest: pathlib.Path, relative_path: str) -> pathlib.Path:

@@ -60,6 +60,9 @@ class ArchiveConfig:
     db_max_overflow: int = 20
     sqlite_busy_timeout_ms: int = 30_000
     log_level: str = "info"
+    # [audit] syslog: also send every audit event as RFC 5424 syslog (IHE ATNA
+    # style) to udp://host:port, tcp://host:port or unix:///dev/log; None: the database only.
+    audit_syslog: str | None = None
 
     @property
     def effective_db_url(self) -> str:
@@ -104,6 +107,9 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
     for key, value in raw.items():
         if key == "tls":
             values["tls"] = _tls(value, source)
+            continue
+        if key == "audit":
+            values["audit_syslog"] = _audit(value, source)
             continue
         expected = _TYPES.get(key)
         if expected is None:
@@ -161,6 +167,25 @@ def _tls(value: Any, source: str) -> TlsConfig:
             raise ConfigError(f"{source}: tls.{key} must be a path string")
         paths[key] = pathlib.Path(v) if v else None
     return TlsConfig(**paths)
+
+
+def _audit(value: Any, source: str) -> str | None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [audit] must be a table")
+    unknown = set(value) - {"syslog"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [audit]: {', '.join(sorted(unknown))}")
+    url = value.get("syslog", "")
+    if not isinstance(url, str):
+        raise ConfigError(f"{source}: audit.syslog must be a URL string")
+    if url:
+        from archive_server.atna import SyslogSink  # checks the URL's form; connects on first use
+
+        try:
+            SyslogSink.from_url(url)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: audit.syslog: {e}") from None
+    return url or None
 
 
 def _name(t: type | tuple[type, ...]) -> str:

@@ -1,5 +1,10 @@
 """The archive's records (SQLAlchemy 2, typed declarative).
 
+Access control (R15, R16): departments, roles (named sets of the dotted rights
+in ``authz.RIGHTS``), users with one role per department. Cases (R13, R14)
+keep every version; forms are shared templates. Confidential patients (R17),
+consents (R20) and the hash-chained audit log (R18) complete the model.
+
 Portable between SQLite and PostgreSQL: ids are UUID strings, JSON columns hold
 structured facts, times are stored timezone-aware UTC. The schema is created
 with ``metadata.create_all`` for now (see ``db.create_schema``); once data must
@@ -96,7 +101,10 @@ class Blob(Base):
 
 
 class Case(Base):
-    """R13: media of one patient in one department. New cases are unsigned."""
+    """R13: media of one patient in one department. ``patient_id``, ``status``
+    and ``current_version`` mirror the latest version (what search answers
+    with); ``confidential`` is set while the patient of any version is in
+    ``confidential_patients`` (R17)."""
 
     __tablename__ = "cases"
 
@@ -120,7 +128,8 @@ class Case(Base):
 class CaseVersion(Base):
     """R14: one version of a case. ``fields`` holds the capture facts (mode,
     capture times, devices, files, identity evidence, EHR context), never file
-    metadata (R7)."""
+    metadata (R7); ``form`` the form data, checked against ``form_template``.
+    A signed version never changes; revising it makes the next version."""
 
     __tablename__ = "case_versions"
     __table_args__ = (UniqueConstraint("case_id", "version"),)
@@ -131,6 +140,17 @@ class CaseVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255), default="")
     fields: Mapped[dict[str, Any]] = mapped_column()
+    patient_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="unsigned")  # unsigned | signed
+    # Why this version exists (empty for the ingested first version).
+    reason: Mapped[str] = mapped_column(Text, default="")
+    signed_by: Mapped[str | None] = mapped_column(String(255))
+    signed_at: Mapped[dt.datetime | None] = mapped_column()
+    form_template: Mapped[str | None] = mapped_column(String(64))
+    form: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Who last edited this (unsigned) version in place, and when.
+    edited_by: Mapped[str | None] = mapped_column(String(255))
+    edited_at: Mapped[dt.datetime | None] = mapped_column()
 
     case: Mapped[Case] = relationship(back_populates="versions")
     media: Mapped[list["MediaItem"]] = relationship(
@@ -164,19 +184,26 @@ class MediaItem(Base):
 class AuditEvent(Base):
     """R18: one entry of the append-only audit log, chained by SHA-256: each
     event's hash covers its content and the previous event's hash, so an edited,
-    removed or inserted row breaks the chain (``audit.verify_audit_chain``)."""
+    removed or inserted row breaks the chain (``audit.verify_audit_chain``).
+    Who (``actor``), what (``action`` on ``target``), where (``department``),
+    whose (``patient``), why, and the ``outcome``: permitted, refused or failed."""
 
     __tablename__ = "audit_events"
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                      autoincrement=False)
     at: Mapped[dt.datetime] = mapped_column()
-    actor: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(255), index=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
     case_id: Mapped[str | None] = mapped_column(String(36), index=True)
     details: Mapped[dict[str, Any]] = mapped_column()
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    target: Mapped[str | None] = mapped_column(String(255))
+    department: Mapped[str | None] = mapped_column(String(64), index=True)
+    patient: Mapped[str | None] = mapped_column(String(32), index=True)
+    why: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16), default="permitted")
 
 
 class AuditHead(Base):
@@ -189,3 +216,81 @@ class AuditHead(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Role(Base):
+    """R16: a named set of rights. ``builtin`` roles (sysadmin, log-operator)
+    are created with the schema and cannot be changed."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    rights: Mapped[list[Any]] = mapped_column()
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A person using the archive (today named on the command line with --as or
+    in gRPC metadata; later taken from the client certificate or SSO)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DepartmentAccess(Base):
+    """R16: a user's access to one department, with one role there."""
+
+    __tablename__ = "department_access"
+    __table_args__ = (UniqueConstraint("user_id", "department_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"))
+    granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    department: Mapped[Department] = relationship()
+    role: Mapped[Role] = relationship()
+
+
+class ConfidentialPatient(Base):
+    """R17: a patient whose cases (present and future) are confidential."""
+
+    __tablename__ = "confidential_patients"
+
+    patient_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    marked_by: Mapped[str] = mapped_column(String(255))
+    marked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class FormTemplate(Base):
+    """R13: a form shared across departments. ``fields`` is a list of
+    ``{"name", "type", "required", "label"}`` (see ``forms.FIELD_TYPES``)."""
+
+    __tablename__ = "form_templates"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(255))
+    fields: Mapped[list[Any]] = mapped_column()
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Consent(Base):
+    """R20: a patient's written consent to teaching use, recorded with a case:
+    the scanned document (a blob) and who recorded it when."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    document_name: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(128))
+    recorded_by: Mapped[str] = mapped_column(String(255))
+    recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

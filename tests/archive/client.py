@@ -33,11 +33,18 @@ def luhn_digit(nine: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def personnummer(birth: str = "19121212", serial: str | None = None) -> str:
+def personnummer(birth: str | None = None, serial: str | None = None) -> str:
     """A valid canonical personnummer (12 digits) born ``birth`` (YYYYMMDD);
-    a random serial unless given (3 digits)."""
+    a random birth date (1950–1999, day ≤ 28) and serial unless given.
+
+    Tests share one archive per worker and look cases up by patient, so the
+    default must not repeat: a fixed birth date with only a random serial
+    collided often enough to fail runs."""
+    rnd = uuid.uuid4().int
+    if birth is None:
+        birth = f"{1950 + rnd % 50}{1 + (rnd >> 8) % 12:02d}{1 + (rnd >> 16) % 28:02d}"
     if serial is None:
-        serial = f"{uuid.uuid4().int % 1000:03d}"
+        serial = f"{(rnd >> 24) % 1000:03d}"
     nine = birth[2:] + serial
     return birth + serial + luhn_digit(nine)
 
