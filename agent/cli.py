@@ -3,6 +3,10 @@
     bildsluss-agent ingest PATH --archive HOST:PORT --department HSA-ID
                            [--mode MODE] [--expect ID] [--config FILE]
                            [--insecure | --tls-cert F --tls-key F --tls-ca F] [--json]
+    bildsluss-agent run --config FILE [--archive HOST:PORT] [--department HSA-ID]
+                        [--insecure | --tls-…] (--udev | --watch ROOT) [--allow-loop]
+    bildsluss-agent expect ID [--mode MODE] [--ttl 10m]      (agent.control)
+    bildsluss-agent status [--json]                           (agent.control)
 
 Exit codes: 0 archived and wiped; 1 internal error (card untouched); 2 usage or
 configuration error; 3 refused (nothing uploaded, nothing deleted); 4 deferred
@@ -15,8 +19,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import re
+import sqlite3
 import sys
 
 from agent import __version__
@@ -54,12 +60,33 @@ def _build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
     ingest.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
     ingest.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+
+    run = sub.add_parser("run", help="the daemon: ingest every card inserted, nobody typing anything")
+    run.add_argument("--config", type=pathlib.Path, required=True, help="agent TOML config file")
+    run.add_argument("--archive", help="archive address HOST:PORT (default from config)")
+    run.add_argument("--department", help="the department's HSA-id (default from config)")
+    run_tls = run.add_mutually_exclusive_group()
+    run_tls.add_argument("--insecure", action="store_true", help="plaintext gRPC (loopback development only)")
+    run_tls.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM) for mTLS")
+    run.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
+    run.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
+    backend = run.add_mutually_exclusive_group(required=True)
+    backend.add_argument("--udev", action="store_true",
+                         help="detect cards as block devices (udev, or the kernel's uevents without udevd)")
+    backend.add_argument("--watch", type=pathlib.Path, metavar="ROOT",
+                         help="every new folder under ROOT (an automounter's mount root) is a card")
+    run.add_argument("--allow-loop", action="store_true",
+                     help="treat loop devices as cards too (tests and demos)")
+    run.set_defaults(handler=_cmd_run)
+
+    from agent import control
+
+    control.add_cli(sub)  # expect, status: they talk to the running daemon
     return parser
 
 
-def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestRequest"]:
-    from agent.pipeline import IngestRequest
-
+def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, str]:
+    """The config file with the flags applied, and the department; raises UsageError."""
     cfg = config_mod.load(args.config)
     archive = cfg.archive
     if args.archive:
@@ -78,9 +105,9 @@ def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestR
             "or --insecure for a development archive on this machine"
         )
     updates: dict = {"archive": archive}
-    if args.spool:
+    if getattr(args, "spool", None):
         updates["spool_dir"] = args.spool
-    if args.agent_id:
+    if getattr(args, "agent_id", None):
         updates["agent_id"] = args.agent_id
     cfg = dataclasses.replace(cfg, **updates)
 
@@ -89,6 +116,13 @@ def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestR
         raise UsageError("no department: give --department HSA-ID or set [agent] department")
     if not _HSA_ID.match(department):
         raise UsageError(f"--department {department!r} is not an HSA-id like SE2321000016-15CQ")
+    return cfg, department
+
+
+def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestRequest"]:
+    from agent.pipeline import IngestRequest
+
+    cfg, department = _resolve_config(args)
     mode = Mode(args.mode) if args.mode else cfg.mode
     expect = None
     if args.expect:
@@ -141,6 +175,40 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from agent.daemon import Daemon, StartError
+
+    cfg, department = _resolve_config(args)
+    if args.allow_loop:
+        cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, allow_loop=True))
+    if args.watch is not None and not args.watch.is_dir():
+        raise UsageError(f"--watch {args.watch}: not a folder")
+    from agent.control import resolve_group
+
+    try:
+        resolve_group(cfg.daemon.control_group)
+    except ValueError as exc:
+        raise UsageError(f"[daemon] {exc}") from None
+    if args.udev and os.geteuid() != 0:
+        raise UsageError("--udev mounts cards and needs root (or use --watch ROOT with an automounter)")
+    try:
+        daemon = Daemon(cfg, department=department,
+                        watch_root=args.watch.resolve() if args.watch is not None else None)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"bildsluss-agent: error: cannot open the journal in {cfg.daemon.state_dir}: {exc}",
+              file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    try:
+        return daemon.run()
+    except StartError as exc:
+        print(f"bildsluss-agent: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -148,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ingest":
             return _cmd_ingest(args)
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return handler(args)
     except (UsageError, config_mod.ConfigError) as exc:
         print(f"bildsluss-agent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

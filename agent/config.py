@@ -45,6 +45,60 @@ class ArchiveConfig:
     chunk_bytes: int = 1 << 20
 
 
+def default_state_dir() -> pathlib.Path:
+    if os.geteuid() == 0:
+        return pathlib.Path("/var/lib/bildsluss")
+    state = os.environ.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
+    return pathlib.Path(state) / "bildsluss"
+
+
+def default_control_socket() -> pathlib.Path:
+    if os.geteuid() == 0:
+        return pathlib.Path("/run/bildsluss/control.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return pathlib.Path(runtime) / "bildsluss" / "control.sock"
+    return pathlib.Path(f"/tmp/bildsluss-{os.geteuid()}") / "control.sock"
+
+
+def default_mount_root() -> pathlib.Path:
+    if os.geteuid() == 0:
+        return pathlib.Path("/run/bildsluss/cards")
+    return default_control_socket().parent / "cards"
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonConfig:
+    """The ``[daemon]`` table: what ``bildsluss-agent run`` needs beyond one ingest."""
+
+    # The card journal (journal.sqlite3) lives here.
+    state_dir: pathlib.Path = dataclasses.field(default_factory=default_state_dir)
+    # Cards are mounted privately below this folder (nosuid,nodev,noexec).
+    mount_root: pathlib.Path = dataclasses.field(default_factory=default_mount_root)
+    control_socket: pathlib.Path = dataclasses.field(default_factory=default_control_socket)
+    # The group, besides the agent's own user, allowed to use the control socket.
+    control_group: str = ""
+    # Local status page; "" disables it. Loopback only.
+    status_http: str = "127.0.0.1:8787"
+    heartbeat_s: float = 5.0
+    # Backoff of a deferred card (archive unreachable, R12): first wait, doubling to the max.
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 300.0
+    # How long an EHR context handed over with ``bildsluss-agent expect`` stays valid.
+    context_ttl_s: float = 600.0
+    notify: bool = True
+    # Cards worked on at the same time (each reader holds one card at a time).
+    workers: int = 1
+    # How long a watched card folder must stay unchanged before it is read.
+    settle_s: float = 2.0
+    # File systems the agent mounts; anything else is refused as CARD_UNREADABLE.
+    filesystems: tuple[str, ...] = ("vfat", "exfat", "ntfs3", "ntfs", "ext4", "ext3", "ext2")
+    # Loop devices are cards too (tests, demos). Off in production.
+    allow_loop: bool = False
+    # With allow_loop: only loop devices whose backing file lies below this folder ("": any).
+    loop_backing_dir: str = ""
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     agent_id: str = dataclasses.field(default_factory=socket.gethostname)
@@ -55,17 +109,23 @@ class AgentConfig:
     # Registered capture devices of the department (R6). Empty: devices are not
     # checked (a one-machine development default; production configs list them).
     devices: tuple[Device, ...] = ()
-    # Time budget for reading identity from one frame.
+    # Budget for reading identity from one frame, in CPU seconds of the reading
+    # thread and its tesseract processes (agent/identity/budget.py; a wall-clock
+    # backstop of 4x + 1 s applies too).
     identify_budget_s: float = 2.0
     # Raw [identity] table, handed to the identity readers.
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The enabled reservnummer formats (R2), checked at load.
     reserve_formats: tuple[ReserveFormat, ...] = ()
+    daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
 
 
 _AGENT_KEYS = {"id", "department", "mode", "spool_dir"}
 _ARCHIVE_KEYS = {f.name for f in dataclasses.fields(ArchiveConfig)}
-_TOP_KEYS = {"agent", "archive", "devices", "identity"}
+_DAEMON_KEYS = {f.name for f in dataclasses.fields(DaemonConfig)}
+_DAEMON_PATHS = {"state_dir", "mount_root", "control_socket"}
+_DAEMON_FLOATS = {"heartbeat_s", "retry_initial_s", "retry_max_s", "context_ttl_s", "settle_s"}
+_TOP_KEYS = {"agent", "archive", "devices", "identity", "daemon"}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -106,7 +166,11 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
         if not entry.get("make") or not entry.get("model"):
             raise ConfigError(f"{source} [[devices]] #{i + 1}: make and model are required")
         devices.append(Device(str(entry["make"]), str(entry["model"]), str(entry.get("serial", ""))))
-    kwargs: dict[str, Any] = {"archive": archive_cfg, "devices": tuple(devices)}
+    kwargs: dict[str, Any] = {
+        "archive": archive_cfg,
+        "devices": tuple(devices),
+        "daemon": _daemon_from_dict(data.get("daemon", {}), source),
+    }
     if "id" in agent:
         kwargs["agent_id"] = str(agent["id"])
     if "department" in agent:
@@ -124,6 +188,37 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
     except ReserveFormatError as exc:
         raise ConfigError(f"{source} [identity]: {exc}") from None
     return AgentConfig(**kwargs)
+
+
+def _daemon_from_dict(table: dict[str, Any], source: str) -> DaemonConfig:
+    _check_keys(table, _DAEMON_KEYS, f"{source} [daemon]")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{source} [daemon] {key}"
+        if key in _DAEMON_PATHS:
+            values[key] = pathlib.Path(str(value)).expanduser()
+        elif key in _DAEMON_FLOATS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{where}: expected a number of seconds >= 0, got {value!r}")
+            values[key] = float(value)
+        elif key in ("notify", "allow_loop"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            values[key] = value
+        elif key == "workers":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where}: expected a whole number >= 1, got {value!r}")
+            values[key] = value
+        elif key == "filesystems":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{where}: expected a list of file system names")
+            values[key] = tuple(value)
+        else:
+            values[key] = str(value)
+    cfg = DaemonConfig(**values)
+    if cfg.retry_initial_s <= 0 or cfg.retry_max_s < cfg.retry_initial_s:
+        raise ConfigError(f"{source} [daemon]: need 0 < retry_initial_s <= retry_max_s")
+    return cfg
 
 
 def parse_mode(value: str) -> Mode:

@@ -28,6 +28,11 @@ class Reason(str, enum.Enum):
     CARD_CHANGED = "CARD_CHANGED"
     WIPE_FAILED = "WIPE_FAILED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    EHR_CONTEXT_EXPIRED = "EHR_CONTEXT_EXPIRED"
+    # Media recognised but not taken (issue 4, helper E): HEIC/HEIF.
+    FORMAT_NOT_ACCEPTED = "FORMAT_NOT_ACCEPTED"
+    # The daemon (issue 5): the card's file system cannot be mounted or read.
+    CARD_UNREADABLE = "CARD_UNREADABLE"
 
     def __str__(self) -> str:  # so f"{reason}" prints the code
         return self.value
@@ -36,6 +41,10 @@ class Reason(str, enum.Enum):
 # One sentence per reason, for a nurse at the capture PC. Say what happened,
 # that the card is safe, and what to do next.
 STAFF_MESSAGES: dict[Reason, str] = {
+    Reason.FORMAT_NOT_ACCEPTED: (
+        "The card holds pictures in a format the archive cannot take safely (HEIC/HEIF). "
+        "Nothing was sent and nothing was deleted; set the camera to JPEG and take them again."
+    ),
     Reason.MIXED_PATIENTS: (
         "The card holds pictures of more than one patient. Nothing was sent and "
         "nothing was deleted; sort the card so it holds one patient only."
@@ -106,8 +115,136 @@ STAFF_MESSAGES: dict[Reason, str] = {
         "Something went wrong in the import program. Nothing was deleted; "
         "keep the card and contact IT."
     ),
+    Reason.EHR_CONTEXT_EXPIRED: (
+        "The patient chosen in the health record was chosen too long ago. Nothing was "
+        "sent and nothing was deleted; start the capture again from the patient's record."
+    ),
+    Reason.CARD_UNREADABLE: (
+        "The card could not be read (its file system is damaged or of an unknown kind). "
+        "Nothing was sent and nothing was deleted; try the card in another reader or ask IT."
+    ),
 }
 
 
 def staff_message(reason: Reason) -> str:
     return STAFF_MESSAGES[reason]
+
+
+# The same for the screens staff look at on the capture PC (status page, desktop
+# notifications, `bildsluss-agent status`), which speak Swedish. TITLES_SV is the
+# few words after "Nekat:" / "Väntar:"; STAFF_MESSAGES_SV the full sentence.
+TITLES_SV: dict[Reason, str] = {
+    Reason.MIXED_PATIENTS: "flera patienter på kortet",
+    Reason.FIRST_LAST_MISMATCH: "första och sista bilden visar olika patienter",
+    Reason.NO_ID_FOUND: "inget personnummer hittades",
+    Reason.ID_MISSING_ON_FRAME: "personnumret saknas på en bild",
+    Reason.INVALID_ID: "ogiltigt personnummer",
+    Reason.EXPECTED_PATIENT_MISMATCH: "fel patient",
+    Reason.EHR_CONTEXT_REQUIRED: "måste startas från journalen",
+    Reason.UNREGISTERED_DEVICE: "okänd kamera eller telefon",
+    Reason.NOT_MEDIA: "kortet har filer som inte är bild, film eller ljud",
+    Reason.UNSAFE_PATH: "otillåten fil på kortet",
+    Reason.STRIP_FAILED: "dold information kunde inte tas bort",
+    Reason.EMPTY_CARD: "kortet är tomt",
+    Reason.ARCHIVE_UNAVAILABLE: "arkivet nås inte",
+    Reason.ARCHIVE_REJECTED: "arkivet tog inte emot bilderna",
+    Reason.CARD_REMOVED: "kortet togs ur för tidigt",
+    Reason.CARD_CHANGED: "filerna ändrades under läsningen",
+    Reason.WIPE_FAILED: "kortet kunde inte tömmas",
+    Reason.INTERNAL_ERROR: "fel i importprogrammet",
+    Reason.EHR_CONTEXT_EXPIRED: "patientvalet i journalen är för gammalt",
+    Reason.CARD_UNREADABLE: "kortet kan inte läsas",
+    Reason.FORMAT_NOT_ACCEPTED: "bildformatet tas inte emot (HEIC/HEIF)",
+}
+
+STAFF_MESSAGES_SV: dict[Reason, str] = {
+    Reason.MIXED_PATIENTS: (
+        "Kortet har bilder på mer än en patient. Inget skickades och inget raderades; "
+        "sortera kortet så att det bara har en patient."
+    ),
+    Reason.FIRST_LAST_MISMATCH: (
+        "Patientetiketten på första och sista bilden stämmer inte överens. Inget skickades "
+        "och inget raderades; kontrollera etiketten och fotografera den igen."
+    ),
+    Reason.NO_ID_FOUND: (
+        "Inget personnummer kunde läsas på första och sista bilden. Inget skickades och inget "
+        "raderades; fotografera patientetiketten först och sist, skarpt och nära, och försök igen."
+    ),
+    Reason.ID_MISSING_ON_FRAME: (
+        "Vid dokumentation av misshandel ska varje bild visa personnumret, och minst en gör "
+        "det inte. Inget skickades och inget raderades."
+    ),
+    Reason.INVALID_ID: (
+        "Ett nummer på kortet ser ut som ett personnummer men är inte giltigt. Inget skickades "
+        "och inget raderades; kontrollera patientetiketten."
+    ),
+    Reason.EXPECTED_PATIENT_MISMATCH: (
+        "Kortet visar en annan patient än den som är öppen i journalen. Inget skickades och "
+        "inget raderades; kontrollera att du har rätt patient."
+    ),
+    Reason.EHR_CONTEXT_REQUIRED: (
+        "Den här sortens bilder eller ljud måste importeras från patientens journal. Inget "
+        "skickades och inget raderades; starta importen från journalen."
+    ),
+    Reason.UNREGISTERED_DEVICE: (
+        "Kortet har bilder från en apparat som inte är registrerad för avdelningen (till "
+        "exempel en privat telefon). Inget skickades och inget raderades."
+    ),
+    Reason.NOT_MEDIA: (
+        "Kortet har en fil som inte är bild, film eller ljud. Inget skickades och inget "
+        "raderades; be IT kontrollera kortet."
+    ),
+    Reason.UNSAFE_PATH: (
+        "Kortet har en länk eller specialfil som inte är tillåten. Inget skickades och inget "
+        "raderades; be IT kontrollera kortet."
+    ),
+    Reason.STRIP_FAILED: (
+        "Dold information kunde inte tas bort säkert från en fil. Inget skickades och inget "
+        "raderades; be IT om hjälp."
+    ),
+    Reason.EMPTY_CARD: "Kortet har inga bilder, filmer eller ljud. Inget gjordes.",
+    Reason.ARCHIVE_UNAVAILABLE: (
+        "Bildarkivet nås inte just nu. Inget raderades; behåll kortet och använd det inte "
+        "igen förrän bilderna har skickats."
+    ),
+    Reason.ARCHIVE_REJECTED: (
+        "Bildarkivet tog inte emot bilderna. Inget raderades; behåll kortet och kontakta IT."
+    ),
+    Reason.CARD_REMOVED: (
+        "Kortet togs ur innan arbetet var klart. Inget raderades; sätt i kortet igen för att "
+        "fortsätta."
+    ),
+    Reason.CARD_CHANGED: (
+        "Filer på kortet ändrades medan de lästes. Inget raderades; sätt i kortet igen för att "
+        "försöka på nytt."
+    ),
+    Reason.WIPE_FAILED: (
+        "Bilderna finns säkert i arkivet, men några kunde inte raderas från kortet. Använd "
+        "inte kortet igen; be IT om hjälp."
+    ),
+    Reason.INTERNAL_ERROR: (
+        "Något gick fel i importprogrammet. Inget raderades; behåll kortet och kontakta IT."
+    ),
+    Reason.EHR_CONTEXT_EXPIRED: (
+        "Patienten valdes i journalen för för länge sedan. Inget skickades och inget raderades; "
+        "starta fotograferingen igen från patientens journal."
+    ),
+    Reason.FORMAT_NOT_ACCEPTED: (
+        "Kortet har bilder i ett format som arkivet inte kan ta emot säkert (HEIC/HEIF). Inget "
+        "skickades och inget raderades; ställ in kameran på JPEG och ta bilderna igen."
+    ),
+}
+
+STAFF_MESSAGES_SV[Reason.CARD_UNREADABLE] = (
+    "Kortet kunde inte läsas (filsystemet är skadat eller av okänt slag). Inget skickades och "
+    "inget raderades; prova kortet i en annan läsare eller be IT om hjälp."
+)
+
+
+def staff_message_sv(reason: Reason) -> str:
+    """The Swedish sentence; the English one if a new reason has none yet."""
+    return STAFF_MESSAGES_SV.get(reason) or STAFF_MESSAGES[reason]
+
+
+def title_sv(reason: Reason) -> str:
+    return TITLES_SV.get(reason) or reason.value

@@ -1,8 +1,11 @@
 """The local spool: private folders holding stripped copies while they upload (R11).
 
-One folder per ingest session, readable by the agent's user only. The one-shot
-ingest removes its folder whatever the outcome; the daemon (a later issue) will
-add a journal so that a spooled card survives a reboot.
+One folder per ingest session (0700), its files 0600: readable by the agent's
+user only. Every run removes its folder whatever the outcome, so nothing stays
+on the capture PC once the archive confirmed the files (or the card was
+refused or deferred: the card itself still holds the media, untouched). What
+survives a reboot is the daemon's journal (``agent.journal``), not the spool;
+folders a killed run left behind are removed when the daemon starts.
 """
 from __future__ import annotations
 
@@ -36,6 +39,13 @@ class Spool:
     def remove(folder: pathlib.Path) -> None:
         # Stripped copies hold patient images: remove them even on errors.
         shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_leftovers(self) -> list[pathlib.Path]:
+        """Remove the session folders of killed runs (no run is active when the daemon starts)."""
+        stale = self.leftovers()
+        for folder in stale:
+            self.remove(folder)
+        return stale
 
     def leftovers(self) -> list[pathlib.Path]:
         """Session folders that a crashed run left behind (for status and cleanup)."""

@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 
 from agent import __version__
 from agent.config import ArchiveConfig
-from agent.model import Decision, MediaKind, Method, Mode, Receipt, StrippedFile
+from agent.model import Decision, Evidence, MediaKind, Method, Mode, Receipt, StrippedFile
 from bildsluss.v1 import ingest_pb2 as pb
 from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
@@ -55,6 +55,7 @@ _METHODS = {
     Method.OCR: pb.IDENTITY_METHOD_OCR,
     Method.DICOM_HEADER: pb.IDENTITY_METHOD_DICOM_HEADER,
     Method.EHR_CONTEXT: pb.IDENTITY_METHOD_EHR_CONTEXT,
+    Method.DEVICE: pb.IDENTITY_METHOD_DEVICE,
 }
 
 
@@ -92,6 +93,7 @@ def build_open_request(
     mode: Mode,
     decision: Decision,
     files: Sequence[StrippedFile],
+    device_evidence: Sequence[Evidence] = (),
 ) -> pb.OpenSessionRequest:
     manifest = []
     for f in files:
@@ -123,7 +125,7 @@ def build_open_request(
             width=e.position[2],
             height=e.position[3],
         )
-        for e in decision.evidence
+        for e in (*decision.evidence, *device_evidence)
     ]
     return pb.OpenSessionRequest(
         session_id=session_id,
@@ -138,6 +140,19 @@ def build_open_request(
     )
 
 
+def open_channel(config: ArchiveConfig, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+    """A channel to the archive: mTLS, or plaintext when ``insecure`` (development).
+    The one place that decides transport security; heartbeats use it too."""
+    if config.insecure:
+        return grpc.insecure_channel(config.address, options=list(options))
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=_read(config.tls_ca),
+        private_key=_read(config.tls_key),
+        certificate_chain=_read(config.tls_cert),
+    )
+    return grpc.secure_channel(config.address, creds, options=list(options))
+
+
 class ArchiveClient:
     """One connection to the archive, used for one card at a time."""
 
@@ -149,15 +164,7 @@ class ArchiveClient:
             ("grpc.max_receive_message_length", 16 << 20),
             ("grpc.enable_retries", 0),  # we retry ourselves, visibly
         ]
-        if config.insecure:
-            self._channel = grpc.insecure_channel(config.address, options=options)
-        else:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(config.tls_ca),
-                private_key=_read(config.tls_key),
-                certificate_chain=_read(config.tls_cert),
-            )
-            self._channel = grpc.secure_channel(config.address, creds, options=options)
+        self._channel = open_channel(config, options)
         self._stub = pb_grpc.IngestStub(self._channel)
 
     def close(self) -> None:
@@ -235,18 +242,23 @@ class ArchiveClient:
         total = sum(f.size for f in todo)
         done_bytes = 0
         for index, f in enumerate(todo):
-            self._upload_one(session_id, f)
+            def sent(file_bytes: int, index: int = index, before: int = done_bytes) -> None:
+                if progress:
+                    progress(UploadProgress(index, len(todo), before + file_bytes, total))
+
+            self._upload_one(session_id, f, sent)
             done_bytes += f.size
             if progress:
                 progress(UploadProgress(index + 1, len(todo), done_bytes, total))
 
-    def _upload_one(self, session_id: str, f: StrippedFile) -> None:
+    def _upload_one(self, session_id: str, f: StrippedFile,
+                    on_bytes: Callable[[int], None] | None = None) -> None:
         digest = pb.BlobDigest(sha256=f.sha256, size_bytes=f.size)
         for attempt in range(_DATA_LOSS_RETRIES + 1):
             try:
                 response = self._call(
                     "Write",
-                    lambda: self._write_from(session_id, f, digest),
+                    lambda: self._write_from(session_id, f, digest, on_bytes),
                 )
             except ArchiveRejected as exc:
                 if exc.code == grpc.StatusCode.DATA_LOSS and attempt < _DATA_LOSS_RETRIES:
@@ -264,7 +276,8 @@ class ArchiveClient:
             )
         raise ArchiveRejected(f"Write of {f.source.relative_path}: gave up after repeated DATA_LOSS")
 
-    def _write_from(self, session_id: str, f: StrippedFile, digest: pb.BlobDigest) -> pb.WriteResponse:
+    def _write_from(self, session_id: str, f: StrippedFile, digest: pb.BlobDigest,
+                    on_bytes: Callable[[int], None] | None = None) -> pb.WriteResponse:
         # Ask where to start inside the retried unit, so that a retry after a
         # dropped stream resumes instead of resending (the committed size
         # never goes backwards, proto "Retries").
@@ -277,10 +290,11 @@ class ArchiveClient:
         offset = status.committed_size
         remaining = f.size - offset
         timeout = 30.0 + remaining / (1 << 20)
-        return self._stub.Write(self._chunks(session_id, f, digest, offset), timeout=timeout)
+        return self._stub.Write(self._chunks(session_id, f, digest, offset, on_bytes), timeout=timeout)
 
     def _chunks(
-        self, session_id: str, f: StrippedFile, digest: pb.BlobDigest, offset: int
+        self, session_id: str, f: StrippedFile, digest: pb.BlobDigest, offset: int,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> Iterator[pb.WriteRequest]:
         with open(f.spool_path, "rb") as fh:
             fh.seek(offset)
@@ -295,6 +309,8 @@ class ArchiveClient:
                     first = False
                 yield request
                 offset += len(data)
+                if on_bytes is not None:
+                    _report_bytes(on_bytes, offset)
                 if finish:
                     return
 
@@ -319,6 +335,15 @@ class ArchiveClient:
                 for r in response.receipts
             ),
         )
+
+
+def _report_bytes(on_bytes: Callable[[int], None], offset: int) -> None:
+    # Runs on gRPC's request thread, between two chunks: a progress display
+    # must never break (or stop) an upload.
+    try:
+        on_bytes(offset)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("upload progress callback failed", extra={"detail": repr(exc)})
 
 
 def _read(path: object) -> bytes | None:

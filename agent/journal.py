@@ -1,0 +1,225 @@
+"""The daemon's card journal: each card a small state machine in local SQLite.
+
+A card's row is written *before* the next step starts (write-ahead), with
+``synchronous=FULL``, so after a kill -9 or a power loss the daemon knows the
+last step that finished and what it established (the scan's manifest, the
+decision, the session id, the stripped manifest). That is the single source of
+truth for resuming (ARCHITECTURE, "The agent's spool").
+
+States, in order::
+
+    detected -> scanned -> identified -> decided -> stripped -> uploading
+             -> confirmed -> wiped -> done
+    or: refused (terminal), deferred (archive unreachable, retried with
+    backoff), interrupted (card pulled or changed; resumed when it comes back)
+
+The safety rule follows from the order: ``confirmed`` is written only after
+every receipt was verified, so a card found half wiped after a crash (fewer
+files than the journal's manifest, every one of them unchanged) is known to be
+archived and may be finished; any other card state resumes from the start of
+the pipeline, where the archive's content-derived session id makes the upload
+idempotent (``pipeline.session_id_for``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+from typing import Any
+
+STATES = (
+    "detected", "scanned", "identified", "decided", "stripped", "uploading",
+    "confirmed", "wiped", "done", "refused", "deferred", "interrupted",
+)
+TERMINAL = frozenset({"done", "refused"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cards (
+    id INTEGER PRIMARY KEY,
+    card_key TEXT NOT NULL,
+    reader TEXT NOT NULL,
+    source TEXT NOT NULL,
+    state TEXT NOT NULL,
+    mode TEXT,
+    expect TEXT,
+    manifest TEXT,
+    decision TEXT,
+    session_id TEXT,
+    stripped TEXT,
+    case_id TEXT,
+    reason TEXT,
+    message TEXT,
+    detail TEXT,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retry_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cards_by_key ON cards (card_key, state);
+CREATE TABLE IF NOT EXISTS transitions (
+    card_id INTEGER NOT NULL REFERENCES cards (id),
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    info TEXT
+);
+"""
+
+
+class JournalError(Exception):
+    """A transition the state machine does not allow (a bug, never a card's fault)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CardRecord:
+    id: int
+    card_key: str
+    reader: str
+    source: str
+    state: str
+    mode: str | None
+    expect: str | None
+    manifest: dict[str, str] | None  # relative path -> sha256 of the original, at the first scan
+    decision: dict | None
+    session_id: str | None
+    stripped: list[dict] | None  # [{"path", "sha256", "size"}] as sent
+    case_id: str | None
+    reason: str | None
+    message: str | None
+    detail: str | None
+    # Set when the archive confirmed every file; it survives interruptions (a
+    # resumed run may find the card half wiped and finish it) and is cleared
+    # only when the card's content is scanned anew.
+    confirmed: bool
+    attempts: int
+    retry_at: float | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+
+_JSON_FIELDS = ("manifest", "decision", "stripped")
+_UPDATABLE = {"mode", "expect", "manifest", "decision", "session_id", "stripped", "case_id",
+              "reason", "message", "detail", "attempts", "retry_at", "reader", "source"}
+
+
+def allowed(old: str, new: str) -> bool:
+    # A finished card stays finished (the same card inserted again is a new
+    # row). Otherwise a resumed card runs the pipeline again from its start, so
+    # its state may go back; what an earlier run established is kept in the
+    # row's fields ("confirmed" is cleared only by a new scan of other content).
+    return old not in TERMINAL
+
+
+class Journal:
+    def __init__(self, path: pathlib.Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # patient numbers: agent only
+        os.close(fd)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing ------------------------------------------------------------------
+
+    def open_card(self, card_key: str, reader: str, source: str, *, mode: str | None,
+                  expect: str | None) -> CardRecord:
+        now = time.time()
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "INSERT INTO cards (card_key, reader, source, state, mode, expect, created_at,"
+                " updated_at) VALUES (?, ?, ?, 'detected', ?, ?, ?, ?)",
+                (card_key, reader, source, mode, expect, now, now),
+            )
+            card_id = int(cur.lastrowid)
+            self._db.execute("INSERT INTO transitions VALUES (?, 'detected', ?, NULL)", (card_id, now))
+        return self.get(card_id)
+
+    def advance(self, card_id: int, state: str, **fields: Any) -> CardRecord:
+        """Move a card to ``state`` and store what the finished step established."""
+        if state not in STATES:
+            raise JournalError(f"unknown state {state!r}")
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise JournalError(f"unknown journal field(s): {', '.join(sorted(unknown))}")
+        now = time.time()
+        with self._lock, self._db:
+            row = self._db.execute("SELECT state FROM cards WHERE id = ?", (card_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no card {card_id} in the journal")
+            if not allowed(row["state"], state):
+                raise JournalError(f"card {card_id}: {row['state']} -> {state} is not a transition")
+            values = {k: (json.dumps(v) if k in _JSON_FIELDS and v is not None else v)
+                      for k, v in fields.items()}
+            if state == "confirmed":
+                values["confirmed"] = 1
+            elif state == "scanned":
+                # The card's content is read anew (a resumed card that is not a
+                # part of what was confirmed): a new confirmation is needed.
+                values["confirmed"] = 0
+            sets = ", ".join(f"{k} = ?" for k in values)
+            self._db.execute(
+                f"UPDATE cards SET state = ?, updated_at = ?{', ' + sets if sets else ''} WHERE id = ?",
+                (state, now, *values.values(), card_id),
+            )
+            info = {k: v for k, v in fields.items() if k in ("reason", "case_id", "attempts")}
+            self._db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)",
+                             (card_id, state, now, json.dumps(info) if info else None))
+        return self.get(card_id)
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, card_id: int) -> CardRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM cards WHERE id = ?", (card_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no card {card_id} in the journal")
+        return _record(row)
+
+    def unfinished(self, card_key: str | None = None) -> list[CardRecord]:
+        """Cards not done or refused (newest first), optionally of one card identity."""
+        query = "SELECT * FROM cards WHERE state NOT IN ('done', 'refused')"
+        args: tuple = ()
+        if card_key is not None:
+            query += " AND card_key = ?"
+            args = (card_key,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id DESC", args).fetchall()
+        return [_record(r) for r in rows]
+
+    def history(self, card_id: int) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state FROM transitions WHERE card_id = ? ORDER BY rowid", (card_id,)
+            ).fetchall()
+        return [r["state"] for r in rows]
+
+    def all(self) -> list[CardRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM cards ORDER BY id").fetchall()
+        return [_record(r) for r in rows]
+
+
+def _record(row: sqlite3.Row) -> CardRecord:
+    values = dict(row)
+    for key in _JSON_FIELDS:
+        if values[key] is not None:
+            values[key] = json.loads(values[key])
+    values["confirmed"] = bool(values["confirmed"])
+    return CardRecord(**values)

@@ -1,0 +1,345 @@
+"""The agent registry (protos/bildsluss/v1/agents.proto): heartbeats from the
+capture PCs, stored so that operations sees every agent (R21).
+
+* :class:`AgentStatus` holds the latest snapshot per agent (one row, replaced
+  by every heartbeat) and :class:`AgentRefusal` the recent refused cards (one
+  row per card, kept up to ``MAX_REFUSALS_KEPT`` per agent). Both sit on the
+  models' ``Base`` so that ``Database.create_schema`` creates them.
+* :class:`AgentRegistryCore` validates and stores a heartbeat (plain protocol
+  messages in and out, domain errors raised); :class:`AgentRegistryServicer`
+  only forwards to it, and the ingest service's ``ErrorInterceptor`` maps the
+  errors to status codes.
+* :func:`list_agents` is what ``bildsluss-archive agents --json`` prints.
+
+Heartbeats never carry patient numbers. As a second line, every text field
+that holds something shaped like one is stored with it masked (and a warning
+logged), so that an agent bug cannot leak a number into the operations view;
+masking, not refusing, because a false alarm must not make an agent look dead.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import exc
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from archive_server import validation as v
+from archive_server.errors import InvalidArgument
+from archive_server.models import Agent, Base, Department, utcnow
+from bildsluss.v1 import agents_pb2 as pb
+from bildsluss.v1 import agents_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from archive_server.db import Database
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentRegistry"].full_name  # "bildsluss.v1.AgentRegistry"
+# The archive never asks for heartbeats more often than this.
+MIN_INTERVAL_S = 1.0
+MAX_INTERVAL_S = 3600.0
+# An agent is alive while its last heartbeat is at most this many intervals old.
+ALIVE_INTERVALS = 3
+MAX_ITEMS = 50
+MAX_REFUSALS_KEPT = 100
+_REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+# A personnummer/samordningsnummer in any of its written forms (YYMMDD-NNNN,
+# YYYYMMDDNNNN, ...). Deliberately broad: a false alarm masks a few digits of a
+# device name, a miss leaks a patient's number.
+_IDENTITY_NUMBER = re.compile(r"(?<!\d)(?:\d{2})?\d{6}[-+ ]?\d{4}(?!\d)")
+_STATES = {
+    pb.AGENT_STATE_IDLE: "idle",
+    pb.AGENT_STATE_BUSY: "busy",
+    pb.AGENT_STATE_DEFERRED: "deferred",
+    pb.AGENT_STATE_STARTING: "starting",
+    pb.AGENT_STATE_STOPPING: "stopping",
+}
+_COUNT_FIELDS = ("detected", "archived", "refused", "deferred", "interrupted", "failed")
+
+DepartmentLookup = Callable[[Session, str, str], Department]
+
+
+class AgentStatus(Base):
+    """The latest heartbeat of one agent: a snapshot, replaced by each heartbeat."""
+
+    __tablename__ = "agent_status"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(16), default="idle")
+    queue_length: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    in_progress: Mapped[list[Any]] = mapped_column(default=list)
+    interval_s: Mapped[float] = mapped_column(Float, default=5.0)
+    archive_reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeats: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AgentRefusal(Base):
+    """One refused card as reported by an agent (reason code, no patient)."""
+
+    __tablename__ = "agent_refusals"
+    __table_args__ = (UniqueConstraint("agent_id", "card_key", "refused_at_ms"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), index=True)
+    card_key: Mapped[str] = mapped_column(String(255))
+    reader: Mapped[str] = mapped_column(String(255), default="")
+    reason: Mapped[str] = mapped_column(String(64))
+    # Milliseconds since the epoch: the exact, portable de-duplication key.
+    refused_at_ms: Mapped[int] = mapped_column(BigInteger)
+    refused_at: Mapped[dt.datetime] = mapped_column()
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AgentRegistryCore:
+    """Heartbeat handling without gRPC: protocol messages in and out."""
+
+    def __init__(self, db: "Database", department_for: DepartmentLookup,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+        # ``department_for`` is the ingest service's department rule (known, or
+        # registered automatically when the archive accepts unknown ones), so a
+        # heartbeat is held to exactly the same rule as an OpenSession.
+        self.db = db
+        self._department_for = department_for
+        self._clock = clock
+
+    def heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        _validate(request)
+        for attempt in range(3):
+            try:
+                now = self._store(request)
+                break
+            except exc.IntegrityError:
+                # Two heartbeats of a new agent raced; the loser retries and updates.
+                if attempt == 2:
+                    raise
+        interval = max(MIN_INTERVAL_S, request.interval_s)
+        response = pb.HeartbeatResponse(next_interval_s=interval)
+        response.server_time.FromDatetime(now)
+        return response
+
+    def _store(self, r: pb.HeartbeatRequest) -> dt.datetime:
+        now = self._clock()
+        with self.db.write() as s:
+            department = self._department_for(s, r.department_hsa_id, f"agent:{r.agent_id}")
+            agent = s.get(Agent, r.agent_id)
+            if agent is None:
+                agent = Agent(agent_id=r.agent_id, department_id=department.id, version=r.agent_version,
+                              first_seen=now, last_seen=now)
+                s.add(agent)
+            else:
+                if agent.department_id not in (None, department.id):
+                    log.warning("agent reports another department than before", extra={
+                        "agent_id": r.agent_id, "department": r.department_hsa_id})
+                agent.department_id = department.id
+                agent.version = r.agent_version
+                agent.last_seen = now
+            s.flush()
+            status = s.get(AgentStatus, r.agent_id)
+            if status is None:
+                status = AgentStatus(agent_id=r.agent_id, heartbeats=0)
+                s.add(status)
+            status.host = masked(r.host, r.agent_id)
+            status.state = _STATES.get(r.state, "unknown")
+            status.queue_length = r.queue_length
+            status.counts = {name: getattr(r.counts, name) for name in _COUNT_FIELDS}
+            status.last_error = _error_json(r.last_error, r.agent_id) if r.HasField("last_error") else None
+            status.in_progress = [_card_json(c, r.agent_id) for c in r.in_progress]
+            status.interval_s = max(MIN_INTERVAL_S, r.interval_s)  # the interval the agent is told to keep
+            status.archive_reachable = r.archive_reachable
+            status.started_at = r.started_at.ToDatetime(dt.timezone.utc) if r.HasField("started_at") else None
+            status.last_heartbeat = now
+            status.heartbeats = (status.heartbeats or 0) + 1
+            self._store_refusals(s, r)
+        return now
+
+    @staticmethod
+    def _store_refusals(s: Session, r: pb.HeartbeatRequest) -> None:
+        if not r.refused:
+            return
+        known = {
+            (key, ms) for key, ms in s.execute(
+                sa.select(AgentRefusal.card_key, AgentRefusal.refused_at_ms)
+                .where(AgentRefusal.agent_id == r.agent_id))
+        }
+        added = 0
+        for card in r.refused:
+            ms = card.refused_at.ToMilliseconds()
+            key = masked(card.card_key, r.agent_id)
+            if (key, ms) in known:
+                continue
+            known.add((key, ms))
+            s.add(AgentRefusal(
+                agent_id=r.agent_id, card_key=key, reader=masked(card.reader, r.agent_id),
+                reason=card.reason_code,
+                refused_at_ms=ms, refused_at=card.refused_at.ToDatetime(dt.timezone.utc),
+                file_count=card.file_count))
+            added += 1
+        if not added:
+            return
+        s.flush()
+        log.info("agent reported refused cards", extra={"agent_id": r.agent_id, "new": added})
+        keep = sa.select(AgentRefusal.id).where(AgentRefusal.agent_id == r.agent_id).order_by(
+            AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc()).limit(MAX_REFUSALS_KEPT)
+        s.execute(sa.delete(AgentRefusal).where(
+            AgentRefusal.agent_id == r.agent_id, AgentRefusal.id.not_in(keep.scalar_subquery())))
+
+
+class AgentRegistryServicer(pb_grpc.AgentRegistryServicer):
+    def __init__(self, core: AgentRegistryCore) -> None:
+        self.core = core
+
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        return self.core.heartbeat(request)
+
+
+# -- validation --------------------------------------------------------------------
+
+
+def _validate(r: pb.HeartbeatRequest) -> None:
+    v.agent_id(r.agent_id)
+    v.hsa_id(r.department_hsa_id)
+    _text(r.host, "host", 255)
+    _text(r.agent_version, "agent_version", 64)
+    if not (math.isfinite(r.interval_s) and 0 < r.interval_s <= MAX_INTERVAL_S):
+        raise InvalidArgument(f"interval_s must be > 0 and at most {MAX_INTERVAL_S:g}, got {r.interval_s}")
+    if r.state not in _STATES:
+        raise InvalidArgument(f"state must be one of {', '.join(_STATES.values())}, got {r.state}")
+    for name, items in (("refused", r.refused), ("in_progress", r.in_progress)):
+        if len(items) > MAX_ITEMS:
+            raise InvalidArgument(f"{name} has {len(items)} items; at most {MAX_ITEMS}")
+    for i, card in enumerate(r.refused):
+        where = f"refused[{i}]"
+        _text(card.card_key, f"{where}.card_key", 255, required=True)
+        _text(card.reader, f"{where}.reader", 255)
+        _reason(card.reason_code, f"{where}.reason_code", required=True)
+        if not card.HasField("refused_at"):
+            raise InvalidArgument(f"{where}.refused_at is required")
+    for i, card in enumerate(r.in_progress):
+        where = f"in_progress[{i}]"
+        _text(card.card_key, f"{where}.card_key", 255, required=True)
+        _text(card.reader, f"{where}.reader", 255)
+        _text(card.state, f"{where}.state", 32)
+        _text(card.stage, f"{where}.stage", 32)
+        _reason(card.reason_code, f"{where}.reason_code")
+    if r.HasField("last_error"):
+        _reason(r.last_error.code, "last_error.code")
+        _text(r.last_error.message, "last_error.message", 1024)
+
+
+def _text(value: str, field: str, limit: int, *, required: bool = False) -> None:
+    if required and not value:
+        raise InvalidArgument(f"{field} must not be empty")
+    if len(value) > limit:
+        raise InvalidArgument(f"{field} is longer than {limit} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidArgument(f"{field} contains a control character")
+
+
+def masked(value: str, agent_id: str = "") -> str:
+    """``value`` with anything shaped like an identity number replaced by ``*``."""
+    clean = _IDENTITY_NUMBER.sub(lambda m: "*" * len(m.group(0)), value)
+    if clean != value:
+        log.warning("heartbeat text looked like it held an identity number; masked",
+                    extra={"agent_id": agent_id})
+    return clean
+
+
+def _reason(value: str, field: str, *, required: bool = False) -> None:
+    if not value and not required:
+        return
+    if not _REASON_CODE.match(value):
+        raise InvalidArgument(f"{field} must be an upper-case reason code like NO_ID_FOUND, got {value!r}")
+
+
+# -- JSON views ---------------------------------------------------------------------
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat()
+
+
+def _ts_iso(ts: Any) -> str:
+    return _iso(ts.ToDatetime(dt.timezone.utc)) or ""
+
+
+def _error_json(e: pb.AgentError, agent_id: str) -> dict[str, Any]:
+    return {"at": _ts_iso(e.at) if e.HasField("at") else None, "code": e.code or None,
+            "message": masked(e.message, agent_id)}
+
+
+def _card_json(c: pb.CardInProgress, agent_id: str) -> dict[str, Any]:
+    return {
+        "card_key": masked(c.card_key, agent_id), "reader": masked(c.reader, agent_id),
+        "state": c.state, "stage": c.stage or None,
+        "files_done": c.files_done, "files_total": c.files_total,
+        "bytes_done": c.bytes_done, "bytes_total": c.bytes_total,
+        "since": _ts_iso(c.since) if c.HasField("since") else None,
+        "reason": c.reason_code or None,
+    }
+
+
+def list_agents(db: "Database", now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Every agent the archive knows (from heartbeats or ingests), by agent id."""
+    now = now or utcnow()
+    out: list[dict[str, Any]] = []
+    with db.read() as s:
+        rows = s.execute(
+            sa.select(Agent, AgentStatus, Department.hsa_id)
+            .outerjoin(AgentStatus, AgentStatus.agent_id == Agent.agent_id)
+            .outerjoin(Department, Department.id == Agent.department_id)
+            .order_by(Agent.agent_id)
+        ).all()
+        refusals: dict[str, list[dict[str, Any]]] = {}
+        for ref in s.scalars(sa.select(AgentRefusal).order_by(
+                AgentRefusal.agent_id, AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc())):
+            refusals.setdefault(ref.agent_id, []).append({
+                "card_key": ref.card_key, "reader": ref.reader, "reason": ref.reason,
+                "refused_at": _iso(ref.refused_at), "files": ref.file_count,
+            })
+        for agent, status, hsa in rows:
+            last_seen = status.last_heartbeat if status is not None else agent.last_seen
+            out.append({
+                "agent_id": agent.agent_id,
+                "host": status.host if status is not None else None,
+                "version": agent.version,
+                "department": hsa,
+                "state": status.state if status is not None else None,
+                "last_seen": _iso(last_seen),
+                "last_heartbeat": _iso(status.last_heartbeat) if status is not None else None,
+                "alive": status is not None and _alive(status, now),
+                "interval_s": status.interval_s if status is not None else None,
+                "queue": status.queue_length if status is not None else 0,
+                "counts": status.counts if status is not None else {},
+                "last_error": status.last_error if status is not None else None,
+                "archive_reachable": status.archive_reachable if status is not None else None,
+                "in_progress": status.in_progress if status is not None else [],
+                "refused": refusals.get(agent.agent_id, []),
+                "started_at": _iso(status.started_at) if status is not None else None,
+                "first_seen": _iso(agent.first_seen),
+            })
+    return out
+
+
+def _alive(status: AgentStatus, now: dt.datetime) -> bool:
+    last = status.last_heartbeat
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=dt.timezone.utc)
+    return (now - last).total_seconds() <= ALIVE_INTERVALS * status.interval_s

@@ -1,0 +1,47 @@
+"""Packaging of the daemon: the systemd unit, the tmpfiles entry, every [daemon] key documented."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from agent.config import DaemonConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGING = ROOT / "packaging"
+
+
+def test_every_daemon_key_is_in_the_example_and_the_docs():
+    example = (PACKAGING / "agent.example.toml").read_text()
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    for field in dataclasses.fields(DaemonConfig):
+        assert f"\n{field.name} = " in example, f"{field.name} missing from agent.example.toml"
+        assert f"`[daemon] {field.name}`" in docs or f", `{field.name}`" in docs, \
+            f"{field.name} missing from docs/configuration.md"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_the_unit_is_valid_notify_with_a_watchdog(tmp_path):
+    text = (PACKAGING / "systemd" / "bildsluss-agent.service").read_text()
+    assert "\nType=notify\n" in text and "\nWatchdogSec=" in text and "\nPrivateMounts=yes\n" in text
+    agent = pathlib.Path(sys.executable).parent / "bildsluss-agent"
+    unit = tmp_path / "bildsluss-agent.service"
+    unit.write_text(text.replace("/usr/bin/bildsluss-agent", str(agent)))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if "bildsluss-agent.service" in line]
+    assert problems == [] and result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-tmpfiles"), reason="needs systemd-tmpfiles")
+def test_tmpfiles_makes_private_state_spool_and_mount_folders(tmp_path):
+    subprocess.run(["systemd-tmpfiles", f"--root={tmp_path}", "--create",
+                    str(PACKAGING / "tmpfiles.d" / "bildsluss.conf")], check=True)
+    modes = {p: oct((tmp_path / p).stat().st_mode & 0o777) for p in
+             ("var/lib/bildsluss", "var/lib/bildsluss/spool", "run/bildsluss", "run/bildsluss/cards")}
+    assert modes == {"var/lib/bildsluss": "0o700", "var/lib/bildsluss/spool": "0o700",
+                     "run/bildsluss": "0o750", "run/bildsluss/cards": "0o700"}
