@@ -1,13 +1,24 @@
 """``bildsluss-archive``: run the archive and administer it.
 
-    serve        run the gRPC server (ingest + health)
+    serve        run the gRPC server (ingest, cases, agents, health)
     cases        list cases (latest versions), one JSON object per line with --json
+    case         show, sign, revise, history, diff, print, consent, teaching-copy (R13, R14, R17, R18, R20)
     export       write a case's media files into a directory
-    departments  add / list departments (R15)
-    audit        verify the audit log's hash chain (R18)
+    purge        delete a case for good under a decision (R19)
+    admin        departments, rights, roles, users, forms, confidential patients (R13, R15-R17)
+    departments  add / list departments (R15; same as `admin department`)
+    audit        verify the hash chain, list events, reports for log operators (R18)
+    agents       the capture-PC agents and their last heartbeat (R21)
 
-Exit codes: 0 ok, 2 usage or configuration error, 1 any other error (one line
-on stderr). Reads and exports are audit-logged with actor ``cli:<user>``.
+``--as USER`` names who acts; every command then goes through the one
+authorization check (``authz``) and is audited under that user. Without
+``--as`` (where allowed) the command acts as the local operator on the archive
+server, with every right, audited as ``cli:<unix user>``; confidential cases
+stay masked for it too. ``case …`` and ``purge`` always need ``--as``.
+
+Exit codes: 0 ok, 1 error (one line on stderr), 2 usage or configuration error
+or a missing reason, 5 refused: not permitted (a sentence naming the missing
+right or department access; the refusal is audited).
 """
 from __future__ import annotations
 
@@ -17,21 +28,24 @@ import json
 import pathlib
 import sys
 from collections.abc import Sequence
-
-import sqlalchemy as sa
+from typing import Any
 
 from archive_server import config as config_mod
 from bildsluss_common import logs
-from archive_server.audit import append_audit, verify_audit_chain
+from archive_server import admin, reports, versions
+from archive_server.audit import configure_syslog
+from archive_server.authz import NotPermitted, Principal, ReasonRequired
 from archive_server.blobstore import open_blobstore
-from archive_server.cases import export_case, normalise_patient, search_cases
+from archive_server.cases import (
+    export_case, normalise_patient, print_case, record_consent, search_cases, show_case, teaching_copy,
+)
 from archive_server.config import ArchiveConfig, TlsConfig
 from archive_server.db import Database
 from archive_server.errors import ArchiveError, ConfigError
-from archive_server.models import Department
-from archive_server.validation import hsa_id as check_hsa_id
+from archive_server.forms import parse_assignment
 
 PROG = "bildsluss-archive"
+EXIT_REFUSED = 5
 
 
 def _storage_options(p: argparse.ArgumentParser, blobs: bool = False) -> None:
@@ -43,11 +57,34 @@ def _storage_options(p: argparse.ArgumentParser, blobs: bool = False) -> None:
         p.add_argument("--blobs", metavar="URL", help="blob store: file:///path (s3:// later)")
 
 
+def _as_option(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--as", dest="as_user", metavar="USER", required=required,
+                   help="the user who acts (checked against their rights and audited)"
+                        + ("" if required else "; default: the local operator"))
+
+
+def _leaf(sub: Any, name: str, summary: str, *, as_required: bool = False, as_option: bool = True,
+          blobs: bool = False) -> argparse.ArgumentParser:
+    """A subcommand with the storage options and (unless ``as_option`` is False) ``--as``."""
+    p = sub.add_parser(name, help=summary)
+    if as_option:
+        _as_option(p, as_required)
+    _storage_options(p, blobs=blobs)
+    return p
+
+
+def _emergency(p: argparse.ArgumentParser, reason_help: str) -> None:
+    p.add_argument("--emergency", action="store_true",
+                   help="emergency access (nödöppning) to a confidential case: needs case.emergency_open "
+                        "in the case's department and --reason; logged")
+    p.add_argument("--reason", default=None, metavar="TEXT", help=reason_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Bildsluss central media archive")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the gRPC ingest server")
+    p = sub.add_parser("serve", help="run the gRPC server")
     _storage_options(p, blobs=True)
     p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051; port 0: any)")
     p.add_argument("--http", metavar="HOST:PORT", help="dashboard/metrics address (not implemented yet)")
@@ -58,30 +95,138 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-ca", type=pathlib.Path, metavar="F", help="CA that signs agent certificates")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
-    p = sub.add_parser("cases", help="list cases (latest versions)")
-    _storage_options(p)
+    p = _leaf(sub, "cases", "list cases (latest versions)")
     p.add_argument("--patient", metavar="ID", help="only this patient's cases")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    p = sub.add_parser("export", help="write a case's media files into DEST")
+    p = _leaf(sub, "export", "write a case's media files into DEST", blobs=True)
     p.add_argument("case_id", metavar="CASE_ID")
     p.add_argument("dest", metavar="DEST", type=pathlib.Path)
-    _storage_options(p, blobs=True)
+    _emergency(p, "why (with --emergency)")
 
-    p = sub.add_parser("departments", help="manage departments")
-    dsub = p.add_subparsers(dest="action", required=True)
-    a = dsub.add_parser("add", help="register a department or rename it")
+    p = sub.add_parser("case", help="one case: show, sign, revise, history, diff, print, consent, teaching-copy")
+    csub = p.add_subparsers(dest="action", required=True)
+    a = _leaf(csub, "show", "one version of a case (default the latest)", as_required=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--version", type=int, metavar="N", help="this version instead of the latest")
+    a.add_argument("--json", action="store_true", help="one JSON object")
+    _emergency(a, "why the confidential case is opened (with --emergency)")
+    a = _leaf(csub, "sign", "sign (lock) the latest version", as_required=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--json", action="store_true")
+    _emergency(a, "why (with --emergency)")
+    a = _leaf(csub, "revise", "correct a case: in place while unsigned, as a new version once signed",
+              as_required=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--reason", default="", metavar="TEXT", help="why the case is corrected (required)")
+    a.add_argument("--patient", metavar="ID", help="the right patient")
+    a.add_argument("--field", action="append", default=[], metavar="K=V",
+                   help="set a form field (checked against the form); K= clears it; repeatable")
+    a.add_argument("--drop-media", action="append", default=[], nargs="+", metavar="SHA256",
+                   help="remove media items from the version")
+    a.add_argument("--form", metavar="NAME", help="switch the case to this form template")
+    a.add_argument("--emergency", action="store_true", help="emergency access to a confidential case")
+    a.add_argument("--json", action="store_true")
+    a = _leaf(csub, "history", "every version of a case", as_required=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--json", action="store_true", help="one JSON object per version and line")
+    _emergency(a, "why (with --emergency)")
+    a = _leaf(csub, "diff", "compare two versions (fields and media)", as_required=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("first", type=int, metavar="V1")
+    a.add_argument("second", type=int, metavar="V2")
+    a.add_argument("--json", action="store_true", help="one JSON object")
+    _emergency(a, "why (with --emergency)")
+    a = _leaf(csub, "print", "a PDF of the case with who printed it, when and why", as_required=True,
+              blobs=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--out", type=pathlib.Path, required=True, metavar="FILE.pdf")
+    _emergency(a, "why the case is printed (required; logged and printed on every page)")
+    a = _leaf(csub, "consent", "record the patient's written consent (a scanned document)",
+              as_required=True, blobs=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--document", type=pathlib.Path, required=True, metavar="FILE")
+    a.add_argument("--json", action="store_true")
+    a = _leaf(csub, "teaching-copy", "de-identified copies of the images, for teaching (needs consent)",
+              as_required=True, blobs=True)
+    a.add_argument("case_id", metavar="CASE_ID")
+    a.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR")
+    a.add_argument("--media", action="append", default=[], metavar="SHA256", help="only these images")
+    a.add_argument("--json", action="store_true")
+
+    p = _leaf(sub, "purge", "delete a case, its versions and unshared media for good (sysadmin)",
+              as_required=True, blobs=True)
+    p.add_argument("case_id", metavar="CASE_ID")
+    p.add_argument("--decision", required=True, metavar="REF", help="the decision the purge follows")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("admin", help="departments, rights, roles, users, forms, confidential patients")
+    asub = p.add_subparsers(dest="area", required=True)
+    d = asub.add_parser("department", help="departments (R15)")
+    dsub = d.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "add", "register a department or rename it")
     a.add_argument("hsa_id", metavar="HSA-ID")
     a.add_argument("--name", required=True, help="the full name, as the EHR names it")
-    _storage_options(a)
-    a = dsub.add_parser("list", help="list departments")
+    a = _leaf(dsub, "list", "list departments")
+    a.add_argument("--json", action="store_true")
+    a = _leaf(asub, "rights", "the fixed list of rights", as_option=False)
+    a.add_argument("--json", action="store_true")
+    d = asub.add_parser("role", help="roles: named sets of rights (R16)")
+    dsub = d.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "add", "define a role or change its rights")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--rights", required=True, metavar="RIGHT,RIGHT…")
+    a = _leaf(dsub, "list", "list roles")
+    a.add_argument("--json", action="store_true")
+    d = asub.add_parser("user", help="users' access to departments (R16)")
+    dsub = d.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "add", "give a user access to a department with a role (repeat per department)")
+    a.add_argument("user", metavar="USER")
+    a.add_argument("--department", required=True, metavar="HSA-ID")
+    a.add_argument("--role", required=True, metavar="ROLE")
+    a = _leaf(dsub, "list", "list users, departments and roles")
+    a.add_argument("--json", action="store_true")
+    a = _leaf(asub, "confidential", "mark a patient's cases confidential, or lift it (R17)")
+    a.add_argument("patient", metavar="ID", help="the patient's number")
+    a.add_argument("state", choices=["on", "off"])
+    d = asub.add_parser("form", help="form templates (R13)")
+    dsub = d.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "add", "add a form template")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--title", default="", help="the form's title")
+    a.add_argument("--field", action="append", required=True, metavar="NAME:TYPE[:required]",
+                   help="a field; TYPE: text, int, bool, date, datetime, choice(a|b); repeatable")
+    a = _leaf(dsub, "list", "list form templates")
+    a.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("departments", help="manage departments (as `admin department`)")
+    dsub = p.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "add", "register a department or rename it")
+    a.add_argument("hsa_id", metavar="HSA-ID")
+    a.add_argument("--name", required=True, help="the full name, as the EHR names it")
+    a = _leaf(dsub, "list", "list departments")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
-    _storage_options(a)
 
     p = sub.add_parser("audit", help="audit log tools")
     asub = p.add_subparsers(dest="action", required=True)
-    a = asub.add_parser("verify", help="check the hash chain; exit 1 when broken")
-    _storage_options(a)
+    a = _leaf(asub, "verify", "check the hash chain; exit 1 when broken")
+    a = _leaf(asub, "list", "audit events, oldest first (needs audit.read)")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.add_argument("--patient", metavar="ID")
+    a.add_argument("--user", metavar="USER", help="who acted (a user, cli:NAME or agent:ID)")
+    a.add_argument("--department", metavar="HSA-ID")
+    a.add_argument("--since", metavar="TIME", help="ISO date/time (UTC) or Nd (N days ago)")
+    a.add_argument("--until", metavar="TIME", help="ISO date/time (UTC), exclusive")
+    a = _leaf(asub, "report", "event counts per department, user or patient (needs statistics.read)")
+    a.add_argument("--by", required=True, choices=sorted(reports.REPORT_KEYS))
+    a.add_argument("--csv", action="store_true", help="CSV with a header line (default: JSON lines)")
+    a.add_argument("--since", metavar="TIME")
+    a.add_argument("--until", metavar="TIME")
+
+    # Agent registry (R21; helper C2's block): what the heartbeats say.
+    p = sub.add_parser("agents", help="list the capture-PC agents and their last heartbeat")
+    p.add_argument("--json", action="store_true", help="one JSON object per agent and line")
+    _storage_options(p)
     return parser
 
 
@@ -116,6 +261,25 @@ def _actor() -> str:
         return "cli:unknown"
 
 
+def _principal(args: argparse.Namespace) -> Principal:
+    user = getattr(args, "as_user", None)
+    if user is not None:
+        return Principal.named(user)
+    return Principal(actor=_actor(), user=None)
+
+
+def _emergency_reason(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "emergency", False):
+        return None
+    if not (args.reason or "").strip():
+        raise ReasonRequired("emergency access (nödöppning) needs a reason: give --reason TEXT.")
+    return args.reason
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
 def cmd_serve(cfg: ArchiveConfig) -> int:
     from archive_server.server import serve  # grpc only where needed
 
@@ -125,65 +289,198 @@ def cmd_serve(cfg: ArchiveConfig) -> int:
 
 def cmd_cases(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     patient = normalise_patient(args.patient) if args.patient else None
-    results = search_cases(_database(cfg), _actor(), patient)
+    results = search_cases(_database(cfg), _principal(args), patient)
     for case in results:
         if args.json:
-            print(json.dumps(case, ensure_ascii=False, sort_keys=True))
+            _print_json(case)
+        elif case.get("display"):
+            print(f"{case['case_id']}  {case['display']}")
         else:
             print(f"{case['case_id']}  {case['patient']}  {case['department']}  v{case['version']}  "
-                  f"{case['status']}  {case['created_at']}  {len(case['media'])} file(s)")
+                  f"{case['status']}  {case['created_at']}  {case['media_count']} file(s)")
     return 0
 
 
 def cmd_export(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     written = export_case(_database(cfg), open_blobstore(cfg.effective_blobs_url),
-                          args.case_id, args.dest, _actor())
+                          args.case_id, args.dest, _principal(args), emergency_reason=_emergency_reason(args))
     print(f"exported {len(written)} file(s) of case {args.case_id} to {args.dest.resolve()}")
     return 0
 
 
-def cmd_departments(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
-    db = _database(cfg)
-    if args.action == "add":
-        hsa = check_hsa_id(args.hsa_id, "HSA-ID")
-        name = args.name.strip()
-        if not name:
-            raise ConfigError("--name must not be empty")
-        with db.write() as s:
-            dep = s.execute(sa.select(Department).where(Department.hsa_id == hsa)).scalar_one_or_none()
-            if dep is None:
-                s.add(Department(hsa_id=hsa, name=name, registered_by="admin"))
-                append_audit(s, _actor(), "department.added", details={"hsa_id": hsa, "name": name})
-                what = "added"
-            elif dep.name != name:
-                old, dep.name = dep.name, name
-                append_audit(s, _actor(), "department.renamed",
-                             details={"hsa_id": hsa, "old_name": old, "name": name})
-                what = "renamed"
-            else:
-                what = "unchanged"
-        print(f"department {hsa} {what}: {name}")
+def cmd_case(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    db, who = _database(cfg), _principal(args)
+    if args.action == "show":
+        case = show_case(db, who, args.case_id, version=args.version, emergency_reason=_emergency_reason(args))
+        if args.json:
+            _print_json(case)
+        else:
+            print(f"{case['case_id']}  v{case['version']}/{case['latest_version']}  {case['patient']}  "
+                  f"{case['department']}  {case['status']}  {case['media_count']} file(s)")
+            for key, value in case["form"].items():
+                print(f"  {key}: {value}")
         return 0
-    with db.read() as s:
-        rows = list(s.scalars(sa.select(Department).order_by(Department.hsa_id)))
-        for d in rows:
+    if args.action == "sign":
+        result = versions.sign_case(db, who, args.case_id, emergency_reason=_emergency_reason(args))
+        _print_json(result) if args.json else print(
+            f"case {args.case_id} version {result['version']} signed by {result['signed_by']}")
+        return 0
+    if args.action == "revise":
+        emergency = args.reason if args.emergency else None
+        result = versions.revise_case(
+            db, who, args.case_id, reason=args.reason,
+            patient=normalise_patient(args.patient) if args.patient else None,
+            fields=[parse_assignment(f) for f in args.field],
+            drop_media=[sha for group in args.drop_media for sha in group], form_template=args.form,
+            emergency_reason=emergency,
+            reserve_pattern=cfg.reserve_number_pattern)
+        _print_json(result) if args.json else print(
+            f"case {args.case_id} version {result['version']} "
+            f"{'created' if result['new_version'] else 'edited'}: {', '.join(result['changes']) or 'no change'}")
+        return 0
+    if args.action == "history":
+        for version in versions.case_history(db, who, args.case_id, emergency_reason=_emergency_reason(args)):
             if args.json:
-                print(json.dumps({"hsa_id": d.hsa_id, "name": d.name, "registered_by": d.registered_by,
-                                  "created_at": d.created_at.isoformat()}, ensure_ascii=False))
+                _print_json(version)
             else:
-                print(f"{d.hsa_id}\t{d.name}")
+                print(f"v{version['version']}  {version['status']}  {version['version_created_at']}  "
+                      f"{version['version_created_by']}  {version['reason'] or '-'}")
+        return 0
+    if args.action == "diff":
+        diff = versions.diff_versions(db, who, args.case_id, args.first, args.second,
+                                      emergency_reason=_emergency_reason(args))
+        if args.json:
+            _print_json(diff)
+        else:
+            for key, change in diff["fields"].items():
+                print(f"{key}: {change['from']!r} -> {change['to']!r}")
+            for m in diff["media_removed"]:
+                print(f"- {m['path']} {m['sha256']}")
+            for m in diff["media_added"]:
+                print(f"+ {m['path']} {m['sha256']}")
+        return 0
+    blobs = open_blobstore(cfg.effective_blobs_url)
+    if args.action == "print":
+        emergency = args.reason if args.emergency else None
+        result = print_case(db, blobs, who, args.case_id, reason=args.reason or "", out=args.out,
+                            emergency_reason=emergency)
+        print(f"printed case {args.case_id} version {result['version']} to {result['out']}")
+        return 0
+    if args.action == "consent":
+        result = record_consent(db, blobs, who, args.case_id, args.document)
+        _print_json(result) if args.json else print(
+            f"consent {result['consent_id']} recorded with case {args.case_id} by {result['recorded_by']}")
+        return 0
+    if args.action == "teaching-copy":
+        result = teaching_copy(db, blobs, who, args.case_id, args.out, media=args.media)
+        _print_json(result) if args.json else print(
+            f"{len(result['files'])} de-identified image(s) written to {args.out.resolve()}")
+        return 0
+    raise AssertionError(args.action)
+
+
+def cmd_purge(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    result = admin.purge_case(_database(cfg), open_blobstore(cfg.effective_blobs_url), _principal(args),
+                              args.case_id, args.decision)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"case {args.case_id} purged: {result['versions']} version(s), {result['blobs_deleted']} blob(s) "
+              f"deleted, {result['blobs_kept']} kept (used by other cases)")
+    if result["blobs_not_deleted"]:
+        print(f"{PROG}: {len(result['blobs_not_deleted'])} blob file(s) could not be deleted (see the log): "
+              f"{', '.join(result['blobs_not_deleted'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
+    for row in rows:
+        if as_json:
+            _print_json(row)
+        else:
+            print("\t".join(str(row[c]) if not isinstance(row[c], list) else ",".join(map(str, row[c]))
+                            for c in columns))
+
+
+def cmd_admin(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    if args.area == "rights":
+        _print_rows(admin.list_rights(), args.json, ("right", "description"))
+        return 0
+    db = _database(cfg)
+    who = _principal(args)
+    if args.area == "department":
+        return _departments(db, who, args)
+    if args.area == "role" and args.action == "add":
+        result = admin.add_role(db, who, args.name, args.rights.split(","))
+        print(f"role {result['role']}: {', '.join(result['rights'])}")
+    elif args.area == "role":
+        _print_rows(admin.list_roles(db, who), args.json, ("role", "rights"))
+    elif args.area == "user" and args.action == "add":
+        what = admin.add_user(db, who, args.user, args.department, args.role)
+        print(f"user {args.user}: {args.role} in {args.department} ({what})")
+    elif args.area == "user":
+        _print_rows(admin.list_users(db, who), args.json, ("user", "department", "role"))
+    elif args.area == "confidential":
+        result = admin.set_confidential(db, who, normalise_patient(args.patient), args.state == "on")
+        print(f"patient {'marked confidential' if args.state == 'on' else 'no longer confidential'}: "
+              f"{result['cases']} case(s), {result['changed']} changed")
+    elif args.area == "form" and args.action == "add":
+        result = admin.add_form(db, who, args.name, args.title, args.field)
+        print(f"form {result['form']} added with {len(result['fields'])} field(s)")
+    elif args.area == "form":
+        _print_rows(admin.list_forms(db, who), args.json, ("form", "title"))
+    return 0
+
+
+def _departments(db: Database, who: Principal, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        what = admin.add_department(db, who, args.hsa_id, args.name)
+        print(f"department {args.hsa_id.strip()} {what}: {args.name.strip()}")
+        return 0
+    rows = admin.list_departments(db, who)
+    _print_rows(rows, args.json, ("hsa_id", "name"))
     return 0
 
 
 def cmd_audit(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
-    db = _database(cfg)
-    with db.read() as s:
-        check = verify_audit_chain(s)
+    db, who = _database(cfg), _principal(args)
+    if args.action == "list":
+        rows = reports.list_events(db, who, patient=normalise_patient(args.patient) if args.patient else None,
+                                   user=args.user, department=args.department,
+                                   since=reports.parse_since(args.since), until=reports.parse_since(args.until))
+        _print_rows(rows, True, ()) if args.json else _print_rows(
+            rows, False, ("seq", "at", "who", "action", "target", "outcome", "why"))
+        return 0
+    if args.action == "report":
+        rows = reports.report(db, who, args.by, since=reports.parse_since(args.since),
+                              until=reports.parse_since(args.until))
+        if args.csv:
+            sys.stdout.write(reports.to_csv(rows))
+        else:
+            _print_rows(rows, True, ())
+        return 0
+    check = reports.verify(db, who)
     if check.ok:
         print(f"audit chain intact: {check.events} event(s)")
         return 0
     print(f"{PROG}: audit chain BROKEN at event {check.first_bad_seq}: {check.reason}", file=sys.stderr)
     return 1
+
+
+def cmd_agents(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    from archive_server.agents import list_agents
+
+    for agent in list_agents(_database(cfg)):
+        if args.json:
+            print(json.dumps(agent, ensure_ascii=False, sort_keys=True))
+        else:
+            alive = "alive" if agent["alive"] else "SILENT"
+            refused = ", ".join(r["reason"] for r in agent["refused"][:3]) or "-"
+            print(f"{agent['agent_id']}  {alive}  {agent['state'] or '-'}  {agent['department'] or '-'}  "
+                  f"v{agent['version']}  queue {agent['queue']}  last seen {agent['last_seen']}  "
+                  f"refused: {refused}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,22 +490,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args)
         if args.command != "serve":
             logs.setup("warning")
+            configure_syslog(cfg.audit_syslog)
         if args.command == "serve":
             return cmd_serve(cfg)
         if args.command == "cases":
             return cmd_cases(cfg, args)
+        if args.command == "case":
+            return cmd_case(cfg, args)
         if args.command == "export":
             return cmd_export(cfg, args)
+        if args.command == "purge":
+            return cmd_purge(cfg, args)
+        if args.command == "admin":
+            return cmd_admin(cfg, args)
         if args.command == "departments":
-            return cmd_departments(cfg, args)
+            return _departments(_database(cfg), _principal(args), args)
         if args.command == "audit":
             return cmd_audit(cfg, args)
+        if args.command == "agents":
+            return cmd_agents(cfg, args)
         parser.error(f"unknown command {args.command}")
     except ConfigError as e:
         print(f"{PROG}: configuration error: {e}", file=sys.stderr)
         return 2
+    except NotPermitted as e:
+        print(f"{PROG}: refused ({e.reason}): {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ReasonRequired as e:
+        print(f"{PROG}: refused ({e.reason}): {e}", file=sys.stderr)
+        return 2
     except ArchiveError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        reason = getattr(e, "reason", None)
+        print(f"{PROG}: error{f' ({reason})' if reason else ''}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

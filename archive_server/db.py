@@ -124,14 +124,19 @@ class Database:
         ``create_all`` is the schema tool while no data must be kept; once it
         must, this becomes ``alembic upgrade head``.
         """
+        import archive_server.agents  # noqa: F401  (puts the agent registry's tables on Base)
+
         with _translate_errors():
             Base.metadata.create_all(self.engine)
+        from archive_server.rights import seed_builtins  # built-in roles, default form (R13, R16)
+
         try:
             with self.write() as session:
                 if session.get(AuditHead, 1) is None:
                     session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH))
+                seed_builtins(session)
         except exc.IntegrityError:
-            pass  # another process created it at the same moment
+            pass  # another process created them at the same moment
 
     def dispose(self) -> None:
         self.engine.dispose()

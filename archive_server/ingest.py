@@ -40,11 +40,13 @@ from archive_server.errors import (
     NotFound,
     OutOfRange,
 )
+from archive_server.forms import DEFAULT_TEMPLATE
 from archive_server.models import (
     Agent,
     Blob,
     Case,
     CaseVersion,
+    ConfidentialPatient,
     Department,
     IngestSession,
     MediaItem,
@@ -73,6 +75,7 @@ METHODS = {
     pb.IDENTITY_METHOD_OCR: "ocr",
     pb.IDENTITY_METHOD_DICOM_HEADER: "dicom_header",
     pb.IDENTITY_METHOD_EHR_CONTEXT: "ehr_context",
+    pb.IDENTITY_METHOD_DEVICE: "device",
 }
 # Modes whose ingest must be started from the EHR with the patient in context (R3).
 EHR_MODES = {"ultrasound", "audio"}
@@ -184,6 +187,8 @@ class IngestCore:
                 raise InvalidArgument(f"{where}.relative_path {ev.relative_path!r} is not in the manifest")
             if ev.method not in METHODS:
                 raise InvalidArgument(f"{where}.method must be one of {', '.join(METHODS.values())}")
+            if ev.method == pb.IDENTITY_METHOD_DEVICE and ev.patient_id:
+                raise InvalidArgument(f"{where}: a device decision never names a patient")
             if ev.patient_id:
                 if ev.patient_id != r.patient_id:
                     # R4: one patient per card. The agent refuses such cards; the
@@ -385,11 +390,15 @@ class IngestCore:
                 )
             now = utcnow()
             actor = f"agent:{sess.agent_id}"
+            # R17: a patient marked confidential stays so for cases ingested later.
+            confidential = s.get(ConfidentialPatient, sess.patient_id) is not None
             case = Case(id=str(uuid.uuid4()), patient_id=sess.patient_id,
-                        department_id=sess.department_id, status="unsigned", confidential=False,
+                        department_id=sess.department_id, status="unsigned", confidential=confidential,
                         created_at=now, current_version=1, source_session_id=session_id)
+            # R13: an ingested card is an unsigned case whose form is completed later.
             version = CaseVersion(case=case, version=1, created_at=now, created_by=actor,
-                                  fields=case_fields(sess))
+                                  fields=case_fields(sess), patient_id=sess.patient_id,
+                                  status="unsigned", form_template=DEFAULT_TEMPLATE["name"], form={})
             s.add_all([case, version])
             for position, e in enumerate(manifest):
                 device = e.get("device") or {}
@@ -405,7 +414,8 @@ class IngestCore:
             sess.case_id = case.id
             sess.committed_at = now
             department = s.get(Department, sess.department_id)
-            append_audit(s, actor, "case.ingested", case_id=case.id, details={
+            append_audit(s, actor, "case.ingested", case_id=case.id, patient=sess.patient_id,
+                         department=department.hsa_id if department else None, details={
                 "session_id": session_id, "patient_id": sess.patient_id,
                 "department": department.hsa_id if department else None, "mode": sess.mode,
                 "version": 1, "files": len(manifest), "bytes": sum(e["size"] for e in manifest),

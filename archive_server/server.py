@@ -22,6 +22,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from archive_server.audit import configure_syslog
 from archive_server.blobstore import BlobStore, open_blobstore
 from archive_server.config import ArchiveConfig, parse_listen
 from archive_server.db import Database
@@ -93,11 +94,23 @@ class ArchiveServer:
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         pb_grpc.add_IngestServicer_to_server(IngestServicer(self.core), self._server)
+        # Agent heartbeats (R21), held to the ingest service's department rule.
+        from archive_server.agents import AgentRegistryCore, AgentRegistryServicer
+        from bildsluss.v1 import agents_pb2_grpc
+
+        self.agents = AgentRegistryCore(self.db, self.core._department)
+        agents_pb2_grpc.add_AgentRegistryServicer_to_server(AgentRegistryServicer(self.agents), self._server)
+        # The clinical client's Cases service (issue 6): same authz + audit as the CLI.
+        from archive_server.case_service import CasesServicer
+        from bildsluss.v1 import archive_pb2_grpc
+
+        archive_pb2_grpc.add_CasesServicer_to_server(CasesServicer(self.db, config), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 
     def start(self) -> int:
         """Prepare storage, bind, start serving; returns the bound port."""
         self.db.create_schema()
+        configure_syslog(self.config.audit_syslog)
         swept = self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
         if swept:
             log.info("removed stale partial uploads", extra={"count": swept})

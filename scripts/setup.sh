@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(tesseract-ocr tesseract-ocr-swe tesseract-ocr-eng libzbar0 libimage-exiftool-perl ffmpeg fonts-dejavu-core dosfstools)
+# util-linux, mount: the agent daemon probes and mounts cards (blkid, mount, losetup in tests);
+# e2fsprogs: the system tests make ext4 card images (mkfs.ext4 -d, debugfs).
+SYSTEM_PACKAGES=(tesseract-ocr tesseract-ocr-swe tesseract-ocr-eng libzbar0 libimage-exiftool-perl ffmpeg fonts-dejavu-core fonts-noto-mono fonts-urw-base35 dosfstools dbus-daemon util-linux mount e2fsprogs)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

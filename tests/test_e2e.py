@@ -46,12 +46,22 @@ def test_good_card_is_archived_clean_and_the_card_emptied(archive, tmp_path):
     assert sorted(archived) == jpegs
     assert all(len(f["sha256"]) == 64 for f in archived.values())
     assert {e["patient"] for e in out["evidence"] if e["patient"]} == {PATIENT_CANONICAL}
-    # The card: no media left, folders and camera housekeeping untouched.
+    # The card: no media left, folders and camera housekeeping untouched, except the
+    # AppleDouble files of the wiped pictures, which go with them (agent/wipe.py).
     assert media_on(card) == []
-    assert set(snapshot(card)) == housekeeping
+    belonged = {p for p in housekeeping if pathlib.PurePath(p).name[2:] in
+                {pathlib.PurePath(j).name for j in jpegs} and pathlib.PurePath(p).name.startswith("._")}
+    assert belonged, "the generated card should carry an AppleDouble file of a picture"
+    assert set(snapshot(card)) == housekeeping - belonged
     # The archive: exactly one case for the patient, with every file.
     found = cases(archive, PATIENT_CANONICAL)
     assert [c["case_id"] for c in found] == [out["case_id"]]
+    # R6's decision is kept with the case: one device entry per archived file,
+    # naming the fields it was judged from, and never a patient.
+    kept = found[0]["fields"]["identity_evidence"]
+    devices = {e["relative_path"]: e for e in kept if e["method"] == "device"}
+    assert sorted(devices) == jpegs
+    assert all(e["text"].startswith("accepted") and not e["patient_id"] for e in devices.values())
     export = tmp_path / "export"
     subprocess.run([*ARCHIVE, "export", out["case_id"], str(export), "--data", str(archive.data)],
                    check=True, capture_output=True)

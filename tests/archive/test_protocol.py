@@ -82,10 +82,11 @@ def test_happy_path_files_a_case_that_search_and_export_return(running_archive, 
     assert case["case_id"] == response.case_id
     assert case["patient"] == request.patient_id and case["department"] == request.department_hsa_id
     assert case["status"] == "unsigned" and case["version"] == 1 and case["confidential"] is False
-    assert [(m["path"], m["sha256"], m["size"], m["kind"]) for m in case["media"]] == [
+    assert case["media"] == len(files)  # the contract: a count; the items are media_items
+    assert [(m["path"], m["sha256"], m["size"], m["kind"]) for m in case["media_items"]] == [
         (p, sha256_hex(d), len(d), "image") for p, d in files.items()]
-    assert [m["media_item_id"] for m in case["media"]] == [r.media_item_id for r in response.receipts]
-    assert case["media"][0]["capture_time"].startswith("2025-03-14T09:30:00")
+    assert [m["media_item_id"] for m in case["media_items"]] == [r.media_item_id for r in response.receipts]
+    assert case["media_items"][0]["capture_time"].startswith("2025-03-14T09:30:00")
     fields = case["fields"]
     assert fields["mode"] == "photo" and fields["ehr_context"] is False
     assert fields["devices"] == [{"make": "Canon", "model": "Canon EOS 250D", "serial": "083051006721"}]
@@ -463,6 +464,13 @@ def test_other_malformed_manifests_are_invalid_argument(stub):
     variants.append(r)
     r = pb.OpenSessionRequest(); r.CopyFrom(base); r.evidence[0].patient_id = personnummer("19800101")
     variants.append(r)  # R4: evidence of another patient
+    r = pb.OpenSessionRequest(); r.CopyFrom(base)
+    r.evidence.add(relative_path="a.jpg", method=pb.IDENTITY_METHOD_DEVICE, text="accepted: Canon",
+                   patient_id=r.patient_id)
+    variants.append(r)  # a device decision that names a patient
+    r = pb.OpenSessionRequest(); r.CopyFrom(base); r.ClearField("evidence")
+    r.evidence.add(relative_path="a.jpg", method=pb.IDENTITY_METHOD_DEVICE, text="accepted: Canon")
+    variants.append(r)  # device evidence alone never confirms the patient
     for i, r in enumerate(variants):
         assert status_code(lambda: stub.OpenSession(r, timeout=10)) == ia, i
 

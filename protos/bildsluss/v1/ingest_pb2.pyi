@@ -34,6 +34,7 @@ class IdentityMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IDENTITY_METHOD_OCR: _ClassVar[IdentityMethod]
     IDENTITY_METHOD_DICOM_HEADER: _ClassVar[IdentityMethod]
     IDENTITY_METHOD_EHR_CONTEXT: _ClassVar[IdentityMethod]
+    IDENTITY_METHOD_DEVICE: _ClassVar[IdentityMethod]
 CAPTURE_MODE_UNSPECIFIED: CaptureMode
 CAPTURE_MODE_PHOTO: CaptureMode
 CAPTURE_MODE_ASSAULT: CaptureMode
@@ -50,6 +51,7 @@ IDENTITY_METHOD_BARCODE: IdentityMethod
 IDENTITY_METHOD_OCR: IdentityMethod
 IDENTITY_METHOD_DICOM_HEADER: IdentityMethod
 IDENTITY_METHOD_EHR_CONTEXT: IdentityMethod
+IDENTITY_METHOD_DEVICE: IdentityMethod
 
 class Device(_message.Message):
     __slots__ = ("make", "model", "serial")
