@@ -296,7 +296,7 @@ def test_heartbeats_use_the_uploaders_mutual_tls(tmp_path):
     """The same channel factory as the upload (agent.upload.open_channel): with the
     agent's client certificate the heartbeat is accepted; without TLS it never reaches
     the service."""
-    from tests.archive.test_tls import make_pki, serve
+    from tests.support.pki import make_pki, serve
 
     pki = tmp_path / "pki"
     make_pki(pki)
