@@ -1,8 +1,9 @@
 """Build and run the archive's gRPC server.
 
-One process serves the Ingest service and the standard ``grpc.health.v1``
-health service on one port. A monitor thread reports "bildsluss.v1.Ingest" (and
-"") SERVING while the database and blob store answer, NOT_SERVING otherwise.
+One process serves the Ingest, AgentRegistry and Cases services and the
+standard ``grpc.health.v1`` health service on one port. A monitor thread
+reports "bildsluss.v1.Ingest", "bildsluss.v1.AgentRegistry",
+"bildsluss.v1.Cases" (and "") SERVING while the database and blob store answer, NOT_SERVING otherwise.
 SIGTERM/SIGINT drain in-flight calls for ``grace_period_s`` and stop. Once the
 port is bound, ``listening on HOST:PORT`` (the real port, also for ``:0``) is
 printed on stdout so that scripts can wait for it.
@@ -167,7 +168,8 @@ class ArchiveServer:
             log.warning("not serving", extra={"reason": str(e)})
         else:
             status = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", SERVICE_NAME):
+        # All three depend on the same database and blob store.
+        for name in ("", SERVICE_NAME, "bildsluss.v1.AgentRegistry", "bildsluss.v1.Cases"):
             self.health.set(name, status)
 
     def _watch(self) -> None:

@@ -88,6 +88,9 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return handler  # streaming responses (health Watch) pass through
 
 
+_QUIET_WHEN_OK = ("/grpc.health", "/bildsluss.v1.AgentRegistry/")
+
+
 def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         start = time.monotonic()
@@ -113,8 +116,12 @@ def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> 
             context.abort(code, message)
         if not context.is_active():
             log.info("rpc cancelled", extra={"method": method, "peer": context.peer(), "ms": _ms(start)})
-        elif not method.startswith("/grpc.health"):
+        elif not method.startswith(_QUIET_WHEN_OK):
             log.info("rpc ok", extra={"method": method, "peer": context.peer(), "ms": _ms(start)})
+        else:
+            # Every agent heartbeats every few seconds: a line per success would
+            # drown the log at region scale; failures above are still logged.
+            log.debug("rpc ok", extra={"method": method, "peer": context.peer(), "ms": _ms(start)})
         return response
 
     return wrapped

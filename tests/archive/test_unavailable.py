@@ -82,10 +82,13 @@ class Relay:
         self.listener.close()
 
 
-def _health(address: str) -> int:
+SERVICES = ("bildsluss.v1.Ingest", "bildsluss.v1.AgentRegistry", "bildsluss.v1.Cases")
+
+
+def _health(address: str, service: str = "bildsluss.v1.Ingest") -> int:
     with grpc.insecure_channel(address) as channel:
         return health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="bildsluss.v1.Ingest"), timeout=5).status
+            health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
 def _wait_for(predicate, timeout: float = 15.0) -> None:
@@ -114,9 +117,9 @@ def test_database_outage_is_unavailable_and_recovers(tmp_path):
                     request = open_request({"b.jpg": os.urandom(100)})
                     assert status_code(lambda: stub.OpenSession(request, timeout=20)) == \
                         grpc.StatusCode.UNAVAILABLE
-                    _wait_for(lambda: _health(address) != serving)
+                    _wait_for(lambda: all(_health(address, name) != serving for name in SERVICES))
                     relay.restore()
-                    _wait_for(lambda: _health(address) == serving)
+                    _wait_for(lambda: all(_health(address, name) == serving for name in SERVICES))
                     stub.OpenSession(request, timeout=20)
         finally:
             relay.close()
