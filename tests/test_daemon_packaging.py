@@ -45,3 +45,19 @@ def test_tmpfiles_makes_private_state_spool_and_mount_folders(tmp_path):
              ("var/lib/bildsluss", "var/lib/bildsluss/spool", "run/bildsluss", "run/bildsluss/cards")}
     assert modes == {"var/lib/bildsluss": "0o700", "var/lib/bildsluss/spool": "0o700",
                      "run/bildsluss": "0o750", "run/bildsluss/cards": "0o700"}
+
+
+def test_the_notify_relay_autostart_entry_starts_a_real_subcommand():
+    import configparser
+
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str  # desktop entry keys are case-sensitive
+    entry.read(PACKAGING / "xdg-autostart" / "bildsluss-notify-relay.desktop", encoding="utf-8")
+    desktop = entry["Desktop Entry"]
+    assert desktop["Type"] == "Application" and desktop["Terminal"] == "false"
+    program, *args = desktop["Exec"].split()
+    assert program == "bildsluss-agent" and args == ["notify-relay"]
+    # The subcommand exists and parses: --help exits 0 without a daemon running.
+    done = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "notify-relay" in done.stdout
