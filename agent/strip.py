@@ -585,13 +585,24 @@ def _pillow_orientation(data: bytes) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
-def _strip_with_exiftool(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader) -> _Written:
+def _spool_pair(media: MediaFile, spool_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A private working copy of the card file, and the name its stripped copy gets.
+
+    The caller removes the working copy when done (and the output on failure)."""
     token = uuid.uuid4().hex
     ext = _EXTENSIONS[media.media_type]
     work = spool_dir / f".{token}-original{ext}"
-    out = spool_dir / f"{token}{ext}"
     try:
         _copy_from_card(media, work)
+    except BaseException:
+        work.unlink(missing_ok=True)  # a partial copy of patient media never stays in the spool
+        raise
+    return work, spool_dir / f"{token}{ext}"
+
+
+def _strip_with_exiftool(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader) -> _Written:
+    work, out = _spool_pair(media, spool_dir)
+    try:
         status, _, err = reader.run(*_STRIP_ARGS[media.media_type], "-o", out, work)
         if status != 0 or not out.exists():
             raise _fail(media, f"exiftool could not write a stripped copy: {err.strip() or status}")
@@ -616,12 +627,8 @@ def _remux(media: MediaFile, spool_dir: pathlib.Path) -> _Written:
     streams and cover art are not mapped, so they are not in the copy.
     """
     demuxer, muxer, options = _REMUX[media.media_type]
-    token = uuid.uuid4().hex
-    ext = _EXTENSIONS[media.media_type]
-    work = spool_dir / f".{token}-original{ext}"
-    out = spool_dir / f"{token}{ext}"
+    work, out = _spool_pair(media, spool_dir)
     try:
-        _copy_from_card(media, work)
         # 0:V is every video stream that is not a picture (cover art, thumbnail);
         # ffmpeg refuses to write a file left with no stream.
         maps = ["-map", "0:V?", "-map", "0:a?"]

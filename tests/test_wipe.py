@@ -1,9 +1,11 @@
 """wipe: deletes exactly the archived media, and nothing if the card changed."""
+import contextlib
 import hashlib
 import os
 import pathlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -92,18 +94,25 @@ def test_card_gone_is_card_removed(tmp_path):
     assert err.value.reason == Reason.CARD_REMOVED
 
 
+@contextlib.contextmanager
+def _read_only(folder: pathlib.Path) -> Iterator[None]:
+    """The folder as a read-only bind mount (root ignores permission bits)."""
+    subprocess.run(["mount", "--bind", folder, folder], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
 def test_unlink_failure_is_reported_not_raised(tmp_path):
     """A card that turns read-only after the check: deletions fail, are reported."""
     root, media = _card(tmp_path)
     folder = media[0].path.parent
     if os.geteuid() == 0:
         # Root ignores permission bits: make the folder a read-only bind mount.
-        subprocess.run(["mount", "--bind", folder, folder], check=True)
-        try:
-            subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+        with _read_only(folder):
             result = wipe(root, media)
-        finally:
-            subprocess.run(["umount", folder], check=True)
     else:
         folder.chmod(0o500)
         try:
@@ -160,12 +169,8 @@ def test_nothing_of_it_goes_when_the_media_stays(tmp_path):
     for rel in ("DCIM/100CANON/MVI_0001.THM", "DCIM/100CANON/Thumbs.db"):
         (root / rel).write_bytes(b"\xff\xd8thumb")
     folder = root / "DCIM/100CANON"
-    subprocess.run(["mount", "--bind", folder, folder], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+    with _read_only(folder):
         result = wipe(root, media)
-    finally:
-        subprocess.run(["umount", folder], check=True)
     assert [p for p, _ in result.failed] == ["DCIM/100CANON/MVI_0001.MP4"]
     assert result.housekeeping == ()
     assert sorted(p.name for p in folder.iterdir()) == ["MVI_0001.MP4", "MVI_0001.THM", "Thumbs.db"]

@@ -120,3 +120,21 @@ def test_a_custom_form_is_shared_and_typed(world):
     assert case["form_template"] == "sar" and case["form"] == {"area": "ben", "size_mm": 12}
     assert versions.sign_case(world.db, LOCAL, case_id)["status"] == "signed"
     assert {f["form"] for f in admin.list_forms(world.db, LOCAL)} == {"klinisk-dokumentation", "sar"}
+
+
+def test_a_teaching_copy_refused_for_one_image_writes_nothing_and_is_audited(world, tmp_path):
+    """R20: every copy is made before any is written; an image that cannot be
+    de-identified (here: bytes that are no image) refuses the whole request."""
+    from archive_server.cases import record_consent, teaching_copy
+
+    files = {"DCIM/IMG_0001.JPG": world.files(1).popitem()[1], "DCIM/IMG_0002.JPG": b"not an image at all"}
+    case_id = world.ingest(files=files)
+    scan = tmp_path / "samtycke.pdf"
+    scan.write_bytes(b"%PDF-1.4\n% skannat samtycke\n")
+    record_consent(world.db, world.blobs, LOCAL, case_id, scan)
+    out = tmp_path / "teaching"
+    with pytest.raises(FailedPrecondition, match="cannot be de-identified safely.*no teaching copy was written"):
+        teaching_copy(world.db, world.blobs, LOCAL, case_id, out)
+    assert not out.exists()
+    event = world.last_event()
+    assert (event.action, event.outcome) == ("case.teaching_copy", "failed")
