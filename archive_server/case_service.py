@@ -92,9 +92,7 @@ def case_view(case: dict[str, Any]) -> pb.CaseView:
         form={k: forms.display(v) for k, v in case["form"].items()},
         media=[pb.MediaRef(sha256=m["sha256"], relative_path=m["path"], kind=m["kind"],
                            media_type=m["media_type"], size_bytes=m["size"],
-                           capture_time=_ts(m["capture_time"]))
-               # a listing counts `media` and lists `media_items`; a shown case lists `media`
-               for m in case.get("media_items", case["media"])],
+                           capture_time=_ts(m["capture_time"])) for m in case["media"]],
     )
     for field, key in (("created", "created"), ("version_created", "version_created_at"),
                        ("signed_at", "signed_at")):

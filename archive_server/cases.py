@@ -107,15 +107,7 @@ def case_json(s: Session, case: Case, version: CaseVersion | None = None) -> dic
 
 
 def listing_json(s: Session, case: Case) -> dict[str, Any]:
-    """A search hit: the latest version, with ``media`` as the NUMBER of media
-    items (the command-line contract of ``cases --json``) and the items
-    themselves under ``media_items``; ``case show`` keeps ``media`` a list."""
-    if case.confidential:
-        return masked(case)
-    result = case_json(s, case)
-    result["media_items"] = result["media"]
-    result["media"] = result["media_count"]
-    return result
+    return masked(case) if case.confidential else case_json(s, case)
 
 
 def search_cases(db: Database, principal: Principal, patient: str | None = None) -> list[dict[str, Any]]:

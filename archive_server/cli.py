@@ -287,12 +287,21 @@ def cmd_serve(cfg: ArchiveConfig) -> int:
     return serve(cfg)
 
 
+def _counted(case: dict) -> dict:
+    """A ``cases --json`` line: ``media`` is the NUMBER of media items (the
+    command-line contract) and the items are ``media_items``; ``case show``
+    keeps ``media`` a list. A masked (confidential) case stays as it is."""
+    if "media" not in case:
+        return case
+    return {**case, "media": case["media_count"], "media_items": case["media"]}
+
+
 def cmd_cases(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     patient = normalise_patient(args.patient) if args.patient else None
     results = search_cases(_database(cfg), _principal(args), patient)
     for case in results:
         if args.json:
-            _print_json(case)
+            _print_json(_counted(case))
         elif case.get("display"):
             print(f"{case['case_id']}  {case['display']}")
         else:
