@@ -4,7 +4,7 @@ capture PCs, stored so that operations sees every agent (R21).
 * :class:`AgentStatus` holds the latest snapshot per agent (one row, replaced
   by every heartbeat) and :class:`AgentRefusal` the recent refused cards (one
   row per card, kept up to ``MAX_REFUSALS_KEPT`` per agent). Both sit on the
-  models' ``Base`` so that ``Database.create_schema`` creates them.
+  models' ``Base`` so that ``Database.upgrade_schema`` creates them.
 * :class:`AgentRegistryCore` validates and stores a heartbeat (plain protocol
   messages in and out, domain errors raised); :class:`AgentRegistryServicer`
   only forwards to it, and the ingest service's ``ErrorInterceptor`` maps the

@@ -223,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--since", metavar="TIME")
     a.add_argument("--until", metavar="TIME")
 
+    p = sub.add_parser("db", help="the database schema (Alembic migrations)")
+    dsub = p.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "upgrade", "migrate the database to this release's schema (safe while serving)",
+              as_option=False)
+    a.add_argument("--json", action="store_true", help="one JSON object")
+    a = _leaf(dsub, "current", "the database's schema revision and this release's", as_option=False)
+    a.add_argument("--json", action="store_true", help="one JSON object")
+
     # Agent registry (R21; helper C2's block): what the heartbeats say.
     p = sub.add_parser("agents", help="list the capture-PC agents and their last heartbeat")
     p.add_argument("--json", action="store_true", help="one JSON object per agent and line")
@@ -250,7 +258,7 @@ def load_config(args: argparse.Namespace) -> ArchiveConfig:
 def _database(cfg: ArchiveConfig) -> Database:
     db = Database(cfg.effective_db_url, pool_size=2, max_overflow=2,
                   busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
-    db.create_schema()
+    db.upgrade_schema()
     return db
 
 
@@ -285,6 +293,26 @@ def cmd_serve(cfg: ArchiveConfig) -> int:
 
     logs.setup(cfg.log_level)
     return serve(cfg)
+
+
+def cmd_db(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    from archive_server import schema
+
+    db = Database(cfg.effective_db_url, pool_size=1, max_overflow=1, busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
+    try:
+        if args.action == "upgrade":
+            result = db.upgrade_schema()
+            row = {"before": result.before, "after": result.after, "changed": result.changed}
+            text = (f"database upgraded from {result.before or 'empty'} to {result.after}" if result.changed
+                    else f"database already at {result.after}")
+        else:
+            found, head = schema.current(db.engine), schema.head()
+            row = {"current": found, "head": head, "at_head": found == head}
+            text = f"database at {found or 'none (empty)'}; this release's schema is {head}"
+    finally:
+        db.dispose()
+    _print_json(row) if args.json else print(text)
+    return 0
 
 
 def _counted(case: dict) -> dict:
@@ -518,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_audit(cfg, args)
         if args.command == "agents":
             return cmd_agents(cfg, args)
+        if args.command == "db":
+            return cmd_db(cfg, args)
         parser.error(f"unknown command {args.command}")
     except ConfigError as e:
         print(f"{PROG}: configuration error: {e}", file=sys.stderr)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import pathlib
+import sqlite3
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -22,6 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
 from archive_server.models import AuditHead, Base
+
+if TYPE_CHECKING:
+    from archive_server.schema import Upgrade
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +72,32 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # Let SQLAlchemy (not the sqlite3 module) decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _enter_wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _enter_wal(cursor: Any, timeout_s: float) -> None:
+    """Switch a new database file to WAL. While another process creates the
+    schema in the file's first transaction (still in rollback-journal mode),
+    the switch fails at once with "database is locked": SQLite does not wait
+    there, as waiting could deadlock. The creator commits soon; try again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Database:
@@ -118,18 +139,16 @@ class Database:
         with self.read() as session:
             session.execute(sa.text("SELECT 1"))
 
-    def create_schema(self) -> None:
-        """Create missing tables and the audit chain's head row (idempotent).
-
-        ``create_all`` is the schema tool while no data must be kept; once it
-        must, this becomes ``alembic upgrade head``.
-        """
+    def upgrade_schema(self) -> "Upgrade":
+        """Bring the schema to head (``schema.upgrade``: Alembic under the
+        migration lock, so that processes starting together all come up), then
+        create the audit chain's head row and the built-in roles and form."""
         import archive_server.agents  # noqa: F401  (puts the agent registry's tables on Base)
+        from archive_server.rights import seed_builtins  # built-in roles, default form (R13, R16)
+        from archive_server.schema import upgrade
 
         with _translate_errors():
-            Base.metadata.create_all(self.engine)
-        from archive_server.rights import seed_builtins  # built-in roles, default form (R13, R16)
-
+            result = upgrade(self.engine)
         try:
             with self.write() as session:
                 if session.get(AuditHead, 1) is None:
@@ -137,6 +156,7 @@ class Database:
                 seed_builtins(session)
         except exc.IntegrityError:
             pass  # another process created them at the same moment
+        return result
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -6,9 +6,9 @@ keep every version; forms are shared templates. Confidential patients (R17),
 consents (R20) and the hash-chained audit log (R18) complete the model.
 
 Portable between SQLite and PostgreSQL: ids are UUID strings, JSON columns hold
-structured facts, times are stored timezone-aware UTC. The schema is created
-with ``metadata.create_all`` for now (see ``db.create_schema``); once data must
-be kept across releases, schema changes go through Alembic migrations.
+structured facts, times are stored timezone-aware UTC. The schema is made and
+changed by the Alembic migrations in ``migrations/versions/`` (``schema.py``):
+a change here needs a migration, and a test fails until the two agree.
 """
 from __future__ import annotations
 

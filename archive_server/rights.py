@@ -1,7 +1,7 @@
 """The fixed list of rights and the built-in roles (R16), and the rows every
 archive starts with (built-in roles, the default form template).
 
-Kept apart from ``authz`` so that ``db.create_schema`` can seed them without
+Kept apart from ``authz`` so that ``db.upgrade_schema`` can seed them without
 importing the gate.
 """
 from __future__ import annotations

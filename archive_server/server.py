@@ -110,7 +110,7 @@ class ArchiveServer:
 
     def start(self) -> int:
         """Prepare storage, bind, start serving; returns the bound port."""
-        self.db.create_schema()
+        self.db.upgrade_schema()
         configure_syslog(self.config.audit_syslog)
         swept = self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
         if swept:

@@ -230,7 +230,7 @@ def test_malformed_heartbeats_are_invalid_arguments(archive, change, field):
 def registry(request, tmp_path):
     with temp_database(request.param, tmp_path / "db") as url:
         db = Database(url, pool_size=2, max_overflow=2)
-        db.create_schema()
+        db.upgrade_schema()
         core = IngestCore(db, open_blobstore(str(tmp_path / "blobs")), ServerConfig(data_dir=tmp_path))
         clock = {"now": dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)}
         yield AgentRegistryCore(db, core._department, clock=lambda: clock["now"]), db, clock

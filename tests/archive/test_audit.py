@@ -12,7 +12,7 @@ from archive_server.models import AuditEvent
 
 def test_concurrent_appends_keep_one_chain(fresh_db_url):
     db = Database(fresh_db_url, pool_size=8, max_overflow=0)
-    db.create_schema()
+    db.upgrade_schema()
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -39,7 +39,7 @@ def test_concurrent_appends_keep_one_chain(fresh_db_url):
 
 def test_a_rolled_back_transaction_leaves_no_event(fresh_db_url):
     db = Database(fresh_db_url)
-    db.create_schema()
+    db.upgrade_schema()
     try:
         with db.write() as s:
             append_audit(s, "test", "test.rolled_back")

@@ -48,7 +48,7 @@ def test_audit_verify_detects_an_edited_row(fresh_db_url, tmp_path):
 
 def test_audit_chain_detects_removed_rows(fresh_db_url):
     database = Database(fresh_db_url)
-    database.create_schema()
+    database.upgrade_schema()
     from archive_server.audit import append_audit
 
     for i in range(4):

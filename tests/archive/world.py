@@ -58,7 +58,7 @@ class World:
     def create(cls, db_url: str, data: pathlib.Path) -> "World":
         data.mkdir(parents=True, exist_ok=True)
         db = Database(db_url, pool_size=4, max_overflow=2)
-        db.create_schema()
+        db.upgrade_schema()
         blobs = open_blobstore(str(data / "blobs"))
         core = IngestCore(db, blobs, ArchiveConfig(data_dir=data))
         world = cls(db, blobs, core, data)
