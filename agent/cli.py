@@ -3,6 +3,8 @@
     bildsluss-agent ingest PATH --archive HOST:PORT --department HSA-ID
                            [--mode MODE] [--expect ID] [--config FILE]
                            [--insecure | --tls-cert F --tls-key F --tls-ca F] [--json]
+    bildsluss-agent ingest --camera PORT [--camera-model MODEL] …   (as for a card)
+    bildsluss-agent cameras [--json]                          (agent.card.camera)
     bildsluss-agent run --config FILE [--archive HOST:PORT] [--department HSA-ID]
                         [--insecure | --tls-…] (--udev | --watch ROOT) [--allow-loop]
     bildsluss-agent expect ID [--mode MODE] [--ttl 10m]      (agent.control)
@@ -33,6 +35,7 @@ from agent.identity.numbers import validate as validate_identity
 
 EXIT_USAGE = 2
 _HSA_ID = re.compile(r"^SE\d{10}-[0-9A-Z]+$")
+_CAMERA_PORT = re.compile(r"^(usb:(\d{1,3},\d{1,3})?|ptpip:[^\s/]+|disk:/.*)$")
 
 
 class UsageError(Exception):
@@ -45,8 +48,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) in the foreground")
-    ingest.add_argument("path", type=pathlib.Path, help="the card's mount point or a folder")
+    ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) or camera in the foreground")
+    ingest.add_argument("path", type=pathlib.Path, nargs="?", help="the card's mount point or a folder")
+    ingest.add_argument("--camera", metavar="PORT",
+                        help="a camera instead of a card: libgphoto2 port usb:BUS,DEV, ptpip:HOST or disk:/PATH")
+    ingest.add_argument("--camera-model", metavar="MODEL",
+                        help="libgphoto2's camera model for the port (default: detected; "
+                             "'Directory Browse' for disk:, 'PTP/IP Camera' for ptpip:)")
     ingest.add_argument("--archive", help="archive address HOST:PORT (default from config)")
     ingest.add_argument("--department", help="the department's HSA-id, e.g. SE2321000016-15CQ")
     ingest.add_argument("--mode", choices=[m.value for m in Mode], help="capture mode (default photo)")
@@ -82,6 +90,11 @@ def _build_parser() -> argparse.ArgumentParser:
     from agent import control
 
     control.add_cli(sub)  # expect, status: they talk to the running daemon
+
+    cameras = sub.add_parser("cameras", help="list the cameras connected by USB and the configured PTP/IP ones")
+    cameras.add_argument("--config", type=pathlib.Path, help="agent TOML config file (PTP/IP addresses)")
+    cameras.add_argument("--json", action="store_true", help="one JSON object per camera and line")
+    cameras.set_defaults(handler=_cmd_cameras)
     return parser
 
 
@@ -130,6 +143,17 @@ def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestR
         if checked.number is None:
             raise UsageError(f"--expect {args.expect!r} is not a valid identity number: {checked.detail}")
         expect = checked.number.canonical
+    if (args.path is None) == (args.camera is None):
+        raise UsageError("give either a card's PATH or --camera PORT")
+    if args.camera is not None:
+        from agent.card.camera import CameraRequest
+
+        if not _CAMERA_PORT.match(args.camera):
+            raise UsageError(f"--camera {args.camera!r}: give a port like usb:001,004, ptpip:HOST or disk:/PATH")
+        return cfg, CameraRequest(port=args.camera, department=department, mode=mode, expect=expect,
+                                  model=args.camera_model)
+    if args.camera_model:
+        raise UsageError("--camera-model goes with --camera")
     if not args.path.exists():
         raise UsageError(f"{args.path} does not exist: is the card inserted and mounted?")
     if not args.path.is_dir():
@@ -156,7 +180,16 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from agent.pipeline import ingest_card
 
     cfg, request = _resolve(args)
-    outcome = ingest_card(request, cfg, progress=_progress_printer(sys.stderr.isatty()))
+    progress = _progress_printer(sys.stderr.isatty())
+    if args.camera is not None:
+        from agent.card.camera import CameraNotFound, ingest_camera
+
+        try:
+            outcome = ingest_camera(request, cfg, progress=progress)
+        except CameraNotFound as exc:
+            raise UsageError(f"{exc}: is the camera connected and switched on?") from None
+    else:
+        outcome = ingest_card(request, cfg, progress=progress)
     if args.json:
         print(json.dumps(outcome.to_json(), ensure_ascii=False))
     else:
@@ -173,6 +206,23 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             extra = f" ({f.reason.value})" if f.reason else ""
             print(f"  {f.status:9} {f.path}{extra}")
     return outcome.exit_code
+
+
+def _cmd_cameras(args: argparse.Namespace) -> int:
+    from agent.card.camera import list_cameras
+
+    cfg = config_mod.load(args.config)
+    cameras = list_cameras(cfg.cameras.ptpip)
+    for cam in cameras:
+        if args.json:
+            print(json.dumps(cam, ensure_ascii=False))
+        else:
+            serial = f" serial {cam['serial']}" if cam.get("serial") else ""
+            state = "" if cam["connected"] else " (not reachable)"
+            print(f"{cam['port']:24} {cam['model']}{serial}{state}")
+    if not cameras and not args.json:
+        print("no cameras connected")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

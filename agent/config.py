@@ -100,6 +100,19 @@ class DaemonConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CameraConfig:
+    """The ``[cameras]`` table: cameras reached over PTP (issue 16)."""
+
+    # Take cameras on USB (still-image interface class 06, or an MTP interface) as the
+    # daemon notices them. Phones and unregistered cameras are refused either way (R6).
+    usb: bool = True
+    # PTP/IP cameras (Wi-Fi) by address, "HOST" or "HOST:PORT" (default port 15740);
+    # the daemon tries each every ``ptpip_poll_s`` seconds.
+    ptpip: tuple[str, ...] = ()
+    ptpip_poll_s: float = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     agent_id: str = dataclasses.field(default_factory=socket.gethostname)
     department: str | None = None
@@ -118,6 +131,7 @@ class AgentConfig:
     # The enabled reservnummer formats (R2), checked at load.
     reserve_formats: tuple[ReserveFormat, ...] = ()
     daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
+    cameras: CameraConfig = CameraConfig()
 
 
 _AGENT_KEYS = {"id", "department", "mode", "spool_dir"}
@@ -125,7 +139,7 @@ _ARCHIVE_KEYS = {f.name for f in dataclasses.fields(ArchiveConfig)}
 _DAEMON_KEYS = {f.name for f in dataclasses.fields(DaemonConfig)}
 _DAEMON_PATHS = {"state_dir", "mount_root", "control_socket"}
 _DAEMON_FLOATS = {"heartbeat_s", "retry_initial_s", "retry_max_s", "context_ttl_s", "settle_s"}
-_TOP_KEYS = {"agent", "archive", "devices", "identity", "daemon"}
+_TOP_KEYS = {"agent", "archive", "devices", "identity", "daemon", "cameras"}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -170,6 +184,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
         "archive": archive_cfg,
         "devices": tuple(devices),
         "daemon": _daemon_from_dict(data.get("daemon", {}), source),
+        "cameras": _cameras_from_dict(data.get("cameras", {}), source),
     }
     if "id" in agent:
         kwargs["agent_id"] = str(agent["id"])
@@ -219,6 +234,21 @@ def _daemon_from_dict(table: dict[str, Any], source: str) -> DaemonConfig:
     if cfg.retry_initial_s <= 0 or cfg.retry_max_s < cfg.retry_initial_s:
         raise ConfigError(f"{source} [daemon]: need 0 < retry_initial_s <= retry_max_s")
     return cfg
+
+
+def _cameras_from_dict(table: dict[str, Any], source: str) -> CameraConfig:
+    _check_keys(table, {f.name for f in dataclasses.fields(CameraConfig)}, f"{source} [cameras]")
+    where = f"{source} [cameras]"
+    usb = table.get("usb", True)
+    if not isinstance(usb, bool):
+        raise ConfigError(f"{where} usb: expected true or false, got {usb!r}")
+    hosts = table.get("ptpip", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h and "/" not in h for h in hosts):
+        raise ConfigError(f"{where} ptpip: expected a list of addresses like \"192.0.2.20\" or \"camera-3:15740\"")
+    poll = table.get("ptpip_poll_s", CameraConfig.ptpip_poll_s)
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or poll <= 0:
+        raise ConfigError(f"{where} ptpip_poll_s: expected a number of seconds > 0, got {poll!r}")
+    return CameraConfig(usb=usb, ptpip=tuple(hosts), ptpip_poll_s=float(poll))
 
 
 def parse_mode(value: str) -> Mode:

@@ -33,7 +33,7 @@ from agent.reasons import Reason, staff_message
 from agent.spool import Spool
 from agent.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.verify import verify_receipts
-from agent.wipe import remove_housekeeping, wipe
+from agent.wipe import WipeResult, remove_housekeeping, wipe
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,12 @@ def _no_progress(stage: str, info: dict) -> None:
     pass
 
 
+# The wipe step of a source: a card deletes from its file system (agent.wipe.wipe),
+# a camera over PTP (agent.card.camera.camera_wiper). Reached only after every
+# receipt was verified (R10); files it could not delete come back in ``failed``.
+Wiper = Callable[[pathlib.Path, Sequence[MediaFile]], WipeResult]
+
+
 @dataclasses.dataclass(frozen=True)
 class Resume:
     """What an earlier, interrupted run of the same card established (from the journal)."""
@@ -185,6 +191,8 @@ class _Card:
         self.file_reasons: dict[str, tuple[Reason, str]] = {}
         self.session_id: str | None = None
         self.device_evidence: tuple[Evidence, ...] = ()  # R6, helper E
+        self.wiper: Wiper = wipe
+        self.left_on_card: set[str] = set()  # archived, but the wipe could not delete them
 
     def files(self, media_status: str, stripped: dict[str, str] | None = None) -> tuple[FileOutcome, ...]:
         if self.scan is None:
@@ -193,7 +201,8 @@ class _Card:
         for m in self.scan.media:
             reason, detail = self.file_reasons.get(m.relative_path, (None, ""))
             sha = (stripped or {}).get(m.relative_path)
-            out.append(FileOutcome(m.relative_path, media_status, sha, reason, detail))
+            status = "pending" if m.relative_path in self.left_on_card else media_status
+            out.append(FileOutcome(m.relative_path, status, sha, reason, detail))
         for s in self.scan.skipped:
             out.append(FileOutcome(s.relative_path, s.status, None, s.reason, s.detail))
         return tuple(sorted(out, key=lambda f: f.path))
@@ -221,6 +230,7 @@ def ingest_card(
     progress: ProgressFn = _no_progress,
     checkpoint: CheckpointFn = _no_progress,
     resume: Resume | None = None,
+    wiper: Wiper = wipe,
 ) -> IngestOutcome:
     """Run one card from scan to wipe. Never raises for a card's or archive's fault.
 
@@ -230,6 +240,7 @@ def ingest_card(
     although part of it was wiped before the interruption.
     """
     card = _Card()
+    card.wiper = wiper
     try:
         return _ingest(request, config, card, progress, checkpoint, resume)
     except OSError as exc:
@@ -449,12 +460,15 @@ def _wipe(request: IngestRequest, card: _Card, media: Sequence[MediaFile], n: in
     try:
         # wipe() re-reads every file from the card itself (page cache dropped)
         # and checks it is what was scanned, stripped and sent.
-        result = wipe(request.root, media)
+        result = card.wiper(request.root, media)
     except StageError as exc:
         log.error("card not wiped", extra={"reason": exc.reason.value, "detail": exc.detail})
         return card.outcome("archived", exc.reason, exc.detail, wiped=False, **archived)
     if not result.complete:
         detail = "; ".join(f"{path}: {why}" for path, why in result.failed)
+        for path, why in result.failed:
+            card.left_on_card.add(path)
+            card.file_reasons[path] = (Reason.WIPE_FAILED, why)
         log.error("card only partly wiped", extra={"detail": detail})
         return card.outcome("archived", Reason.WIPE_FAILED, detail, wiped=False, **archived)
     checkpoint("wiped", {})

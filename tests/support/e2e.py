@@ -41,10 +41,20 @@ def media_on(root: pathlib.Path) -> list[str]:
 
 
 def ingest(card: pathlib.Path, address: str, tmp_path: pathlib.Path, *extra: str) -> tuple[int, dict]:
+    return _ingest([str(card)], address, tmp_path, extra)
+
+
+def ingest_camera(port: str, address: str, tmp_path: pathlib.Path, *extra: str,
+                  env: dict | None = None) -> tuple[int, dict]:
+    """``bildsluss-agent ingest --camera PORT`` (issue 16), checked like a card's run."""
+    return _ingest(["--camera", port], address, tmp_path, extra, env)
+
+
+def _ingest(target: list[str], address: str, tmp_path: pathlib.Path, extra, env=None) -> tuple[int, dict]:
     result = subprocess.run(
-        [*AGENT, "ingest", str(card), "--archive", address, "--department", DEPARTMENT,
+        [*AGENT, "ingest", *target, "--archive", address, "--department", DEPARTMENT,
          "--insecure", "--json", "--spool", str(tmp_path / "spool"), *extra],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.stdout.strip(), f"no JSON on stdout; stderr:\n{result.stderr}"
     outcome = json.loads(result.stdout)

@@ -1,0 +1,640 @@
+"""The camera source: a camera on a cable (PTP, MTP) or on Wi-Fi (PTP/IP), through libgphoto2.
+
+Many cameras show no mass-storage volume when connected; they speak PTP. This
+module reaches them through libgphoto2 (the ``gphoto2`` package ships it) and
+hands the card's path the same thing a card gives it: a folder of files.
+
+1. **Who is there (R6), before any file is read.** The camera's PTP DeviceInfo
+   (manufacturer, model, serial number, vendor extensions; Canon's body serial
+   where its PTP serial is not the one on the label) is judged by
+   :func:`judge_camera`: an Android device (its MTP extensions name
+   ``android.com``), an iPhone or another phone, or a camera the department has
+   not registered is refused ``UNREGISTERED_DEVICE`` and nothing is listed or
+   downloaded. A "camera" that does not name itself (libgphoto2's Directory
+   Browse camera on a ``disk:`` port: a folder) is judged file by file, as a
+   card is. The EXIF check of every file runs later in any case.
+2. **Download** every file the camera lists into a private folder of the spool
+   (0700, files 0600; R11), keeping the camera's folder/name as the relative
+   path. Each file's size must be what the camera listed. The folder is
+   removed when the run ends, and a folder left by a killed run is removed by
+   the next run (a live run holds a lock on its folder).
+3. **The card's stages** (:func:`agent.pipeline.ingest_card`) run on that
+   folder: scan, identify, decide, strip, upload, verify.
+4. **Wipe = delete on the camera** (:func:`camera_wiper`), reached only after
+   every receipt was verified (R10): the camera is opened again and must be
+   the same camera, every file must still be listed with the size and time it
+   had, then each file is deleted, and a fresh listing must no longer show
+   any of them. A file the camera will not delete (protected, read-only
+   storage) stays, is reported ``pending`` with ``WIPE_FAILED``, and the run
+   ends archived but not wiped (exit 5).
+
+Why the wipe does not download every file a second time to hash it (the card
+wipe re-reads the card): over USB that doubles the transfer, and a camera does
+not rewrite a picture in place; what can change between download and delete
+(a picture added or deleted on the camera, another camera on the port) shows in
+the DeviceInfo and the listing, which are checked.
+
+Ports are libgphoto2's: ``usb:BUS,DEV``, ``ptpip:HOST``, ``disk:/PATH``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import pathlib
+import re
+import shutil
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from agent import devices as device_policy
+from agent.config import AgentConfig
+from agent.model import Device, Evidence, MediaFile, Method, Mode, StageError
+from agent.reasons import Reason, staff_message
+from agent.wipe import WipeResult
+
+log = logging.getLogger(__name__)
+
+#: libgphoto2's driver for a port kind when none is given.
+DEFAULT_MODELS = {"disk": "Directory Browse", "ptpip": "PTP/IP Camera"}
+PTPIP_PORT = 15740  # ISO 15740 / CIPA DC-005
+
+_DOWNLOAD_PREFIX = "camera-"
+# What a camera leaves beside a clip: deleted with it (as agent.wipe does on a card).
+_SIDECARS = (".thm", ".lrv")
+# Names of media: a camera that will not hand out such a file leaves us unsure
+# what it holds, so the whole camera is refused. Any other file it keeps to
+# itself (catalogues, its own databases) is reported ignored and left there.
+_MEDIA_NAME = re.compile(r"\.(jpe?g|jpe|png|tiff?|mp4|mov|m4a|m4v|3gp|avi|mts|m2ts|mpe?g|wav|mp3|dcm|"
+                         r"hei[cf]|dng|cr[23w]|nef|nrw|arw|srw|raf|rw2|orf|pef|x3f)$", re.IGNORECASE)
+
+
+class CameraNotFound(Exception):
+    """No camera answers at the port (unplugged, switched off, another program holds it)."""
+
+
+def _gphoto2():
+    import gphoto2 as gp  # the native library loads only when a camera is used
+
+    return gp
+
+
+# --------------------------------------------------------------------------- who is there
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraInfo:
+    """What the camera says about itself (PTP DeviceInfo) and how it is reached."""
+
+    port: str
+    driver: str = ""  # libgphoto2's model for it ("Canon EOS 250D", "Directory Browse")
+    manufacturer: str = ""  # DeviceInfo Manufacturer
+    model: str = ""  # DeviceInfo Model
+    version: str = ""  # DeviceInfo DeviceVersion
+    serial: str = ""  # DeviceInfo SerialNumber
+    body_serial: str = ""  # the serial on the label where PTP's differs (Canon EOS)
+    extensions: str = ""  # DeviceInfo VendorExtensionDesc
+
+    @property
+    def names_itself(self) -> bool:
+        return bool(self.manufacturer or self.model)
+
+    @property
+    def best_serial(self) -> str:
+        return self.body_serial or self.serial
+
+    def same_camera(self, other: CameraInfo) -> bool:
+        return (self.manufacturer, self.model, self.serial, self.body_serial) == (
+            other.manufacturer, other.model, other.serial, other.body_serial)
+
+    def to_json(self) -> dict:
+        return {"port": self.port, "model": self.driver, "manufacturer": self.manufacturer or None,
+                "device_model": self.model or None, "serial": self.best_serial or None,
+                "version": self.version or None}
+
+
+#: libgphoto2's status widgets that carry the DeviceInfo fields, and the field of each.
+#: ``eosserialnumber`` is Canon's body serial (the one on the label and in EXIF);
+#: Canon's PTP SerialNumber is another number.
+DEVICEINFO_WIDGETS = {"manufacturer": "manufacturer", "cameramodel": "model", "deviceversion": "version",
+                      "serialnumber": "serial", "eosserialnumber": "body_serial",
+                      "vendorextension": "extensions"}
+
+
+# Words a maker's DeviceInfo adds to the make its EXIF writes ("Nikon Corporation"
+# vs "NIKON CORPORATION" vs a registration's "Nikon"; "Canon.Inc" vs "Canon").
+_CORPORATE = {"inc", "corporation", "corp", "co", "ltd", "limited", "imaging", "company",
+              "gmbh", "ag", "kk", "llc", "plc"}
+
+
+def maker_key(make: str) -> str:
+    words = re.sub(r"[.,]", " ", make).casefold().split()
+    while len(words) > 1 and words[-1] in _CORPORATE:
+        words.pop()
+    return " ".join(words)
+
+
+def model_key(maker: str, model: str) -> str:
+    """The model without its maker's name in front ("NIKON D3300" and "D3300" are one model)."""
+    text = " ".join(model.casefold().split())
+    if maker and text.startswith(maker + " "):
+        text = text[len(maker) + 1:]
+    return text
+
+
+def serial_matches(registered: str, reported: str) -> bool:
+    """A registered (EXIF) serial against the one DeviceInfo reports.
+
+    Nikon pads its PTP serial to 32 characters with zeros its EXIF serial does
+    not carry: on the left (D750) or on the right (D7100).
+    """
+    reg, rep = registered.strip().casefold(), reported.strip().casefold()
+    if not reg or not rep:
+        return False
+    if reg == rep or (reg.lstrip("0") and reg.lstrip("0") == rep.lstrip("0")):
+        return True
+    return len(rep) >= 16 and rep.startswith(reg) and not rep[len(reg):].strip("0")
+
+
+def _matches(info: CameraInfo, reg: Device) -> bool:
+    maker = maker_key(info.manufacturer)
+    if not maker or maker_key(reg.make) != maker:
+        return False
+    if model_key(maker, reg.model) != model_key(maker, info.model):
+        return False
+    if not reg.serial:
+        return True
+    return serial_matches(reg.serial, info.best_serial)
+
+
+def phone_evidence(info: CameraInfo) -> str | None:
+    """Why the device is a phone or tablet, or None."""
+    if "android.com" in info.extensions.casefold():
+        return f"an Android device (its MTP extensions say {info.extensions.strip()!r})"
+    device = Device(make=maker_key(info.manufacturer), model=info.model)
+    if device_policy.is_phone(device):
+        return "a phone or tablet by its make and model"
+    if info.driver and device_policy.is_phone(Device(model=info.driver)):
+        return f"a phone or tablet by libgphoto2's name for it ({info.driver})"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraJudgement:
+    """The device policy's decision (R6) for the camera as a whole."""
+
+    info: CameraInfo
+    accepted: bool
+    why: str
+
+    def evidence(self) -> Evidence:
+        i = self.info
+        fields = [f"{k}={v}" for k, v in (("Manufacturer", i.manufacturer), ("Model", i.model),
+                                          ("SerialNumber", i.best_serial), ("Extensions", i.extensions),
+                                          ("driver", i.driver)) if v]
+        verdict = "accepted" if self.accepted else "refused"
+        text = f"{verdict}: camera {self.why}" + (f" [PTP DeviceInfo {'; '.join(fields)}]" if fields else "")
+        return Evidence(relative_path=i.port, frame=0, method=Method.DEVICE, text=text, patient_id=None)
+
+
+def _name(info: CameraInfo) -> str:
+    name = " ".join(p for p in (info.manufacturer, info.model) if p) or "an unnamed device"
+    return name + (f" serial {info.best_serial}" if info.best_serial else "")
+
+
+def judge_camera(info: CameraInfo, registered: Sequence[Device]) -> CameraJudgement:
+    """Accept or refuse the camera by its own word, as :mod:`agent.devices` does a file."""
+    if not info.names_itself:
+        return CameraJudgement(info, True, f"at {info.port} does not name itself ({info.driver or 'no PTP'}); "
+                                           "each file is judged by its own metadata, as on a card")
+    name = _name(info)
+    reg = next((r for r in registered if _matches(info, r)), None)
+    phone = phone_evidence(info)
+    if reg is not None and (phone is None or device_policy.is_phone(reg)):
+        return CameraJudgement(info, True, f"{name}, registered")
+    if phone is not None:
+        return CameraJudgement(info, False, f"{name} is {phone}")
+    if not registered:
+        return CameraJudgement(info, True, f"{name}; no devices are registered, only phones are refused")
+    return CameraJudgement(info, False, f"{name}, not registered")
+
+
+# --------------------------------------------------------------------------- the camera's files
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraEntry:
+    """One file as the camera lists it."""
+
+    folder: str  # "/store_00010001/DCIM/100CANON" (PTP), "/DCIM/100CANON" (disk:)
+    name: str
+    size: int | None
+    mtime: int | None  # seconds, as the camera reports it
+
+    @property
+    def relative_path(self) -> str:
+        folder = self.folder.strip("/")
+        return f"{folder}/{self.name}" if folder else self.name
+
+
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def check_name(part: str, where: str) -> None:
+    """Refuse a folder or file name that could leave the download folder (R8)."""
+    if part in ("", ".", "..") or _BAD_NAME.search(part):
+        raise StageError(Reason.UNSAFE_PATH, f"the camera lists {where} {part!r}")
+
+
+class CameraConnection:
+    """One open libgphoto2 session with a camera; use :meth:`open` as a context manager."""
+
+    def __init__(self, port: str, camera, gp) -> None:
+        self.port = port
+        self._camera = camera
+        self._gp = gp
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, port: str, model: str | None = None) -> Iterator[CameraConnection]:
+        gp = _gphoto2()
+        kind = port.split(":", 1)[0]
+        if kind == "disk" and not os.path.isdir(port[len("disk:"):]):
+            raise CameraNotFound(f"no folder at {port}")
+        model = model or DEFAULT_MODELS.get(kind)
+        camera = gp.Camera()
+        try:
+            ports = gp.PortInfoList()
+            ports.load()
+            camera.set_port_info(ports[ports.lookup_path(port)])
+            if model:
+                abilities = gp.CameraAbilitiesList()
+                abilities.load()
+                camera.set_abilities(abilities[abilities.lookup_model(model)])
+            camera.init()
+        except gp.GPhoto2Error as exc:
+            raise CameraNotFound(f"no camera answers at {port}"
+                                 + (f" as {model!r}" if model else "") + f": {exc}") from None
+        try:
+            yield cls(port, camera, gp)
+        finally:
+            try:
+                camera.exit()
+            except gp.GPhoto2Error:
+                pass  # a camera pulled meanwhile: nothing left to close
+
+    def info(self) -> CameraInfo:
+        """DeviceInfo through libgphoto2's status widgets (drivers without them give none)."""
+        fields: dict[str, str] = {}
+        for widget, field in DEVICEINFO_WIDGETS.items():
+            try:
+                value = self._camera.get_single_config(widget).get_value()
+            except self._gp.GPhoto2Error:
+                continue
+            fields[field] = " ".join(str(value or "").split())
+        if fields.get("body_serial") == fields.get("serial"):
+            fields.pop("body_serial", None)
+        return CameraInfo(port=self._camera.get_port_info().get_path() or self.port,
+                          driver=self._camera.get_abilities().model, **fields)
+
+    def list_files(self) -> list[CameraEntry]:
+        """Every file on the camera, folder by folder; names are checked (R8)."""
+        out: list[CameraEntry] = []
+        self._walk("/", out)
+        return out
+
+    def _walk(self, folder: str, out: list[CameraEntry]) -> None:
+        files = self._camera.folder_list_files(folder)
+        for i in range(files.count()):
+            name = files.get_name(i)
+            check_name(name, f"a file in {folder}:")
+            info = self._camera.file_get_info(folder, name).file
+            fields = info.fields
+            out.append(CameraEntry(
+                folder, name,
+                info.size if fields & self._gp.GP_FILE_INFO_SIZE else None,
+                info.mtime if fields & self._gp.GP_FILE_INFO_MTIME else None,
+            ))
+        folders = self._camera.folder_list_folders(folder)
+        for i in range(folders.count()):
+            name = folders.get_name(i)
+            check_name(name, f"a folder in {folder}:")
+            self._walk(folder.rstrip("/") + "/" + name, out)
+
+    def download(self, entry: CameraEntry, root: pathlib.Path) -> pathlib.Path:
+        """Copy one file into ``root`` (a private folder) under its camera path."""
+        dest = root / entry.relative_path
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            # Streams into the file: a clip never sits in memory. libgphoto2
+            # closes the descriptor it is given when it frees the file.
+            target = self._gp.CameraFile(os.dup(fd))
+            try:
+                self._camera.file_get(entry.folder, entry.name, self._gp.GP_FILE_TYPE_NORMAL, target)
+            finally:
+                del target
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        got = dest.stat().st_size
+        if entry.size is not None and got != entry.size:
+            # libgphoto2's drivers do not all report a short read as an error.
+            raise StageError(Reason.CARD_UNREADABLE,
+                             f"{entry.relative_path}: the camera gave {got} of {entry.size} bytes")
+        if entry.mtime:
+            os.utime(dest, (entry.mtime, entry.mtime))
+        return dest
+
+    def kept_back(self, exc: Exception, entry: CameraEntry) -> bool:
+        """True when the camera will not hand out a file that is no media (see _MEDIA_NAME)."""
+        return (getattr(exc, "code", None) == self._gp.GP_ERROR_NOT_SUPPORTED
+                and not _MEDIA_NAME.search(entry.name))
+
+    def delete(self, entry: CameraEntry) -> None:
+        self._camera.file_delete(entry.folder, entry.name)
+
+    @property
+    def error(self) -> type[Exception]:
+        return self._gp.GPhoto2Error
+
+
+# --------------------------------------------------------------------------- the private download folder
+
+
+@contextlib.contextmanager
+def download_area(spool_root: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A fresh private folder in the spool (R11), locked while this run lives, removed after it.
+
+    Folders of killed runs (their lock is free) are removed first.
+    """
+    spool_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(spool_root, 0o700)
+    remove_stale_downloads(spool_root)
+    folder = spool_root / f"{_DOWNLOAD_PREFIX}{uuid.uuid4()}"
+    folder.mkdir(mode=0o700)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # patient images: removed whatever happened
+        os.close(fd)
+
+
+def remove_stale_downloads(spool_root: pathlib.Path) -> list[pathlib.Path]:
+    removed = []
+    for folder in sorted(spool_root.glob(f"{_DOWNLOAD_PREFIX}*")):
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live run's folder
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    if removed:
+        log.warning("removed camera downloads a killed run left behind", extra={"folders": len(removed)})
+    return removed
+
+
+# --------------------------------------------------------------------------- wipe = delete on the camera
+
+
+Opener = Callable[[], contextlib.AbstractContextManager]
+
+
+def camera_wiper(open_camera: Opener, first: CameraInfo, listed: Mapping[str, CameraEntry]):
+    """The pipeline's wipe step for a camera (see the module docstring, step 4)."""
+
+    def wipe_camera(root: pathlib.Path, media: Sequence[MediaFile]) -> WipeResult:
+        deleted: list[str] = []
+        failed: list[tuple[str, str]] = []
+        housekeeping: list[str] = []
+        try:
+            with open_camera() as cam:
+                if not cam.info().same_camera(first):
+                    raise StageError(Reason.CARD_CHANGED, f"another camera answers at {first.port} now")
+                now = {e.relative_path: e for e in cam.list_files()}
+                _check_unchanged(media, listed, now)
+                for m in media:
+                    try:
+                        cam.delete(listed[m.relative_path])
+                    except cam.error as exc:
+                        failed.append((m.relative_path, f"the camera refused to delete it: {exc}"))
+                    else:
+                        deleted.append(m.relative_path)
+                for entry in _sidecars_of(deleted, now.values()):
+                    try:
+                        cam.delete(entry)
+                    except cam.error as exc:
+                        failed.append((entry.relative_path, f"the camera refused to delete it: {exc}"))
+                    else:
+                        housekeeping.append(entry.relative_path)
+            # The driver's own listing is a cache: a fresh session asks the camera.
+            with open_camera() as cam:
+                left = {e.relative_path for e in cam.list_files()}
+        except CameraNotFound as exc:
+            raise StageError(Reason.CARD_REMOVED, str(exc)) from None
+        for path in [p for p in deleted + housekeeping if p in left]:
+            (deleted if path in deleted else housekeeping).remove(path)
+            failed.append((path, "still on the camera after it said it was deleted"))
+        return WipeResult(tuple(deleted), tuple(failed), tuple(housekeeping))
+
+    return wipe_camera
+
+
+def _check_unchanged(media: Sequence[MediaFile], listed: Mapping[str, CameraEntry],
+                     now: Mapping[str, CameraEntry]) -> None:
+    changed = []
+    for m in media:
+        before, after = listed[m.relative_path], now.get(m.relative_path)
+        if after is None:
+            changed.append((m.relative_path, "file is gone"))
+        elif (after.size, after.mtime) != (before.size, before.mtime):
+            changed.append((m.relative_path, "size or time changed"))
+    if media and len(changed) == len(media) and all(why == "file is gone" for _, why in changed):
+        raise StageError(Reason.CARD_REMOVED, f"none of the {len(media)} media files is on the camera any more")
+    if changed:
+        raise StageError(Reason.CARD_CHANGED, "; ".join(f"{p}: {why}" for p, why in changed))
+
+
+def _sidecars_of(deleted: Sequence[str], entries) -> list[CameraEntry]:
+    stems = {p.rsplit(".", 1)[0].casefold() for p in deleted}
+    return [e for e in entries
+            if e.name.casefold().endswith(_SIDECARS)
+            and e.relative_path.rsplit(".", 1)[0].casefold() in stems
+            and e.relative_path not in deleted]
+
+
+# --------------------------------------------------------------------------- one camera, start to finish
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraRequest:
+    port: str  # usb:BUS,DEV | ptpip:HOST | disk:/PATH
+    department: str
+    mode: Mode = Mode.PHOTO
+    expect: str | None = None
+    model: str | None = None  # libgphoto2's camera model (driver); default by port kind
+
+
+# Sentences for staff where the card's would name the wrong thing.
+CAMERA_MESSAGES: dict[Reason, str] = {
+    Reason.UNREGISTERED_DEVICE: (
+        "This camera or phone is not registered for this department. Nothing was copied, "
+        "sent or deleted; use the department's camera."
+    ),
+    Reason.WIPE_FAILED: (
+        "The pictures are safely in the archive, but the camera would not delete some of them "
+        "(they may be protected, or the camera's card locked). Do not use the camera for the "
+        "next patient: delete them on the camera, or ask IT for help."
+    ),
+    Reason.CARD_REMOVED: (
+        "The camera was disconnected or switched off before the work was done. Nothing was "
+        "deleted; connect it again to try again."
+    ),
+    Reason.CARD_CHANGED: (
+        "The pictures on the camera changed while they were being copied. Nothing was deleted; "
+        "connect the camera again to try again."
+    ),
+    Reason.CARD_UNREADABLE: (
+        "The pictures could not be read from the camera. Nothing was sent and nothing was "
+        "deleted; connect it again, or take out its card and use a card reader."
+    ),
+}
+
+
+def camera_message(reason: Reason) -> str:
+    if reason in CAMERA_MESSAGES:
+        return CAMERA_MESSAGES[reason]
+    return re.sub(r"\b([Tt])he card\b", lambda m: f"{m.group(1)}he camera", staff_message(reason))
+
+
+def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None, checkpoint=None):
+    """One camera from DeviceInfo to delete; returns the pipeline's IngestOutcome.
+
+    Raises :class:`CameraNotFound` when no camera answers at the port at the start.
+    """
+    from agent import pipeline
+
+    progress = progress or pipeline._no_progress
+    checkpoint = checkpoint or pipeline._no_progress
+
+    def open_camera():
+        return CameraConnection.open(request.port, request.model)
+
+    with download_area(config.spool_dir) as folder:
+        with open_camera() as cam:
+            try:
+                info = cam.info()
+                judgement = judge_camera(info, config.devices)
+                log.info("camera connected", extra={"port": request.port, "driver": info.driver,
+                                                    "accepted": judgement.accepted, "why": judgement.why})
+                if not judgement.accepted:
+                    return pipeline.IngestOutcome(
+                        outcome="refused", reason=Reason.UNREGISTERED_DEVICE,
+                        message=camera_message(Reason.UNREGISTERED_DEVICE), detail=judgement.why,
+                        evidence=(judgement.evidence(),))
+                progress("list", {"port": request.port})
+                entries = cam.list_files()
+                total = sum(e.size or 0 for e in entries)
+                progress("download", {"files": len(entries), "bytes": total})
+                kept: list[pipeline.FileOutcome] = []
+                for i, entry in enumerate(entries, 1):
+                    try:
+                        cam.download(entry, folder)
+                    except cam.error as exc:
+                        if not cam.kept_back(exc, entry):
+                            raise
+                        kept.append(pipeline.FileOutcome(entry.relative_path, "ignored",
+                                                         detail=f"the camera does not hand it out: {exc}"))
+                    progress("download", {"files_done": i, "files_total": len(entries)})
+                log.info("downloaded the camera's files", extra={"files": len(entries), "bytes": total})
+            except StageError as exc:
+                outcome = "failed" if exc.reason is Reason.CARD_REMOVED else "refused"
+                return pipeline.IngestOutcome(outcome=outcome, reason=exc.reason,
+                                              message=camera_message(exc.reason), detail=exc.detail)
+            except cam.error as exc:
+                log.warning("camera could not be read", extra={"port": request.port, "detail": str(exc)})
+                return pipeline.IngestOutcome(outcome="refused", reason=Reason.CARD_UNREADABLE,
+                                              message=camera_message(Reason.CARD_UNREADABLE),
+                                              detail=f"libgphoto2: {exc}")
+            except Exception as exc:  # the camera stays untouched; ops get the traceback
+                log.exception("internal error while reading a camera")
+                return pipeline.IngestOutcome(outcome="failed", reason=Reason.INTERNAL_ERROR,
+                                              message=camera_message(Reason.INTERNAL_ERROR),
+                                              detail=f"{type(exc).__name__}: {exc}")
+        outcome = pipeline.ingest_card(
+            pipeline.IngestRequest(root=folder, department=request.department, mode=request.mode,
+                                   expect=request.expect),
+            config, progress=progress, checkpoint=checkpoint,
+            wiper=camera_wiper(open_camera, info, {e.relative_path: e for e in entries}),
+        )
+    return _for_camera(outcome, judgement, kept)
+
+
+def _for_camera(outcome, judgement: CameraJudgement, kept: Sequence = ()):
+    if outcome.outcome == "archived" and outcome.wiped:
+        n = sum(1 for f in outcome.files if f.status == "archived")
+        message = (f"All {n} file{'s' if n != 1 else ''} are safely in the archive and have been "
+                   "deleted from the camera. The camera is ready for the next patient.")
+    elif outcome.reason is not None:
+        message = camera_message(outcome.reason)
+    else:
+        message = outcome.message
+    return dataclasses.replace(outcome, message=message,
+                               files=tuple(sorted(outcome.files + tuple(kept), key=lambda f: f.path)),
+                               evidence=(judgement.evidence(),) + outcome.evidence)
+
+
+# --------------------------------------------------------------------------- what is connected
+
+
+def list_cameras(ptpip_hosts: Sequence[str] = (), *, probe_timeout_s: float = 1.0) -> list[dict]:
+    """Cameras on USB (libgphoto2's autodetection) and the configured PTP/IP cameras.
+
+    ``disk:`` ports (mounted cards that look like cameras) are left out: the
+    card path takes those. Each camera is opened briefly for its serial number;
+    one that another program holds (an ingest running) shows ``serial: null``.
+    """
+    gp = _gphoto2()
+    found = gp.Camera.autodetect()
+    out = []
+    for i in range(found.count()):
+        driver, port = found.get_name(i), found.get_value(i)
+        if port.startswith("disk:"):
+            continue
+        entry = {"model": driver, "port": port, "serial": None, "manufacturer": None,
+                 "device_model": None, "connected": True}
+        try:
+            with CameraConnection.open(port, driver) as cam:
+                info = cam.info()
+            entry.update({k: v for k, v in info.to_json().items() if k not in ("port", "model")})
+        except CameraNotFound as exc:
+            entry["detail"] = str(exc)
+        out.append(entry)
+    for host in ptpip_hosts:
+        out.append({"model": DEFAULT_MODELS["ptpip"], "port": f"ptpip:{host}", "serial": None,
+                    "manufacturer": None, "device_model": None,
+                    "connected": _reachable(host, probe_timeout_s)})
+    return out
+
+
+def _reachable(host: str, timeout_s: float) -> bool:
+    name, _, port = host.partition(":")
+    try:
+        with socket.create_connection((name, int(port or PTPIP_PORT)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
