@@ -110,6 +110,12 @@ class CameraConfig:
     # the daemon tries each every ``ptpip_poll_s`` seconds.
     ptpip: tuple[str, ...] = ()
     ptpip_poll_s: float = 15.0
+    # Other libgphoto2 ports the daemon watches like the PTP/IP addresses, by
+    # presence: "disk:/PATH" (a folder presented as a camera: demos and tests).
+    ports: tuple[str, ...] = ()
+
+    def watched_ports(self) -> tuple[str, ...]:
+        return tuple(f"ptpip:{h}" for h in self.ptpip) + self.ports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +254,10 @@ def _cameras_from_dict(table: dict[str, Any], source: str) -> CameraConfig:
     poll = table.get("ptpip_poll_s", CameraConfig.ptpip_poll_s)
     if isinstance(poll, bool) or not isinstance(poll, (int, float)) or poll <= 0:
         raise ConfigError(f"{where} ptpip_poll_s: expected a number of seconds > 0, got {poll!r}")
-    return CameraConfig(usb=usb, ptpip=tuple(hosts), ptpip_poll_s=float(poll))
+    ports = table.get("ports", [])
+    if not isinstance(ports, list) or not all(isinstance(p, str) and p.startswith("disk:/") for p in ports):
+        raise ConfigError(f"{where} ports: expected a list of ports like \"disk:/srv/camera\"")
+    return CameraConfig(usb=usb, ptpip=tuple(hosts), ptpip_poll_s=float(poll), ports=tuple(ports))
 
 
 def parse_mode(value: str) -> Mode:

@@ -38,6 +38,7 @@ import logging
 import os
 import pathlib
 import queue
+import re
 import signal
 import socket
 import threading
@@ -45,8 +46,9 @@ import time
 
 from agent import __version__
 from agent import mount as mount_mod
+from agent.card.camera import CameraNotFound, CameraRequest, ingest_camera
 from agent.config import AgentConfig
-from agent.detect import BlockPolicy, CardEvent, WatchBackend, block_backend
+from agent.detect import BlockPolicy, CameraWatch, CardEvent, WatchBackend, block_backend
 from agent.journal import CardRecord, Journal, JournalError
 from agent.model import Mode, StageError
 from agent.pipeline import IngestOutcome, IngestRequest, Resume, ingest_card
@@ -128,6 +130,7 @@ class Job:
     source: str
     device: str | None = None
     path: pathlib.Path | None = None
+    port: str | None = None  # a camera's libgphoto2 port (issue 16)
     id: int = dataclasses.field(default_factory=lambda: next(_job_ids))
     removed: threading.Event = dataclasses.field(default_factory=threading.Event)
     card_key: str | None = None
@@ -138,6 +141,8 @@ class Job:
     @property
     def key(self) -> str:
         """The card's name on the status board: its device or folder name."""
+        if self.port:
+            return f"camera-{re.sub(r'[^0-9A-Za-z]+', '-', self.port).strip('-')}#{self.id}"
         name = pathlib.Path(self.device).name if self.device else self.path.name if self.path else "card"
         return f"{name}#{self.id}"
 
@@ -222,6 +227,8 @@ class Daemon:
             self._clean_leftovers()
             backend = self._backend()
             backend.start()
+            cameras = self._camera_watch()
+            cameras.start()
         except (OSError, ValueError) as exc:
             self._stop_services()
             self.journal.close()
@@ -245,6 +252,7 @@ class Daemon:
             sd_notify("STOPPING=1")
             self.board.set_phase("stopping")
             log.info("daemon stopping")
+            cameras.stop()
             backend.stop()
             self._wait_for_running(_STOP_GRACE_S)
             self._stop_services()
@@ -302,6 +310,11 @@ class Daemon:
                              loop_backing_dir=self.dconf.loop_backing_dir)
         return block_backend(policy, self._events.put)
 
+    def _camera_watch(self) -> CameraWatch:
+        cams = self.config.cameras
+        return CameraWatch(self._events.put, usb=cams.usb, ports=cams.watched_ports(),
+                           poll_s=cams.ptpip_poll_s)
+
     def _wait_for_running(self, grace_s: float) -> None:
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
@@ -342,9 +355,9 @@ class Daemon:
             known = [j for j in (*self._pending, *self._running.values(),
                                  *(j for _, j in self._waiting.values()))
                      if j.reader == event.reader and not j.removed.is_set()]
-            if any(j.device == event.device and j.path == event.path for j in known):
+            if any(j.device == event.device and j.path == event.path and j.port == event.port for j in known):
                 return  # the same card announced again (several change events)
-            job = Job(event.reader, event.source, device=event.device, path=event.path)
+            job = Job(event.reader, event.source, device=event.device, path=event.path, port=event.port)
             self._pending.append(job)
         log.info("card inserted", extra={"card": job.key, "reader": job.reader, "source": job.source})
         self.board.card_detected(job.key, job.reader, job.source)
@@ -423,7 +436,10 @@ class Daemon:
         mount_point: pathlib.Path | None = None
         outcome: IngestOutcome | None = None
         try:
-            if job.device is not None:
+            if job.port is not None:
+                job.card_key = f"camera:{job.port}"
+                outcome = self._ingest(job, None)
+            elif job.device is not None:
                 volume = mount_mod.probe(job.device)
                 if volume is None:
                     if job.removed.is_set() or not os.path.exists(job.device):
@@ -450,7 +466,8 @@ class Daemon:
                         self._report_gone(job, f"{job.path} went away before it could be read")
                     return
                 root = job.path
-            outcome = self._ingest(job, root)
+            if job.port is None:
+                outcome = self._ingest(job, root)
         finally:
             if mount_point is not None:
                 mount_mod.unmount(mount_point)  # before staff hear "ready": the card may go now
@@ -512,12 +529,12 @@ class Daemon:
                                  detail=f"EHR context set by {ctx.set_by} expired")
         return record, None
 
-    def _ingest(self, job: Job, root: pathlib.Path) -> IngestOutcome | None:
+    def _ingest(self, job: Job, root: pathlib.Path | None) -> IngestOutcome | None:
         found = self._record_for(job)
         if isinstance(found, IngestOutcome):
             return found
         record, resume = found
-        request = IngestRequest(root=root, department=self.department,
+        request = IngestRequest(root=root or pathlib.Path(os.devnull), department=self.department,
                                 mode=Mode(record.mode or self.config.mode.value), expect=record.expect)
 
         def checkpoint(state: str, info: dict) -> None:
@@ -538,8 +555,18 @@ class Daemon:
             if job.removed.is_set() and stage != "wipe":
                 raise StageError(Reason.CARD_REMOVED, "the card was taken out of the reader")
 
-        outcome = ingest_card(request, self.config, progress=progress, checkpoint=checkpoint,
-                              resume=resume)
+        if job.port is not None:
+            camera = CameraRequest(port=job.port, department=self.department, mode=request.mode,
+                                   expect=request.expect)
+            try:
+                outcome = ingest_camera(camera, self.config, progress=progress, checkpoint=checkpoint,
+                                        resume=resume)
+            except CameraNotFound as exc:
+                self._report_gone(job, str(exc))
+                return None
+        else:
+            outcome = ingest_card(request, self.config, progress=progress, checkpoint=checkpoint,
+                                  resume=resume)
         if job.removed.is_set() and outcome.outcome != "archived":
             outcome = dataclasses.replace(outcome, outcome="failed", reason=Reason.CARD_REMOVED,
                                           message=staff_message(Reason.CARD_REMOVED))

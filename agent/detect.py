@@ -10,6 +10,11 @@ Three backends feed one callback with :class:`CardEvent`:
 - :class:`WatchBackend`: watchdog on a mount root that an OS automounter
   fills; every new folder below it is a card.
 
+Beside them, :class:`CameraWatch` notices cameras that speak PTP (issue 16):
+USB devices with a still-image interface (class 06) or an MTP interface from
+the kernel's uevents, and configured ports (PTP/IP addresses, ``disk:``
+folders) by polling whether they answer.
+
 The two block backends share :class:`BlockPolicy`, which decides whether a
 block device may be treated as a card at all: a disk on a removable bus (USB,
 MMC/SD, or the kernel's removable flag: card readers), never a non-removable
@@ -42,10 +47,11 @@ _KERNEL_GROUP = 1
 @dataclasses.dataclass(frozen=True)
 class CardEvent:
     action: str  # "inserted" | "removed"
-    reader: str  # the slot: a whole disk's sysfs path, or a watched card folder
-    source: str  # "uevent" | "udev" | "watch"
+    reader: str  # the slot: a whole disk's sysfs path, a watched card folder, a camera's port
+    source: str  # "uevent" | "udev" | "watch" | "camera"
     device: str | None = None  # block device node of the card's file system
     path: pathlib.Path | None = None  # the card folder (watch backend)
+    port: str | None = None  # a camera's libgphoto2 port (CameraWatch)
 
 
 EventFn = Callable[[CardEvent], None]
@@ -342,3 +348,119 @@ def _read(path: pathlib.Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
+
+
+# --------------------------------------------------------------------------- cameras (issue 16)
+
+
+def camera_port_of(props: dict[str, str], sys_root: pathlib.Path = pathlib.Path("/sys")) -> str | None:
+    """The libgphoto2 port (``usb:BUS,DEV``) of a USB interface that speaks PTP or MTP, else None."""
+    if props.get("SUBSYSTEM") != "usb" or props.get("DEVTYPE") != "usb_interface":
+        return None
+    node = sys_root / props.get("DEVPATH", "").lstrip("/")
+    interface = props.get("INTERFACE", "")
+    still_image = interface.split("/")[0] == "6"
+    # Android's MTP interface is vendor-specific (255) and says "MTP" in its name.
+    mtp = interface.split("/")[0] == "255" and "MTP" in _read(node / "interface").upper()
+    if not (still_image or mtp):
+        return None
+    bus, dev = _read(node.parent / "busnum"), _read(node.parent / "devnum")
+    if not (bus.isdigit() and dev.isdigit()):
+        return None
+    return f"usb:{int(bus):03d},{int(dev):03d}"
+
+
+def port_present(port: str) -> bool:
+    """Whether a configured camera port answers now (PTP/IP: its TCP port; disk: the folder)."""
+    from agent.card.camera import ptpip_reachable
+
+    kind, _, where = port.partition(":")
+    if kind == "ptpip":
+        return ptpip_reachable(where, timeout_s=1.0)
+    if kind == "disk":
+        return os.path.isdir(where)
+    return False
+
+
+class CameraWatch(UeventBackend):
+    """Cameras coming and going: USB uevents (PTP/MTP interfaces) and polled configured ports.
+
+    Each camera is a CardEvent whose ``reader`` and ``port`` are its
+    libgphoto2 port. USB detection failing to start (no netlink in a sandbox)
+    is logged and leaves the configured ports working.
+    """
+
+    source = "camera"
+
+    def __init__(self, on_event: EventFn, *, usb: bool = True, ports: tuple[str, ...] = (),
+                 poll_s: float = 15.0, sys_root: pathlib.Path = pathlib.Path("/sys"),
+                 present: Callable[[str], bool] = port_present) -> None:
+        # The uevent socket and loop are UeventBackend's; its block policy is unused here.
+        super().__init__(BlockPolicy(pathlib.Path("/nonexistent"), sys_root=sys_root), on_event)
+        self.sys_root = sys_root
+        self.usb, self.ports, self.poll_s, self.present = usb, ports, poll_s, present
+        self._interfaces: dict[str, str] = {}  # sysfs path of the interface -> port (for "remove")
+        self._answering: set[str] = set()
+        self._stop_poll = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.usb:
+            try:
+                super().start()
+            except OSError as exc:
+                log.warning("cameras on USB are not noticed: no kernel uevents", extra={"detail": str(exc)})
+        if self.ports:
+            self._poller = threading.Thread(target=self._poll, name="camera-ports", daemon=True)
+            self._poller.start()
+
+    def stop(self) -> None:
+        self._stop_poll.set()
+        if self._poller:
+            self._poller.join(timeout=5)
+        super().stop()
+
+    def handle(self, props: dict[str, str]) -> None:
+        devpath = props.get("DEVPATH", "")
+        if props.get("ACTION") == "remove":
+            port = self._interfaces.pop(devpath, None)
+            if port:
+                self.on_event(CardEvent("removed", port, self.source, port=port))
+            return
+        if props.get("ACTION") != "add":
+            return
+        port = camera_port_of(props, self.sys_root)
+        if port:
+            self._interfaces[devpath] = port
+            log.info("camera connected", extra={"port": port, "interface": props.get("INTERFACE")})
+            self.on_event(CardEvent("inserted", port, self.source, port=port))
+
+    def coldplug(self) -> None:
+        devices = self.sys_root / "bus" / "usb" / "devices"
+        for node in sorted(devices.glob("*:*")) if devices.is_dir() else ():
+            real = pathlib.Path(os.path.realpath(node))
+            cls, sub, proto = (_read(real / f) for f in ("bInterfaceClass", "bInterfaceSubClass",
+                                                         "bInterfaceProtocol"))
+            if not cls:
+                continue
+            interface = "/".join(str(int(v, 16)) for v in (cls, sub or "0", proto or "0"))
+            devpath = "/" + str(real.relative_to(os.path.realpath(self.sys_root)))
+            self.handle({"ACTION": "add", "SUBSYSTEM": "usb", "DEVTYPE": "usb_interface",
+                         "DEVPATH": devpath, "INTERFACE": interface})
+
+    def _poll(self) -> None:
+        while not self._stop_poll.is_set():
+            for port in self.ports:
+                try:
+                    answers = self.present(port)
+                except Exception:  # one odd address must not stop the others
+                    log.exception("error probing a camera port", extra={"port": port})
+                    continue
+                if answers and port not in self._answering:
+                    self._answering.add(port)
+                    log.info("camera answers", extra={"port": port})
+                    self.on_event(CardEvent("inserted", port, self.source, port=port))
+                elif not answers and port in self._answering:
+                    self._answering.discard(port)
+                    self.on_event(CardEvent("removed", port, self.source, port=port))
+            self._stop_poll.wait(self.poll_s)

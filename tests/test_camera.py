@@ -217,3 +217,20 @@ def test_deviceinfo_is_read_through_the_ptp_driver(card, monkeypatch):
     assert info.port.startswith("usb:0") and info.driver
     assert not judge_camera(info, [CANON_R5]).accepted
     assert judge_camera(info, [Device("GP", "VC", "0.1")]).accepted
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_cameras_table_of_the_config():
+    from agent.config import ConfigError, from_dict
+
+    cams = from_dict({"cameras": {"ptpip": ["192.0.2.20", "camera-3:15740"], "ports": ["disk:/srv/cam"],
+                                  "usb": False, "ptpip_poll_s": 5}}).cameras
+    assert cams.watched_ports() == ("ptpip:192.0.2.20", "ptpip:camera-3:15740", "disk:/srv/cam")
+    assert not cams.usb and cams.ptpip_poll_s == 5.0
+    assert from_dict({}).cameras.usb is True
+    for bad in ({"ptpip": "192.0.2.20"}, {"ports": ["usb:001,002"]}, {"usb": "yes"}, {"ptpip_poll_s": 0},
+                {"poll": 3}):
+        with pytest.raises(ConfigError):
+            from_dict({"cameras": bad})

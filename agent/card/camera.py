@@ -48,6 +48,7 @@ import re
 import shutil
 import socket
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from agent import devices as device_policy
@@ -330,13 +331,7 @@ class CameraConnection:
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            # Streams into the file: a clip never sits in memory. libgphoto2
-            # closes the descriptor it is given when it frees the file.
-            target = self._gp.CameraFile(os.dup(fd))
-            try:
-                self._camera.file_get(entry.folder, entry.name, self._gp.GP_FILE_TYPE_NORMAL, target)
-            finally:
-                del target
+            self._get_into(entry, fd)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -350,6 +345,29 @@ class CameraConnection:
         if entry.mtime:
             os.utime(dest, (entry.mtime, entry.mtime))
         return dest
+
+    def _get_into(self, entry: CameraEntry, fd: int) -> None:
+        """Stream the file into ``fd``: a clip never sits in memory whole.
+
+        python-gphoto2 (2.6) deprecates handing file_get a CameraFile to fill,
+        but it is the only way libgphoto2 streams to a descriptor (gp_file_new_from_fd;
+        file_read is not offered by the directory or PTP drivers for this). If a
+        later python-gphoto2 drops it, the file is fetched into memory instead.
+        """
+        gp = self._gp
+        target = gp.CameraFile(os.dup(fd))  # libgphoto2 closes the descriptor it is given
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._camera.file_get(entry.folder, entry.name, gp.GP_FILE_TYPE_NORMAL, target)
+            return
+        except TypeError:
+            pass  # the in/out form is gone
+        finally:
+            del target
+        data = self._camera.file_get(entry.folder, entry.name, gp.GP_FILE_TYPE_NORMAL).get_data_and_size()
+        with os.fdopen(os.dup(fd), "wb") as out:
+            out.write(memoryview(data))
 
     def kept_back(self, exc: Exception, entry: CameraEntry) -> bool:
         """True when the camera will not hand out a file that is no media (see _MEDIA_NAME)."""
@@ -521,9 +539,13 @@ def camera_message(reason: Reason) -> str:
     return re.sub(r"\b([Tt])he card\b", lambda m: f"{m.group(1)}he camera", staff_message(reason))
 
 
-def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None, checkpoint=None):
+def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None, checkpoint=None,
+                  resume=None):
     """One camera from DeviceInfo to delete; returns the pipeline's IngestOutcome.
 
+    ``progress``, ``checkpoint`` and ``resume`` are the pipeline's (the daemon's
+    journal): the download folder holds the camera's files under the camera's
+    own paths, so an interrupted run's journal applies to it as to a card.
     Raises :class:`CameraNotFound` when no camera answers at the port at the start.
     """
     from agent import pipeline
@@ -578,7 +600,7 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None,
         outcome = pipeline.ingest_card(
             pipeline.IngestRequest(root=folder, department=request.department, mode=request.mode,
                                    expect=request.expect),
-            config, progress=progress, checkpoint=checkpoint,
+            config, progress=progress, checkpoint=checkpoint, resume=resume,
             wiper=camera_wiper(open_camera, info, {e.relative_path: e for e in entries}),
         )
     return _for_camera(outcome, judgement, kept)
@@ -627,11 +649,12 @@ def list_cameras(ptpip_hosts: Sequence[str] = (), *, probe_timeout_s: float = 1.
     for host in ptpip_hosts:
         out.append({"model": DEFAULT_MODELS["ptpip"], "port": f"ptpip:{host}", "serial": None,
                     "manufacturer": None, "device_model": None,
-                    "connected": _reachable(host, probe_timeout_s)})
+                    "connected": ptpip_reachable(host, probe_timeout_s)})
     return out
 
 
-def _reachable(host: str, timeout_s: float) -> bool:
+def ptpip_reachable(host: str, timeout_s: float) -> bool:
+    """Whether something listens on a PTP/IP camera's port ("HOST" or "HOST:PORT")."""
     name, _, port = host.partition(":")
     try:
         with socket.create_connection((name, int(port or PTPIP_PORT)), timeout=timeout_s):
