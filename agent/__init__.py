@@ -2,7 +2,7 @@
 
 The card's path: detect -> mount -> scan -> identify -> decide -> strip ->
 upload -> verify -> wipe. Each stage is one module with plain-data inputs and
-outputs (see :mod:`agent.model`); :mod:`agent.pipeline` composes them.
+outputs (see :mod:`agent.card.model`); :mod:`agent.card.pipeline` composes them.
 """
 
 __version__ = "0.1.0"

@@ -7,8 +7,8 @@
     bildsluss-agent cameras [--json]                          (agent.card.camera)
     bildsluss-agent run --config FILE [--archive HOST:PORT] [--department HSA-ID]
                         [--insecure | --tls-…] (--udev | --watch ROOT) [--allow-loop]
-    bildsluss-agent expect ID [--mode MODE] [--ttl 10m]      (agent.control)
-    bildsluss-agent status [--json]                           (agent.control)
+    bildsluss-agent expect ID [--mode MODE] [--ttl 10m]      (agent.desk.control)
+    bildsluss-agent status [--json]                           (agent.desk.control)
 
 Exit codes: 0 archived and wiped; 1 internal error (card untouched); 2 usage or
 configuration error; 3 refused (nothing uploaded, nothing deleted); 4 deferred
@@ -30,8 +30,8 @@ import sys
 from agent import __version__
 from agent import config as config_mod
 from bildsluss_common import logs
-from agent.model import Mode
-from agent.identity.numbers import validate as validate_identity
+from agent.card.model import Mode
+from bildsluss_common.identity.numbers import validate as validate_identity
 
 EXIT_USAGE = 2
 _HSA_ID = re.compile(r"^SE\d{10}-[0-9A-Z]+$")
@@ -87,7 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="treat loop devices as cards too (tests and demos)")
     run.set_defaults(handler=_cmd_run)
 
-    from agent import control
+    from agent.desk import control
 
     control.add_cli(sub)  # expect, status: they talk to the running daemon
 
@@ -133,7 +133,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, s
 
 
 def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestRequest"]:
-    from agent.pipeline import IngestRequest
+    from agent.card.pipeline import IngestRequest
 
     cfg, department = _resolve_config(args)
     mode = Mode(args.mode) if args.mode else cfg.mode
@@ -177,7 +177,7 @@ def _progress_printer(enabled: bool):
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from agent.pipeline import ingest_card
+    from agent.card.pipeline import ingest_card
 
     cfg, request = _resolve(args)
     progress = _progress_printer(sys.stderr.isatty())
@@ -228,14 +228,14 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
-    from agent.daemon import Daemon, StartError
+    from agent.daemon.loop import Daemon, StartError
 
     cfg, department = _resolve_config(args)
     if args.allow_loop:
         cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, allow_loop=True))
     if args.watch is not None and not args.watch.is_dir():
         raise UsageError(f"--watch {args.watch}: not a folder")
-    from agent.control import resolve_group
+    from agent.desk.control import resolve_group
 
     try:
         resolve_group(cfg.daemon.control_group)

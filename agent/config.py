@@ -14,8 +14,8 @@ import socket
 import tomllib
 from typing import Any
 
-from agent.identity.reserve import ReserveFormat, ReserveFormatError, from_config as reserve_from_config
-from agent.model import Device, Mode
+from bildsluss_common.identity.reserve import ReserveFormat, ReserveFormatError, from_config as reserve_from_config
+from agent.card.model import Device, Mode
 
 
 class ConfigError(Exception):
@@ -129,7 +129,7 @@ class AgentConfig:
     # checked (a one-machine development default; production configs list them).
     devices: tuple[Device, ...] = ()
     # Budget for reading identity from one frame, in CPU seconds of the reading
-    # thread and its tesseract processes (agent/identity/budget.py; a wall-clock
+    # thread and its tesseract processes (bildsluss_common/readers/budget.py; a wall-clock
     # backstop of 4x + 1 s applies too).
     identify_budget_s: float = 2.0
     # Raw [identity] table, handed to the identity readers.

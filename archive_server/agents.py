@@ -34,6 +34,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from archive_server import validation as v
 from archive_server.errors import InvalidArgument
 from archive_server.models import Agent, Base, Department, utcnow
+from bildsluss_common.identity.masking import mask_numbers_in_text
 from bildsluss.v1 import agents_pb2 as pb
 from bildsluss.v1 import agents_pb2_grpc as pb_grpc
 
@@ -54,7 +55,6 @@ _REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 # A personnummer/samordningsnummer in any of its written forms (YYMMDD-NNNN,
 # YYYYMMDDNNNN, ...). Deliberately broad: a false alarm masks a few digits of a
 # device name, a miss leaks a patient's number.
-_IDENTITY_NUMBER = re.compile(r"(?<!\d)(?:\d{2})?\d{6}[-+ ]?\d{4}(?!\d)")
 _STATES = {
     pb.AGENT_STATE_IDLE: "idle",
     pb.AGENT_STATE_BUSY: "busy",
@@ -251,7 +251,7 @@ def _text(value: str, field: str, limit: int, *, required: bool = False) -> None
 
 def masked(value: str, agent_id: str = "") -> str:
     """``value`` with anything shaped like an identity number replaced by ``*``."""
-    clean = _IDENTITY_NUMBER.sub(lambda m: "*" * len(m.group(0)), value)
+    clean = mask_numbers_in_text(value)
     if clean != value:
         log.warning("heartbeat text looked like it held an identity number; masked",
                     extra={"agent_id": agent_id})

@@ -39,7 +39,7 @@ class CasesServicer(pb_grpc.CasesServicer):
         self.config = config
 
     def List(self, request: pb.ListCasesRequest, context: grpc.ServicerContext) -> pb.ListCasesResponse:
-        patient = normalise_patient(request.patient_id) if request.patient_id else None
+        patient = normalise_patient(request.patient_id, self.config.reserve_formats) if request.patient_id else None
         return pb.ListCasesResponse(cases=[case_view(c) for c in search_cases(self.db, caller(context), patient)])
 
     def Get(self, request: pb.GetCaseRequest, context: grpc.ServicerContext) -> pb.CaseView:
@@ -51,10 +51,10 @@ class CasesServicer(pb_grpc.CasesServicer):
     def Revise(self, request: pb.ReviseCaseRequest, context: grpc.ServicerContext) -> pb.CaseView:
         result = versions.revise_case(
             self.db, caller(context), request.case_id, reason=request.reason,
-            patient=normalise_patient(request.patient_id) if request.patient_id else None,
+            patient=normalise_patient(request.patient_id, self.config.reserve_formats) if request.patient_id else None,
             fields=sorted(request.fields.items()), drop_media=list(request.drop_media),
             form_template=request.form_template or None,
-            reserve_pattern=self.config.reserve_number_pattern)
+            reserve_formats=self.config.reserve_formats)
         return case_view(result["case"])
 
     def History(self, request: pb.HistoryRequest, context: grpc.ServicerContext) -> pb.HistoryResponse:

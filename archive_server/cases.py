@@ -12,9 +12,8 @@ import datetime as dt
 import hashlib
 import os
 import pathlib
-import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +24,8 @@ from archive_server.blobstore import BlobStore, PartialKey
 from archive_server.db import Database
 from archive_server.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from archive_server.models import Blob, Case, CaseVersion, Consent, MediaItem, utcnow
+from bildsluss_common.identity import patient_id
+from bildsluss_common.identity.reserve import ReserveFormat
 
 CONFIDENTIAL = "Konfidentiellt"
 _BLOCK = 1 << 20
@@ -32,12 +33,13 @@ _BLOCK = 1 << 20
 MAX_CONSENT_BYTES = 64 << 20
 
 
-def normalise_patient(text: str) -> str:
-    """'19121212-1212' or '191212121212' -> '191212121212'; reserve numbers upper-cased."""
-    compact = re.sub(r"[\s-]", "", text).upper()
-    if not compact:
-        raise InvalidArgument("empty patient id")
-    return compact
+def normalise_patient(text: str, reserve_formats: Sequence[ReserveFormat] = ()) -> str:
+    """A number as a person typed it ('19121212-1212', '121212-1212') in canonical
+    form; refused with the reason when it is not a valid identity number."""
+    try:
+        return patient_id.from_input(text, reserve_formats).canonical
+    except patient_id.InvalidPatientId as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def iso(t: dt.datetime | None) -> str | None:

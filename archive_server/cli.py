@@ -325,7 +325,7 @@ def _counted(case: dict) -> dict:
 
 
 def cmd_cases(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
-    patient = normalise_patient(args.patient) if args.patient else None
+    patient = normalise_patient(args.patient, cfg.reserve_formats) if args.patient else None
     results = search_cases(_database(cfg), _principal(args), patient)
     for case in results:
         if args.json:
@@ -366,11 +366,11 @@ def cmd_case(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
         emergency = args.reason if args.emergency else None
         result = versions.revise_case(
             db, who, args.case_id, reason=args.reason,
-            patient=normalise_patient(args.patient) if args.patient else None,
+            patient=normalise_patient(args.patient, cfg.reserve_formats) if args.patient else None,
             fields=[parse_assignment(f) for f in args.field],
             drop_media=[sha for group in args.drop_media for sha in group], form_template=args.form,
             emergency_reason=emergency,
-            reserve_pattern=cfg.reserve_number_pattern)
+            reserve_formats=cfg.reserve_formats)
         _print_json(result) if args.json else print(
             f"case {args.case_id} version {result['version']} "
             f"{'created' if result['new_version'] else 'edited'}: {', '.join(result['changes']) or 'no change'}")
@@ -459,7 +459,7 @@ def cmd_admin(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     elif args.area == "user":
         _print_rows(admin.list_users(db, who), args.json, ("user", "department", "role"))
     elif args.area == "confidential":
-        result = admin.set_confidential(db, who, normalise_patient(args.patient), args.state == "on")
+        result = admin.set_confidential(db, who, normalise_patient(args.patient, cfg.reserve_formats), args.state == "on")
         print(f"patient {'marked confidential' if args.state == 'on' else 'no longer confidential'}: "
               f"{result['cases']} case(s), {result['changed']} changed")
     elif args.area == "form" and args.action == "add":
@@ -483,7 +483,7 @@ def _departments(db: Database, who: Principal, args: argparse.Namespace) -> int:
 def cmd_audit(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     db, who = _database(cfg), _principal(args)
     if args.action == "list":
-        rows = reports.list_events(db, who, patient=normalise_patient(args.patient) if args.patient else None,
+        rows = reports.list_events(db, who, patient=normalise_patient(args.patient, cfg.reserve_formats) if args.patient else None,
                                    user=args.user, department=args.department,
                                    since=reports.parse_since(args.since), until=reports.parse_since(args.until))
         _print_rows(rows, True, ()) if args.json else _print_rows(

@@ -15,6 +15,8 @@ import tomllib
 from typing import Any
 
 from archive_server.errors import ConfigError
+from bildsluss_common.identity import reserve
+from bildsluss_common.identity.reserve import ReserveFormat
 
 
 def default_data_dir() -> pathlib.Path:
@@ -55,7 +57,9 @@ class ArchiveConfig:
     grace_period_s: float = 10.0
     health_check_interval_s: float = 5.0
     partial_max_age_days: float = 7.0
-    reserve_number_pattern: str = r"^[0-9A-Z]{8,16}$"
+    # [identity] reserve_formats: the region's reservnummer formats accepted as
+    # patient ids (the agent's table, the same loader); none by default.
+    reserve_formats: tuple[ReserveFormat, ...] = ()
     db_pool_size: int = 10
     db_max_overflow: int = 20
     sqlite_busy_timeout_ms: int = 30_000
@@ -82,7 +86,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "insecure": bool, "accept_unknown_departments": bool, "max_blob_bytes": int,
     "max_message_bytes": int, "max_workers": int, "max_concurrent_rpcs": int,
     "grace_period_s": (int, float), "health_check_interval_s": (int, float),
-    "partial_max_age_days": (int, float), "reserve_number_pattern": str,
+    "partial_max_age_days": (int, float),
     "db_pool_size": int, "db_max_overflow": int, "sqlite_busy_timeout_ms": int, "log_level": str,
 }
 _TLS_KEYS = {"cert", "key", "client_ca"}
@@ -111,6 +115,14 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
         if key == "audit":
             values["audit_syslog"] = _audit(value, source)
             continue
+        if key == "identity":
+            values["reserve_formats"] = _identity(value, source)
+            continue
+        if key == "reserve_number_pattern":
+            raise ConfigError(
+                f"{source}: reserve_number_pattern is no longer read; list the region's reserve "
+                "number formats under [identity] reserve_formats, as in the agent's configuration "
+                "(docs/configuration.md)")
         expected = _TYPES.get(key)
         if expected is None:
             raise ConfigError(f"{source}: unknown key {key!r}")
@@ -133,10 +145,6 @@ def validate(config: ArchiveConfig, source: str = "configuration") -> None:
             raise ConfigError(f"{source}: {key} must be positive")
     if config.max_message_bytes < (1 << 20) + 4096:
         raise ConfigError(f"{source}: max_message_bytes must hold a 1 MiB chunk plus overhead")
-    try:
-        re.compile(config.reserve_number_pattern)
-    except re.error as exc:
-        raise ConfigError(f"{source}: reserve_number_pattern is not a regular expression: {exc}") from None
     parse_listen(config.listen)
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{source}: log_level must be debug, info, warning or error")
@@ -186,6 +194,18 @@ def _audit(value: Any, source: str) -> str | None:
         except ConfigError as e:
             raise ConfigError(f"{source}: audit.syslog: {e}") from None
     return url or None
+
+
+def _identity(value: Any, source: str) -> tuple[ReserveFormat, ...]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [identity] must be a table")
+    unknown = set(value) - {"reserve_formats"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [identity]: {', '.join(sorted(unknown))}")
+    try:
+        return reserve.from_config(value)
+    except reserve.ReserveFormatError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _name(t: type | tuple[type, ...]) -> str:

@@ -10,7 +10,7 @@ caller keeps the original in the archive untouched.
 
 What finds what:
 
-* **Barcodes**: the agent's reader (:func:`agent.identity.barcode.read_barcodes`,
+* **Barcodes**: the agent's reader (:func:`bildsluss_common.readers.barcode.read_barcodes`,
   zxing-cpp in passes: full frame, located and turned patches, rotations) with
   no early stop, so every readable code is found, not only the first.
 * **Text**: tesseract in sparse-text mode (``--psm 11``) on the grey image,
@@ -22,7 +22,7 @@ What finds what:
   line become one box, boxes are padded by half a line and merged, so a
   label's name, number and date lines become one region. Where a sticker is
   seen, the agent's tilt-tolerant number reader
-  (:func:`agent.identity.ocr.read_printed_numbers`) adds the printed number on
+  (:func:`bildsluss_common.readers.ocr.read_printed_numbers`) adds the printed number on
   a turned label, which tesseract's page layout may miss.
 * **Labels**: a bright, unsaturated sticker (the agent's label locator) that
   holds a found barcode or text is masked whole, so lines OCR did not read (a
@@ -58,10 +58,10 @@ import numpy as np
 import pytesseract
 from PIL import Image, ImageCms, ImageDraw, ImageOps, UnidentifiedImageError
 
-from agent.identity.barcode import read_barcodes, to_grey
-from agent.identity.dicom import DicomError, read_dicom
-from agent.identity.numbers import find_candidates
-from agent.identity.ocr import _label_regions, read_printed_numbers
+from bildsluss_common.readers.barcode import read_barcodes, to_grey
+from bildsluss_common.readers.dicom import DicomError, read_dicom
+from bildsluss_common.identity.numbers import find_candidates
+from bildsluss_common.readers.ocr import label_regions, read_printed_numbers
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def _text_regions(image: Image.Image, *, numbers_only: bool) -> list[Box]:
             box = _scale_box(_union([w.box for w in line]), scale)
             line_h = max(w.box[3] for w in line) * scale
             boxes.append(_pad_px(box, int(0.5 * line_h) + 2, W, H))
-    if not numbers_only and _label_regions(image):
+    if not numbers_only and label_regions(image):
         # The printed number on a turned sticker, which tesseract's layout may miss.
         numbers = read_printed_numbers(image, budget_s=NUMBER_BUDGET_S)
         boxes += [_pad(r.position, 0.3, W, H) for r in numbers]
@@ -364,7 +364,7 @@ def _labels_holding(image: Image.Image, found: list[MaskedRegion]) -> list[Maske
     """Whole stickers around found barcodes and text (see the module notes)."""
     W, H = image.size
     out = []
-    for region in _label_regions(image):
+    for region in label_regions(image):
         box = region.box
         if box[2] * box[3] > MAX_LABEL_SHARE * W * H:
             continue

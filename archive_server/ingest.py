@@ -19,7 +19,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -96,7 +95,7 @@ class IngestCore:
         self.db = db
         self.blobs = blobs
         self.config = config
-        self._reserve = re.compile(config.reserve_number_pattern)
+        self._reserve_formats = config.reserve_formats
 
     # -- OpenSession ------------------------------------------------------------------
 
@@ -147,7 +146,7 @@ class IngestCore:
         if len(r.agent_version) > 64:
             raise InvalidArgument("agent_version is longer than 64 characters")
         v.hsa_id(r.department_hsa_id)
-        v.patient_id(r.patient_id, self._reserve)
+        v.patient_id(r.patient_id, self._reserve_formats)
         if r.mode not in MODES:
             raise InvalidArgument(f"mode must be one of {', '.join(MODES.values())}, got {r.mode}")
         mode = MODES[r.mode]

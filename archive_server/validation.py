@@ -7,16 +7,17 @@ the blob in the manifest) is decided by the ingest logic.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from archive_server.errors import InvalidArgument
+from bildsluss_common.identity import patient_id as identity
+from bildsluss_common.identity.reserve import ReserveFormat
 
 SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # HSA-id: the issuing organisation's "SE" + 10 digits, "-", then an upper-case
 # alphanumeric local part (R15), e.g. SE2321000016-15CQ. At most 31 characters.
 HSA_ID = re.compile(r"^SE\d{10}-[0-9A-Z]{1,18}$")
-# Canonical personnummer / samordningsnummer (R2): 12 digits.
-PERSONNUMMER = re.compile(r"^\d{12}$")
 MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-zA-Z0-9][a-zA-Z0-9.+_-]*$")
 _PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_PATH = 1024
@@ -54,17 +55,15 @@ def agent_id(value: str) -> str:
     return value
 
 
-def patient_id(value: str, reserve_pattern: re.Pattern[str]) -> str:
-    """12 digits (canonical personnummer/samordningsnummer), or a reserve number
-    in the region's configured format. The archive does not Luhn-check: the agent
-    validated the number it read (R1, R2), and a reserve number must never be
-    Luhn-validated by accident."""
-    if PERSONNUMMER.match(value) or reserve_pattern.match(value):
-        return value
-    raise InvalidArgument(
-        "patient_id must be a canonical 12-digit identity number or a reserve number "
-        f"in this region's format, got {value!r}"
-    )
+def patient_id(value: str, reserve_formats: Sequence[ReserveFormat] = ()) -> str:
+    """A canonical identity number, exactly (R2): 12 ASCII digits of a valid
+    personnummer/samordningsnummer, or a valid reserve number in one of the
+    region's enabled formats (``[identity] reserve_formats``). The same rules the
+    agent read the number with (:mod:`bildsluss_common.identity`)."""
+    try:
+        return identity.canonical(value, reserve_formats).canonical
+    except identity.InvalidPatientId as exc:
+        raise InvalidArgument(f"patient_id: {exc}") from None
 
 
 def relative_path(value: str, field: str = "relative_path") -> str:

@@ -15,8 +15,8 @@ Search always answers with the latest version (``cases.search_cases``).
 """
 from __future__ import annotations
 
-import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,8 +28,8 @@ from archive_server.cases import case_json, load_version
 from archive_server.db import Database
 from archive_server.errors import FailedPrecondition, InvalidArgument, NotFound
 from archive_server.models import CaseVersion, ConfidentialPatient, FormTemplate, MediaItem, utcnow
+from bildsluss_common.identity.reserve import ReserveFormat
 
-DEFAULT_RESERVE_PATTERN = r"^[0-9A-Z]{8,16}$"
 
 
 class FormIncomplete(FailedPrecondition):
@@ -65,7 +65,7 @@ def revise_case(
     db: Database, principal: Principal, case_id: str, *, reason: str,
     patient: str | None = None, fields: list[tuple[str, str]] | None = None,
     drop_media: list[str] | None = None, form_template: str | None = None,
-    emergency_reason: str | None = None, reserve_pattern: str = DEFAULT_RESERVE_PATTERN,
+    emergency_reason: str | None = None, reserve_formats: Sequence[ReserveFormat] = (),
 ) -> dict[str, Any]:
     fields = fields or []
     drop = list(dict.fromkeys(drop_media or []))
@@ -87,7 +87,7 @@ def revise_case(
         form = forms.apply_fields(template.fields, form, fields)
         new_patient = latest.patient_id or case.patient_id
         if patient is not None:
-            new_patient = v.patient_id(patient, re.compile(reserve_pattern))
+            new_patient = v.patient_id(patient, reserve_formats)
         kept = [m for m in latest.media if m.blob_sha256 not in drop]
         unknown = sorted(set(drop) - {m.blob_sha256 for m in latest.media})
         if unknown:

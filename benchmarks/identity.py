@@ -20,12 +20,12 @@ and then runs the real barcode corpus (``/work/shared/corpus/barcodes``) through
 the agent's barcode reader, per folder, against zxing-cpp's own pass thresholds.
 
 Per synthetic frame the truth is known. A label frame is read from its file
-by the agent's own public function ``agent.identify.read_picture``, decode
+by the agent's own public function ``agent.card.identify.read_picture``, decode
 included, exactly as ``identify()`` reads the first/last picture of a photo
 series (``required=True``): the cheap barcode passes on a half-size decode, then
 only if they read no number the full decode, the full-resolution passes and OCR
 of the printed number. Ultrasound frames are decoded and read by
-``agent.identify.read_ultrasound_frame``. Classification:
+``agent.card.identify.read_ultrasound_frame``. Classification:
 
 * read    -- a valid number was read and every valid number equals the truth;
 * not read -- no valid number (the agent refuses: a re-shoot);
@@ -91,9 +91,9 @@ sys.path.insert(0, str(ROOT))
 
 import zxingcpp  # noqa: E402
 
-from agent import identify  # noqa: E402
-from agent.identity import barcode, ocr  # noqa: E402
-from agent.model import Method  # noqa: E402
+from agent.card import identify  # noqa: E402
+from bildsluss_common.readers import barcode, ocr  # noqa: E402
+from agent.card.model import Method  # noqa: E402
 from tests.support import cardgen, labels  # noqa: E402
 
 CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus")) / "barcodes"
@@ -385,7 +385,7 @@ class Stages:
 
 
 def agent_read_picture(path: str, budget_s: float) -> list:
-    """The agent's own reading of a picture file (public ``agent.identify.read_picture``),
+    """The agent's own reading of a picture file (public ``agent.card.identify.read_picture``),
     decode included, as for the first/last picture of a series: the cheap barcode passes
     on a half-size decode, then the full decode, the full-resolution passes and OCR."""
     return identify.read_picture(path, "frame", required=True, budget_s=budget_s)
@@ -396,7 +396,7 @@ def _has_identity(readings) -> bool:
 
 
 def agent_read_ultrasound(image: Image.Image, budget_s: float) -> list:
-    """The agent's own reading of an ultrasound image (public ``agent.identify.read_ultrasound_frame``)."""
+    """The agent's own reading of an ultrasound image (public ``agent.card.identify.read_ultrasound_frame``)."""
     return identify.read_ultrasound_frame(image, "frame", 0, budget_s=budget_s)
 
 
@@ -852,8 +852,8 @@ def main(argv: list[str] | None = None) -> int:
              else "on every CPU while a frame is timed (--share-timing-cpu)" if args.share_timing_cpu
              else f"on CPU(s) {sorted(_ALL_CPUS - {_TIMING_CPU})} only while a frame is timed (--no-overlap to stop them)"))
     print("load average at start (1/5/15 min): %.2f %.2f %.2f  -- other sessions share this machine" % os.getloadavg())
-    print("per-frame reading: agent.identify.read_picture (public; the file decoded as identify() decodes it, "
-          "barcode first, OCR fallback, required frame); ultrasound frames: agent.identify.read_ultrasound_frame")
+    print("per-frame reading: agent.card.identify.read_picture (public; the file decoded as identify() decodes it, "
+          "barcode first, OCR fallback, required frame); ultrasound frames: agent.card.identify.read_ultrasound_frame")
 
     stages = Stages()
     # Warm up (imports, zxing-cpp and tesseract first-call costs) outside the figures.

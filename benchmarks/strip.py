@@ -37,9 +37,9 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from agent.metadata import MetadataReader  # noqa: E402
-from agent.scan import scan  # noqa: E402
-from agent.strip import strip_all  # noqa: E402
+from agent.card.metadata import MetadataReader  # noqa: E402
+from agent.card.scan import scan  # noqa: E402
+from agent.card.strip import strip_all  # noqa: E402
 
 CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus")) / "exif"
 

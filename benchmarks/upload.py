@@ -28,8 +28,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.config import ArchiveConfig  # noqa: E402
-from agent.model import Decision, Evidence, MediaFile, MediaKind, Method, Mode, StrippedFile  # noqa: E402
-from agent.upload import ArchiveClient, build_open_request  # noqa: E402
+from agent.card.model import Decision, Evidence, MediaFile, MediaKind, Method, Mode, StrippedFile  # noqa: E402
+from agent.card.upload import ArchiveClient, build_open_request  # noqa: E402
 from tests.support.archive_process import ArchiveProcess  # noqa: E402
 
 PATIENT = "191212121212"

@@ -1,4 +1,4 @@
-"""The barcode reader (agent/identity/barcode.py) on real photographs and odd images.
+"""The barcode reader (bildsluss_common/readers/barcode.py) on real photographs and odd images.
 
 The corpus (``corpus/barcodes`` beside the shared docs, real photos from the
 zxing and zxing-cpp test suites) is read where it lies, never copied. For each
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.identity import barcode
-from agent.identity.barcode import decode_image_file, read_barcodes
-from agent.model import Method
+from bildsluss_common.readers import barcode
+from bildsluss_common.readers.barcode import decode_image_file, read_barcodes
+from agent.card.model import Method
 from tests.support import cardgen
 
 CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus")) / "barcodes"
@@ -261,9 +261,9 @@ def test_enough_keeps_looking_past_a_product_barcode():
 
 def test_partial_itf_reads_are_dropped():
     """A 6- or 10-digit piece of a tilted 12-digit ITF label must never reach identify."""
-    from agent.identity import Reading
-    from agent.identity.barcode import is_partial_itf
-    from agent.model import Method
+    from bildsluss_common.readers import Reading
+    from bildsluss_common.readers.barcode import is_partial_itf
+    from agent.card.model import Method
 
     assert is_partial_itf(Reading("197706", Method.BARCODE, "ITF"))
     assert is_partial_itf(Reading("1212121212", Method.BARCODE, "ITF"))
@@ -294,7 +294,7 @@ def test_reduced_passes_on_a_frame_without_a_label_locate_nothing():
 
 
 def _r(text: str, reader: str, position=(100, 100, 200, 80), symbology="Code39"):
-    from agent.identity import Reading
+    from bildsluss_common.readers import Reading
 
     return Reading(text=text, method=Method.BARCODE, symbology=symbology, position=position, reader=reader)
 

@@ -15,8 +15,8 @@ from agent.card.camera import (
     CameraConnection, CameraEntry, CameraInfo, CameraNotFound, camera_message, camera_wiper,
     check_name, download_area, judge_camera, maker_key, remove_stale_downloads, serial_matches,
 )
-from agent.model import Device, MediaFile, MediaKind, StageError
-from agent.reasons import Reason
+from agent.card.model import Device, MediaFile, MediaKind, StageError
+from agent.card.reasons import Reason
 from tests.support.cardgen import make_card
 from tests.support.deviceinfo import load
 

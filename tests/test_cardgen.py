@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.identity import numbers
+from bildsluss_common.identity import numbers
 from tests.support import cardgen
 from tests.support.cardgen import make_card, make_personnummer
 

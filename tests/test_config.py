@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 from agent import config
-from agent.model import Device, Mode
+from agent.card.model import Device, Mode
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "packaging" / "agent.example.toml"

@@ -17,10 +17,10 @@ import threading
 
 import pytest
 
-from agent import control
-from agent.control import ControlServer, ask, parse_duration
-from agent.ehr_context import ContextStore
-from agent.status import StatusBoard
+from agent.desk import control
+from agent.desk.control import ControlServer, ask, parse_duration
+from agent.desk.ehr_context import ContextStore
+from agent.desk.status import StatusBoard
 
 NOBODY = 65534
 PATIENT_FULL = "191212121212"

@@ -19,11 +19,11 @@ import subprocess
 import pytest
 from PIL import Image, ImageOps
 
-from agent.metadata import MetadataReader
-from agent.model import StageError
-from agent.reasons import Reason
-from agent.scan import scan
-from agent.strip import strip
+from agent.card.metadata import MetadataReader
+from agent.card.model import StageError
+from agent.card.reasons import Reason
+from agent.card.scan import scan
+from agent.card.strip import strip
 
 EXIF = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus")) / "exif"
 pytestmark = pytest.mark.skipif(not EXIF.is_dir(), reason="shared corpus not present")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from agent.detect import CameraWatch, camera_port_of
+from agent.daemon.detect import CameraWatch, camera_port_of
 from tests.support.cardgen import make_card, make_personnummer
 from tests.support.daemon import daemons, states  # noqa: F401
 from tests.support.e2e import cases, media_on

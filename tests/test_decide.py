@@ -9,10 +9,10 @@ import pathlib
 
 import pytest
 
-from agent.decide import canonical_expect, decide
-from agent.identify import FileProblem, IdentifyResult, VideoWindows
-from agent.model import Evidence, MediaFile, MediaKind, Method, Mode, ScanResult
-from agent.reasons import Reason
+from agent.card.decide import canonical_expect, decide
+from agent.card.identify import FileProblem, IdentifyResult, VideoWindows
+from agent.card.model import Evidence, MediaFile, MediaKind, Method, Mode, ScanResult
+from agent.card.reasons import Reason
 from tests.support.cardgen import make_personnummer
 
 A = "191212121212"  # Skatteverket's test personnummer, canonical
@@ -452,7 +452,7 @@ def test_detail_names_at_most_a_few_files():
 
 def test_expected_reservnummer_needs_the_configured_formats():
     """A reservnummer in EHR context matches only when its region format is enabled."""
-    from agent.identity.reserve import from_config
+    from bildsluss_common.identity.reserve import from_config
 
     formats = from_config({"reserve_formats": ["sll"]})
     reserve = "991981000010"

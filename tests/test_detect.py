@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from agent.detect import BlockPolicy, CardEvent, UeventBackend, WatchBackend, parse_uevent
+from agent.daemon.detect import BlockPolicy, CardEvent, UeventBackend, WatchBackend, parse_uevent
 
 
 

@@ -11,11 +11,11 @@ import subprocess
 
 import pytest
 
-from agent.devices import check_devices, judge, phone_traits
-from agent.metadata import MetadataReader
-from agent.model import Device, MediaFile, MediaKind, Method, Mode, StageError
-from agent.reasons import Reason
-from agent.scan import scan
+from agent.card.devices import check_devices, judge, phone_traits
+from agent.card.metadata import MetadataReader
+from agent.card.model import Device, MediaFile, MediaKind, Method, Mode, StageError
+from agent.card.reasons import Reason
+from agent.card.scan import scan
 from tests.support.cardgen import make_card
 from tests.support.e2e import PATIENT, ingest, snapshot
 

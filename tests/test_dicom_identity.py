@@ -8,8 +8,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from agent.identity import Reading
-from agent.identity.dicom import (
+from bildsluss_common.readers import Reading
+from bildsluss_common.readers.dicom import (
     DicomIdentity,
     DicomReading,
     DicomUnreadable,
@@ -18,8 +18,8 @@ from agent.identity.dicom import (
     read_dicom_identity,
     read_dicomdir,
 )
-from agent.identity.numbers import parse
-from agent.model import Method
+from bildsluss_common.identity.numbers import parse
+from agent.card.model import Method
 from tests.support.labels import render_overlay
 
 CORPUS = pathlib.Path("/work/shared/corpus/dicom")

@@ -128,7 +128,7 @@ def test_archive_down_defers_and_leaves_the_card(tmp_path):
 def test_archive_killed_mid_upload_defers_and_a_retry_completes(tmp_path):
     """The archive dies after the first file is stored: deferred, card untouched; back up, the card goes through."""
     from agent.config import AgentConfig, ArchiveConfig
-    from agent.pipeline import IngestRequest, ingest_card
+    from agent.card.pipeline import IngestRequest, ingest_card
 
     card = tmp_path / "card"
     make_card(card, patient=PATIENT, n_images=3, seed=41)
@@ -170,7 +170,7 @@ def test_archive_killed_mid_upload_defers_and_a_retry_completes(tmp_path):
 def test_retry_after_a_crash_between_commit_and_wipe_makes_no_second_case(archive, tmp_path):
     """The card is ingested twice (as after a crash before the wipe): one case, same id."""
     from agent.config import AgentConfig, ArchiveConfig
-    from agent.pipeline import IngestRequest, ingest_card
+    from agent.card.pipeline import IngestRequest, ingest_card
 
     patient = make_personnummer("19550505", "123")
     card = tmp_path / "card"

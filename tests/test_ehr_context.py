@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from agent.ehr_context import MAX_TTL_S, ContextStore
-from agent.identity.reserve import from_config as reserve_formats
-from agent.model import Mode
+from agent.desk.ehr_context import MAX_TTL_S, ContextStore
+from bildsluss_common.identity.reserve import from_config as reserve_formats
+from agent.card.model import Mode
 
 
 class Clock:
@@ -57,7 +57,7 @@ def test_an_expired_context_is_handed_out_once_marked_expired(store, clock):
 
 def test_samordningsnummer_is_accepted(store):
     # day 12 + 60 = 72; the check digit is computed over the 10-digit form
-    from agent.identity.numbers import luhn_check_digit
+    from bildsluss_common.identity.numbers import luhn_check_digit
 
     payload = "121272121"
     number = "19" + payload + luhn_check_digit(payload)

@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from agent.config import AgentConfig, ArchiveConfig, DaemonConfig
-from agent.heartbeat import Heartbeater, build_request
-from agent.status import StatusBoard
+from agent.daemon.heartbeat import Heartbeater, build_request
+from agent.desk.status import StatusBoard
 from archive_server.agents import MAX_REFUSALS_KEPT, AgentRegistryCore, list_agents
 from archive_server.blobstore import open_blobstore
 from archive_server.config import ArchiveConfig as ServerConfig
@@ -293,7 +293,7 @@ def test_agents_known_only_from_ingest_are_listed_as_silent(registry):
 
 
 def test_heartbeats_use_the_uploaders_mutual_tls(tmp_path):
-    """The same channel factory as the upload (agent.upload.open_channel): with the
+    """The same channel factory as the upload (agent.card.upload.open_channel): with the
     agent's client certificate the heartbeat is accepted; without TLS it never reaches
     the service."""
     from tests.support.pki import make_pki, serve

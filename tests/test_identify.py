@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent import scan as scan_stage
-from agent.decide import decide
-from agent.identify import evidence_from_reading, identify, required_positions
-from agent.identity import Reading
-from agent.model import Method, Mode
-from agent.reasons import Reason
+from agent.card import scan as scan_stage
+from agent.card.decide import decide
+from agent.card.identify import evidence_from_reading, identify, required_positions
+from bildsluss_common.readers import Reading
+from agent.card.model import Method, Mode
+from agent.card.reasons import Reason
 from tests.support.cardgen import make_card, make_personnummer
 
 PATIENT = "19121212-1212"
@@ -137,7 +137,7 @@ def test_expected_patient(cards):
 
 
 def test_printed_number_without_barcode_is_read_by_ocr(cards):
-    pytest.importorskip("agent.identity.ocr")
+    pytest.importorskip("bildsluss_common.readers.ocr")
     # A generous budget: tesseract is slow on a busy CI machine, and a budget
     # cut short reads nothing (which would refuse the card, not pass it).
     _, _, identified, decision = run(cards, "printed", budget_s=6.0, barcode=False, label_angle=3)
@@ -201,7 +201,7 @@ def test_evidence_from_a_reading(text, expected):
 def test_read_frame_reads_one_picture_as_identify_does(cards):
     from PIL import Image
 
-    from agent.identify import read_frame
+    from agent.card.identify import read_frame
 
     spec, _ = cards("good", n_images=4)
     with Image.open(spec.root / spec.files[0]) as img:
@@ -213,7 +213,7 @@ def test_read_picture_reads_the_file_as_identify_does(cards):
     """The half-size decode and the cheap passes first; the positions are the full picture's."""
     from PIL import Image
 
-    from agent.identify import read_picture
+    from agent.card.identify import read_picture
 
     spec, _ = cards("good", n_images=4)
     path = spec.root / spec.files[0]
@@ -233,7 +233,7 @@ def test_budget_is_cpu_time_so_waiting_does_not_spend_it():
     counts the CPU the readers use, not the time the machine makes them wait."""
     import time
 
-    from agent.identity.budget import Budget
+    from bildsluss_common.readers.budget import Budget
 
     b = Budget(0.5)
     time.sleep(0.3)  # no CPU used: as if another process had the core
@@ -245,7 +245,7 @@ def test_budget_counts_the_tesseract_processes_and_has_a_wall_clock_backstop():
     import sys
     import time
 
-    from agent.identity.budget import Budget
+    from bildsluss_common.readers.budget import Budget
 
     b = Budget(30.0)
     before = b.left()

@@ -1,4 +1,4 @@
-"""Personnummer and samordningsnummer (R2): agent.identity.numbers.
+"""Personnummer and samordningsnummer (R2): bildsluss_common.identity.numbers.
 
 Three layers:
 
@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from agent.identity.numbers import (
+from bildsluss_common.identity.numbers import (
     MAX_AGE_YEARS,
     PERSONNUMMER,
     SAMORDNINGSNUMMER,

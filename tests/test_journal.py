@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from agent.journal import Journal, JournalError
+from agent.daemon.journal import Journal, JournalError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ def test_the_journal_survives_a_killed_process_and_is_private(tmp_path):
     path = tmp_path / "journal.sqlite3"
     code = (
         "import os, pathlib, signal\n"
-        "from agent.journal import Journal\n"
+        "from agent.daemon.journal import Journal\n"
         f"j = Journal(pathlib.Path({str(path)!r}))\n"
         "c = j.open_card('fs:vfat:AB12-CD34', 'reader', 'uevent', mode='photo', expect=None)\n"
         "j.advance(c.id, 'stripped', session_id='s-9')\n"

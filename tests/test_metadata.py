@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from agent import metadata as md
-from agent.metadata import MetadataReader
+from agent.card import metadata as md
+from agent.card.metadata import MetadataReader
 
 CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus"))
 EXIF = CORPUS / "exif"

@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from agent import mount as mount_mod
-from agent.reasons import Reason
+from agent.daemon import mount as mount_mod
+from agent.card.reasons import Reason
 
 pytestmark = [
     pytest.mark.root,

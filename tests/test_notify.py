@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from agent.notify import Notification, Notifier, notification_for, session_bus_address
-from agent.reasons import STAFF_MESSAGES_SV, Reason
-from agent.status import StatusBoard
+from agent.desk.notify import Notification, Notifier, notification_for, session_bus_address
+from agent.card.reasons import STAFF_MESSAGES_SV, Reason
+from agent.desk.status import StatusBoard
 
 
 def outcome(kind: str, reason: str | None = None, wiped: bool = True) -> dict:
@@ -91,7 +91,7 @@ def test_without_a_session_bus_notifications_are_off_and_said_so_once(monkeypatc
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     board = StatusBoard("pc-1", "0.1.0", None)
     notifier = Notifier(board, enabled=True)
-    with caplog.at_level(logging.INFO, logger="agent.notify"):
+    with caplog.at_level(logging.INFO, logger="agent.desk.notify"):
         notifier.start()
         board.card_detected("sdb1", "usb-1", "udev")
         board.card_finished("sdb1", outcome("refused", "NO_ID_FOUND"))
@@ -198,7 +198,7 @@ def test_notifications_arrive_on_the_session_bus(session_bus):
 def test_a_bus_without_a_notification_service_never_stops_the_daemon(session_bus, caplog):
     board = StatusBoard("pc-1", "0.1.0", None)
     notifier = Notifier(board, enabled=True, bus_address=session_bus)
-    with caplog.at_level(logging.WARNING, logger="agent.notify"):
+    with caplog.at_level(logging.WARNING, logger="agent.desk.notify"):
         notifier.start()
         for key in ("a", "b"):
             board.card_detected(key, "usb-1", "udev")
@@ -216,9 +216,9 @@ def test_a_bus_without_a_notification_service_never_stops_the_daemon(session_bus
 
 
 def test_the_relay_shows_a_system_daemons_notifications_in_the_session(session_bus, tmp_path):
-    from agent.control import ControlServer
-    from agent.ehr_context import ContextStore
-    from agent.notify import relay
+    from agent.desk.control import ControlServer
+    from agent.desk.ehr_context import ContextStore
+    from agent.desk.notify import relay
 
     service = NotificationService(session_bus)
     board = StatusBoard("pc-1", "0.1.0", None)
@@ -261,9 +261,9 @@ def test_the_relay_shows_a_system_daemons_notifications_in_the_session(session_b
 
 
 def test_the_relay_gives_up_when_this_user_may_not_use_the_socket(tmp_path):
-    from agent.control import EXIT_FORBIDDEN, ControlError, ControlServer
-    from agent.ehr_context import ContextStore
-    from agent.notify import relay
+    from agent.desk.control import EXIT_FORBIDDEN, ControlError, ControlServer
+    from agent.desk.ehr_context import ContextStore
+    from agent.desk.notify import relay
 
     class Closed(ControlServer):
         def allowed(self, conn, uid, gid):

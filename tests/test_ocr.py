@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.identity.dicom import read_dicom
-from agent.identity.numbers import parse
-from agent.identity.ocr import (
+from bildsluss_common.readers.dicom import read_dicom
+from bildsluss_common.identity.numbers import parse
+from bildsluss_common.readers.ocr import (
     OverlayFields,
     _join_split_number,
     read_overlay,
     read_overlay_fields,
     read_printed_numbers,
 )
-from agent.model import Method
+from agent.card.model import Method
 from tests.support.labels import render_label, render_overlay, valid_numbers
 
 CORPUS_US = pathlib.Path("/work/shared/corpus/dicom/ultrasound")
@@ -112,7 +112,7 @@ def test_budget_bounds_the_work(monkeypatch):
     run, and a small one stops after a few. CPU time, so a busy machine does not matter."""
     import pytesseract
 
-    from agent.identity.budget import cpu_now
+    from bildsluss_common.readers.budget import cpu_now
 
     runs = []
     real = pytesseract.image_to_data
@@ -196,7 +196,7 @@ def test_real_ultrasound_overlays_invent_no_number_all(name):
 def test_12mp_photo_timing():
     """CPU ms per 12 MP frame with the default budget (1.5 s CPU); printed for the report.
     The bound is the budget's: one step may overrun it."""
-    from agent.identity.budget import cpu_now
+    from bildsluss_common.readers.budget import cpu_now
 
     times, read = [], 0
     cases = list(_label_cases(6, seed=9, scene=(4000, 3000), sizes=(500, 1100)))
@@ -232,7 +232,7 @@ def _printed(text: str, font_name: str, px: int) -> tuple[Image.Image, tuple[int
 
 
 def _word(text: str, img: Image.Image, box) -> "_Word":
-    from agent.identity.ocr import _Word
+    from bildsluss_common.readers.ocr import _Word
 
     return _Word(text=text, conf=90.0, box=box, line=(1, 1, 1), source=img)
 
@@ -240,7 +240,7 @@ def _word(text: str, img: Image.Image, box) -> "_Word":
 @pytest.mark.parametrize("font_name", SEPARATOR_FONTS)
 @pytest.mark.parametrize("px", [20, 36, 60])
 def test_separator_glyphs_are_read_by_shape(font_name, px):
-    from agent.identity.ocr import glyph_sequence
+    from bildsluss_common.readers.ocr import glyph_sequence
 
     for printed, expected in (("200315+1251", ["+"]), ("200315-1251", ["-"]), ("2003151251", [])):
         img, box = _printed(printed, font_name, px)
@@ -253,7 +253,7 @@ def test_separator_glyphs_are_read_by_shape(font_name, px):
 def test_an_ocr_separator_the_glyphs_do_not_show_is_never_valid(font_name):
     """A "+" read as "-" or dropped, or a "-" read as "+", gives a VALID number of
     another person (same 10 digits, 100 years apart): such readings are invalid."""
-    from agent.identity.ocr import _candidates_in_words
+    from bildsluss_common.readers.ocr import _candidates_in_words
 
     def read_as(text: str, printed: str) -> list[tuple[str, bool, str | None]]:
         img, box = _printed(printed, font_name, 36)
@@ -269,7 +269,7 @@ def test_an_ocr_separator_the_glyphs_do_not_show_is_never_valid(font_name):
     assert read_as("200315+1251", "200315-1251") == [("200315+1251", False, None)]
     assert read_as("200315+1251", "2003151251") == [("200315+1251", False, None)]
     # Without the image there is nothing to check against: not valid either.
-    from agent.identity.ocr import _Word
+    from bildsluss_common.readers.ocr import _Word
     bare = _Word(text="200315-1251", conf=90.0, box=(0, 0, 10, 10), line=(1, 1, 1))
     assert [c[1] for c in _candidates_in_words([bare])] == [False]
     # The 12-digit form prints its century: no glyph check needed.
@@ -281,7 +281,7 @@ def test_an_ocr_separator_the_glyphs_do_not_show_is_never_valid(font_name):
 def test_a_plus_misread_as_a_digit_is_read_by_its_shape(font_name):
     """Tesseract reads "200315+1251" as "20031541251" on large banners; the plus is
     read from the glyphs (6 digits, a plus, 4 digits), never guessed from the text."""
-    from agent.identity.ocr import _candidates_in_words
+    from bildsluss_common.readers.ocr import _candidates_in_words
 
     img, box = _printed("200315+1251", font_name, 36)
     found = _candidates_in_words([_word("20031541251", img, box)])

@@ -1,4 +1,4 @@
-"""Reservnummer (R2): agent.identity.reserve and its integration in numbers.
+"""Reservnummer (R2): bildsluss_common.identity.reserve and its integration in numbers.
 
 The shipped formats with their published examples, the configuration, and above
 all exclusivity: no reservnummer is read as a personnummer, no personnummer as a
@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import config
-from agent.identity import numbers, reserve
-from agent.identity.numbers import RESERVNUMMER, Problem, find_candidates, luhn_check_digit, parse, validate
-from agent.identity.reserve import BUILTIN, ReserveFormat, ReserveFormatError, check_formats, from_config
+from bildsluss_common.identity import numbers, reserve
+from bildsluss_common.identity.numbers import RESERVNUMMER, Problem, find_candidates, luhn_check_digit, parse, validate
+from bildsluss_common.identity.reserve import BUILTIN, ReserveFormat, ReserveFormatError, check_formats, from_config
 from tests.test_identity_numbers import PROPS, TODAY, written_numbers
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "identity-numbers.md"

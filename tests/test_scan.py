@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.metadata import MetadataReader
-from agent.model import MediaKind, StageError
-from agent.reasons import Reason
-from agent.scan import capture_order, dcf_sequence, detect, scan
+from agent.card.metadata import MetadataReader
+from agent.card.model import MediaKind, StageError
+from agent.card.reasons import Reason
+from agent.card.scan import capture_order, dcf_sequence, detect, scan
 
 CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus"))
 EXIF = CORPUS / "exif"

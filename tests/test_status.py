@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from agent.reasons import STAFF_MESSAGES, STAFF_MESSAGES_SV, TITLES_SV, Reason
-from agent.status import RECENT_KEPT, SUBSCRIBER_BACKLOG, StatusBoard, mask_patient, staff_view
+from agent.card.reasons import STAFF_MESSAGES, STAFF_MESSAGES_SV, TITLES_SV, Reason
+from agent.desk.status import RECENT_KEPT, SUBSCRIBER_BACKLOG, StatusBoard, staff_view
+from bildsluss_common.identity.masking import mask_patient
 
 PATIENT = "191212121212"
 

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from agent.ehr_context import ContextStore
-from agent.status import StatusBoard
-from agent.status_http import StatusHttpServer, parse_loopback, render_body
+from agent.desk.ehr_context import ContextStore
+from agent.desk.status import StatusBoard
+from agent.desk.page import StatusHttpServer, parse_loopback, render_body
 
 PATIENT = "191212121212"
 

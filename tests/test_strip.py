@@ -17,11 +17,11 @@ import subprocess
 import pytest
 from PIL import Image
 
-from agent.metadata import MetadataReader
-from agent.model import MediaFile, MediaKind, StageError
-from agent.reasons import Reason
-from agent.scan import scan
-from agent.strip import forbidden_tags, jpeg_structure_problems, strip, strip_all
+from agent.card.metadata import MetadataReader
+from agent.card.model import MediaFile, MediaKind, StageError
+from agent.card.reasons import Reason
+from agent.card.scan import scan
+from agent.card.strip import forbidden_tags, jpeg_structure_problems, strip, strip_all
 from tests.test_scan import CARD_ORDER, CORPUS, EXIF, make_clean_card, snapshot
 
 pytestmark = pytest.mark.skipif(not EXIF.is_dir(), reason="shared corpus not present")

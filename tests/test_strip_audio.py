@@ -19,9 +19,9 @@ import wave
 
 import pytest
 
-from agent.model import MediaFile, MediaKind, StageError
-from agent.reasons import Reason
-from agent.strip import strip
+from agent.card.model import MediaFile, MediaKind, StageError
+from agent.card.reasons import Reason
+from agent.card.strip import strip
 
 ARTIST, DATE, ORIGINATOR = "Dr Anna Andersson", "2024-05-01", "Diktafon KVINNO-7 SN 4711"
 SECRETS = ["Andersson", "2024-05-01", "KVINNO", "4711", "191212", "Lavf", "Sahlgrenska"]
@@ -302,7 +302,7 @@ def test_changed_card_file_is_card_changed(tmp_path, spool):
 
 
 def test_scanned_card_then_strip(tmp_path, spool):
-    from agent.scan import scan
+    from agent.card.scan import scan
 
     card = tmp_path / "card"
     card.mkdir()

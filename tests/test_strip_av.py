@@ -15,11 +15,11 @@ import subprocess
 
 import pytest
 
-from agent import scan as scan_module
-from agent.model import MediaKind
-from agent.reasons import Reason
-from agent.scan import scan
-from agent.strip import strip_all
+from agent.card import scan as scan_module
+from agent.card.model import MediaKind
+from agent.card.reasons import Reason
+from agent.card.scan import scan
+from agent.card.strip import strip_all
 
 SECRETS = ("Andersson", "59.3293", "Sahlgrenska", "iPhone", "Canon", "Lavf", "2026")
 TAGS = ["-metadata", "artist=Dr Anna Andersson", "-metadata", "comment=Sahlgrenska avd 12",

@@ -28,10 +28,10 @@ from pydicom.uid import (
     UltrasoundImageStorage,
 )
 
-from agent.model import MediaFile, MediaKind, StageError
-from agent.reasons import Reason
-from agent.strip import strip
-from agent.strip_dicom import ITEM_KEEP, KEEP, new_instance_uid
+from agent.card.model import MediaFile, MediaKind, StageError
+from agent.card.reasons import Reason
+from agent.card.strip import strip
+from agent.card.strip.dicom import ITEM_KEEP, KEEP, new_instance_uid
 
 CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus"))
 DICOM = CORPUS / "dicom"
@@ -439,7 +439,7 @@ def test_changed_card_file_is_card_changed(tmp_path):
 
 def test_scanned_card_then_strip(tmp_path):
     """Through the scan stage: what it calls DICOM is what strip takes."""
-    from agent.scan import scan
+    from agent.card.scan import scan
 
     card = tmp_path / "card"
     (card / "US").mkdir(parents=True)
@@ -458,8 +458,8 @@ def test_scanned_card_then_strip(tmp_path):
 def test_exiftool_read_back_flags_what_identifies(tmp_path):
     """The strip stage's second, exiftool-based check on DICOM is not empty: on an
     original it names the patient, study, manufacturer and time elements."""
-    from agent.metadata import MetadataReader
-    from agent.strip import forbidden_tags
+    from agent.card.metadata import MetadataReader
+    from agent.card.strip import forbidden_tags
 
     source = CORPUS / "dicom/ultrasound/OBXXXX1A.dcm"
     with MetadataReader() as reader:

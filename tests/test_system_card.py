@@ -86,7 +86,7 @@ def test_card_is_archived_and_the_wipe_survives_a_remount(archive, loop_card, tm
 
 def test_card_pulled_before_the_wipe_is_untouched_and_goes_through_later(archive, loop_card, tmp_path):
     from agent.config import AgentConfig, ArchiveConfig
-    from agent.pipeline import IngestRequest, ingest_card
+    from agent.card.pipeline import IngestRequest, ingest_card
 
     patient = make_personnummer("19800202", "456")
     make_card(loop_card.mountpoint, patient=patient, n_images=3, seed=6)

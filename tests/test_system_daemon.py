@@ -23,7 +23,7 @@ import subprocess
 
 import pytest
 
-from agent import mount as mount_mod
+from agent.daemon import mount as mount_mod
 from tests.support.cardgen import make_card, make_personnummer
 from tests.support.daemon import daemons, media_count, states  # noqa: F401 (a fixture)
 from tests.support.e2e import AGENT, cases

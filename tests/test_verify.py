@@ -3,9 +3,9 @@ import pathlib
 
 import pytest
 
-from agent.model import MediaFile, MediaKind, Receipt, StageError, StrippedFile
-from agent.reasons import Reason
-from agent.verify import verify_receipts
+from agent.card.model import MediaFile, MediaKind, Receipt, StageError, StrippedFile
+from agent.card.reasons import Reason
+from agent.card.verify import verify_receipts
 
 
 def _stripped(path: str, sha: str, size: int) -> StrippedFile:

@@ -7,9 +7,9 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from agent.identity.numbers import parse
-from agent.identity.ocr import read_printed_numbers
-from agent.identity.video import VideoUnreadable, probe, sample_frames
+from bildsluss_common.identity.numbers import parse
+from bildsluss_common.readers.ocr import read_printed_numbers
+from agent.card.video import VideoUnreadable, probe, sample_frames
 from tests.support.labels import render_label
 
 NUMBER = "19121212-1212"

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.model import MediaFile, MediaKind, StageError
-from agent.reasons import Reason
-from agent.wipe import wipe
+from agent.card.model import MediaFile, MediaKind, StageError
+from agent.card.reasons import Reason
+from agent.card.wipe import wipe
 
 
 def _card(tmp_path: pathlib.Path) -> tuple[pathlib.Path, list[MediaFile]]:

@@ -18,7 +18,7 @@ hands the card's path the same thing a card gives it: a folder of files.
    path. Each file's size must be what the camera listed. The folder is
    removed when the run ends, and a folder left by a killed run is removed by
    the next run (a live run holds a lock on its folder).
-3. **The card's stages** (:func:`agent.pipeline.ingest_card`) run on that
+3. **The card's stages** (:func:`agent.card.pipeline.ingest_card`) run on that
    folder: scan, identify, decide, strip, upload, verify.
 4. **Wipe = delete on the camera** (:func:`camera_wiper`), reached only after
    every receipt was verified (R10): the camera is opened again and must be
@@ -51,11 +51,11 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from agent import devices as device_policy
+from agent.card import devices as device_policy
 from agent.config import AgentConfig
-from agent.model import Device, Evidence, MediaFile, Method, Mode, StageError
-from agent.reasons import Reason, staff_message
-from agent.wipe import WipeResult
+from agent.card.model import Device, Evidence, MediaFile, Method, Mode, StageError
+from agent.card.reasons import Reason, staff_message
+from agent.card.wipe import WipeResult
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ DEFAULT_MODELS = {"disk": "Directory Browse", "ptpip": "PTP/IP Camera"}
 PTPIP_PORT = 15740  # ISO 15740 / CIPA DC-005
 
 _DOWNLOAD_PREFIX = "camera-"
-# What a camera leaves beside a clip: deleted with it (as agent.wipe does on a card).
+# What a camera leaves beside a clip: deleted with it (as agent.card.wipe does on a card).
 _SIDECARS = (".thm", ".lrv")
 # Names of media: a camera that will not hand out such a file leaves us unsure
 # what it holds, so the whole camera is refused. Any other file it keeps to
@@ -207,7 +207,7 @@ def _name(info: CameraInfo) -> str:
 
 
 def judge_camera(info: CameraInfo, registered: Sequence[Device]) -> CameraJudgement:
-    """Accept or refuse the camera by its own word, as :mod:`agent.devices` does a file."""
+    """Accept or refuse the camera by its own word, as :mod:`agent.card.devices` does a file."""
     if not info.names_itself:
         return CameraJudgement(info, True, f"at {info.port} does not name itself ({info.driver or 'no PTP'}); "
                                            "each file is judged by its own metadata, as on a card")
@@ -548,7 +548,7 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None,
     own paths, so an interrupted run's journal applies to it as to a card.
     Raises :class:`CameraNotFound` when no camera answers at the port at the start.
     """
-    from agent import pipeline
+    from agent.card import pipeline
 
     progress = progress or pipeline._no_progress
     checkpoint = checkpoint or pipeline._no_progress

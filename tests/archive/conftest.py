@@ -44,7 +44,10 @@ def running_archive(
     archive_db_url: str, db_backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ArchiveProcess]:
     data = tmp_path_factory.mktemp(f"archive-{db_backend}") / "data"
-    proc = ArchiveProcess(data=data, db=archive_db_url).start()
+    config = data.parent / "archive.toml"
+    # The region's reserve numbers (Region Stockholm's format) are accepted as patient ids.
+    config.write_text('[identity]\nreserve_formats = ["sll"]\n')
+    proc = ArchiveProcess(data=data, db=archive_db_url, extra_args=("--config", str(config))).start()
     try:
         yield proc
     finally:

@@ -159,7 +159,7 @@ def test_cases_ingested_later_are_confidential_and_off_lifts_it(world):
 
 def test_a_case_revised_onto_a_confidential_patient_becomes_confidential(world):
     w, people = world
-    hidden, other = "195011110003", "196212240003"
+    hidden, other = "195011110011", "196212240029"
     admin.set_confidential(w.db, LOCAL, hidden, True)
     case_id = w.ingest(patient=other)
     versions.revise_case(w.db, people["nurse"], case_id, reason="fel patient", patient=hidden)

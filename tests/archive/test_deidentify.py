@@ -21,7 +21,7 @@ import zxingcpp
 from PIL import Image, ImageCms, ImageOps
 from pydicom.pixels import apply_color_lut
 
-from agent.identity.barcode import read_barcodes
+from bildsluss_common.readers.barcode import read_barcodes
 from archive_server.deidentify import DeidentifyError, _faces, deidentify_image
 from tests.support.labels import render_label, render_overlay, valid_numbers
 

@@ -477,7 +477,8 @@ def test_other_malformed_manifests_are_invalid_argument(stub):
 
 def test_reserve_numbers_and_ehr_context_are_accepted(stub):
     files = {"rec.wav": os.urandom(100)}
-    request = open_request(files, patient_id="RES20250314AB", mode=pb.CAPTURE_MODE_AUDIO,
+    # A Region Stockholm reservnummer: the session archive enables that format.
+    request = open_request(files, patient_id="991981000010", mode=pb.CAPTURE_MODE_AUDIO,
                            ehr_context=True, evidence=[])
     request.manifest[0].kind = pb.MEDIA_KIND_AUDIO
     request.manifest[0].media_type = "audio/wav"

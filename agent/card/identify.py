@@ -1,0 +1,546 @@
+"""The identify stage: every identity number the card's media show, and where (R3, R4).
+
+``identify(scan, mode)`` reads; it does not judge. It returns plain
+:class:`Evidence` values (what was read, on which file and frame, how, and the
+canonical number when the text validated) and the decide stage
+(:mod:`agent.card.decide`) applies the rules. Nothing here writes to the card.
+
+What is read, per kind of file (mode-specific choices are small functions
+below, ``_read_<kind>``):
+
+* **Images** (all modes but ultrasound): the barcodes of EVERY image, not only
+  the first and last, because R4 refuses a card with more than one valid number
+  anywhere on it. Where the rules require the number (the first and last image
+  of a photo series; every image in assault mode) and no identity-looking
+  barcode was read there, the printed number is read by OCR
+  (:mod:`bildsluss_common.readers.ocr`) as the fallback. Middle images of a photo series
+  are not OCR'd: OCR is slow and the readers most likely to misread.
+* **Ultrasound images and cine clips** (ultrasound mode): the burned-in overlay
+  by OCR, on the image and on every sampled frame of a clip (an MP4 cine export).
+* **DICOM files**: the header's PatientID and the overlay of every frame
+  (:mod:`bildsluss_common.readers.dicom`).
+* **Video**: the first and last seconds (:mod:`agent.card.video`), each
+  sampled frame read like an image (barcode, then OCR on the frames of the
+  window where the number is required); in ultrasound mode like an ultrasound
+  image (its overlay).
+* **Audio**: nothing to read; the patient comes from the EHR context (decide).
+
+Turning a reading into evidence (:func:`evidence_from_reading`): every
+substring that :func:`bildsluss_common.identity.numbers.find_candidates` says looks like an
+identity number becomes one Evidence, valid (``patient_id`` set) or not
+(``invalid=True``). A barcode whose payload holds no such substring (a product's
+Code 128, a URL in a QR code, a GS1 code on a dressing pack) is recorded with
+``patient_id=None, invalid=False`` so that ops can see it, and the decide stage
+ignores it. A payload that does hold a number, valid or not, always counts,
+even inside a URL or with a prefix: if it is another patient's number the card
+must be refused (R4), and if it is unreadable we are unsure (R1). We err
+towards refusing.
+
+For benchmarks and tools the per-frame readings are public and read exactly as
+:func:`identify` does: :func:`read_picture` (a picture file, decode included),
+:func:`read_frame` (a decoded photo or video frame), :func:`read_ultrasound_frame`.
+
+The OCR, DICOM and video readers are imported when a card needs them. If one is
+missing, a mode that depends on it refuses the card (``StageError``,
+INTERNAL_ERROR: the agent is incomplete, staff should call IT); in photo mode
+the OCR fallback is simply skipped.
+
+``budget_s`` is the reading budget per frame (barcode passes plus OCR) in CPU
+seconds, not wall-clock (:mod:`bildsluss_common.readers.budget`: other load on the PC must
+not turn into refusals); frames are read one after another (zxing-cpp holds the
+GIL, so threads do not help). A picture is first decoded at half size for the
+cheap barcode pass; the full decode is paid only when that pass read no number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from bildsluss_common.readers import Reading
+
+from bildsluss_common.identity import numbers
+from bildsluss_common.readers import barcode as barcode_reader
+from bildsluss_common.readers.budget import Budget
+from agent.card.model import Evidence, MediaFile, MediaKind, Mode, ScanResult, StageError
+from agent.card.reasons import Reason
+
+log = logging.getLogger(__name__)
+
+# Share of the per-frame budget the barcode reader may use before OCR.
+BARCODE_SHARE = 0.5
+# Share of what is left that the full-resolution barcode passes may use when the
+# cheap passes on a reduced decode read nothing (they then mostly miss: small labels).
+REDUCED_MISS_SHARE = 0.3
+# Seconds of video at the start and at the end that must show the label (R3).
+VIDEO_WINDOW_S = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoWindows:
+    """Which sampled frames of a video were its first and its last seconds."""
+
+    relative_path: str
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileProblem:
+    """A media file that could not be read for identity, with the reason to refuse."""
+
+    relative_path: str
+    reason: Reason
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentifyResult:
+    """Everything the identify stage read from a card, for the decide stage."""
+
+    evidence: tuple[Evidence, ...]
+    examined: tuple[str, ...]  # relative paths read, in capture order
+    videos: tuple[VideoWindows, ...] = ()
+    problems: tuple[FileProblem, ...] = ()
+
+    def on(self, relative_path: str) -> tuple[Evidence, ...]:
+        return tuple(e for e in self.evidence if e.relative_path == relative_path)
+
+
+# --------------------------------------------------------------------------- readings -> evidence
+
+
+def evidence_from_reading(
+    reading: Reading,
+    relative_path: str,
+    frame: int = 0,
+    *,
+    reserve_formats: Sequence[Any] = (),
+) -> list[Evidence]:
+    """One Evidence per identity-number-looking substring of the reading's text.
+
+    Returns a single Evidence with ``patient_id=None, invalid=False`` when the
+    text holds nothing that looks like a number (recorded, ignored by decide).
+    """
+    text = reading.text
+    base = dict(relative_path=relative_path, frame=frame, method=reading.method, text=text,
+                symbology=reading.symbology, position=reading.position)
+    out: list[Evidence] = []
+    seen: set[tuple[str | None, bool]] = set()
+
+    def add(patient_id: str | None, invalid: bool) -> None:
+        if (patient_id, invalid) not in seen:
+            seen.add((patient_id, invalid))
+            out.append(Evidence(patient_id=patient_id, invalid=invalid, **base))
+
+    find = getattr(numbers, "find_candidates", None)
+    if find is not None:
+        for cand in find(text, reserve_formats=reserve_formats):
+            add(cand.number.canonical if cand.number else None, cand.number is None)
+    whole = _parse(text, reserve_formats)
+    if whole is not None:
+        add(whole, False)
+    elif find is None and _looks_like(text):
+        add(None, True)
+    if not out:
+        add(None, False)
+    return out
+
+
+def _parse(text: str, reserve_formats: Sequence[Any]) -> str | None:
+    try:
+        number = numbers.parse(text, reserve_formats=reserve_formats) if reserve_formats \
+            else numbers.parse(text)
+    except Exception:  # a validator's own error must not pass a number
+        log.exception("identity: parse failed on %r", text)
+        return None
+    return number.canonical if number is not None else None
+
+
+def _looks_like(text: str) -> bool:
+    check = getattr(numbers, "looks_like_personnummer", None)
+    if check is not None:
+        return bool(check(text))
+    digits = "".join(ch for ch in text if ch.isdigit())
+    return len(digits) in (10, 12) and len(text.strip()) <= 13
+
+
+def is_identity(e: Evidence) -> bool:
+    """True for evidence that counts for the decision: a number, valid or not."""
+    return e.patient_id is not None or e.invalid
+
+
+# --------------------------------------------------------------------------- optional readers
+
+
+# The readers that need an optional library (tesseract, pydicom, PyAV) are
+# imported when a mode needs them, so that a missing one refuses only that mode.
+_READERS = {
+    "ocr": "bildsluss_common.readers.ocr",
+    "dicom": "bildsluss_common.readers.dicom",
+    "video": "agent.card.video",
+}
+
+
+def _optional(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(_READERS[name])
+    except ImportError as exc:
+        log.warning("identity reader %s is not available: %s", _READERS[name], exc)
+        return None
+
+
+def _required(name: str, mode: Mode) -> ModuleType:
+    module = _optional(name)
+    if module is None:
+        raise StageError(Reason.INTERNAL_ERROR,
+                         f"{mode.value} mode needs the {name} reader ({_READERS[name]}), "
+                         "which is not installed")
+    return module
+
+
+# --------------------------------------------------------------------------- per-file strategies
+
+
+@dataclasses.dataclass
+class _Context:
+    mode: Mode
+    budget_s: float
+    reserve_formats: Sequence[Any]
+    ocr: ModuleType | None
+    evidence: list[Evidence] = dataclasses.field(default_factory=list)
+    videos: list[VideoWindows] = dataclasses.field(default_factory=list)
+    problems: list[FileProblem] = dataclasses.field(default_factory=list)
+
+    def has_identity(self, readings: Sequence[Reading]) -> bool:
+        """Whether any reading holds an identity-number-looking text (barcode: stop early)."""
+        return any(is_identity(e) for r in readings
+                   for e in evidence_from_reading(r, "", reserve_formats=self.reserve_formats))
+
+    def add(self, readings: Sequence[Reading], path: str, frame: int = 0) -> list[Evidence]:
+        new = [e for r in readings
+               for e in evidence_from_reading(r, path, frame, reserve_formats=self.reserve_formats)]
+        self.evidence.extend(new)
+        return new
+
+
+_ORIENTATION = 0x0112  # EXIF Orientation
+
+
+def open_upright(path) -> Image.Image:
+    """Decode a picture and apply its EXIF orientation, as staff saw it."""
+    with Image.open(path) as img:
+        img.load()
+        try:
+            if img.getexif().get(_ORIENTATION, 1) in (0, 1):
+                return img  # already upright: no 12 MP copy (about 30 ms)
+            return ImageOps.exif_transpose(img) or img
+        except Exception:
+            return img
+
+
+def open_reduced(path) -> tuple[Image.Image, float]:
+    """An upright copy of a picture at about half size, cheaply: a JPEG is decoded
+    at reduced scale and in grey (``Image.draft``: about a quarter of the full
+    decode's CPU time). Other formats are decoded as they are (scale 1).
+    Returns the copy and the factor from its pixels to the full picture's."""
+    with Image.open(path) as img:
+        full_width = img.width
+        if img.format == "JPEG":
+            img.draft("L", (img.width // 2, img.height // 2))
+        img.load()
+        small = img
+        scale = full_width / small.width
+        try:
+            if img.getexif().get(_ORIENTATION, 1) not in (0, 1):
+                small = ImageOps.exif_transpose(small) or small
+        except Exception:
+            pass
+        return small, scale
+
+
+def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], path: str, frame: int,
+                *, required: bool, reduced: barcode_reader.ReducedRead | None = None,
+                budget: Budget | None = None) -> None:
+    """Barcodes on one photo or video frame; OCR of the printed number where required.
+
+    ``image`` may be a function that decodes it, called only when needed;
+    ``reduced`` what the cheap barcode passes read on a reduced decode, when the
+    caller ran them (:func:`barcode_reader.read_reduced`), within ``budget``.
+    """
+    budget = budget or Budget(ctx.budget_s)
+    ocr_next = required and ctx.ocr is not None
+    seen: set[tuple[str, str]] = set()
+    if reduced is not None:
+        found = ctx.add(reduced.readings, path, frame)
+        if any(is_identity(e) for e in found):
+            return
+        seen = {(r.symbology, r.text) for r in reduced.readings}
+    if callable(image):
+        image = image()
+    # After the cheap passes on a reduced copy read nothing, the full-resolution
+    # passes mostly find small labels; where nothing barcode-like was located at
+    # all they find next to nothing, and OCR gets the time (print-only labels).
+    skip = reduced is not None and reduced.located == 0
+    if not skip:
+        share = (REDUCED_MISS_SHARE if reduced is not None else BARCODE_SHARE) if ocr_next else 1.0
+        readings = barcode_reader.read_barcodes(image, budget_s=budget.left() * share,
+                                                enough=ctx.has_identity, quick=reduced is None)
+        found = ctx.add([r for r in readings if (r.symbology, r.text) not in seen], path, frame)
+        if any(is_identity(e) for e in found):
+            return
+    if not ocr_next:
+        return
+    try:
+        printed = ctx.ocr.read_printed_numbers(image, budget_s=max(budget.left(), 0.3 * ctx.budget_s))
+    except Exception as exc:  # OCR trouble is "nothing read", never a pass
+        log.warning("identity: OCR failed on %s frame %d: %s", path, frame, exc)
+        return
+    ctx.add(printed, path, frame)
+
+
+def read_frame(
+    image: Image.Image,
+    relative_path: str = "",
+    frame: int = 0,
+    *,
+    required: bool = True,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+) -> list[Evidence]:
+    """Read one upright photo or video frame exactly as :func:`identify` does.
+
+    Barcodes first; where ``required`` (a first/last picture, every picture in
+    assault mode) and no identity-looking barcode was read, OCR of the printed
+    number when :mod:`bildsluss_common.readers.ocr` is installed. For benchmarks and tools.
+    """
+    ctx = _Context(mode=Mode.PHOTO, budget_s=budget_s, reserve_formats=reserve_formats,
+                   ocr=_optional("ocr"))
+    _read_frame(ctx, image, relative_path, frame, required=required)
+    return ctx.evidence
+
+
+def read_picture(
+    path,
+    relative_path: str = "",
+    *,
+    required: bool = True,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+) -> list[Evidence]:
+    """Read one picture file exactly as :func:`identify` does (decode included):
+    the quick barcode pass on a half-size decode, then, only when that read no
+    identity number, the full decode, the harder passes and OCR. For benchmarks
+    and tools. Raises what Pillow raises for an undecodable file."""
+    ctx = _Context(mode=Mode.PHOTO, budget_s=budget_s, reserve_formats=reserve_formats,
+                   ocr=_optional("ocr"))
+    _read_picture(ctx, path, relative_path, required=required)
+    return ctx.evidence
+
+
+def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool) -> None:
+    # Most labels read on a half-size copy in 20-150 ms: the full 12 MP decode
+    # (about 100 ms) and the full-resolution passes are spent only on the rest.
+    budget = Budget(ctx.budget_s)
+    small, scale = open_reduced(path)
+    share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
+    reduced = barcode_reader.read_reduced(small, scale=scale, budget_s=budget.left() * share,
+                                          enough=ctx.has_identity)
+    _read_frame(ctx, lambda: open_upright(path), relative_path, 0, required=required,
+                reduced=reduced, budget=budget)
+
+
+def _read_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+    try:
+        _read_picture(ctx, media.path, media.relative_path, required=required)
+    except Exception as exc:
+        ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
+                                        f"cannot decode the image: {exc}"))
+
+
+def _read_ultrasound_frame(ctx: _Context, image: Image.Image, path: str, frame: int) -> None:
+    """An ultrasound image or cine frame: the burned-in overlay by OCR (R3)."""
+    ocr = ctx.ocr or _required("ocr", ctx.mode)
+    # A label photographed on the machine's screen reads as a barcode too.
+    ctx.add(barcode_reader.read_barcodes(image, budget_s=ctx.budget_s * 0.25,
+                                         enough=ctx.has_identity), path, frame)
+    try:
+        overlay = ocr.read_overlay(image, budget_s=ctx.budget_s)
+    except Exception as exc:
+        log.warning("identity: overlay OCR failed on %s frame %d: %s", path, frame, exc)
+        overlay = []
+    ctx.add(overlay, path, frame)
+
+
+def read_ultrasound_frame(
+    image: Image.Image,
+    relative_path: str = "",
+    frame: int = 0,
+    *,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+) -> list[Evidence]:
+    """Read one ultrasound image or cine frame exactly as :func:`identify` does in
+    ultrasound mode (barcode, then the overlay by OCR). For benchmarks and tools."""
+    ctx = _Context(mode=Mode.ULTRASOUND, budget_s=budget_s, reserve_formats=reserve_formats,
+                   ocr=_required("ocr", Mode.ULTRASOUND))
+    _read_ultrasound_frame(ctx, image, relative_path, frame)
+    return ctx.evidence
+
+
+def _read_ultrasound_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+    try:
+        image = open_upright(media.path)
+    except Exception as exc:
+        ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
+                                        f"cannot decode the image: {exc}"))
+        return
+    _read_ultrasound_frame(ctx, image, media.relative_path, 0)
+
+
+def _read_dicom(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+    dicom = _required("dicom", ctx.mode)
+    try:
+        if hasattr(dicom, "read_dicom_identity"):
+            result = dicom.read_dicom_identity(media.path, budget_s=ctx.budget_s)
+            readings, unread = result.readings, result.frames_unread
+        else:
+            readings, unread = dicom.dicom_readings(media.path), ()
+    except Exception as exc:  # DicomUnreadable, or a reader bug: refuse, never pass
+        ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
+                                        f"cannot read the DICOM file: {exc}"))
+        return
+    for r in readings:
+        ctx.add([r], media.relative_path, int(getattr(r, "frame", 0)))
+    if unread:
+        ctx.problems.append(FileProblem(
+            media.relative_path, Reason.ID_MISSING_ON_FRAME,
+            f"frames {_ranges(unread)} could not be checked for the patient number"))
+
+
+def _read_video(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+    video = _required("video", ctx.mode)
+    try:
+        frames = video.sample_frames(media.path, seconds=VIDEO_WINDOW_S)
+    except Exception as exc:
+        ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
+                                        f"cannot decode the video: {exc}"))
+        return
+    head, tail = _video_windows(video, media, [i for i, _ in frames])
+    ctx.videos.append(VideoWindows(media.relative_path, head, tail))
+    for index, image in frames:
+        if ctx.mode == Mode.ULTRASOUND:  # a cine loop: the overlay is burned into every frame
+            _read_ultrasound_frame(ctx, image, media.relative_path, index)
+        else:
+            _read_frame(ctx, image, media.relative_path, index, required=required)
+
+
+def _video_windows(video: ModuleType, media: MediaFile, indexes: list[int]
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Split sampled frame indexes into the first and the last seconds."""
+    if not indexes:
+        return (), ()
+    try:
+        info = video.probe(media.path)
+        fps, duration = float(info.fps), float(info.duration_s)
+    except Exception:
+        fps = duration = 0.0
+    if fps > 0 and duration > 0:
+        head = tuple(i for i in indexes if i / fps < VIDEO_WINDOW_S + 1e-6)
+        tail = tuple(i for i in indexes if i / fps >= duration - VIDEO_WINDOW_S - 1 / fps)
+    else:  # unknown timing: the first half of the samples, and the second
+        half = (len(indexes) + 1) // 2
+        head, tail = tuple(indexes[:half]), tuple(indexes[len(indexes) - half:])
+    return head or (indexes[0],), tail or (indexes[-1],)
+
+
+def _ranges(frames: Sequence[int]) -> str:
+    frames = sorted(frames)
+    parts, start, prev = [], frames[0], frames[0]
+    for f in [*frames[1:], None]:
+        if f is not None and f == prev + 1:
+            prev = f
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if f is not None:
+            start = prev = f
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def required_positions(media: Sequence[MediaFile], mode: Mode) -> dict[str, tuple[str, ...]]:
+    """Which files must show the number, by rule (R3), for each media file path.
+
+    Returns ``{relative_path: (position, ...)}`` with positions ``"first"``,
+    ``"last"`` (photo and video series: the first and last picture or clip) or
+    ``"every"`` (assault and ultrasound images, every DICOM file). Audio files
+    and middle pictures of a series are not listed. Shared with decide.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    visual = [m for m in media if m.kind in (MediaKind.IMAGE, MediaKind.VIDEO)]
+    for m in media:
+        if m.kind == MediaKind.DICOM:
+            out[m.relative_path] = ("every",)
+        elif m.kind in (MediaKind.IMAGE, MediaKind.VIDEO) and mode in (Mode.ASSAULT, Mode.ULTRASOUND):
+            out[m.relative_path] = ("every",)
+    if visual and mode not in (Mode.ASSAULT, Mode.ULTRASOUND):
+        first, last = visual[0].relative_path, visual[-1].relative_path
+        out[first] = ("first",) if first != last else ("first", "last")
+        if first != last:
+            out[last] = ("last",)
+    return out
+
+
+def identify(
+    scan: ScanResult,
+    mode: Mode,
+    *,
+    expect: str | None = None,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+) -> IdentifyResult:
+    """Read every identity number on the card's media (see the module notes).
+
+    ``expect`` (the EHR's patient, R5) does not change what is read: every file
+    is read and judged the same way with or without it; decide compares.
+    Raises :class:`StageError` (INTERNAL_ERROR) when the mode needs a reader
+    that is not installed. Never writes to the card.
+    """
+    del expect  # read the same way with or without context; decide compares
+    needs_ocr = mode in (Mode.ULTRASOUND,)
+    ocr = _required("ocr", mode) if needs_ocr else _optional("ocr")
+    ctx = _Context(mode=mode, budget_s=budget_s, reserve_formats=reserve_formats, ocr=ocr)
+    positions = required_positions(scan.media, mode)
+    examined: list[str] = []
+    for media in scan.media:
+        strategy = _strategy(media, mode)
+        if strategy is None:
+            continue  # audio: the EHR context names the patient
+        required = media.relative_path in positions
+        t0 = time.monotonic()
+        strategy(ctx, media, required=required)
+        examined.append(media.relative_path)
+        log.debug("identity: read %s in %.0f ms", media.relative_path,
+                  (time.monotonic() - t0) * 1000)
+    return IdentifyResult(tuple(ctx.evidence), tuple(examined), tuple(ctx.videos),
+                          tuple(ctx.problems))
+
+
+def _strategy(media: MediaFile, mode: Mode) -> Callable[..., None] | None:
+    if media.kind == MediaKind.AUDIO:
+        return None
+    if media.kind == MediaKind.DICOM:
+        return _read_dicom
+    if media.kind == MediaKind.VIDEO:
+        return _read_video
+    if mode == Mode.ULTRASOUND:
+        return _read_ultrasound_image
+    return _read_image

@@ -1,0 +1,39 @@
+"""Identity numbers shown where they must not be read in full (logs, status, heartbeats).
+
+One helper for both programs: a log line, a syslog message, a status page or
+an ops view shows the birth date (enough to notice a wrong label) and never the
+whole number.
+"""
+from __future__ import annotations
+
+import re
+
+# Any digits shaped like a personnummer/samordningsnummer in any written form
+# (YYMMDD-NNNN, YYYYMMDDNNNN, with "+" or a space), in any script's digits.
+# Deliberately broad: a false alarm masks a few digits of a device name, a miss
+# leaks a patient's number.
+_NUMBER_IN_TEXT = re.compile(r"(?<!\d)(?:\d{2})?\d{6}[-+ ]?\d{4}(?!\d)")
+
+
+def mask_patient(patient: str | None) -> str | None:
+    """``191212121212`` -> ``19121212-****``: the birth date stays readable,
+    enough to spot a wrong label; any 12-digit number is shown alike. Any other
+    number (a reservnummer) keeps its first four characters."""
+    if not patient:
+        return None
+    if len(patient) == 12 and patient.isascii() and patient.isdigit():
+        return f"{patient[:8]}-****"
+    keep = min(4, max(0, len(patient) - 4))
+    return patient[:keep] + "*" * (len(patient) - keep)
+
+
+def mask_numbers_in_text(text: str) -> str:
+    """``text`` with everything shaped like an identity number replaced by ``*``
+    (free text has no field that says it is a patient's number, so nothing of
+    it is kept)."""
+    return _NUMBER_IN_TEXT.sub(lambda m: "*" * len(m.group(0)), text)
+
+
+def contains_number(text: str) -> bool:
+    """True when ``text`` holds something shaped like an identity number."""
+    return _NUMBER_IN_TEXT.search(text) is not None

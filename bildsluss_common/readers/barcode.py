@@ -1,0 +1,629 @@
+"""Reading the patient label's barcode from a photograph (R3).
+
+zxing-cpp is the reader; pyzbar (ZBar) is a second opinion on the harder
+passes only. A capture is a 12 MP JPEG in which the label may be small,
+tilted up to about 30 degrees and a little blurred, so reading runs in passes
+of increasing cost within a budget of CPU time (:mod:`bildsluss_common.readers.budget`),
+and stops after the first pass that reads what the caller wants (by default:
+anything):
+
+0. **on a reduced copy** (:func:`read_reduced`; the identify stage decodes a
+   JPEG at half size with ``Image.draft`` for it, a quarter of the full
+   decode's CPU): zxing-cpp once without rotation, inversion or pyramid
+   retries (5-50 ms), then the located pass (below) on the copy (30-250 ms).
+   On the benchmark's 12 MP labels the first reads about half, the second
+   about 90 % of the rest; the full decode is paid only for what is left.
+1. **quick** (:func:`read_barcodes` on a full frame; skipped when the caller
+   ran 0): the same single zxing-cpp call on a copy about 2000 px wide.
+2. **located crops**: a structure-tensor map of the image (on a copy about
+   1500 px wide) finds patches of strong, parallel edges: a 1D barcode's bars,
+   or a 2D code's modules. Each patch is cut out at full resolution, turned so
+   that its bars stand upright, enlarged when small, contrast-stretched, and
+   read by zxing-cpp with two binarizers and then by ZBar. This is what reads a
+   tilted Code 128 / Code 39 label: a 1D reader needs one scan line that
+   crosses every bar, which a wide, short barcode tilted by more than about 12
+   degrees no longer has.
+3. **full frame**: zxing-cpp on the whole grey image at full resolution with
+   every retry (its own pyramid, rotations by 90 degrees, inversion): 200-1300
+   ms for 12 MP, and after 0-2 it rarely adds a read (measured: 1 of 36 frames,
+   which the located pass read too), so it comes after them.
+4. **rotations**: the whole image, at half size, turned by +-12 and +-24
+   degrees, for labels the locator missed. Only if budget remains.
+
+The corpus tests (``tests/test_barcode.py``) measure the read rate on the
+real photographs of ``corpus/barcodes`` and check that nothing reads wrong.
+
+Measured earlier (tests/test_barcode.py corpus; 72 generated 12 MP frames, four
+symbologies, 3 label sizes, 0/15/30 degrees, two blurs): zxing-cpp's full frame
+alone reads every corpus folder at or above upstream's threshold but only 7/18
+of the Code 128 and 3/18 of the Code 39 frames (it cannot read tilted 1D
+codes); with the located pass 18/18 and 9/18 (the Code 39 misses are labels
+with 1.5-2.3 px per module, blurred: below what any reader resolves). DataMatrix
+and QR: 18/18 with full frame alone. ZBar added no read anywhere. Halving the
+resolution (``Image.draft``) loses small labels, which is why the reduced copy
+is only the first attempt and the full-resolution passes follow it.
+
+ZBar is kept as the last resort on located patches, and only reads where
+zxing-cpp could not; a ZBar reading whose box overlaps a zxing-cpp reading is
+dropped (:func:`_dedupe`): where both read the same symbol their texts can
+differ in interpretation
+(ZBar does not apply Code 39 full-ASCII, nor Code 32), and a text that only
+one reader's interpretation produces must not become a second "number".
+
+Every function here takes any image Pillow can open (CMYK, 16-bit, palette,
+alpha, 1x1) and never raises for an odd image: a frame that cannot be read
+gives no readings, which the decide stage turns into a refusal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+import warnings
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from bildsluss_common.readers import Method, Reading
+from bildsluss_common.readers.budget import Budget
+
+log = logging.getLogger(__name__)
+
+try:
+    import zxingcpp
+except ImportError:  # pragma: no cover - a dependency; without it only ZBar reads
+    zxingcpp = None
+
+try:
+    from pyzbar import pyzbar
+except Exception:  # pragma: no cover - ImportError, or libzbar0 missing (OSError)
+    pyzbar = None
+
+# The symbologies patient labels use (R3), plus ITF and PDF417 that some
+# regions' label printers and wristbands use. Retail codes (EAN/UPC) are left
+# out on purpose: they are on every product in a clinic, never a patient.
+SYMBOLOGIES = ("Code128", "Code39", "DataMatrix", "QRCode", "ITF", "PDF417")
+
+_ZBAR_TYPES = {"CODE128": "Code128", "CODE39": "Code39", "QRCODE": "QRCode",
+               "I25": "ITF", "PDF417": "PDF417"}
+
+# Largest side, in pixels, of the copy the locator works on.
+_LOCATOR_SIDE = 1500
+# Side of one cell of the locator's grid, in locator pixels.
+_CELL = 8
+# How many located patches are tried, best first.
+_MAX_PATCHES = 8
+# Largest side, in pixels, of the copy the quick first pass reads.
+_QUICK_SIDE = 2000
+
+
+def _zxing_formats():
+    if zxingcpp is None:
+        return None
+    with warnings.catch_warnings():  # '|' on formats is deprecated in zxing-cpp 3
+        warnings.simplefilter("ignore", DeprecationWarning)
+        fmts = getattr(zxingcpp.BarcodeFormat, SYMBOLOGIES[0])
+        for name in SYMBOLOGIES[1:]:
+            fmts = fmts | getattr(zxingcpp.BarcodeFormat, name)
+    return fmts
+
+
+_FORMATS = _zxing_formats()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def read_barcodes(
+    image: Image.Image,
+    *,
+    budget_s: float = 1.0,
+    enough: Callable[[list[Reading]], bool] | None = None,
+    quick: bool = True,
+) -> list[Reading]:
+    """All barcodes readable on one frame, within about ``budget_s`` CPU seconds.
+
+    The passes run until one has read something ``enough`` accepts (default:
+    anything at all); the identify stage asks for an identity-number-looking
+    text, so that a product's barcode read by the first pass does not stop the
+    search for a tilted patient label in the same picture. Readings of all
+    passes run are returned. Positions are ``(x, y, width, height)`` in the
+    pixels of ``image`` as given. Identical readings (same symbology and text)
+    are reported once, and a ZBar reading where zxing-cpp read a symbol is
+    dropped. ``quick=False`` skips the cheap first pass (the caller ran
+    :func:`read_reduced` on a reduced decode already). The budget is CPU time
+    (:mod:`bildsluss_common.readers.budget`); a pass that has started finishes, so the
+    budget may be overrun by one zxing-cpp call. Never raises for the image's
+    sake; returns ``[]`` when nothing could be read.
+    """
+    budget = Budget(budget_s)
+    enough = enough or bool
+    try:
+        grey = to_grey(image)
+    except Exception as exc:  # an image Pillow opened but cannot convert
+        log.warning("barcode: cannot convert image for reading: %s", exc)
+        return []
+    if grey.size == 0 or min(grey.shape) < 8:
+        return []
+    found: list[Reading] = []
+    for name, run in _passes(grey, quick=quick):
+        try:
+            found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
+        except Exception as exc:  # a reader's own error must not stop the card
+            log.warning("barcode: pass %s failed: %s", name, exc)
+        if found and enough(found):
+            log.debug("barcode: pass %s read enough (%d)", name, len(found))
+            break
+        if budget.spent():
+            log.debug("barcode: budget spent after pass %s", name)
+            break
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ReducedRead:
+    """What the cheap passes read on a reduced copy of a frame (:func:`read_reduced`)."""
+
+    readings: tuple[Reading, ...]
+    located: int | None  # barcode-like patches found on the copy; None: the locator did not run
+
+
+def read_reduced(
+    image: Image.Image | np.ndarray,
+    *,
+    scale: float = 1.0,
+    budget_s: float = 1.0,
+    enough: Callable[[list[Reading]], bool] | None = None,
+) -> ReducedRead:
+    """The cheap passes on a reduced copy of a frame (a half-size JPEG decode).
+
+    1. zxing-cpp once on the copy, without rotation, inversion or pyramid retries
+       (5-50 ms for 2000x1500); 2. the located pass on the copy (30-250 ms).
+    Measured on 12 MP benchmark labels: 1 reads about half of them, 2 about 90 %
+    of the rest; the full decode and the full-resolution passes
+    (:func:`read_barcodes` with ``quick=False``) are left for small labels.
+    ``scale`` maps the copy's pixels to the frame's, so that positions refer to
+    the full frame. Stops like :func:`read_barcodes`. Never raises.
+    """
+    budget = Budget(budget_s)
+    enough = enough or bool
+    try:
+        grey = image if isinstance(image, np.ndarray) else to_grey(image)
+    except Exception as exc:
+        log.warning("barcode: cannot convert image for reading: %s", exc)
+        return ReducedRead((), None)
+    if grey.size == 0 or min(grey.shape) < 8:
+        return ReducedRead((), None)
+    found: list[Reading] = []
+    located: int | None = None
+
+    def quick(_budget: Budget) -> list[Reading]:
+        return [_to_reading(r, _identity) for r in _zxing(grey, downscale=False, rotate=False, invert=False)]
+
+    def located_pass(b: Budget) -> list[Reading]:
+        nonlocal located
+        patches = locate(grey)
+        located = len(patches)
+        return _pass_located(grey, b, patches)
+
+    for name, run in (("quick", quick), ("located", located_pass)):
+        try:
+            found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
+        except Exception as exc:  # a reader's own error must not stop the card
+            log.warning("barcode: pass %s (reduced) failed: %s", name, exc)
+        if (found and enough(found)) or budget.spent():
+            break
+    return ReducedRead(tuple(_scaled(r, scale) for r in found), located)
+
+
+def _scaled(r: Reading, scale: float) -> Reading:
+    if scale == 1:
+        return r
+    x, y, w, h = r.position
+    return dataclasses.replace(r, position=(int(x * scale), int(y * scale),
+                                            max(1, int(round(w * scale))), max(1, int(round(h * scale)))))
+
+
+def is_partial_itf(reading: Reading) -> bool:
+    """ITF has no start/stop guard strong enough against a partial read: a tilted
+    12-digit ITF label yields 6-digit pieces (benchmarks/identity.py), and a
+    10-digit piece could form a valid, wrong personnummer. Patient labels in ITF
+    carry the canonical 12 digits, so any other length is dropped."""
+    return reading.symbology == "ITF" and not (len(reading.text) == 12 and reading.text.isdigit())
+
+
+def decode_image_file(
+    path: str | pathlib.Path,
+    *,
+    budget_s: float = 1.0,
+    enough: Callable[[list[Reading]], bool] | None = None,
+) -> list[Reading]:
+    """Open one image file, turn it upright (EXIF orientation) and read it.
+
+    Positions refer to the upright image. The full decode here; the identify
+    stage's own path (``agent.card.identify.read_picture``) tries a half-size decode
+    first. Never raises: a file that cannot be decoded gives ``[]`` (the scan
+    stage has already judged it media).
+    """
+    budget = Budget(budget_s)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            upright = _upright(img)
+    except Exception as exc:
+        log.warning("barcode: cannot decode %s: %s", path, exc)
+        return []
+    return read_barcodes(upright, budget_s=max(budget.left(), 0.2 * budget_s), enough=enough)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # a broken EXIF block: read the pixels as stored
+        return img
+
+
+def to_grey(image: Image.Image) -> np.ndarray:
+    """An 8-bit grey array of any Pillow image (16-bit and float scaled, alpha on white)."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        finite = np.isfinite(a)
+        if not finite.any():
+            return np.zeros(a.shape[:2], np.uint8)
+        lo, hi = float(a[finite].min()), float(a[finite].max())
+        if hi <= lo:
+            return np.zeros(a.shape[:2], np.uint8)
+        a = np.where(finite, a, lo)
+        return np.ascontiguousarray(((a - lo) * (255.0 / (hi - lo))).astype(np.uint8))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    if mode != "L":
+        image = image.convert("L")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def _stretch(a: np.ndarray) -> np.ndarray:
+    """Contrast stretch to the 1st..99th percentile."""
+    lo, hi = np.percentile(a, (1, 99)) if a.size > 64 else (a.min(), a.max())
+    if hi - lo < 8:
+        return a
+    out = (a.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+# A reading before mapping to the original image: text, symbology, 4 corner points.
+_Raw = tuple[str, str, list[tuple[float, float]]]
+
+
+def _zxing(a: np.ndarray, *, binarizer: str = "LocalAverage",
+           downscale: bool = True, rotate: bool = True, invert: bool = True) -> list[_Raw]:
+    if zxingcpp is None:
+        return []
+    results = zxingcpp.read_barcodes(
+        a, formats=_FORMATS, try_rotate=rotate, try_downscale=downscale, try_invert=invert,
+        text_mode=zxingcpp.TextMode.Plain,
+        binarizer=getattr(zxingcpp.Binarizer, binarizer),
+    )
+    out = []
+    for r in results:
+        if not r.valid:
+            continue
+        p = r.position
+        pts = [(float(q.x), float(q.y)) for q in (p.top_left, p.top_right, p.bottom_right,
+                                                   p.bottom_left)]
+        sym = getattr(r.symbology, "name", None) or str(r.format)
+        out.append((r.text, sym, pts))
+    return out
+
+
+def _zbar(a: np.ndarray) -> list[_Raw]:
+    if pyzbar is None:
+        return []
+    h, w = a.shape
+    symbols = [getattr(pyzbar.ZBarSymbol, t) for t in _ZBAR_TYPES]
+    out = []
+    for r in pyzbar.decode((a.tobytes(), w, h), symbols=symbols):
+        try:
+            text = r.data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = r.data.decode("latin-1")
+        x, y, rw, rh = r.rect
+        pts = [(x, y), (x + rw, y), (x + rw, y + rh), (x, y + rh)]
+        out.append((text, _ZBAR_TYPES.get(r.type, r.type), pts))
+    return out
+
+
+def _to_reading(raw: _Raw, transform: Callable[[float, float], tuple[float, float]],
+                reader: str = "zxing-cpp") -> Reading:
+    text, sym, pts = raw
+    mapped = [transform(x, y) for x, y in pts]
+    xs = [p[0] for p in mapped]
+    ys = [p[1] for p in mapped]
+    x0, y0 = int(math.floor(min(xs))), int(math.floor(min(ys)))
+    x1, y1 = int(math.ceil(max(xs))), int(math.ceil(max(ys)))
+    return Reading(text=text, method=Method.BARCODE, symbology=sym,
+                   position=(max(x0, 0), max(y0, 0), max(x1 - x0, 1), max(y1 - y0, 1)), reader=reader)
+
+
+def _identity(x: float, y: float) -> tuple[float, float]:
+    return x, y
+
+
+def _dedupe(readings: Iterable[Reading]) -> list[Reading]:
+    """One reading per (symbology, text); no ZBar reading of a symbol zxing-cpp read.
+
+    Where both read one symbol their texts can differ in interpretation (ZBar
+    applies neither Code 39 full-ASCII nor Code 32), and a text only one reader's
+    interpretation gives must not become a second "number" on the frame.
+    """
+    seen: dict[tuple[str, str], Reading] = {}
+    for r in readings:
+        seen.setdefault((r.symbology, r.text), r)
+    kept = list(seen.values())
+    zxing_boxes = [r.position for r in kept if r.reader != "zbar"]
+    return [r for r in kept if r.reader != "zbar" or not any(_overlap(r.position, b) for b in zxing_boxes)]
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+# --------------------------------------------------------------------------- passes
+
+
+def _passes(grey: np.ndarray, *, quick: bool = True) -> list[tuple[str, Callable[[Budget], list[Reading]]]]:
+    # Order by measured cost per read (benchmarks/identity.py, 12 MP): the quick pass
+    # reads about half the labels in 5-50 ms; the located pass nearly all the rest in
+    # 100-500 ms; the full-frame pass (200-1300 ms) rarely adds a read after those two.
+    passes = [
+        ("quick", lambda budget: _pass_quick(grey)),
+        ("located", lambda budget: _pass_located(grey, budget)),
+        ("full-frame", lambda budget: _pass_full(grey)),
+        ("rotations", lambda budget: _pass_rotations(grey, budget)),
+    ]
+    return passes if quick else passes[1:]
+
+
+def _pass_quick(grey: np.ndarray) -> list[Reading]:
+    """zxing-cpp once on a copy about 2000 px wide, no retries: most labels, cheaply."""
+    factor = max(1, round(max(grey.shape) / _QUICK_SIDE))
+    small = np.asarray(Image.fromarray(grey).reduce(factor)) if factor > 1 else grey
+    raws = _zxing(small, downscale=False, rotate=False, invert=False)
+    return [_scaled(_to_reading(r, _identity), grey.shape[1] / small.shape[1]) for r in raws]
+
+
+def _pass_full(grey: np.ndarray) -> list[Reading]:
+    return [_to_reading(r, _identity) for r in _zxing(grey)]
+
+
+def _read_patch(patch: Image.Image, scale: float) -> tuple[list[_Raw], str]:
+    """The harder readers on one small, upright patch, best first.
+
+    As it is; sharpened (an unsharp mask undoes some of a camera's defocus,
+    measured to read blurred small labels that nothing else read); contrast
+    stretched with the global-histogram binarizer (uneven light); and ZBar on
+    the sharpened patch.
+    """
+    plain = np.asarray(patch)
+    found = _zxing(plain, downscale=False)
+    if found:
+        return found, "zxing-cpp"
+    sharp = np.asarray(patch.filter(ImageFilter.UnsharpMask(radius=2 * scale, percent=150,
+                                                            threshold=0)))
+    found = _zxing(sharp, downscale=False)
+    if found:
+        return found, "zxing-cpp"
+    found = _zxing(_stretch(plain), binarizer="GlobalHistogram", downscale=False)
+    if found:
+        return found, "zxing-cpp"
+    return _zbar(sharp), "zbar"
+
+
+def _pass_located(grey: np.ndarray, budget: Budget,
+                  patches: list[tuple[tuple[int, int, int, int], float]] | None = None) -> list[Reading]:
+    out: list[Reading] = []
+    for box, angle in (locate(grey) if patches is None else patches)[:_MAX_PATCHES]:
+        if budget.spent():
+            break
+        x0, y0, x1, y1 = box
+        crop = Image.fromarray(grey[y0:y1, x0:x1])
+        # Enlarge small patches: zxing-cpp wants 2+ pixels per module.
+        scale = 1.0
+        if max(crop.size) < 600:
+            scale = min(3.0, 600 / max(crop.size))
+            crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                               Image.BICUBIC)
+        fill = int(np.median(np.asarray(crop)))
+        turned = crop.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=fill) \
+            if abs(angle) > 2 else crop
+        found, reader = _read_patch(turned, scale)
+        if not found:
+            continue
+        transform = _patch_transform(x0, y0, scale, crop.size, turned.size, angle if abs(angle) > 2 else 0)
+        out.extend(_to_reading(r, transform, reader) for r in found)
+    return out
+
+
+def _patch_transform(x0: int, y0: int, scale: float, size: tuple[int, int],
+                     turned: tuple[int, int], angle: float
+                     ) -> Callable[[float, float], tuple[float, float]]:
+    """Map a point in the turned, enlarged patch back to the original frame."""
+    cw, ch = size
+    tw, th = turned
+    rad = math.radians(angle)
+    cos, sin = math.cos(rad), math.sin(rad)
+
+    def transform(x: float, y: float) -> tuple[float, float]:
+        # Undo Image.rotate(angle, expand=True): it turns counter-clockwise
+        # about the centre; the inverse turns clockwise.
+        dx, dy = x - tw / 2, y - th / 2
+        ux = cos * dx - sin * dy + cw / 2
+        uy = sin * dx + cos * dy + ch / 2
+        return x0 + ux / scale, y0 + uy / scale
+
+    return transform
+
+
+def _pass_rotations(grey: np.ndarray, budget: Budget) -> list[Reading]:
+    h, w = grey.shape
+    factor = 2 if max(h, w) > 2400 else 1
+    base = Image.fromarray(grey)
+    if factor > 1:
+        base = base.reduce(factor)
+    fill = int(np.median(grey[:: max(1, h // 64), :: max(1, w // 64)]))
+    out: list[Reading] = []
+    for angle in (12, -12, 24, -24):
+        if budget.spent():
+            break
+        turned = base.rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=fill)
+        found = _zxing(np.asarray(turned))
+        if found:
+            t = _patch_transform(0, 0, 1 / factor, base.size, turned.size, angle)
+            out.extend(_to_reading(r, t) for r in found)
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- locator
+
+
+def locate(grey: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+    """Patches that look like a barcode, best first.
+
+    Returns ``((x0, y0, x1, y1), angle)`` in full-resolution pixels, where
+    ``angle`` (degrees, counter-clockwise, as ``Image.rotate`` takes it) turns
+    the patch so that a 1D code's bars stand upright (0 when the patch shows
+    no parallel bars: a 2D code, which zxing-cpp reads at any angle).
+
+    Where: the edge energy of the image, on a copy about 1500 px wide, summed
+    over cells; barcodes (1D or 2D) are the densest sharp black/white edges in
+    a clinical photograph, so cells above a threshold are grouped into
+    connected patches. How it is turned: see :func:`bar_angle`, measured at
+    full resolution because a small label's bars alias away on the copy.
+    """
+    h, w = grey.shape
+    factor = max(1, math.ceil(max(h, w) / _LOCATOR_SIDE))
+    small = Image.fromarray(grey)
+    if factor > 1:
+        small = small.reduce(factor)
+    a = np.asarray(small, dtype=np.float32)
+    sh, sw = a.shape
+    if sh < 3 * _CELL or sw < 3 * _CELL:
+        return []
+    gx, gy = _gradient(a)
+    energy = _cell_sum(gx * gx + gy * gy, _CELL)
+    # Energy per pixel of a 3x3-cell window; a sharp black/white edge every
+    # few pixels gives thousands, skin texture tens to a few hundred.
+    per_px = energy / (9 * _CELL * _CELL)
+    floor = max(600.0, float(np.percentile(per_px, 99)) * 0.25)
+    patches: list[tuple[float, tuple[int, int, int, int]]] = []
+    for comp in _components(per_px > floor):
+        if len(comp) < 3:
+            continue
+        ys = np.array([c[0] for c in comp])
+        xs = np.array([c[1] for c in comp])
+        score = float(per_px[ys, xs].sum())
+        cy0, cy1 = int(ys.min()), int(ys.max()) + 1
+        cx0, cx1 = int(xs.min()), int(xs.max()) + 1
+        # Cells to full-resolution pixels, with a margin for the quiet zone
+        # and for the ends of bars the threshold cut off.
+        bw, bh = (cx1 - cx0) * _CELL * factor, (cy1 - cy0) * _CELL * factor
+        m = int(0.3 * max(bw, bh)) + 3 * _CELL * factor
+        x0 = max(0, cx0 * _CELL * factor - m)
+        y0 = max(0, cy0 * _CELL * factor - m)
+        x1 = min(w, cx1 * _CELL * factor + m)
+        y1 = min(h, cy1 * _CELL * factor + m)
+        patches.append((score, (x0, y0, x1, y1)))
+    patches.sort(key=lambda p: -p[0])
+    out = []
+    for _, (x0, y0, x1, y1) in patches[:_MAX_PATCHES]:
+        angle = bar_angle(grey[y0:y1, x0:x1])
+        out.append(((x0, y0, x1, y1), angle if angle is not None else 0.0))
+    return out
+
+
+def bar_angle(patch: np.ndarray) -> float | None:
+    """The angle that turns the patch's parallel bars upright, or None.
+
+    Per cell of the patch, the structure tensor gives the direction of the
+    gradient and how parallel the edges are (coherence). The bars' direction is
+    the peak of a histogram of the cells' directions, weighted by energy and
+    coherence, so that print or the label's edge beside the barcode do not
+    pull it off. None when too few cells are parallel-edged (a 2D code, print).
+    """
+    ph, pw = patch.shape
+    cell = 8
+    if ph < 3 * cell or pw < 3 * cell:
+        return None
+    a = patch.astype(np.float32)
+    gx, gy = _gradient(a)
+    jxx, jyy, jxy = (_cell_sum(v, cell) for v in (gx * gx, gy * gy, gx * gy))
+    energy = jxx + jyy
+    per_px = energy / (9 * cell * cell)
+    coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / np.maximum(energy, 1e-6)
+    good = (coherence > 0.8) & (per_px > 600)
+    if good.sum() < 4:
+        return None
+    theta = np.degrees(0.5 * np.arctan2(2 * jxy[good], jxx[good] - jyy[good]))
+    weight = (per_px[good] * coherence[good]).astype(np.float64)
+    hist, edges = np.histogram(theta, bins=90, range=(-90, 90), weights=weight)
+    # Circular smoothing over neighbouring bins (-90 and +90 are the same direction).
+    smooth = hist + np.roll(hist, 1) + np.roll(hist, -1)
+    peak = int(np.argmax(smooth))
+    centre = (edges[peak] + edges[peak + 1]) / 2
+    diff = (theta - centre + 90) % 180 - 90
+    near = np.abs(diff) <= 5
+    if weight[near].sum() < 0.3 * weight.sum():
+        return None
+    angle = centre + float(np.average(diff[near], weights=weight[near]))
+    return (angle + 90) % 180 - 90
+
+
+def _gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gx = np.zeros_like(a)
+    gy = np.zeros_like(a)
+    gx[:, 1:-1] = a[:, 2:] - a[:, :-2]
+    gy[1:-1, :] = a[2:, :] - a[:-2, :]
+    return gx, gy
+
+
+def _cell_sum(v: np.ndarray, cell: int) -> np.ndarray:
+    """Sum over cells of ``cell`` pixels, then over each cell's 3x3 neighbourhood."""
+    ch, cw = v.shape[0] // cell, v.shape[1] // cell
+    v = v[: ch * cell, : cw * cell].reshape(ch, cell, cw, cell).sum(axis=(1, 3))
+    p = np.pad(v, 1, mode="edge")
+    return sum(p[i:i + ch, j:j + cw] for i in range(3) for j in range(3))
+
+
+def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    """8-connected components of a small boolean grid."""
+    seen = np.zeros_like(mask, dtype=bool)
+    h, w = mask.shape
+    comps = []
+    for y, x in zip(*np.nonzero(mask)):
+        if seen[y, x]:
+            continue
+        stack = [(int(y), int(x))]
+        seen[y, x] = True
+        comp = []
+        while stack:
+            cy, cx = stack.pop()
+            comp.append((cy, cx))
+            for ny in (cy - 1, cy, cy + 1):
+                for nx in (cx - 1, cx, cx + 1):
+                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        comps.append(comp)
+    return comps

@@ -1,0 +1,847 @@
+"""Printed identity numbers read by OCR (R3): patient labels in photos, ultrasound overlays.
+
+OCR is the fallback after barcodes, and it is the reader most likely to misread.
+This module only says what text it saw where; the identify stage validates. To
+keep a misread from becoming a wrong patient (R1):
+
+* Only substrings that look like an identity number are returned
+  (:func:`bildsluss_common.identity.numbers.find_candidates`), with the text as read.
+* A second, digits-only pass runs on the words of a line that already looked
+  number-like in the first pass, never on a whole label: a digits-only pass over a
+  name or a date line turns letters into digits and can make up a number.
+* Per label (region), when any reading validates, the invalid readings of the
+  same region are dropped (they are the misread passes); two different valid
+  numbers in one region are both returned, so that the caller refuses (R4).
+  When none validates, the invalid ones are returned, so that the caller can say
+  INVALID_ID rather than NO_ID_FOUND.
+* Nothing is guessed: no letter-to-digit mapping (O->0, l->1) is applied.
+
+Pipeline for photos (:func:`read_printed_numbers`): find bright, unsaturated
+regions (a white sticker on skin) with a threshold and connected components on a
+coarse grid; per region, whiten skin-coloured pixels, estimate the skew by a
+projection profile over +-42 degrees, rotate, flatten the illumination (glare),
+blank barcode bands, crop to the text and scale it so that a line is about 36 px
+high. Then tesseract passes, cheapest first, until one gives a valid number:
+page mode over the label; digits only over number-like words; each text line
+alone (single-line mode) at two sizes, because tesseract's line recogniser is
+sensitive to text size (a "19121212-1212" line can come out as letters in page
+mode). Regions are tried largest first until the time budget is spent; when no
+region is found (a close-up of the label), the whole image is read.
+
+Ultrasound overlays (:func:`read_overlay`, :func:`read_overlay_fields`): light
+text on black; the image content (speckle) is blanked where the neighbourhood is
+not mostly black, the rest inverted, upscaled 2x and read in sparse-text mode.
+
+Tesseract runs as a subprocess (pytesseract). Budgets are CPU time (ours and
+tesseract's, :mod:`bildsluss_common.readers.budget`); a call starts only while CPU time is
+left and is killed at the budget's wall-clock backstop. A tesseract failure or
+timeout yields no reading, never an exception: the caller then refuses for want
+of a number.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import re
+
+import numpy as np
+import pytesseract
+from PIL import Image, ImageFilter, ImageOps
+
+from bildsluss_common.readers import Method, Reading
+from bildsluss_common.readers.budget import Budget
+from bildsluss_common.identity.numbers import Candidate, find_candidates
+
+# Tesseract language for numbers: "eng" reads digits as well as "swe" and is faster.
+DIGIT_LANG = "eng"
+# For overlay fields with names (Å, Ä, Ö).
+FIELD_LANG = "swe+eng"
+DIGIT_WHITELIST = "0123456789-+"
+
+# Label detection on a downscaled copy (long side about DETECT_SIDE px).
+DETECT_SIDE = 1000
+CELL = 4  # detection pixels per grid cell
+MIN_LABEL_SIDE = 120  # original pixels; smaller regions cannot hold a readable number
+MAX_REGIONS = 6
+TARGET_LINE_PX = 36  # text line height given to tesseract
+RETRY_SCALES = (1.0, 0.6)  # sizes of the prepared label tried line by line, in order
+
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlayFields:
+    """What an ultrasound overlay shows about the patient, as read (not validated)."""
+
+    name: str | None
+    patient_text: str | None  # the identity-number-shaped text, as read
+    date_text: str | None
+    raw_text: str
+
+
+@dataclasses.dataclass(eq=False)
+class _Word:
+    text: str
+    conf: float
+    box: tuple[int, int, int, int]  # x, y, w, h in the OCR image
+    line: tuple[int, int, int]
+    source: Image.Image | None = None  # the OCR image the word was read on (separator check)
+
+
+@dataclasses.dataclass
+class _Found:
+    text: str
+    valid: bool
+    canonical: str | None
+    box: tuple[int, int, int, int]  # original pixels
+    conf: float
+
+
+# A frame's OCR budget is CPU time (this thread and the tesseract processes), with
+# a wall-clock backstop: see bildsluss_common.readers.budget.
+_Deadline = Budget
+
+
+# -- tesseract ----------------------------------------------------------------------
+
+
+def _ocr_words(img: Image.Image, psm: int, deadline: _Deadline, *, lang: str = DIGIT_LANG,
+               whitelist: str | None = None) -> list[_Word]:
+    if deadline.left() < 0.05:
+        return []
+    config = f"--psm {psm}"
+    if whitelist:
+        config += f" -c tessedit_char_whitelist={whitelist}"
+    try:
+        data = pytesseract.image_to_data(img, lang=lang, config=config, output_type=pytesseract.Output.DICT,
+                                         timeout=max(0.2, deadline.wall_left()))
+    except (RuntimeError, pytesseract.TesseractError, OSError):
+        return []  # timeout or tesseract failure: no reading (the caller refuses)
+    words = []
+    for i, text in enumerate(data["text"]):
+        text = (text or "").strip()
+        if not text:
+            continue
+        words.append(_Word(
+            text=text,
+            conf=float(data["conf"][i]),
+            box=(int(data["left"][i]), int(data["top"][i]), int(data["width"][i]), int(data["height"][i])),
+            line=(int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i])),
+            source=img,
+        ))
+    return words
+
+
+def _lines(words: list[_Word]) -> list[list[_Word]]:
+    by_line: dict[tuple[int, int, int], list[_Word]] = collections.OrderedDict()
+    for w in words:
+        by_line.setdefault(w.line, []).append(w)
+    return list(by_line.values())
+
+
+def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _candidates_in_words(words: list[_Word]) -> list[tuple[str, bool, str | None, tuple[int, int, int, int], float]]:
+    """Identity-number-shaped substrings of each OCR line, with their boxes (OCR image)."""
+    out = []
+    for line in _lines(words):
+        text = ""
+        spans = []
+        for w in line:
+            if text:
+                text += " "
+            word = _plus_by_shape(w)
+            spans.append((len(text), len(text) + len(word), w))
+            text += word
+        for c in find_candidates(text):
+            hit = [w for s, e, w in spans if s < c.end and e > c.start]
+            if not hit:
+                continue
+            conf = min(w.conf for w in hit)
+            box = _union([w.box for w in hit])
+            valid = c.valid and _separator_confirmed(c, hit[0].source, box)
+            out.append((c.raw, valid, c.number.canonical if valid and c.number else None, box, conf))
+    return out
+
+
+# -- the separator of a 10-digit number ---------------------------------------------
+#
+# In the 10-digit form the separator carries the century: "200315+1251" is born in
+# 1920, "200315-1251" (or no separator) in 2020, and both pass the Luhn check. OCR
+# confuses "+" with "4", "t" or nothing, so the separator OCR read is accepted only
+# when the glyphs on the image agree: a "+" must be seen as a plus, a "-" or no
+# separator only where no plus-like or unexplained glyph sits among the digits.
+# Otherwise the reading counts as invalid (the card is refused, R1). A "+" misread
+# as a digit ("20031541251") is not a number at all; the plus is then read from the
+# glyphs' shapes (_plus_by_shape), never guessed from the text. docs/identity-numbers.md.
+
+# Glyph shape thresholds, as fractions of the digits' height (measured on the
+# benchmark's fonts: DejaVu, Noto, Nimbus; a plus is 0.55-0.9 of the digit height,
+# a hyphen 0.08-0.2, at 20-60 px digit height).
+_PLUS_MIN_H = 0.3
+_DASH_MAX_H = 0.3
+_SMALL_GLYPH = 0.7  # shorter than this: punctuation, not a digit
+
+
+def _separator_confirmed(c: Candidate, image: Image.Image | None, box: tuple[int, int, int, int]) -> bool:
+    """Whether the glyphs in ``box`` agree with the separator of a 10-digit candidate."""
+    number = c.number
+    if number is None or not number.century_inferred:
+        return True  # 12 digits: the century is printed; a reserve number has no separator rule
+    if image is None:
+        return False
+    glyphs = separator_glyphs(image, box)
+    if glyphs is None:
+        return False
+    core = c.raw.strip(" ")[6:-4].strip(" ")
+    if core == "+":
+        return glyphs == ["+"]
+    return "+" not in glyphs and "?" not in glyphs and (core == "" or "-" in glyphs)
+
+
+def separator_glyphs(image: Image.Image, box: tuple[int, int, int, int]) -> list[str] | None:
+    """The shapes of the non-digit glyphs between the digits of one number on ``image``
+    (dark text on light), left to right: "+", "-" or "?" (neither; unexplained).
+
+    ``box`` is the number's box (x, y, w, h) in the image. None when no digits are
+    found there. See :func:`glyph_sequence`.
+    """
+    seq = glyph_sequence(image, box)
+    return None if seq is None else [g for g in seq if g != "d"]
+
+
+def glyph_sequence(image: Image.Image, box: tuple[int, int, int, int]) -> list[str] | None:
+    """The glyphs of one number on ``image`` (dark text on light), left to right:
+    "d" (a digit-sized glyph), "+", "-" or "?" (a small glyph that is neither).
+
+    Glyphs are connected components of an Otsu-binarised crop of ``box``; digits
+    are the tall ones (pieces of one digit, overlapping in x, are merged); anything
+    else whose middle is in the middle of the digits' band, between the first and
+    the last digit, is a separator candidate; specks, commas and underlines are
+    left out. None when fewer than two digits are found.
+    """
+    import cv2  # opencv-python-headless: a project dependency; imported where used
+
+    x, y, w, h = box
+    pad = max(2, h // 4)
+    crop = np.asarray(image.convert("L").crop((x - pad, y - pad, x + w + pad, y + h + pad)))
+    if crop.size == 0 or int(crop.max()) - int(crop.min()) < 40:
+        return None
+    _, ink = cv2.threshold(crop, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    comps = [(i, *(int(v) for v in stats[i][:4])) for i in range(1, n)]
+    # Glyphs whose middle lies in the number's box (not a neighbouring line).
+    comps = [c for c in comps if pad <= c[2] + c[4] / 2 <= pad + h]
+    if not comps:
+        return None
+    tall = max(c[4] for c in comps)
+    digits = [c for c in comps if c[4] >= _SMALL_GLYPH * tall and not _plus_shaped(labels, c, tall)]
+    if len(digits) < 2:
+        return None
+    height = float(np.median([c[4] for c in digits]))
+    top = float(np.median([c[2] for c in digits]))
+    left = min(c[1] for c in digits)
+    right = max(c[1] + c[3] for c in digits)
+    out: list[tuple[float, str]] = []
+    spans: list[list[int]] = []  # digits' x extents, pieces merged
+    for _, cx, _, cw, _ in sorted(digits, key=lambda c: c[1]):
+        if spans and cx < spans[-1][1] and min(cx + cw, spans[-1][1]) - cx > 0.5 * min(cw, spans[-1][1] - spans[-1][0]):
+            spans[-1][1] = max(spans[-1][1], cx + cw)
+        else:
+            spans.append([cx, cx + cw])
+    out += [((a + b) / 2, "d") for a, b in spans]
+    for c in comps:
+        i, cx, cy, cw, ch = c
+        if c in digits or cw * ch < (0.08 * height) ** 2:
+            continue  # a digit, or a speck of noise
+        mid, centre = cy + ch / 2, cx + cw / 2
+        if not (top + 0.25 * height <= mid <= top + 0.75 * height) or not (left < centre < right):
+            continue  # a comma or an underline, or outside the number
+        if any(a <= centre <= b for a, b in spans):
+            continue  # inside a digit: the dot of a monospace zero
+        if _plus_shaped(labels, c, height):
+            kind = "+"
+        elif ch <= _DASH_MAX_H * height and cw >= 1.4 * ch:
+            kind = "-"
+        else:
+            kind = "?"
+        out.append((centre, kind))
+    return [kind for _, kind in sorted(out)]
+
+
+# Six digits, one character that is neither a digit nor a separator ("4", "t", "*"), four digits.
+_MISREAD_PLUS = re.compile(r"[0-9]{6}[^0-9 +\-\u2010-\u2014\u2212][0-9]{4}|[0-9]{11}")
+
+
+def _plus_by_shape(word: _Word) -> str:
+    """A word OCR read as 11 characters where the image shows 6 digits, a plus and
+    4 digits ("20031541251" for "200315+1251"): the text with the plus read from the
+    glyph's shape. Any other word is returned as read; a separator OCR did read
+    ("-" where the glyph is a plus) is never replaced: that disagreement is checked,
+    and refused, by :func:`_separator_confirmed`."""
+    if word.source is None or not _MISREAD_PLUS.fullmatch(word.text):
+        return word.text
+    seq = glyph_sequence(word.source, word.box)
+    if seq != ["d"] * 6 + ["+"] + ["d"] * 4:
+        return word.text
+    return f"{word.text[:6]}+{word.text[7:]}"
+
+
+def _plus_shaped(labels: np.ndarray, comp: tuple[int, int, int, int, int], height: float) -> bool:
+    """A plus: one vertical and one horizontal stroke crossing near the middle, empty corners."""
+    i, cx, cy, cw, ch = comp
+    if ch < _PLUS_MIN_H * height or not 0.55 <= cw / max(ch, 1) <= 1.8:
+        return False
+    m = labels[cy:cy + ch, cx:cx + cw] == i
+    cols, rows = m.sum(axis=0), m.sum(axis=1)
+    col, row = int(np.argmax(cols)), int(np.argmax(rows))
+    if cols[col] < 0.8 * ch or rows[row] < 0.8 * cw:
+        return False
+    if abs(col + 0.5 - cw / 2) > 0.2 * cw or abs(row + 0.5 - ch / 2) > 0.2 * ch:
+        return False
+    qy, qx = max(1, ch // 3), max(1, cw // 3)
+    corners = (m[:qy, :qx], m[:qy, -qx:], m[-qy:, :qx], m[-qy:, -qx:])
+    return max(float(q.mean()) for q in corners) <= 0.2
+
+
+# -- geometry -----------------------------------------------------------------------
+
+
+class _Affine:
+    """Maps OCR-image coordinates back to original-image coordinates."""
+
+    def __init__(self) -> None:
+        self.m = np.eye(3)
+
+    def then(self, m: np.ndarray) -> "_Affine":
+        """Prepend a step: ``m`` maps the new image's coordinates into the previous one's."""
+        a = _Affine()
+        a.m = self.m @ m
+        return a
+
+    def box(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        x, y, w, h = box
+        pts = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], dtype=float).T
+        o = self.m @ pts
+        x0, y0 = o[0].min(), o[1].min()
+        return (int(round(x0)), int(round(y0)), int(round(o[0].max() - x0)), int(round(o[1].max() - y0)))
+
+
+def _translate(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], dtype=float)
+
+
+def _scale(s: float) -> np.ndarray:
+    return np.array([[s, 0, 0], [0, s, 0], [0, 0, 1]], dtype=float)
+
+
+def _rotation_inverse(angle: float, in_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
+    """For ``Image.rotate(angle, expand=True)``: output coordinates -> input coordinates."""
+    a = math.radians(angle)
+    c, s = math.cos(a), math.sin(a)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=float)
+    return _translate(in_size[0] / 2, in_size[1] / 2) @ rot @ _translate(-out_size[0] / 2, -out_size[1] / 2)
+
+
+# -- label regions ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LabelRegion:
+    box: tuple[int, int, int, int]  # original pixels
+    area: int  # original pixels (filled)
+    mask: np.ndarray  # bool, coarse cells (filled, with one cell of padding)
+    cell_px: float  # original pixels per cell
+    origin: tuple[float, float]  # original pixel position of the mask's cell (0, 0)
+
+
+def _hsv_mask(rgb: np.ndarray) -> np.ndarray:
+    """Bright, unsaturated pixels: paper, not skin."""
+    mx = rgb.max(axis=2).astype(np.int16)
+    mn = rgb.min(axis=2).astype(np.int16)
+    return (mx >= 130) & ((mx - mn) * 100 <= 22 * np.maximum(mx, 1))
+
+
+def _components(cells: np.ndarray) -> list[list[tuple[int, int]]]:
+    h, w = cells.shape
+    seen = np.zeros_like(cells, dtype=bool)
+    comps = []
+    ys, xs = np.nonzero(cells)
+    for y0, x0 in zip(ys.tolist(), xs.tolist()):
+        if seen[y0, x0]:
+            continue
+        seen[y0, x0] = True
+        q = collections.deque([(y0, x0)])
+        comp = []
+        while q:
+            y, x = q.popleft()
+            comp.append((y, x))
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and cells[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    q.append((ny, nx))
+        comps.append(comp)
+    return comps
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Cells not reachable from the border through non-mask cells are holes (text, barcode)."""
+    h, w = mask.shape
+    outside = np.zeros_like(mask)
+    q = collections.deque()
+    for y in range(h):
+        for x in (0, w - 1):
+            if not mask[y, x] and not outside[y, x]:
+                outside[y, x] = True
+                q.append((y, x))
+    for x in range(w):
+        for y in (0, h - 1):
+            if not mask[y, x] and not outside[y, x]:
+                outside[y, x] = True
+                q.append((y, x))
+    while q:
+        y, x = q.popleft()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < h and 0 <= nx < w and not mask[ny, nx] and not outside[ny, nx]:
+                outside[ny, nx] = True
+                q.append((ny, nx))
+    return ~outside
+
+
+def label_regions(image: Image.Image) -> list[LabelRegion]:
+    """White, paper-like regions of label size in ``image``, largest first.
+
+    Cheap (a reduced image, no OCR): the OCR reads only inside these, and the
+    archive's de-identification covers them on teaching copies (R20).
+    """
+    W, H = image.size
+    factor = max(1, int(round(max(W, H) / DETECT_SIDE)))
+    small = image.reduce(factor) if factor > 1 else image
+    rgb = np.asarray(small.convert("RGB"))
+    mask = _hsv_mask(rgb)
+    gh, gw = mask.shape[0] // CELL, mask.shape[1] // CELL
+    if gh < 2 or gw < 2:
+        return []
+    blocks = mask[: gh * CELL, : gw * CELL].reshape(gh, CELL, gw, CELL).mean(axis=(1, 3))
+    cells = blocks >= 0.5
+    cell_px = CELL * W / small.size[0]
+    min_cells = (MIN_LABEL_SIDE / cell_px) ** 2 * 0.4
+    regions = []
+    for comp in _components(cells):
+        if len(comp) < min_cells:
+            continue
+        ys = [p[0] for p in comp]
+        xs = [p[1] for p in comp]
+        y0, y1, x0, x1 = min(ys), max(ys) + 1, min(xs), max(xs) + 1
+        if (x1 - x0) * cell_px < MIN_LABEL_SIDE or (y1 - y0) * cell_px < MIN_LABEL_SIDE * 0.4:
+            continue
+        m = np.zeros((y1 - y0 + 2, x1 - x0 + 2), dtype=bool)
+        for y, x in comp:
+            m[y - y0 + 1, x - x0 + 1] = True
+        m = _fill_holes(m)
+        # One cell of margin on every side (the padding above).
+        bx0 = max(0, int((x0 - 1) * cell_px))
+        by0 = max(0, int((y0 - 1) * cell_px))
+        bx1 = min(W, int((x1 + 1) * cell_px))
+        by1 = min(H, int((y1 + 1) * cell_px))
+        regions.append(LabelRegion(box=(bx0, by0, bx1 - bx0, by1 - by0), area=int(m.sum() * cell_px ** 2),
+                               mask=m, cell_px=cell_px,
+                               origin=((x0 - 1) * cell_px, (y0 - 1) * cell_px)))
+    regions.sort(key=lambda r: -r.area)
+    return regions[:MAX_REGIONS]
+
+
+def _whiten_background(crop: Image.Image, region: LabelRegion | None, box: tuple[int, int, int, int],
+                       pre: float) -> Image.Image:
+    """Grey crop with skin, and everything outside the region's mask, made white.
+
+    ``crop`` shows ``box`` of the original image, scaled by ``pre``.
+    """
+    rgb = np.asarray(crop.convert("RGB"))
+    mx = rgb.max(axis=2).astype(np.int16)
+    mn = rgb.min(axis=2).astype(np.int16)
+    grey = np.asarray(crop.convert("L")).copy()
+    skin = (mx >= 70) & ((mx - mn) * 100 > 25 * np.maximum(mx, 1))
+    grey[skin] = 255
+    if region is not None:
+        k = region.cell_px * pre
+        cells = region.mask.copy()  # grown by one cell: edge cells are part paper, part skin
+        cells[1:] |= region.mask[:-1]
+        cells[:-1] |= region.mask[1:]
+        cells[:, 1:] |= region.mask[:, :-1]
+        cells[:, :-1] |= region.mask[:, 1:]
+        m = Image.fromarray(cells.astype(np.uint8) * 255)
+        m = m.resize((max(1, int(round(m.width * k))), max(1, int(round(m.height * k)))), Image.NEAREST)
+        canvas = Image.new("L", crop.size, 0)
+        canvas.paste(m, (int(round((region.origin[0] - box[0]) * pre)), int(round((region.origin[1] - box[1]) * pre))))
+        grey[np.asarray(canvas) == 0] = 255
+    return Image.fromarray(grey, "L")
+
+
+def _ink(grey: Image.Image) -> np.ndarray:
+    g = np.asarray(grey, dtype=np.int16)
+    bg = np.asarray(grey.filter(ImageFilter.BoxBlur(max(3, min(grey.size) // 8))), dtype=np.int16)
+    return (g < bg - 40) & (g < 200)
+
+
+def _skew(grey: Image.Image) -> float:
+    """Angle (degrees, counter-clockwise) by which the text is turned: projection profile."""
+    f = max(1.0, max(grey.size) / 300)
+    small = grey.resize((max(8, int(grey.width / f)), max(8, int(grey.height / f))), Image.BILINEAR)
+    ink = Image.fromarray((_ink(small) * 255).astype(np.uint8))
+
+    def score(a: float) -> float:
+        r = np.asarray(ink.rotate(-a, resample=Image.NEAREST, expand=True), dtype=np.float32)
+        rows = r.sum(axis=1)
+        return float(np.sum(np.diff(rows) ** 2))
+
+    best = max(range(-42, 43, 3), key=score)
+    fine = max(np.arange(best - 2.0, best + 2.01, 0.5), key=score)
+    return float(fine)
+
+
+def _flatten(grey: Image.Image) -> Image.Image:
+    """Divide by the paper's brightness, so that glare and shading do not hide ink.
+
+    The paper's brightness is the maximum over blocks (every block of a label holds
+    some paper), smoothed and scaled back up: cheap, unlike a rank filter.
+    """
+    g = np.asarray(grey, dtype=np.float32)
+    b = max(8, min(grey.size) // 12)
+    h, w = g.shape
+    gh, gw = max(1, h // b), max(1, w // b)
+    blocks = np.asarray(grey.resize((gw * b, gh * b), Image.NEAREST), dtype=np.uint8).reshape(gh, b, gw, b).max(axis=(1, 3))
+    bg_small = Image.fromarray(blocks, "L").filter(ImageFilter.BoxBlur(1))
+    bg = np.asarray(bg_small.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    out = np.clip(g / np.maximum(bg, 1) * 255, 0, 255)
+    return Image.fromarray(out.astype(np.uint8), "L")
+
+
+def _text_rows(ink: np.ndarray) -> list[tuple[int, int]]:
+    rows = ink.sum(axis=1)
+    on = rows > max(2, ink.shape[1] * 0.01)
+    runs, start = [], None
+    for y, v in enumerate(on.tolist() + [False]):
+        if v and start is None:
+            start = y
+        elif not v and start is not None:
+            if y - start >= 3:
+                runs.append((start, y))
+            start = None
+    return runs
+
+
+def _is_barcode_band(band: np.ndarray) -> bool:
+    """A band of rows where many columns are ink from top to bottom: bars, not letters."""
+    h = band.shape[0]
+    if h < 12:
+        return False
+    cols = band.mean(axis=0)
+    inked = np.nonzero(cols > 0)[0]
+    if inked.size == 0:
+        return False
+    span = cols[inked.min(): inked.max() + 1]
+    # Letters have few columns inked over 85 % of the line height (I, l, 1 do);
+    # a 1D barcode has about half its columns so.
+    return bool((span > 0.85).mean() > 0.3)
+
+
+def _prepare_label(image: Image.Image, region: LabelRegion | None) -> tuple[Image.Image, _Affine] | None:
+    """Crop, whiten, deskew, flatten and scale one label region for tesseract."""
+    if region is None:
+        box = (0, 0, image.width, image.height)
+    else:
+        box = region.box
+    x, y, w, h = box
+    crop = image.crop((x, y, x + w, y + h))
+    aff = _Affine().then(_translate(x, y))
+    # Work at no more than ~1600 px on the long side: enough for text of any size we scale to.
+    pre = min(1.0, 1600 / max(w, h))
+    if pre < 1.0:
+        crop = crop.resize((max(1, int(w * pre)), max(1, int(h * pre))), Image.BILINEAR)
+        aff = aff.then(_scale(1 / pre))
+    grey = _whiten_background(crop, region, box, pre)
+    angle = _skew(grey)
+    if abs(angle) >= 0.5:
+        rotated = grey.rotate(-angle, resample=Image.BICUBIC, expand=True, fillcolor=255)
+        aff = aff.then(_rotation_inverse(-angle, grey.size, rotated.size))
+        grey = rotated
+    grey = _flatten(grey)
+    ink = _ink(grey)
+    runs = _text_rows(ink)
+    if not runs:
+        return None
+    # Thin runs are the sticker's edges and specks; text lines are taller.
+    heights = sorted(b - a for a, b in runs if b - a >= 7) or sorted(b - a for a, b in runs)
+    line_h = heights[len(heights) // 2]
+    # Blank barcode bands: tesseract reads bars as digits and ones.
+    arr = np.asarray(grey).copy()
+    for a, b in runs:
+        if _is_barcode_band(ink[a:b]):
+            arr[a:b, :] = 255
+            ink[a:b, :] = False
+    # Only the text's extent goes to tesseract: its time grows with the area.
+    ys, xs = np.nonzero(ink)
+    m = max(4, line_h)
+    x0, y0 = max(0, int(xs.min()) - m), max(0, int(ys.min()) - m)
+    x1, y1 = min(arr.shape[1], int(xs.max()) + m + 1), min(arr.shape[0], int(ys.max()) + m + 1)
+    grey = Image.fromarray(arr[y0:y1, x0:x1], "L")
+    aff = aff.then(_translate(x0, y0))
+    s = min(4.0, max(0.25, TARGET_LINE_PX / max(1, line_h)))
+    if abs(s - 1) > 0.1:
+        grey = grey.resize((max(1, int(grey.width * s)), max(1, int(grey.height * s))), Image.BICUBIC)
+        aff = aff.then(_scale(1 / s))
+    grey = ImageOps.expand(grey, border=20, fill=255)
+    aff = aff.then(_translate(-20, -20))
+    return grey, aff
+
+
+def _read_region(image: Image.Image, region: LabelRegion | None, deadline: _Deadline) -> list[_Found]:
+    """Passes over one prepared label, cheapest first, until one gives a valid number.
+
+    1. The whole label, page mode. 2. Digits only, on the words of pass 1 that
+    looked like a number. 3. Each text line alone (single-line mode), at two
+    sizes: tesseract's line recogniser is sensitive to text size and layout
+    (a "19121212-1212" line can come out as letters in page mode).
+    """
+    prepared = _prepare_label(image, region)
+    if prepared is None:
+        return []
+    ocr_img, aff = prepared
+    words = _ocr_words(ocr_img, 6, deadline)
+    found = _found_in(words, aff)
+    if not any(f.valid for f in found):
+        found += _digits_pass(ocr_img, aff, words, deadline)
+    for k in RETRY_SCALES:
+        if any(f.valid for f in found) or deadline.left() < 0.1:
+            break
+        img, a = ocr_img, aff
+        if k != 1.0:
+            img = ocr_img.resize((max(1, int(ocr_img.width * k)), max(1, int(ocr_img.height * k))), Image.BICUBIC)
+            a = aff.then(_scale(1 / k))
+        for top, bottom in _text_rows(_ink(img)):
+            if any(f.valid for f in found) or deadline.left() < 0.1:
+                break
+            m = max(6, (bottom - top) // 3)
+            y0, y1 = max(0, top - m), min(img.height, bottom + m)
+            band = img.crop((0, y0, img.width, y1))
+            band_aff = a.then(_translate(0, y0))
+            line_words = _ocr_words(band, 7, deadline)
+            line_found = _found_in(line_words, band_aff)
+            if not any(f.valid for f in line_found):
+                line_found += _digits_pass(band, band_aff, line_words, deadline)
+            found += line_found
+    return found
+
+
+def _found_in(words: list[_Word], aff: _Affine) -> list[_Found]:
+    return [_Found(raw, valid, canonical, aff.box(box), conf)
+            for raw, valid, canonical, box, conf in _candidates_in_words(words)]
+
+
+def _digits_pass(ocr_img: Image.Image, aff: _Affine, words: list[_Word], deadline: _Deadline) -> list[_Found]:
+    """Digits only, single line, on each run of words that looked like a number."""
+    found: list[_Found] = []
+    for run in _numberish_runs(words):
+        if deadline.left() < 0.1:
+            break
+        bx, by, bw, bh = _union([w.box for w in run])
+        pad = bh // 2 + 4
+        part = ocr_img.crop((bx - pad * 2, by - pad, bx + bw + pad * 2, by + bh + pad))
+        part_aff = aff.then(_translate(bx - pad * 2, by - pad))
+        sub = _ocr_words(part, 7, deadline, whitelist=DIGIT_WHITELIST)
+        cands = _candidates_in_words(sub)
+        if not cands and sub:
+            joined = _join_split_number(" ".join(w.text for w in sub))
+            if joined is not None:
+                c = find_candidates(joined)[0]
+                box = _union([w.box for w in sub])
+                valid = c.valid and _separator_confirmed(c, part, box)
+                cands = [(c.raw, valid, c.number.canonical if valid and c.number else None,
+                          box, min(w.conf for w in sub))]
+        for raw, valid, canonical, box, conf in cands:
+            found.append(_Found(raw, valid, canonical, part_aff.box(box), conf))
+    return found
+
+
+_NUMBERISH_WORD = re.compile(r"^[0-9OoIlSBZ|.,:_~+\-\u2010-\u2014\u2212]+$")
+_DIGITISH = re.compile(r"[0-9OoIlSBZ]")
+
+
+def _numberish_word(text: str) -> bool:
+    """Digits and look-alikes, or mostly digits with a few stray marks ("$9121212-1212")."""
+    if _NUMBERISH_WORD.match(text) and _DIGITISH.search(text):
+        return True
+    digits = sum(ch.isdigit() for ch in text)
+    return digits >= 4 and digits >= 0.6 * len(text)
+
+
+def _numberish_runs(words: list[_Word]) -> list[list[_Word]]:
+    """Runs of adjacent words on one line made of digits (and look-alikes) and dashes,
+    with 9 or more digit-like characters: where a number may have been misread."""
+    runs = []
+    for line in _lines(words):
+        cur: list[_Word] = []
+        for w in line + [None]:
+            if w is not None and _numberish_word(w.text):
+                cur.append(w)
+                continue
+            if sum(len(_DIGITISH.findall(x.text)) for x in cur) >= 8:
+                runs.append(cur)
+            cur = []
+    return runs
+
+
+_SPLIT = re.compile(r"^[0-9]+(?: [0-9]+)*(?: ?[-+] ?[0-9]+(?: [0-9]+)*)?$")
+
+
+def _join_split_number(text: str) -> str | None:
+    """Join a number that OCR split at a space ("1982061 1-2396"), when that is safe.
+
+    Only a digits-only reading of one number-like run is joined, and only when no
+    part on either side of a space is a number by itself: "19 121212-1212" is never
+    joined, as "19" may be a century or something else (a different patient).
+    """
+    text = text.strip()
+    if " " not in text or not _SPLIT.match(text):
+        return None
+    joined = re.sub(r" ?([-+]) ?", r"\1", text).replace(" ", "")
+    if not re.fullmatch(r"[0-9]{6}(?:[0-9]{2})?[-+]?[0-9]{4}", joined):
+        return None
+    parts = text.split(" ")
+    for i in range(1, len(parts)):
+        left, right = " ".join(parts[:i]), " ".join(parts[i:])
+        if find_candidates(left) or find_candidates(right):
+            return None
+    return joined
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _select(found: list[_Found]) -> list[_Found]:
+    """Per region: valid readings win over invalid ones at the same place; dedupe."""
+    valid = [f for f in found if f.valid]
+    keep = list(valid)
+    for f in found:
+        if not f.valid and not any(_overlaps(f.box, v.box) for v in valid):
+            keep.append(f)
+    out: list[_Found] = []
+    for f in keep:
+        same = [o for o in out if o.text == f.text and _overlaps(o.box, f.box)]
+        if not same:
+            out.append(f)
+    return out
+
+
+def read_printed_numbers(image: Image.Image, *, budget_s: float = 1.5) -> list[Reading]:
+    """Identity-number-shaped text printed on patient labels in a photo (method OCR).
+
+    ``image`` is the photo as decoded (orientation already applied by the caller).
+    Returns readings for every number-shaped string found, valid or not (see the
+    module notes for which ones are kept); an empty list when none is found or the
+    budget ran out. Positions are in the original image's pixels.
+    """
+    deadline = _Deadline(budget_s)
+    regions: list[LabelRegion | None] = list(label_regions(image))
+    if not regions:
+        regions = [None]  # no sticker found: a close-up of the label, or no label at all
+    readings: list[Reading] = []
+    for region in regions:
+        if deadline.left() < 0.1:
+            break
+        for f in _select(_read_region(image, region, deadline)):
+            readings.append(Reading(text=f.text, method=Method.OCR, position=f.box))
+    return readings
+
+
+# -- ultrasound overlays ------------------------------------------------------------
+
+
+def _overlay_image(image: Image.Image, *, suppress_content: bool) -> tuple[Image.Image, _Affine]:
+    grey = image.convert("L")
+    if suppress_content:
+        g = np.asarray(grey)
+        dark = (g < 30).astype(np.uint8) * 255
+        radius = max(4, grey.height // 60)
+        near_black = np.asarray(Image.fromarray(dark).filter(ImageFilter.BoxBlur(radius)))
+        g = np.where(near_black >= 150, g, 0).astype(np.uint8)
+        grey = Image.fromarray(g, "L")
+    s = 2 if max(grey.size) <= 1400 else 1
+    big = grey.resize((grey.width * s, grey.height * s), Image.BICUBIC) if s > 1 else grey
+    inv = ImageOps.expand(ImageOps.invert(big), border=10, fill=255)
+    aff = _Affine().then(_scale(1 / s)).then(_translate(-10, -10))
+    return inv, aff
+
+
+def _overlay_words(image: Image.Image, deadline: _Deadline, lang: str) -> tuple[list[_Word], _Affine]:
+    inv, aff = _overlay_image(image, suppress_content=True)
+    words = _ocr_words(inv, 11, deadline, lang=lang)
+    if not any(find_candidates(" ".join(w.text for w in line)) for line in _lines(words)) and deadline.left() > 0.3:
+        # Banners on a grey bar, or text over the image: read without blanking the content.
+        inv2, aff2 = _overlay_image(image, suppress_content=False)
+        more = _ocr_words(inv2, 11, deadline, lang=lang)
+        if more:
+            return words + [dataclasses.replace(w, line=(w.line[0] + 10_000, *w.line[1:])) for w in more], aff
+    return words, aff
+
+
+def read_overlay(image: Image.Image, *, budget_s: float = 1.5) -> list[Reading]:
+    """Identity-number-shaped text burned into an ultrasound frame (method OCR)."""
+    deadline = _Deadline(budget_s)
+    words, aff = _overlay_words(image, deadline, DIGIT_LANG)
+    found = [_Found(raw, valid, canonical, aff.box(box), conf)
+             for raw, valid, canonical, box, conf in _candidates_in_words(words)]
+    # Sparse-text mode misreads a "+" between digits as "4" on large banners
+    # ("200315+1251" -> "20031541251"); the number's words alone, as one line with
+    # digits only, read it. Only runs that gave no valid number are read again.
+    for run in _numberish_runs(words):
+        box = _union([w.box for w in run])
+        if any(f.valid and _overlaps(f.box, aff.box(box)) for f in found) or deadline.left() < 0.1:
+            continue
+        source = run[0].source
+        if source is not None:
+            found += _digits_pass(source, aff, run, deadline)
+    return [Reading(text=f.text, method=Method.OCR, position=f.box) for f in _select(found)]
+
+
+# "SURNAME, Given Names": one (possibly hyphenated) upper-case surname, as the
+# machines print it; what comes before it on the line (the hospital) is not part of it.
+_NAME = re.compile(
+    r"(?<![\w-])([A-ZÅÄÖÉÜ][A-ZÅÄÖÉÜ'\-]+)\s?,\s*"
+    r"([A-ZÅÄÖÉÜ][A-Za-zÅÄÖåäöÉéÜü'\-]+(?: [A-ZÅÄÖÉÜ][A-Za-zÅÄÖåäöÉéÜü'\-]+)*)"
+)
+_DATE = re.compile(
+    r"\b(\d{4}-\d{2}-\d{2}|\d{2}[-/.]\d{2}[-/.]\d{4}|\d{1,2}/\d{1,2}/\d{4}|\d{2}-[A-Z]{3}-\d{2,4})\b"
+)
+
+
+def read_overlay_fields(image: Image.Image, *, budget_s: float = 3.0) -> OverlayFields:
+    """Name, number and date as the overlay shows them (first of each), and all text read."""
+    deadline = _Deadline(budget_s)
+    words, _ = _overlay_words(image, deadline, FIELD_LANG)
+    lines = [" ".join(w.text for w in line) for line in _lines(words)]
+    raw = "\n".join(lines)
+    patient = None
+    cands = [c for line in lines for c in find_candidates(line)]
+    if cands:
+        patient = next((c.raw for c in cands if c.valid), cands[0].raw)
+    name = None
+    date = None
+    for line in lines:
+        if name is None and (m := _NAME.search(line)):
+            name = f"{m.group(1)}, {m.group(2)}"
+        if date is None:
+            # A date, but not a piece of the identity number.
+            for m in _DATE.finditer(line):
+                if not any(c.start <= m.start() < c.end for c in find_candidates(line)):
+                    date = m.group(1)
+                    break
+    return OverlayFields(name=name, patient_text=patient, date_text=date, raw_text=raw)
