@@ -20,18 +20,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import pathlib
 import re
 import sqlite3
 import sys
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent import config as config_mod
 from bildsluss_common import logs
 from agent.card.model import Mode
 from bildsluss_common.identity.numbers import validate as validate_identity
+
+if TYPE_CHECKING:  # the pipeline (and its image libraries) loads only for commands that run it
+    from agent.card.pipeline import IngestRequest
 
 EXIT_USAGE = 2
 _HSA_ID = re.compile(r"^SE\d{10}-[0-9A-Z]+$")
@@ -48,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+<<<<<<< HEAD
     ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) or camera in the foreground")
     ingest.add_argument("path", type=pathlib.Path, nargs="?", help="the card's mount point or a folder")
     ingest.add_argument("--camera", metavar="PORT",
@@ -57,27 +61,19 @@ def _build_parser() -> argparse.ArgumentParser:
                              "'Directory Browse' for disk:, 'PTP/IP Camera' for ptpip:)")
     ingest.add_argument("--archive", help="archive address HOST:PORT (default from config)")
     ingest.add_argument("--department", help="the department's HSA-id, e.g. SE2321000016-15CQ")
+=======
+    ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) in the foreground")
+    ingest.add_argument("path", type=pathlib.Path, help="the card's mount point or a folder")
+    _archive_options(ingest, config_required=False)
+>>>>>>> b38ac36 (House: archive servicers in services/, the interceptor in its own module, agent models in models.py; agent/channel.py; desk commands apart from the control socket (no import cycle); one loopback rule and one state-dir default in bildsluss_common; pyproject extras agent/archive; import-linter contracts and ruff in CI)
     ingest.add_argument("--mode", choices=[m.value for m in Mode], help="capture mode (default photo)")
     ingest.add_argument("--expect", help="the patient open in the EHR (R5); every number read must match")
-    ingest.add_argument("--config", type=pathlib.Path, help="agent TOML config file")
     ingest.add_argument("--spool", type=pathlib.Path, help="spool folder (default from config)")
     ingest.add_argument("--agent-id", help="this agent's id (default: host name)")
-    tls = ingest.add_mutually_exclusive_group()
-    tls.add_argument("--insecure", action="store_true", help="plaintext gRPC (loopback development only)")
-    tls.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM) for mTLS")
-    ingest.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
-    ingest.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
     ingest.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 
     run = sub.add_parser("run", help="the daemon: ingest every card inserted, nobody typing anything")
-    run.add_argument("--config", type=pathlib.Path, required=True, help="agent TOML config file")
-    run.add_argument("--archive", help="archive address HOST:PORT (default from config)")
-    run.add_argument("--department", help="the department's HSA-id (default from config)")
-    run_tls = run.add_mutually_exclusive_group()
-    run_tls.add_argument("--insecure", action="store_true", help="plaintext gRPC (loopback development only)")
-    run_tls.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM) for mTLS")
-    run.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
-    run.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
+    _archive_options(run, config_required=True)
     backend = run.add_mutually_exclusive_group(required=True)
     backend.add_argument("--udev", action="store_true",
                          help="detect cards as block devices (udev, or the kernel's uevents without udevd)")
@@ -87,15 +83,31 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="treat loop devices as cards too (tests and demos)")
     run.set_defaults(handler=_cmd_run)
 
-    from agent.desk import control
+    from agent.desk import commands
 
+<<<<<<< HEAD
     control.add_cli(sub)  # expect, status: they talk to the running daemon
 
     cameras = sub.add_parser("cameras", help="list the cameras connected by USB and the configured PTP/IP ones")
     cameras.add_argument("--config", type=pathlib.Path, help="agent TOML config file (PTP/IP addresses)")
     cameras.add_argument("--json", action="store_true", help="one JSON object per camera and line")
     cameras.set_defaults(handler=_cmd_cameras)
+=======
+    commands.add_cli(sub)  # expect, status, notify-relay: they talk to the running daemon
+>>>>>>> b38ac36 (House: archive servicers in services/, the interceptor in its own module, agent models in models.py; agent/channel.py; desk commands apart from the control socket (no import cycle); one loopback rule and one state-dir default in bildsluss_common; pyproject extras agent/archive; import-linter contracts and ruff in CI)
     return parser
+
+
+def _archive_options(p: argparse.ArgumentParser, *, config_required: bool) -> None:
+    """The options ``ingest`` and ``run`` share: configuration, archive, department, transport."""
+    p.add_argument("--config", type=pathlib.Path, required=config_required, help="agent TOML config file")
+    p.add_argument("--archive", help="archive address HOST:PORT (default from config)")
+    p.add_argument("--department", help="the department's HSA-id, e.g. SE2321000016-15CQ (default from config)")
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true", help="plaintext gRPC (loopback development only)")
+    tls.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM) for mTLS")
+    p.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
+    p.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
 
 
 def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, str]:
@@ -132,7 +144,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, s
     return cfg, department
 
 
-def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, "IngestRequest"]:
+def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, IngestRequest]:
     from agent.card.pipeline import IngestRequest
 
     cfg, department = _resolve_config(args)

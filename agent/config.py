@@ -16,6 +16,7 @@ from typing import Any
 
 from bildsluss_common.identity.reserve import ReserveFormat, ReserveFormatError, from_config as reserve_from_config
 from agent.card.model import Device, Mode
+from bildsluss_common.paths import default_state_dir
 
 
 class ConfigError(Exception):
@@ -23,10 +24,7 @@ class ConfigError(Exception):
 
 
 def default_spool_dir() -> pathlib.Path:
-    if os.geteuid() == 0:
-        return pathlib.Path("/var/lib/bildsluss/spool")
-    state = os.environ.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
-    return pathlib.Path(state) / "bildsluss" / "spool"
+    return default_state_dir("spool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +41,6 @@ class ArchiveConfig:
     # How long to keep retrying an unavailable archive within one ingest.
     retry_budget_s: float = 30.0
     chunk_bytes: int = 1 << 20
-
-
-def default_state_dir() -> pathlib.Path:
-    if os.geteuid() == 0:
-        return pathlib.Path("/var/lib/bildsluss")
-    state = os.environ.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
-    return pathlib.Path(state) / "bildsluss"
 
 
 def default_control_socket() -> pathlib.Path:

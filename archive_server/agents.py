@@ -1,14 +1,14 @@
 """The agent registry (protos/bildsluss/v1/agents.proto): heartbeats from the
 capture PCs, stored so that operations sees every agent (R21).
 
-* :class:`AgentStatus` holds the latest snapshot per agent (one row, replaced
-  by every heartbeat) and :class:`AgentRefusal` the recent refused cards (one
-  row per card, kept up to ``MAX_REFUSALS_KEPT`` per agent). Both sit on the
-  models' ``Base`` so that ``Database.upgrade_schema`` creates them.
+* :class:`~archive_server.models.AgentStatus` holds the latest snapshot per
+  agent (one row, replaced by every heartbeat) and
+  :class:`~archive_server.models.AgentRefusal` the recent refused cards (one
+  row per card, kept up to ``MAX_REFUSALS_KEPT`` per agent).
 * :class:`AgentRegistryCore` validates and stores a heartbeat (plain protocol
-  messages in and out, domain errors raised); :class:`AgentRegistryServicer`
-  only forwards to it, and the ingest service's ``ErrorInterceptor`` maps the
-  errors to status codes.
+  messages in and out, domain errors raised); the servicer
+  (:mod:`archive_server.services.agents`) only forwards to it, and
+  :mod:`archive_server.interceptor` maps the errors to status codes.
 * :func:`list_agents` is what ``bildsluss-archive agents --json`` prints.
 
 Heartbeats never carry patient numbers. As a second line, every text field
@@ -25,25 +25,21 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import sqlalchemy as sa
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy import exc
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from archive_server import validation as v
 from archive_server.errors import InvalidArgument
-from archive_server.models import Agent, Base, Department, utcnow
+from archive_server.models import Agent, AgentRefusal, AgentStatus, Department, utcnow
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from bildsluss.v1 import agents_pb2 as pb
-from bildsluss.v1 import agents_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from archive_server.db import Database
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentRegistry"].full_name  # "bildsluss.v1.AgentRegistry"
 # The archive never asks for heartbeats more often than this.
 MIN_INTERVAL_S = 1.0
 MAX_INTERVAL_S = 3600.0
@@ -52,9 +48,6 @@ ALIVE_INTERVALS = 3
 MAX_ITEMS = 50
 MAX_REFUSALS_KEPT = 100
 _REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-# A personnummer/samordningsnummer in any of its written forms (YYMMDD-NNNN,
-# YYYYMMDDNNNN, ...). Deliberately broad: a false alarm masks a few digits of a
-# device name, a miss leaks a patient's number.
 _STATES = {
     pb.AGENT_STATE_IDLE: "idle",
     pb.AGENT_STATE_BUSY: "busy",
@@ -65,43 +58,6 @@ _STATES = {
 _COUNT_FIELDS = ("detected", "archived", "refused", "deferred", "interrupted", "failed")
 
 DepartmentLookup = Callable[[Session, str, str], Department]
-
-
-class AgentStatus(Base):
-    """The latest heartbeat of one agent: a snapshot, replaced by each heartbeat."""
-
-    __tablename__ = "agent_status"
-
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), primary_key=True)
-    host: Mapped[str] = mapped_column(String(255), default="")
-    state: Mapped[str] = mapped_column(String(16), default="idle")
-    queue_length: Mapped[int] = mapped_column(Integer, default=0)
-    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    last_error: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
-    in_progress: Mapped[list[Any]] = mapped_column(default=list)
-    interval_s: Mapped[float] = mapped_column(Float, default=5.0)
-    archive_reachable: Mapped[bool] = mapped_column(Boolean, default=True)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    heartbeats: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class AgentRefusal(Base):
-    """One refused card as reported by an agent (reason code, no patient)."""
-
-    __tablename__ = "agent_refusals"
-    __table_args__ = (UniqueConstraint("agent_id", "card_key", "refused_at_ms"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), index=True)
-    card_key: Mapped[str] = mapped_column(String(255))
-    reader: Mapped[str] = mapped_column(String(255), default="")
-    reason: Mapped[str] = mapped_column(String(64))
-    # Milliseconds since the epoch: the exact, portable de-duplication key.
-    refused_at_ms: Mapped[int] = mapped_column(BigInteger)
-    refused_at: Mapped[dt.datetime] = mapped_column()
-    file_count: Mapped[int] = mapped_column(Integer, default=0)
-    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AgentRegistryCore:
@@ -196,14 +152,6 @@ class AgentRegistryCore:
             AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc()).limit(MAX_REFUSALS_KEPT)
         s.execute(sa.delete(AgentRefusal).where(
             AgentRefusal.agent_id == r.agent_id, AgentRefusal.id.not_in(keep.scalar_subquery())))
-
-
-class AgentRegistryServicer(pb_grpc.AgentRegistryServicer):
-    def __init__(self, core: AgentRegistryCore) -> None:
-        self.core = core
-
-    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
-        return self.core.heartbeat(request)
 
 
 # -- validation --------------------------------------------------------------------

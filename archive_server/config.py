@@ -8,7 +8,6 @@ The file is read only when given with ``--config FILE``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import re
 import tomllib
@@ -16,14 +15,12 @@ from typing import Any
 
 from archive_server.errors import ConfigError
 from bildsluss_common.identity import reserve
+from bildsluss_common.paths import default_state_dir
 from bildsluss_common.identity.reserve import ReserveFormat
 
 
 def default_data_dir() -> pathlib.Path:
-    if os.geteuid() == 0:
-        return pathlib.Path("/var/lib/bildsluss/archive")
-    state = os.environ.get("XDG_STATE_HOME") or str(pathlib.Path.home() / ".local" / "state")
-    return pathlib.Path(state) / "bildsluss" / "archive"
+    return default_state_dir("archive")
 
 
 @dataclasses.dataclass(frozen=True)

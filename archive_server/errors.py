@@ -1,7 +1,7 @@
 """Domain errors of the archive, each with the one gRPC status it maps to.
 
 Raised by the archive's modules (blob store, ingest, cases) and translated to a
-gRPC status in exactly one place, :class:`archive_server.service.ErrorInterceptor`,
+gRPC status in exactly one place, :class:`archive_server.interceptor.ErrorInterceptor`,
 and to a one-line message with exit code 1 by the command line. Each class says
 when it is raised and what the caller should do.
 """

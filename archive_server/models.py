@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -294,3 +295,40 @@ class Consent(Base):
     media_type: Mapped[str] = mapped_column(String(128))
     recorded_by: Mapped[str] = mapped_column(String(255))
     recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AgentStatus(Base):
+    """The latest heartbeat of one agent: a snapshot, replaced by each heartbeat."""
+
+    __tablename__ = "agent_status"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(16), default="idle")
+    queue_length: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    in_progress: Mapped[list[Any]] = mapped_column(default=list)
+    interval_s: Mapped[float] = mapped_column(Float, default=5.0)
+    archive_reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeats: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AgentRefusal(Base):
+    """One refused card as reported by an agent (reason code, no patient)."""
+
+    __tablename__ = "agent_refusals"
+    __table_args__ = (UniqueConstraint("agent_id", "card_key", "refused_at_ms"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), index=True)
+    card_key: Mapped[str] = mapped_column(String(255))
+    reader: Mapped[str] = mapped_column(String(255), default="")
+    reason: Mapped[str] = mapped_column(String(64))
+    # Milliseconds since the epoch: the exact, portable de-duplication key.
+    refused_at_ms: Mapped[int] = mapped_column(BigInteger)
+    refused_at: Mapped[dt.datetime] = mapped_column()
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -11,7 +11,6 @@ printed on stdout so that scripts can wait for it.
 from __future__ import annotations
 
 import concurrent.futures
-import ipaddress
 import logging
 import pathlib
 import signal
@@ -28,21 +27,18 @@ from archive_server.blobstore import BlobStore, open_blobstore
 from archive_server.config import ArchiveConfig, parse_listen
 from archive_server.db import Database
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
+from archive_server.agents import AgentRegistryCore
 from archive_server.ingest import IngestCore
-from archive_server.service import SERVICE_NAME, ErrorInterceptor, IngestServicer
+from archive_server.interceptor import ErrorInterceptor
+from bildsluss_common.net import is_loopback_host
+from archive_server.services import agents as agents_service
+from archive_server.services import cases as cases_service
+from archive_server.services import ingest as ingest_service
+from bildsluss.v1 import agents_pb2_grpc, archive_pb2_grpc
 from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 _SWEEP_EVERY_S = 24 * 3600.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_transport(config: ArchiveConfig) -> None:
@@ -62,7 +58,7 @@ def check_transport(config: ArchiveConfig) -> None:
             "or --insecure for development on a loopback address"
         )
     host, _ = parse_listen(config.listen)
-    if not is_loopback(host):
+    if not is_loopback_host(host):
         raise ConfigError(
             f"refusing plaintext on non-loopback address {config.listen}: "
             "plaintext (--insecure) is for development on 127.0.0.1 or [::1] only; use TLS"
@@ -94,18 +90,13 @@ class ArchiveServer:
             ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_IngestServicer_to_server(IngestServicer(self.core), self._server)
+        pb_grpc.add_IngestServicer_to_server(ingest_service.IngestServicer(self.core), self._server)
         # Agent heartbeats (R21), held to the ingest service's department rule.
-        from archive_server.agents import AgentRegistryCore, AgentRegistryServicer
-        from bildsluss.v1 import agents_pb2_grpc
-
         self.agents = AgentRegistryCore(self.db, self.core._department)
-        agents_pb2_grpc.add_AgentRegistryServicer_to_server(AgentRegistryServicer(self.agents), self._server)
-        # The clinical client's Cases service (issue 6): same authz + audit as the CLI.
-        from archive_server.case_service import CasesServicer
-        from bildsluss.v1 import archive_pb2_grpc
-
-        archive_pb2_grpc.add_CasesServicer_to_server(CasesServicer(self.db, config), self._server)
+        agents_pb2_grpc.add_AgentRegistryServicer_to_server(
+            agents_service.AgentRegistryServicer(self.agents), self._server)
+        # The clinical client's Cases service: same authz + audit as the CLI.
+        archive_pb2_grpc.add_CasesServicer_to_server(cases_service.CasesServicer(self.db, config), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 
     def start(self) -> int:
@@ -169,7 +160,7 @@ class ArchiveServer:
         else:
             status = health_pb2.HealthCheckResponse.SERVING
         # All three depend on the same database and blob store.
-        for name in ("", SERVICE_NAME, "bildsluss.v1.AgentRegistry", "bildsluss.v1.Cases"):
+        for name in ("", ingest_service.SERVICE_NAME, agents_service.SERVICE_NAME, cases_service.SERVICE_NAME):
             self.health.set(name, status)
 
     def _watch(self) -> None:

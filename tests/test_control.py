@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from agent.desk import control
+from agent.desk import commands, control
 from agent.desk.control import ControlServer, ask, parse_duration
 from agent.desk.ehr_context import ContextStore
 from agent.desk.status import StatusBoard
@@ -219,7 +219,7 @@ def test_parse_duration_refuses(text):
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="bildsluss-agent")
     sub = parser.add_subparsers(dest="command", required=True)
-    control.add_cli(sub)
+    commands.add_cli(sub)
     args = parser.parse_args(list(argv))
     return args.handler(args)
 

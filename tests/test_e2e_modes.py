@@ -180,7 +180,7 @@ def expect_archived(archive, card: pathlib.Path, tmp_path: pathlib.Path, truth: 
     # The card: no media left; what stays is exactly what the agent ignored.
     left = files_on(card)
     assert not left & set(archived), f"media left on the card: {sorted(left & set(archived))}"
-    assert all(any(l == i or l.startswith(i.rstrip("/") + "/") for i in ignored) for l in left), \
+    assert all(any(path == i or path.startswith(i.rstrip("/") + "/") for i in ignored) for path in left), \
         f"left on the card but neither archived nor ignored: {sorted(left - ignored)}"
     # Housekeeping stays, except what belonged to the wiped media (agent/wipe.py): a
     # DICOMDIR, a clip's .THM/.LRV, AppleDouble files, thumbnail caches (test_wipe.py).

@@ -293,7 +293,7 @@ def test_agents_known_only_from_ingest_are_listed_as_silent(registry):
 
 
 def test_heartbeats_use_the_uploaders_mutual_tls(tmp_path):
-    """The same channel factory as the upload (agent.card.upload.open_channel): with the
+    """The same channel factory as the upload (agent.channel.open_channel): with the
     agent's client certificate the heartbeat is accepted; without TLS it never reaches
     the service."""
     from tests.support.pki import make_pki, serve

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bildsluss_common.readers.dicom import read_dicom
+from bildsluss_common.readers.ocr import _Word
 from bildsluss_common.identity.numbers import parse
 from bildsluss_common.readers.ocr import (
     OverlayFields,
@@ -232,8 +233,6 @@ def _printed(text: str, font_name: str, px: int) -> tuple[Image.Image, tuple[int
 
 
 def _word(text: str, img: Image.Image, box) -> "_Word":
-    from bildsluss_common.readers.ocr import _Word
-
     return _Word(text=text, conf=90.0, box=box, line=(1, 1, 1), source=img)
 
 

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from agent import __version__
+from agent.channel import open_channel
 from agent.config import ArchiveConfig
 from agent.card.model import Decision, Evidence, MediaKind, Method, Mode, Receipt, StrippedFile
 from bildsluss.v1 import ingest_pb2 as pb
@@ -138,19 +139,6 @@ def build_open_request(
         evidence=evidence,
         ehr_context=decision.ehr_context,
     )
-
-
-def open_channel(config: ArchiveConfig, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-    """A channel to the archive: mTLS, or plaintext when ``insecure`` (development).
-    The one place that decides transport security; heartbeats use it too."""
-    if config.insecure:
-        return grpc.insecure_channel(config.address, options=list(options))
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=_read(config.tls_ca),
-        private_key=_read(config.tls_key),
-        certificate_chain=_read(config.tls_cert),
-    )
-    return grpc.secure_channel(config.address, creds, options=list(options))
 
 
 class ArchiveClient:
@@ -344,10 +332,3 @@ def _report_bytes(on_bytes: Callable[[int], None], offset: int) -> None:
         on_bytes(offset)
     except Exception as exc:  # noqa: BLE001
         log.debug("upload progress callback failed", extra={"detail": repr(exc)})
-
-
-def _read(path: object) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as fh:  # type: ignore[arg-type]
-        return fh.read()

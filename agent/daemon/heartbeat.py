@@ -30,7 +30,7 @@ from agent import __version__
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from agent.config import AgentConfig
 from agent.desk.status import StatusBoard
-from agent.card.upload import open_channel
+from agent.channel import open_channel
 from bildsluss.v1 import agents_pb2 as pb
 from bildsluss.v1 import agents_pb2_grpc as pb_grpc
 

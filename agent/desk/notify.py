@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from agent.card.reasons import Reason, staff_message_sv, title_sv
+from agent.desk.control import EXIT_FORBIDDEN, ControlError, watch
 from agent.desk.status import StatusBoard
 
 log = logging.getLogger(__name__)
@@ -234,8 +235,6 @@ def relay(socket_path: pathlib.Path, bus_address: str, stop: threading.Event, *,
     over the control socket (``subscribe``) and waits for it when it is not
     running (yet). Returns when ``stop`` is set; ControlError(EXIT_FORBIDDEN)
     when this user may not use the socket."""
-    from agent.desk.control import EXIT_FORBIDDEN, ControlError, watch
-
     announcer = Announcer(sender or DesktopSender(bus_address))
     waiting = False
     try:

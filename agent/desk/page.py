@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import http.server
-import ipaddress
 import json
 import logging
 import queue
@@ -34,6 +33,7 @@ from typing import Any
 from agent.desk.ehr_context import ContextStore
 from agent.desk.status import StatusBoard, staff_view
 from bildsluss_common.identity.masking import mask_patient
+from bildsluss_common.net import is_loopback_host, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +51,14 @@ _HEADERS = {
 def parse_loopback(address: str) -> tuple[str, int]:
     """``127.0.0.1:8787``, ``[::1]:8787`` or ``localhost:8787`` -> (host, port).
     ValueError for anything that is not a loopback address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"status_http {address!r} is not HOST:PORT")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
-        host = "127.0.0.1"
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"status_http {address!r}: give a loopback IP address such as 127.0.0.1") from None
-    if not ip.is_loopback:
+        host, port = split_host_port(address)
+    except ValueError as exc:
+        raise ValueError(f"status_http: {exc}") from None
+    if not is_loopback_host(host):
         raise ValueError(f"status_http {address!r}: the status page is served on a loopback address only "
                          "(127.0.0.1 or [::1]), never on the network")
-    return host, int(port)
+    return ("127.0.0.1" if host == "localhost" else host), port
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -199,15 +193,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             page.board.unsubscribe(updates)
 
 
-def _loopback_host(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name == "localhost":
-        return True
+def _loopback_host(host_header: str) -> bool:
+    """The Host header names a loopback address (DNS rebinding is refused)."""
     try:
-        return ipaddress.ip_address(name).is_loopback
+        host, _ = split_host_port(host_header)
     except ValueError:
-        return False
+        host = host_header  # no port given
+    return is_loopback_host(host)
 
 
 # -- rendering (plain data -> escaped HTML) --------------------------------------------------

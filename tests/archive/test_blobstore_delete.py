@@ -48,7 +48,7 @@ def test_delete_removes_only_that_blob(store):
 
 
 def test_delete_of_an_absent_blob_is_false_and_changes_nothing(store):
-    kept = put(store, b"kept")
+    put(store, b"kept")
     before = files_under(store.root)
     assert store.delete(sha(b"never stored")) is False
     gone = put(store, b"twice")

@@ -472,7 +472,7 @@ def test_other_malformed_manifests_are_invalid_argument(stub):
     r.evidence.add(relative_path="a.jpg", method=pb.IDENTITY_METHOD_DEVICE, text="accepted: Canon")
     variants.append(r)  # device evidence alone never confirms the patient
     for i, r in enumerate(variants):
-        assert status_code(lambda: stub.OpenSession(r, timeout=10)) == ia, i
+        assert status_code(lambda r=r: stub.OpenSession(r, timeout=10)) == ia, i
 
 
 def test_reserve_numbers_and_ehr_context_are_accepted(stub):

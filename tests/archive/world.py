@@ -71,7 +71,7 @@ class World:
 
     def files(self, n: int = 2) -> dict[str, bytes]:
         out = {}
-        for i in range(n):
+        for _ in range(n):
             self._seed += 1
             out[f"DCIM/100CANON/IMG_{self._seed:04d}.JPG"] = jpeg(self._seed)
         return out

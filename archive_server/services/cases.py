@@ -4,7 +4,7 @@ A thin servicer: it names the caller (NOT YET AUTHENTICATED: from the
 ``bildsluss-user`` metadata; a real deployment takes it from the client
 certificate or SSO), calls the same functions as the command line, which go
 through the one authorization check and audit writer, and converts their JSON
-dicts to messages. Errors become status codes in ``service.ErrorInterceptor``.
+dicts to messages. Errors become status codes in :mod:`archive_server.interceptor`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from archive_server.db import Database
 from bildsluss.v1 import archive_pb2 as pb
 from bildsluss.v1 import archive_pb2_grpc as pb_grpc
 
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Cases"].full_name  # "bildsluss.v1.Cases"
 USER_METADATA_KEY = "bildsluss-user"
 _STATUS = {"unsigned": pb.CASE_STATUS_UNSIGNED, "signed": pb.CASE_STATUS_SIGNED}
 

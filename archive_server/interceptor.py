@@ -1,56 +1,27 @@
-"""gRPC adapter of the ingest service: a thin servicer and one error interceptor.
+"""The one boundary between gRPC and the archive's domain, for every service.
 
-The servicer methods only forward to :class:`~archive_server.ingest.IngestCore`.
-:class:`ErrorInterceptor` is the one place where domain errors become status
-codes (and where every call is logged with its outcome and duration).
+:class:`ErrorInterceptor` wraps every handler of every servicer (Ingest,
+Cases, AgentRegistry): domain errors (:mod:`archive_server.errors`) become
+status codes here and nowhere else, and every call is logged with its outcome
+and duration.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from sqlalchemy import exc as sa_exc
 
 from archive_server.errors import ArchiveError, OutOfRange
-from archive_server.ingest import IngestCore
-from bildsluss.v1 import ingest_pb2 as pb
-from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Ingest"].full_name  # "bildsluss.v1.Ingest"
 # Trailing metadata on OUT_OF_RANGE: the committed size, for clients that prefer
 # it to parsing the message.
 COMMITTED_SIZE_KEY = "bildsluss-committed-size"
-
-
-class IngestServicer(pb_grpc.IngestServicer):
-    def __init__(self, core: IngestCore) -> None:
-        self.core = core
-
-    def OpenSession(self, request: pb.OpenSessionRequest, context: grpc.ServicerContext) -> pb.OpenSessionResponse:
-        return self.core.open_session(request)
-
-    def FindMissingBlobs(
-        self, request: pb.FindMissingBlobsRequest, context: grpc.ServicerContext
-    ) -> pb.FindMissingBlobsResponse:
-        return self.core.find_missing(request)
-
-    def QueryWriteStatus(
-        self, request: pb.QueryWriteStatusRequest, context: grpc.ServicerContext
-    ) -> pb.QueryWriteStatusResponse:
-        return self.core.query_write_status(request)
-
-    def Write(self, request_iterator: Iterator[pb.WriteRequest], context: grpc.ServicerContext) -> pb.WriteResponse:
-        return self.core.write(request_iterator)
-
-    def CommitSession(
-        self, request: pb.CommitSessionRequest, context: grpc.ServicerContext
-    ) -> pb.CommitSessionResponse:
-        return self.core.commit_session(request)
 
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: each translates messages and calls its area's domain module."""
