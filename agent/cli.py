@@ -51,7 +51,6 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-<<<<<<< HEAD
     ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) or camera in the foreground")
     ingest.add_argument("path", type=pathlib.Path, nargs="?", help="the card's mount point or a folder")
     ingest.add_argument("--camera", metavar="PORT",
@@ -59,13 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--camera-model", metavar="MODEL",
                         help="libgphoto2's camera model for the port (default: detected; "
                              "'Directory Browse' for disk:, 'PTP/IP Camera' for ptpip:)")
-    ingest.add_argument("--archive", help="archive address HOST:PORT (default from config)")
-    ingest.add_argument("--department", help="the department's HSA-id, e.g. SE2321000016-15CQ")
-=======
-    ingest = sub.add_parser("ingest", help="ingest one card (a mounted volume or folder) in the foreground")
-    ingest.add_argument("path", type=pathlib.Path, help="the card's mount point or a folder")
     _archive_options(ingest, config_required=False)
->>>>>>> b38ac36 (House: archive servicers in services/, the interceptor in its own module, agent models in models.py; agent/channel.py; desk commands apart from the control socket (no import cycle); one loopback rule and one state-dir default in bildsluss_common; pyproject extras agent/archive; import-linter contracts and ruff in CI)
     ingest.add_argument("--mode", choices=[m.value for m in Mode], help="capture mode (default photo)")
     ingest.add_argument("--expect", help="the patient open in the EHR (R5); every number read must match")
     ingest.add_argument("--spool", type=pathlib.Path, help="spool folder (default from config)")
@@ -85,16 +78,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from agent.desk import commands
 
-<<<<<<< HEAD
-    control.add_cli(sub)  # expect, status: they talk to the running daemon
+    commands.add_cli(sub)  # expect, status, notify-relay: they talk to the running daemon
 
     cameras = sub.add_parser("cameras", help="list the cameras connected by USB and the configured PTP/IP ones")
     cameras.add_argument("--config", type=pathlib.Path, help="agent TOML config file (PTP/IP addresses)")
     cameras.add_argument("--json", action="store_true", help="one JSON object per camera and line")
     cameras.set_defaults(handler=_cmd_cameras)
-=======
-    commands.add_cli(sub)  # expect, status, notify-relay: they talk to the running daemon
->>>>>>> b38ac36 (House: archive servicers in services/, the interceptor in its own module, agent models in models.py; agent/channel.py; desk commands apart from the control socket (no import cycle); one loopback rule and one state-dir default in bildsluss_common; pyproject extras agent/archive; import-linter contracts and ruff in CI)
     return parser
 
 

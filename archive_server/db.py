@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
-from archive_server.models import AuditHead, Base
+from archive_server.models import AuditHead
 
 if TYPE_CHECKING:
     from archive_server.schema import Upgrade
@@ -143,7 +143,6 @@ class Database:
         """Bring the schema to head (``schema.upgrade``: Alembic under the
         migration lock, so that processes starting together all come up), then
         create the audit chain's head row and the built-in roles and form."""
-        import archive_server.agents  # noqa: F401  (puts the agent registry's tables on Base)
         from archive_server.rights import seed_builtins  # built-in roles, default form (R13, R16)
         from archive_server.schema import upgrade
 

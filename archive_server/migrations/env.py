@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-import archive_server.agents  # noqa: F401  (the agent registry's tables are on Base)
 from archive_server.models import Base
 
 config = context.config

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import archive_server.agents  # noqa: F401  (the registry's tables are on Base)
 from archive_server import schema
 from archive_server.cli import main
 from archive_server.db import Database
