@@ -10,12 +10,14 @@ from collections.abc import Sequence
 
 import grpc
 
-from agent.config import ArchiveConfig
+from agent.config import ArchiveConfig, check_transport
 
 
 def open_channel(config: ArchiveConfig, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-    """A channel to the archive: mTLS, or plaintext when ``insecure`` (development)."""
+    """A channel to the archive: mTLS, or plaintext when ``insecure`` (development,
+    loopback only: checked here too, whoever built the config)."""
     if config.insecure:
+        check_transport(config)
         return grpc.insecure_channel(config.address, options=list(options))
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(config.tls_ca),

@@ -118,6 +118,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, s
             "no transport security configured: give --tls-cert/--tls-key/--tls-ca, "
             "or --insecure for a development archive on this machine"
         )
+    config_mod.check_transport(archive)
     updates: dict = {"archive": archive}
     if getattr(args, "spool", None):
         updates["spool_dir"] = args.spool

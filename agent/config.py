@@ -16,6 +16,7 @@ from typing import Any
 
 from bildsluss_common.identity.reserve import ReserveFormat, ReserveFormatError, from_config as reserve_from_config
 from agent.card.model import Device, Mode
+from bildsluss_common.net import remote_hosts
 from bildsluss_common.paths import default_state_dir
 
 
@@ -41,6 +42,24 @@ class ArchiveConfig:
     # How long to keep retrying an unavailable archive within one ingest.
     retry_budget_s: float = 30.0
     chunk_bytes: int = 1 << 20
+
+
+def check_transport(archive: ArchiveConfig) -> None:
+    """Plaintext (``insecure``) only towards an archive on this machine: it
+    would carry images and patient numbers readable by anyone on the network.
+    Every address of the target must be loopback. Raises ConfigError."""
+    if not archive.insecure:
+        return
+    try:
+        remote = remote_hosts(archive.address)
+    except ValueError as exc:
+        raise ConfigError(f"archive address: {exc}") from None
+    if remote:
+        raise ConfigError(
+            f"refusing plaintext (--insecure) to {archive.address}: {', '.join(remote)} is not this "
+            "machine, and plaintext would send images and patient numbers readable on the network. "
+            "--insecure is for a development archive on 127.0.0.1, [::1] or localhost only; "
+            "use --tls-cert/--tls-key/--tls-ca")
 
 
 def default_control_socket() -> pathlib.Path:
@@ -170,6 +189,10 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
     try:
         archive_cfg = ArchiveConfig(**archive)
     except TypeError as exc:
+        raise ConfigError(f"{source} [archive]: {exc}") from None
+    try:
+        check_transport(archive_cfg)
+    except ConfigError as exc:
         raise ConfigError(f"{source} [archive]: {exc}") from None
     devices = []
     for i, entry in enumerate(data.get("devices", [])):

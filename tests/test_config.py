@@ -57,3 +57,17 @@ def test_reserve_formats_are_loaded_and_checked(tmp_path):
     path.write_text('[identity]\nreserve_formats = ["nosuch"]\n')
     with pytest.raises(config.ConfigError, match="nosuch"):
         config.load(path)
+
+
+@pytest.mark.parametrize("address", ["archive.region.se:50051", "ipv4:127.0.0.1:50051,10.0.0.9:50051"])
+def test_plaintext_to_another_machine_is_refused_in_the_file(tmp_path, address):
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[archive]\naddress = "{address}"\ninsecure = true\n')
+    with pytest.raises(config.ConfigError, match="refusing plaintext .* is not this machine"):
+        config.load(path)
+
+
+def test_plaintext_to_this_machine_loads(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text('[archive]\naddress = "ipv4:127.0.0.1:50051,127.0.0.2:50051"\ninsecure = true\n')
+    assert config.load(path).archive.insecure is True

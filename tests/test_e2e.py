@@ -238,6 +238,22 @@ def test_usage_errors_exit_2_and_touch_nothing(tmp_path):
     assert snapshot(card) == before
 
 
+def test_plaintext_towards_another_machine_is_refused_with_the_reason(tmp_path):
+    """--insecure would send images and numbers readable on the network: only to
+    this machine, for every address of the target (exit 2, card untouched)."""
+    card = tmp_path / "card"
+    make_card(card, patient=PATIENT, n_images=2, seed=72)
+    before = snapshot(card)
+    for target, host in (("192.0.2.7:50051", "192.0.2.7"),
+                         ("ipv4:127.0.0.1:50051,192.0.2.8:50051", "192.0.2.8")):
+        result = subprocess.run([*AGENT, "ingest", str(card), "--archive", target, "--department", DEPARTMENT,
+                                 "--insecure", "--json"], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert f"refusing plaintext (--insecure) to {target}: {host} is not this machine" in result.stderr
+        assert result.stdout == ""
+    assert snapshot(card) == before
+
+
 @pytest.mark.postgres
 def test_the_same_card_paths_on_postgresql(tmp_path):
     """The archive on PostgreSQL: a good card is archived and exported; a mixed one refused."""
