@@ -5,4 +5,4 @@ upload -> verify -> wipe. Each stage is one module with plain-data inputs and
 outputs (see :mod:`agent.card.model`); :mod:`agent.card.pipeline` composes them.
 """
 
-__version__ = "0.1.0"
+from bildsluss_common import __version__  # noqa: F401  (one version for both programs)

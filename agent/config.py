@@ -150,18 +150,63 @@ class AgentConfig:
     cameras: CameraConfig = CameraConfig()
 
 
-_AGENT_KEYS = {"id", "department", "mode", "spool_dir"}
-_ARCHIVE_KEYS = {f.name for f in dataclasses.fields(ArchiveConfig)}
-_DAEMON_KEYS = {f.name for f in dataclasses.fields(DaemonConfig)}
-_DAEMON_PATHS = {"state_dir", "mount_root", "control_socket"}
-_DAEMON_FLOATS = {"heartbeat_s", "retry_initial_s", "retry_max_s", "context_ttl_s", "settle_s"}
-_TOP_KEYS = {"agent", "archive", "devices", "identity", "daemon", "cameras"}
+# The schema: every key each table takes, with its TOML type. The loader, the error
+# messages and the test that holds packaging/agent.example.toml to it all read this.
+# Types: "string", "path" (a string), "boolean", "number" (int or float, >= 0),
+# "integer", "list of strings".
+SCHEMA: dict[str, dict[str, str]] = {
+    "agent": {"id": "string", "department": "string", "mode": "string", "spool_dir": "path"},
+    "archive": {
+        "address": "string", "insecure": "boolean", "tls_cert": "path", "tls_key": "path",
+        "tls_ca": "path", "call_timeout_s": "number", "connect_timeout_s": "number",
+        "retry_budget_s": "number", "chunk_bytes": "integer",
+    },
+    "identity": {"budget_s": "number", "reserve_formats": "list of formats"},
+    "daemon": {
+        "state_dir": "path", "mount_root": "path", "control_socket": "path", "control_group": "string",
+        "status_http": "string", "heartbeat_s": "number", "retry_initial_s": "number",
+        "retry_max_s": "number", "context_ttl_s": "number", "notify": "boolean", "workers": "integer",
+        "settle_s": "number", "filesystems": "list of strings", "allow_loop": "boolean",
+        "loop_backing_dir": "path",
+    },
+    "devices": {"make": "string", "model": "string", "serial": "string"},
+    "cameras": {"usb": "boolean", "ptpip": "list of strings", "ptpip_poll_s": "number", "ports": "list of strings"},
+}
+_TLS_FILES = ("tls_cert", "tls_key", "tls_ca")
 
 
-def _check_keys(table: dict, allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
+def _typed(value: Any, expected: str) -> bool:
+    if expected in ("string", "path"):
+        return isinstance(value, str)
+    if expected == "boolean":
+        return isinstance(value, bool)
+    if expected == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    if expected == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "list of strings":
+        return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    return True  # "list of formats": checked by agent.identity.reserve, which names the entry
+
+
+def _table(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    """``data[name]`` checked against SCHEMA: unknown keys and wrong types are errors."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    return _checked(table, name, f"{source}: [{name}]")
+
+
+def _checked(table: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    schema = SCHEMA[name]
+    unknown = sorted(set(table) - set(schema))
     if unknown:
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"{where} unknown key(s): {', '.join(unknown)} (known: {', '.join(sorted(schema))})")
+    for key, value in table.items():
+        if not _typed(value, schema[key]):
+            hint = " >= 0" if schema[key] == "number" else ""
+            raise ConfigError(f"{where} {key}: expected a {schema[key]}{hint}, got {value!r}")
+    return table
 
 
 def load(path: pathlib.Path | None) -> AgentConfig:
@@ -172,106 +217,108 @@ def load(path: pathlib.Path | None) -> AgentConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return from_dict(data, source=str(path))
 
 
 def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
-    _check_keys(data, _TOP_KEYS, source)
-    agent = data.get("agent", {})
-    _check_keys(agent, _AGENT_KEYS, f"{source} [agent]")
-    archive = dict(data.get("archive", {}))
-    _check_keys(archive, _ARCHIVE_KEYS, f"{source} [archive]")
-    for key in ("tls_cert", "tls_key", "tls_ca"):
-        if archive.get(key):
-            archive[key] = pathlib.Path(archive[key])
-    try:
-        archive_cfg = ArchiveConfig(**archive)
-    except TypeError as exc:
-        raise ConfigError(f"{source} [archive]: {exc}") from None
+    unknown = sorted(set(data) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(f"{source}: unknown table(s) or key(s): {', '.join(unknown)} "
+                          f"(known: {', '.join(f'[{t}]' for t in SCHEMA)})")
+    agent = _table(data, "agent", source)
+    archive = dict(_table(data, "archive", source))
+    given = [key for key in _TLS_FILES if archive.get(key)]
+    if given and len(given) < len(_TLS_FILES):
+        missing = [key for key in _TLS_FILES if key not in given]
+        raise ConfigError(f"{source}: [archive] {', '.join(given)} without {', '.join(missing)}: "
+                          "mutual TLS needs all three files (or none, with insecure = true)")
+    for key in _TLS_FILES:
+        archive[key] = pathlib.Path(archive[key]) if archive.get(key) else None
+    for key in ("call_timeout_s", "connect_timeout_s", "retry_budget_s"):
+        if key in archive:
+            archive[key] = float(archive[key])
+    archive_cfg = ArchiveConfig(**archive)
     try:
         check_transport(archive_cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{source} [archive]: {exc}") from None
+        raise ConfigError(f"{source}: [archive] {exc}") from None
+    devices_table = data.get("devices", [])
+    if not isinstance(devices_table, list):
+        raise ConfigError(f"{source}: devices must be [[devices]] tables")
     devices = []
-    for i, entry in enumerate(data.get("devices", [])):
-        _check_keys(entry, {"make", "model", "serial"}, f"{source} [[devices]] #{i + 1}")
+    for i, entry in enumerate(devices_table):
+        where = f"{source}: [[devices]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table")
+        _checked(entry, "devices", where)
         if not entry.get("make") or not entry.get("model"):
-            raise ConfigError(f"{source} [[devices]] #{i + 1}: make and model are required")
-        devices.append(Device(str(entry["make"]), str(entry["model"]), str(entry.get("serial", ""))))
+            raise ConfigError(f"{where}: make and model are required")
+        devices.append(Device(entry["make"], entry["model"], entry.get("serial", "")))
     kwargs: dict[str, Any] = {
         "archive": archive_cfg,
         "devices": tuple(devices),
-        "daemon": _daemon_from_dict(data.get("daemon", {}), source),
-        "cameras": _cameras_from_dict(data.get("cameras", {}), source),
+        "daemon": _daemon_from_dict(_table(data, "daemon", source), source),
+        "cameras": _cameras_from_dict(_table(data, "cameras", source), source),
     }
     if "id" in agent:
-        kwargs["agent_id"] = str(agent["id"])
+        kwargs["agent_id"] = agent["id"]
     if "department" in agent:
-        kwargs["department"] = str(agent["department"])
+        kwargs["department"] = agent["department"]
     if "mode" in agent:
         kwargs["mode"] = parse_mode(agent["mode"])
     if "spool_dir" in agent:
         kwargs["spool_dir"] = pathlib.Path(agent["spool_dir"]).expanduser()
-    identity = dict(data.get("identity", {}))
+    identity = dict(_table(data, "identity", source))
     if "budget_s" in identity:
         kwargs["identify_budget_s"] = float(identity.pop("budget_s"))
     kwargs["identity"] = identity
     try:
         kwargs["reserve_formats"] = reserve_from_config(identity)
     except ReserveFormatError as exc:
-        raise ConfigError(f"{source} [identity]: {exc}") from None
+        raise ConfigError(f"{source}: [identity] {exc}") from None
     return AgentConfig(**kwargs)
 
 
+_DAEMON_PATHS = {k for k, t in SCHEMA["daemon"].items() if t == "path"} - {"loop_backing_dir"}
+
+
 def _daemon_from_dict(table: dict[str, Any], source: str) -> DaemonConfig:
-    _check_keys(table, _DAEMON_KEYS, f"{source} [daemon]")
     values: dict[str, Any] = {}
     for key, value in table.items():
-        where = f"{source} [daemon] {key}"
+        kind = SCHEMA["daemon"][key]
         if key in _DAEMON_PATHS:
-            values[key] = pathlib.Path(str(value)).expanduser()
-        elif key in _DAEMON_FLOATS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{where}: expected a number of seconds >= 0, got {value!r}")
+            values[key] = pathlib.Path(value).expanduser()
+        elif kind == "number":
             values[key] = float(value)
-        elif key in ("notify", "allow_loop"):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: expected true or false, got {value!r}")
-            values[key] = value
-        elif key == "workers":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{where}: expected a whole number >= 1, got {value!r}")
-            values[key] = value
-        elif key == "filesystems":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise ConfigError(f"{where}: expected a list of file system names")
+        elif key == "workers" and value < 1:
+            raise ConfigError(f"{source}: [daemon] workers: expected an integer >= 1, got {value!r}")
+        elif kind == "list of strings":
             values[key] = tuple(value)
         else:
-            values[key] = str(value)
+            values[key] = value
     cfg = DaemonConfig(**values)
     if cfg.retry_initial_s <= 0 or cfg.retry_max_s < cfg.retry_initial_s:
-        raise ConfigError(f"{source} [daemon]: need 0 < retry_initial_s <= retry_max_s")
+        raise ConfigError(f"{source}: [daemon] need 0 < retry_initial_s <= retry_max_s")
     return cfg
 
 
 def _cameras_from_dict(table: dict[str, Any], source: str) -> CameraConfig:
-    _check_keys(table, {f.name for f in dataclasses.fields(CameraConfig)}, f"{source} [cameras]")
-    where = f"{source} [cameras]"
-    usb = table.get("usb", True)
-    if not isinstance(usb, bool):
-        raise ConfigError(f"{where} usb: expected true or false, got {usb!r}")
+    """``[cameras]``, its types already checked against SCHEMA: here what the values mean."""
+    where = f"{source}: [cameras]"
     hosts = table.get("ptpip", [])
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and h and "/" not in h for h in hosts):
+    if not all("/" not in h for h in hosts):
         raise ConfigError(f"{where} ptpip: expected a list of addresses like \"192.0.2.20\" or \"camera-3:15740\"")
     poll = table.get("ptpip_poll_s", CameraConfig.ptpip_poll_s)
-    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or poll <= 0:
+    if poll <= 0:
         raise ConfigError(f"{where} ptpip_poll_s: expected a number of seconds > 0, got {poll!r}")
     ports = table.get("ports", [])
-    if not isinstance(ports, list) or not all(isinstance(p, str) and p.startswith("disk:/") for p in ports):
+    if not all(p.startswith("disk:/") for p in ports):
         raise ConfigError(f"{where} ports: expected a list of ports like \"disk:/srv/camera\"")
-    return CameraConfig(usb=usb, ptpip=tuple(hosts), ptpip_poll_s=float(poll), ports=tuple(ports))
+    return CameraConfig(usb=table.get("usb", True), ptpip=tuple(hosts), ptpip_poll_s=float(poll), ports=tuple(ports))
 
 
 def parse_mode(value: str) -> Mode:

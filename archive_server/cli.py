@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archive_server import config as config_mod
-from bildsluss_common import logs
+from bildsluss_common import __version__, logs
 from archive_server import admin, reports, versions
 from archive_server.audit import configure_syslog
 from archive_server.authz import NotPermitted, Principal, ReasonRequired
@@ -82,6 +82,7 @@ def _emergency(p: argparse.ArgumentParser, reason_help: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Bildsluss central media archive")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gRPC server")

@@ -8,6 +8,7 @@ The file is read only when given with ``--config FILE``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
 import tomllib
@@ -20,6 +21,14 @@ from bildsluss_common.identity.reserve import ReserveFormat
 
 
 def default_data_dir() -> pathlib.Path:
+    # The packaged service runs as the user bildsluss with StateDirectory=bildsluss-archive
+    # (systemd sets $STATE_DIRECTORY); root's admin commands default to the same folder,
+    # apart from the agent's private /var/lib/bildsluss should both run on one machine.
+    state_directory = os.environ.get("STATE_DIRECTORY")
+    if state_directory:
+        return pathlib.Path(state_directory.split(":")[0])
+    if os.geteuid() == 0:
+        return pathlib.Path("/var/lib/bildsluss-archive")
     return default_state_dir("archive")
 
 
@@ -171,6 +180,11 @@ def _tls(value: Any, source: str) -> TlsConfig:
         if v is not None and not isinstance(v, str):
             raise ConfigError(f"{source}: tls.{key} must be a path string")
         paths[key] = pathlib.Path(v) if v else None
+    given = sorted(k for k, v in paths.items() if v is not None)
+    if given and len(given) < len(_TLS_KEYS):
+        missing = sorted(_TLS_KEYS - set(given))
+        raise ConfigError(f"{source}: [tls] {', '.join(given)} without {', '.join(missing)}: "
+                          "mutual TLS needs all three files (or none)")
     return TlsConfig(**paths)
 
 

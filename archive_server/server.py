@@ -37,6 +37,8 @@ from archive_server.services import ingest as ingest_service
 from bildsluss.v1 import agents_pb2_grpc, archive_pb2_grpc
 from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
+from bildsluss_common import __version__
+
 log = logging.getLogger(__name__)
 _SWEEP_EVERY_S = 24 * 3600.0
 
@@ -194,6 +196,7 @@ def serve(config: ArchiveConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    log.info("archive serving", extra={"version": __version__, "address": server.address})
     print(f"listening on {server.address}", flush=True)
     sys.stdout.flush()
     while not stop.wait(1.0):

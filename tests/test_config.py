@@ -30,7 +30,7 @@ def test_example_file_loads_and_sets_every_key():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("[agent]\nmodee = 'photo'\n", "unknown key(s) in"),
+        ("[agent]\nmodee = 'photo'\n", "[agent] unknown key(s): modee"),
         ("[agent]\nmode = 'selfie'\n", "unknown mode 'selfie'"),
         ("[archive]\nadress = 'x'\n", "[archive]"),
         ("[[devices]]\nmake = 'Canon'\n", "make and model are required"),
@@ -71,3 +71,63 @@ def test_plaintext_to_this_machine_loads(tmp_path):
     path = tmp_path / "agent.toml"
     path.write_text('[archive]\naddress = "ipv4:127.0.0.1:50051,127.0.0.2:50051"\ninsecure = true\n')
     assert config.load(path).archive.insecure is True
+
+
+# -- issue 17: every key typed, every mistake an exit 2 naming file, key and type ------------
+
+def _ingest_with(tmp_path, capsys, text):
+    from agent import cli
+
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    card = tmp_path / "card"
+    card.mkdir(exist_ok=True)
+    code = cli.main(["ingest", str(card), "--config", str(path), "--insecure",
+                     "--department", "SE2321000016-15CQ"])
+    return code, capsys.readouterr().err, str(path)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("[identity]\nbudgett_s = 3\n", ["[identity]", "budgett_s", "budget_s"]),
+    ("[archive]\ncall_timeout_s = \"ten\"\n", ["[archive]", "call_timeout_s", "expected a number", "'ten'"]),
+    ("[archive]\nchunk_bytes = 1.5\n", ["chunk_bytes", "expected a integer"]),
+    ("[agent]\nid = 17\n", ["[agent] id", "expected a string"]),
+    ("[daemon]\nnotify = \"yes\"\n", ["[daemon] notify", "expected a boolean"]),
+    ("[daemon]\nfilesystems = \"vfat\"\n", ["[daemon] filesystems", "expected a list of strings"]),
+    ("[[devices]]\nmake = \"Canon\"\nmodel = \"EOS\"\nserail = \"1\"\n", ["[[devices]] #1", "serail"]),
+    ("[deamon]\nworkers = 1\n", ["deamon", "[daemon]"]),
+    ("[archive]\ntls_ca = \"/etc/bildsluss/ca.crt\"\n", ["tls_ca without tls_cert, tls_key", "all three"]),
+    ("[archive]\ntls_cert = \"a.crt\"\ntls_key = \"a.key\"\n", ["without tls_ca"]),
+])
+def test_a_wrong_key_or_type_is_exit_2_naming_file_key_and_type(tmp_path, capsys, text, named):
+    code, err, path = _ingest_with(tmp_path, capsys, text)
+    assert code == 2, err
+    for part in [path, *named]:
+        assert part in err, (part, err)
+
+
+def test_the_schema_is_the_dataclasses_and_the_example_names_every_key():
+    import dataclasses
+    import re
+
+    assert set(config.SCHEMA["archive"]) == {f.name for f in dataclasses.fields(config.ArchiveConfig)}
+    assert set(config.SCHEMA["daemon"]) == {f.name for f in dataclasses.fields(config.DaemonConfig)}
+    assert set(config.SCHEMA["cameras"]) == {f.name for f in dataclasses.fields(config.CameraConfig)}
+    text = EXAMPLE.read_text()
+    data = tomllib.loads(text)
+    # Every key of the example is in the schema with its type (from_dict checks both) ...
+    config.from_dict(data, source=str(EXAMPLE))
+    assert set(data) == set(config.SCHEMA)
+    # ... and every key of the schema is in the example, each in its own table's section.
+    sections = re.split(r"^\[+([a-z_.]+)\]+[ \t]*(?:#.*)?$", text, flags=re.M)
+    body = {name.split(".")[0]: "" for name in sections[1::2]}
+    for name, section in zip(sections[1::2], sections[2::2]):
+        body[name.split(".")[0]] += section
+    for table, keys in config.SCHEMA.items():
+        for key in keys:
+            assert re.search(rf"^#? ?{key}\b", body[table], re.M) or f"{key} (" in body[table], \
+                f"[{table}] {key} is not in {EXAMPLE.name}"
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    for table, keys in config.SCHEMA.items():
+        for key in keys:
+            assert key in docs, f"[{table}] {key} is not in docs/configuration.md"

@@ -236,7 +236,7 @@ class Daemon:
         self.board.set_phase("running")
         sd_notify("READY=1\nSTATUS=waiting for cards")
         log.info("daemon ready", extra={
-            "backend": backend.source, "department": self.department,
+            "version": __version__, "backend": backend.source, "department": self.department,
             "watch_root": str(self.watch_root) if self.watch_root else None})
         interval = watchdog_interval_s()
         next_ping = 0.0

@@ -30,7 +30,9 @@ def test_bad_values_name_the_key(tmp_path):
     for body, key in (('listen = 5', "listen"), ('nonsense = 1', "nonsense"),
                       ('max_workers = true', "max_workers"), ('listen = "nowhere"', "listen"),
                       ('[tls]\ncertificate = "x"', "certificate"),
-                      ('reserve_number_pattern = "("', "reserve_number_pattern")):
+                      ('reserve_number_pattern = "("', "reserve_number_pattern"),
+                      ('[tls]\nclient_ca = "ca.crt"', r"\[tls\] client_ca without cert, key"),
+                      ('max_workers = "8"', "max_workers must be int")):
         f = tmp_path / "a.toml"
         f.write_text(body + "\n")
         with pytest.raises(ConfigError, match=key):
@@ -46,3 +48,31 @@ def test_flags_override_the_file(tmp_path):
     assert cfg.listen == "127.0.0.1:0" and cfg.db_url == "sqlite:////x.db"
     assert cfg.data_dir == tmp_path / "d" and cfg.accept_unknown_departments is False
     assert cfg.effective_blobs_url == str(tmp_path / "d" / "blobs")
+
+
+@pytest.mark.parametrize("body, named", [
+    ('[tls]\nclient_ca = "/etc/bildsluss/ca.crt"\n', ["[tls] client_ca without cert, key"]),
+    ('grace_period_s = "ten"\n', ["grace_period_s must be int or float", "'ten'"]),
+    ('[audit]\nsyslogg = "udp://x:514"\n', ["[audit]", "syslogg"]),
+])
+def test_serve_with_a_bad_file_is_exit_2_naming_file_key_and_type(tmp_path, capsys, body, named):
+    from archive_server.cli import main
+
+    f = tmp_path / "archive.toml"
+    f.write_text(body)
+    assert main(["serve", "--config", str(f), "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    for part in [str(f), *named]:
+        assert part in err, (part, err)
+
+
+def test_version_is_printed_and_the_data_dir_of_the_service_is_its_state_directory(monkeypatch, capsys):
+    from archive_server.cli import main
+    from bildsluss_common import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"bildsluss-archive {__version__}"
+    # systemd's StateDirectory= (the packaged unit) says where the data is.
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/bildsluss-archive")
+    assert config.default_data_dir() == pathlib.Path("/var/lib/bildsluss-archive")
