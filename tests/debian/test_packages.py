@@ -98,7 +98,7 @@ def test_lintian_reports_no_errors(debs):
 
 def test_install_run_and_purge_in_a_fresh_debian_root(debs, debian_root):
     root = debian_root
-    for name, deb in debs.items():
+    for deb in debs.values():
         shutil.copy(deb, root / "tmp" / deb.name)
     _ok(in_root(root, "apt-get", "update", "-qq"))
     # The dependencies first, so that the tree before our packages can be compared with the
