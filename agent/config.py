@@ -71,6 +71,38 @@ def default_control_socket() -> pathlib.Path:
     return pathlib.Path(f"/tmp/bildsluss-{os.geteuid()}") / "control.sock"
 
 
+# The packaged daemon runs as root from this file (bildsluss-agent package) and listens on
+# the root default socket unless the file names another.
+SYSTEM_CONFIG = pathlib.Path("/etc/bildsluss/agent.toml")
+SYSTEM_CONTROL_SOCKET = pathlib.Path("/run/bildsluss/control.sock")
+
+
+def client_control_socket(config_path: pathlib.Path | None) -> pathlib.Path:
+    """Where ``expect``, ``status`` and ``notify-relay`` find the daemon, for any user.
+
+    The socket the config file names (``--config``, else ``$BILDSLUSS_AGENT_CONFIG`` or
+    /etc/bildsluss/agent.toml when it exists). A file that names none means the daemon's
+    own default, which depends on the daemon's user, not the caller's: the system
+    daemon's /run/bildsluss/control.sock and this user's own default (a developer's
+    daemon) are tried, the system one first where the system config exists; the first
+    that exists wins, else the first (a relay waits there for the daemon to start).
+    """
+    if config_path is None:
+        system = pathlib.Path(os.environ.get("BILDSLUSS_AGENT_CONFIG") or SYSTEM_CONFIG)
+        config_path = system if system.exists() else None
+    named = None
+    if config_path is not None:
+        cfg = load(config_path)
+        if "control_socket" in _raw(config_path).get("daemon", {}):
+            named = cfg.daemon.control_socket
+    if named is not None:
+        return named
+    candidates = [SYSTEM_CONTROL_SOCKET, default_control_socket()]
+    if config_path is None:
+        candidates.reverse()
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
 def default_mount_root() -> pathlib.Path:
     if os.geteuid() == 0:
         return pathlib.Path("/run/bildsluss/cards")
@@ -222,6 +254,10 @@ def load(path: pathlib.Path | None) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return from_dict(data, source=str(path))
+
+
+def _raw(path: pathlib.Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
 def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:

@@ -17,6 +17,7 @@ import threading
 
 import pytest
 
+from agent import config as config_mod
 from agent.desk import commands, control
 from agent.desk.control import ControlServer, ask, parse_duration
 from agent.desk.ehr_context import ContextStore
@@ -304,3 +305,63 @@ def test_subscribe_streams_a_snapshot_on_every_change_until_the_server_stops(bas
         assert snap["recent"][0]["reason"] == "NO_ID_FOUND" and PATIENT_FULL not in json.dumps(snap)
     assert list(stream) == [], "the stream ends when the daemon goes away"
     assert board._subscribers == []
+
+
+# A desktop user's command as the package runs it: the entry point without --socket or
+# --config, by the system's Python (the user cannot reach root's development .venv).
+AS_DESKTOP_USER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from agent.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def desktop_user_runs(base, *argv, env: dict) -> subprocess.CompletedProcess:
+    runtime = base / "xdg-runtime"  # the user's own $XDG_RUNTIME_DIR: no daemon there
+    runtime.mkdir(exist_ok=True)
+    return subprocess.run(["/usr/bin/python3", "-c", AS_DESKTOP_USER, str(REPO), *argv],
+                          capture_output=True, text=True, user=NOBODY, group=OTHER_GID, extra_groups=[NOBODY],
+                          env={"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(runtime), **env},
+                          timeout=60, cwd="/")
+
+
+@needs_root
+def test_a_desktop_user_in_the_control_group_finds_the_system_daemon(base):
+    """Issue 17: notify-relay from the XDG autostart entry and the EHR's `expect` run
+    without --socket; they must find the system daemon's socket named in its config
+    (/etc/bildsluss/agent.toml; here $BILDSLUSS_AGENT_CONFIG), not one under the user's
+    $XDG_RUNTIME_DIR."""
+    sock = base / "run" / "control.sock"
+    system_config = base / "agent.toml"
+    system_config.write_text(f'[daemon]\ncontrol_socket = "{sock}"\ncontrol_group = "nogroup"\n')
+    system_config.chmod(0o644)
+    env = {"BILDSLUSS_AGENT_CONFIG": str(system_config)}
+    with running(sock, allowed_gid=NOBODY) as server:
+        status = desktop_user_runs(base, "status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["agent_id"] == "pc-1"
+        expect = desktop_user_runs(base, "expect", "19121212-1212", env=env)
+        assert expect.returncode == 0, expect.stderr
+        assert server.contexts.peek().patient == PATIENT_FULL
+
+
+def test_a_config_that_names_no_socket_means_the_system_daemons(tmp_path, monkeypatch):
+    system_sock = tmp_path / "run" / "control.sock"
+    monkeypatch.setattr(config_mod, "SYSTEM_CONTROL_SOCKET", system_sock)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    monkeypatch.setattr(config_mod.os, "geteuid", lambda: 1000)  # a desktop user
+    packaged = tmp_path / "agent.toml"
+    packaged.write_text('[agent]\nmode = "photo"\n')
+    monkeypatch.setenv("BILDSLUSS_AGENT_CONFIG", str(packaged))
+    # The system config exists: its daemon's default socket, even before the daemon is up.
+    assert config_mod.client_control_socket(None) == system_sock
+    assert config_mod.client_control_socket(packaged) == system_sock
+    # No system config (a developer's machine): the user's own daemon first...
+    monkeypatch.setenv("BILDSLUSS_AGENT_CONFIG", str(tmp_path / "absent.toml"))
+    assert config_mod.client_control_socket(None) == tmp_path / "xdg" / "bildsluss" / "control.sock"
+    # ...unless only the system daemon's socket is there.
+    system_sock.parent.mkdir()
+    system_sock.touch()
+    assert config_mod.client_control_socket(None) == system_sock

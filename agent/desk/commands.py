@@ -38,7 +38,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _socket_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", type=pathlib.Path, metavar="P", help="control socket (default from config)")
+    p.add_argument("--socket", type=pathlib.Path, metavar="P",
+                   help="the daemon's control socket (default: the one --config or /etc/bildsluss/agent.toml "
+                        "names, else /run/bildsluss/control.sock)")
     p.add_argument("--config", type=pathlib.Path, metavar="F", help="agent TOML config file")
 
 
@@ -47,7 +49,7 @@ def _socket_path(args: argparse.Namespace) -> pathlib.Path:
         return args.socket
     from agent import config as config_mod
 
-    return config_mod.load(args.config).daemon.control_socket
+    return config_mod.client_control_socket(args.config)
 
 
 def _fail(message: str, code: int) -> int:
