@@ -25,12 +25,14 @@ import pathlib
 import re
 import sqlite3
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent import config as config_mod
 from bildsluss_common import logs
 from agent.card.model import Mode
+from agent.card.progress import NoProgress
 from bildsluss_common.identity.numbers import validate as validate_identity
 
 if TYPE_CHECKING:  # the pipeline (and its image libraries) loads only for commands that run it
@@ -163,26 +165,25 @@ def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, IngestRe
     return cfg, IngestRequest(root=args.path.resolve(), department=department, mode=mode, expect=expect)
 
 
-def _progress_printer(enabled: bool):
-    def show(stage: str, info: dict) -> None:
-        if not enabled:
-            return
+class _TerminalProgress(NoProgress):
+    """Stage lines on standard error when it is a terminal (issue 12 makes this a bar)."""
+
+    def stage(self, stage: str, info: Mapping[str, object]) -> None:
         if stage == "upload" and "files_done" in info:
-            mib = info["bytes_done"] / (1 << 20)
-            total = info["bytes_total"] / (1 << 20)
+            mib = int(info["bytes_done"]) / (1 << 20)  # type: ignore[call-overload]
+            total = int(info["bytes_total"]) / (1 << 20)  # type: ignore[call-overload]
             print(f"  upload {info['files_done']}/{info['files_total']} files, "
                   f"{mib:.1f}/{total:.1f} MiB", file=sys.stderr, flush=True)
         else:
             print(f"- {stage} {' '.join(f'{k}={v}' for k, v in info.items())}".rstrip(),
                   file=sys.stderr, flush=True)
-    return show
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from agent.card.pipeline import ingest_card
 
     cfg, request = _resolve(args)
-    progress = _progress_printer(sys.stderr.isatty())
+    progress = _TerminalProgress() if sys.stderr.isatty() else NoProgress()
     if args.camera is not None:
         from agent.card.camera import CameraNotFound, ingest_camera
 
@@ -195,7 +196,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome.to_json(), ensure_ascii=False))
     else:
-        print(f"{outcome.outcome.upper()}: {outcome.message}")
+        print(f"{outcome.outcome.value.upper()}: {outcome.message}")
         if outcome.reason:
             print(f"  reason: {outcome.reason.value}")
         if outcome.detail:

@@ -21,6 +21,7 @@ from PIL import Image
 from tests.support.archive_process import ArchiveProcess
 from tests.support.cardgen import make_card, make_personnummer
 from tests.support.e2e import (
+    OnStage,
     AGENT, ARCHIVE, DEPARTMENT, FORBIDDEN_GROUPS, FORBIDDEN_TAGS, PATIENT, PATIENT_CANONICAL,
     cases, exif_tags, ingest, media_on, snapshot,
 )
@@ -147,7 +148,7 @@ def test_archive_killed_mid_upload_defers_and_a_retry_completes(tmp_path):
         address=archive.address, insecure=True, connect_timeout_s=1.0, retry_budget_s=1.5))
     request = IngestRequest(root=card, department=DEPARTMENT)
     try:
-        outcome = ingest_card(request, cfg, progress=kill_after_first_file)
+        outcome = ingest_card(request, cfg, progress=OnStage(kill_after_first_file))
     finally:
         archive.stop()
 
@@ -159,8 +160,8 @@ def test_archive_killed_mid_upload_defers_and_a_retry_completes(tmp_path):
 
     with ArchiveProcess(data=data, listen=f"127.0.0.1:{port}") as again:
         sent: list[dict] = []
-        retried = ingest_card(request, cfg, progress=lambda stage, info: sent.append(info)
-                              if stage == "upload" and "files_done" in info else None)
+        retried = ingest_card(request, cfg, progress=OnStage(lambda stage, info: sent.append(info)
+                              if stage == "upload" and "files_done" in info else None))
         assert retried.outcome == "archived" and retried.wiped, retried
         # The first file survived the crash durably: only the other two are sent again.
         assert sent and sent[-1]["files_total"] == 2
@@ -187,7 +188,7 @@ def test_retry_after_a_crash_between_commit_and_wipe_makes_no_second_case(archiv
     cfg = AgentConfig(agent_id="e2e-agent", spool_dir=tmp_path / "spool",
                       archive=ArchiveConfig(address=archive.address, insecure=True))
     request = IngestRequest(root=card, department=DEPARTMENT)
-    first = ingest_card(request, cfg, progress=crash_before_verify)
+    first = ingest_card(request, cfg, progress=OnStage(crash_before_verify))
     assert first.outcome == "failed" and first.reason.value == "INTERNAL_ERROR"
     assert snapshot(card) == before
     committed = cases(archive, patient.replace("-", ""))

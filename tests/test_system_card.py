@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from tests.support.cardgen import make_card, make_personnummer
-from tests.support.e2e import DEPARTMENT, cases, ingest, media_on, snapshot
+from tests.support.e2e import DEPARTMENT, OnStage, cases, ingest, media_on, snapshot
 
 
 def _card_filesystem() -> str:
@@ -99,7 +99,7 @@ def test_card_pulled_before_the_wipe_is_untouched_and_goes_through_later(archive
     cfg = AgentConfig(agent_id="system-agent", spool_dir=tmp_path / "spool",
                       archive=ArchiveConfig(address=archive.address, insecure=True))
     request = IngestRequest(root=loop_card.mountpoint, department=DEPARTMENT)
-    outcome = ingest_card(request, cfg, progress=pull_at_wipe)
+    outcome = ingest_card(request, cfg, progress=OnStage(pull_at_wipe))
 
     assert outcome.reason is not None and outcome.reason.value == "CARD_REMOVED", outcome
     assert outcome.wiped is False and outcome.exit_code != 0

@@ -1,27 +1,23 @@
 """verify_receipts: every file needs its own matching receipt, or nothing is wiped."""
-import pathlib
-
 import pytest
 
-from agent.card.model import MediaFile, MediaKind, Receipt, StageError, StrippedFile
+from agent.card.model import MediaKind, Receipt, StageError
+from agent.card.progress import SentFile
 from agent.card.reasons import Reason
 from agent.card.verify import verify_receipts
 
 
-def _stripped(path: str, sha: str, size: int) -> StrippedFile:
-    media = MediaFile(
-        path=pathlib.Path("/card") / path, relative_path=path, kind=MediaKind.IMAGE,
-        media_type="image/jpeg", size=size + 100, sha256="0" * 64, mtime_ns=0,
-    )
-    return StrippedFile(source=media, spool_path=pathlib.Path("/spool") / sha, sha256=sha, size=size)
+def _stripped(path: str, sha: str, size: int) -> SentFile:
+    return SentFile(relative_path=path, sha256=sha, size=size, kind=MediaKind.IMAGE,
+                    media_type="image/jpeg", original_sha256="0" * 64, original_size=size + 100)
 
 
 A = _stripped("DCIM/100CANON/IMG_0001.JPG", "a" * 64, 10)
 B = _stripped("DCIM/100CANON/IMG_0002.JPG", "b" * 64, 20)
 
 
-def _receipt(f: StrippedFile, **changes) -> Receipt:
-    fields = dict(relative_path=f.source.relative_path, sha256=f.sha256, size=f.size,
+def _receipt(f: SentFile, **changes) -> Receipt:
+    fields = dict(relative_path=f.relative_path, sha256=f.sha256, size=f.size,
                   blob_id=f"blobs/{f.sha256}", media_item_id="m-" + f.sha256[:4])
     fields.update(changes)
     return Receipt(**fields)

@@ -50,12 +50,18 @@ import socket
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from agent.card import devices as device_policy
-from agent.config import AgentConfig
 from agent.card.model import Device, Evidence, MediaFile, Method, Mode, StageError
+from agent.card.outcome import FileStatus, Outcome
+from agent.card.progress import CardProgress, NoProgress, Resume
 from agent.card.reasons import Reason, staff_message
 from agent.card.wipe import WipeResult
+from agent.config import AgentConfig
+
+if TYPE_CHECKING:  # the pipeline (and its image libraries) is loaded when a camera is ingested
+    from agent.card.pipeline import FileOutcome, IngestOutcome
 
 log = logging.getLogger(__name__)
 
@@ -539,19 +545,17 @@ def camera_message(reason: Reason) -> str:
     return re.sub(r"\b([Tt])he card\b", lambda m: f"{m.group(1)}he camera", staff_message(reason))
 
 
-def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None, checkpoint=None,
-                  resume=None):
+def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress: CardProgress | None = None,
+                  resume: Resume | None = None) -> IngestOutcome:
     """One camera from DeviceInfo to delete; returns the pipeline's IngestOutcome.
 
-    ``progress``, ``checkpoint`` and ``resume`` are the pipeline's (the daemon's
-    journal): the download folder holds the camera's files under the camera's
+    ``progress`` and ``resume`` are the pipeline's (the daemon's journal): the download folder holds the camera's files under the camera's
     own paths, so an interrupted run's journal applies to it as to a card.
     Raises :class:`CameraNotFound` when no camera answers at the port at the start.
     """
     from agent.card import pipeline
 
-    progress = progress or pipeline._no_progress
-    checkpoint = checkpoint or pipeline._no_progress
+    progress = progress or NoProgress()
 
     def open_camera():
         return CameraConnection.open(request.port, request.model)
@@ -564,14 +568,13 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None,
                 log.info("camera connected", extra={"port": request.port, "driver": info.driver,
                                                     "accepted": judgement.accepted, "why": judgement.why})
                 if not judgement.accepted:
-                    return pipeline.IngestOutcome(
-                        outcome="refused", reason=Reason.UNREGISTERED_DEVICE,
-                        message=camera_message(Reason.UNREGISTERED_DEVICE), detail=judgement.why,
-                        evidence=(judgement.evidence(),))
-                progress("list", {"port": request.port})
+                    return pipeline.stopped(Reason.UNREGISTERED_DEVICE, judgement.why,
+                                            message=camera_message(Reason.UNREGISTERED_DEVICE),
+                                            evidence=(judgement.evidence(),))
+                progress.stage("list", {"port": request.port})
                 entries = cam.list_files()
                 total = sum(e.size or 0 for e in entries)
-                progress("download", {"files": len(entries), "bytes": total})
+                progress.stage("download", {"files": len(entries), "bytes": total})
                 kept: list[pipeline.FileOutcome] = []
                 for i, entry in enumerate(entries, 1):
                     try:
@@ -579,36 +582,33 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress=None,
                     except cam.error as exc:
                         if not cam.kept_back(exc, entry):
                             raise
-                        kept.append(pipeline.FileOutcome(entry.relative_path, "ignored",
+                        kept.append(pipeline.FileOutcome(entry.relative_path, FileStatus.IGNORED,
                                                          detail=f"the camera does not hand it out: {exc}"))
-                    progress("download", {"files_done": i, "files_total": len(entries)})
+                    progress.stage("download", {"files_done": i, "files_total": len(entries)})
                 log.info("downloaded the camera's files", extra={"files": len(entries), "bytes": total})
             except StageError as exc:
-                outcome = "failed" if exc.reason is Reason.CARD_REMOVED else "refused"
-                return pipeline.IngestOutcome(outcome=outcome, reason=exc.reason,
-                                              message=camera_message(exc.reason), detail=exc.detail)
+                return pipeline.stopped(exc.reason, exc.detail, message=camera_message(exc.reason))
             except cam.error as exc:
                 log.warning("camera could not be read", extra={"port": request.port, "detail": str(exc)})
-                return pipeline.IngestOutcome(outcome="refused", reason=Reason.CARD_UNREADABLE,
-                                              message=camera_message(Reason.CARD_UNREADABLE),
-                                              detail=f"libgphoto2: {exc}")
+                return pipeline.stopped(Reason.CARD_UNREADABLE, f"libgphoto2: {exc}",
+                                        message=camera_message(Reason.CARD_UNREADABLE))
             except Exception as exc:  # the camera stays untouched; ops get the traceback
                 log.exception("internal error while reading a camera")
-                return pipeline.IngestOutcome(outcome="failed", reason=Reason.INTERNAL_ERROR,
-                                              message=camera_message(Reason.INTERNAL_ERROR),
-                                              detail=f"{type(exc).__name__}: {exc}")
+                return pipeline.stopped(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
+                                        message=camera_message(Reason.INTERNAL_ERROR))
         outcome = pipeline.ingest_card(
             pipeline.IngestRequest(root=folder, department=request.department, mode=request.mode,
                                    expect=request.expect),
-            config, progress=progress, checkpoint=checkpoint, resume=resume,
+            config, progress=progress, resume=resume,
             wiper=camera_wiper(open_camera, info, {e.relative_path: e for e in entries}),
         )
     return _for_camera(outcome, judgement, kept)
 
 
-def _for_camera(outcome, judgement: CameraJudgement, kept: Sequence = ()):
-    if outcome.outcome == "archived" and outcome.wiped:
-        n = sum(1 for f in outcome.files if f.status == "archived")
+def _for_camera(outcome: IngestOutcome, judgement: CameraJudgement,
+                kept: Sequence[FileOutcome] = ()) -> IngestOutcome:
+    if outcome.outcome is Outcome.ARCHIVED and outcome.wiped:
+        n = sum(1 for f in outcome.files if f.status is FileStatus.ARCHIVED)
         message = (f"All {n} file{'s' if n != 1 else ''} are safely in the archive and have been "
                    "deleted from the camera. The camera is ready for the next patient.")
     elif outcome.reason is not None:

@@ -22,6 +22,7 @@ from agent import __version__
 from agent.channel import open_channel
 from agent.config import ArchiveConfig
 from agent.card.model import Decision, Evidence, MediaKind, Method, Mode, Receipt, StrippedFile
+from agent.card.progress import SentFile
 from bildsluss.v1 import ingest_pb2 as pb
 from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
@@ -206,7 +207,7 @@ class ArchiveClient:
             lambda: self._stub.OpenSession(request, timeout=self.config.call_timeout_s),
         )
 
-    def find_missing(self, session_id: str, files: Sequence[StrippedFile]) -> set[str]:
+    def find_missing(self, session_id: str, files: Sequence[StrippedFile] | Sequence[SentFile]) -> set[str]:
         request = pb.FindMissingBlobsRequest(
             session_id=session_id,
             blobs=[pb.BlobDigest(sha256=f.sha256, size_bytes=f.size) for f in files],

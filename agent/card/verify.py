@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.card.model import Receipt, StageError, StrippedFile
+from agent.card.model import Receipt, StageError
+from agent.card.progress import SentFile
 from agent.card.reasons import Reason
 
 
-def verify_receipts(sent: Sequence[StrippedFile], receipts: Sequence[Receipt]) -> None:
+def verify_receipts(sent: Sequence[SentFile], receipts: Sequence[Receipt]) -> None:
     """Raise StageError(ARCHIVE_REJECTED) unless every file is confirmed as sent."""
     problems: list[str] = []
     by_path: dict[str, Receipt] = {}
@@ -20,19 +21,19 @@ def verify_receipts(sent: Sequence[StrippedFile], receipts: Sequence[Receipt]) -
         if r.relative_path in by_path:
             problems.append(f"two receipts for {r.relative_path}")
         by_path[r.relative_path] = r
-    expected = {f.source.relative_path for f in sent}
+    expected = {f.relative_path for f in sent}
     for extra in sorted(set(by_path) - expected):
         problems.append(f"receipt for a file that was not sent: {extra}")
     for f in sent:
-        r = by_path.get(f.source.relative_path)
+        r = by_path.get(f.relative_path)
         if r is None:
-            problems.append(f"no receipt for {f.source.relative_path}")
+            problems.append(f"no receipt for {f.relative_path}")
             continue
         if r.sha256 != f.sha256:
-            problems.append(f"{f.source.relative_path}: archive holds sha256 {r.sha256}, sent {f.sha256}")
+            problems.append(f"{f.relative_path}: archive holds sha256 {r.sha256}, sent {f.sha256}")
         if r.size != f.size:
-            problems.append(f"{f.source.relative_path}: archive holds {r.size} bytes, sent {f.size}")
+            problems.append(f"{f.relative_path}: archive holds {r.size} bytes, sent {f.size}")
         if not r.blob_id or not r.media_item_id:
-            problems.append(f"{f.source.relative_path}: receipt lacks a blob or media item id")
+            problems.append(f"{f.relative_path}: receipt lacks a blob or media item id")
     if problems:
         raise StageError(Reason.ARCHIVE_REJECTED, "; ".join(problems))

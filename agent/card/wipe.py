@@ -36,8 +36,9 @@ import os
 import pathlib
 import stat
 from collections.abc import Sequence
+from typing import Protocol
 
-from agent.card.model import MediaFile, StageError
+from agent.card.model import MediaFile, MediaKind, StageError
 from agent.card.reasons import Reason
 
 _READ_CHUNK = 1 << 20
@@ -182,7 +183,16 @@ def _parent(relative: str) -> str:
     return relative.rsplit("/", 1)[0] if "/" in relative else ""
 
 
-def remove_housekeeping(root: pathlib.Path, media: Sequence[MediaFile], deleted: Sequence[str],
+class _OnCard(Protocol):
+    """A media file by its place on the card: a scanned file, or one an earlier run sent."""
+
+    @property
+    def relative_path(self) -> str: ...
+    @property
+    def kind(self) -> MediaKind: ...
+
+
+def remove_housekeeping(root: pathlib.Path, media: Sequence[_OnCard], deleted: Sequence[str],
                         failed: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Remove the housekeeping that belongs to the deleted media (module docstring).
 
@@ -205,7 +215,8 @@ def remove_housekeeping(root: pathlib.Path, media: Sequence[MediaFile], deleted:
     for m in media:
         if m.relative_path.lower() not in done:
             continue
-        folder, stem = m.path.parent, m.path.stem.lower()
+        media_path = root / m.relative_path
+        folder, stem = media_path.parent, media_path.stem.lower()
         try:
             names = os.listdir(folder)
         except OSError:
@@ -214,15 +225,15 @@ def remove_housekeeping(root: pathlib.Path, media: Sequence[MediaFile], deleted:
             lower = name.lower()
             path = folder / name
             sidecar = (lower.rsplit(".", 1)[0] == stem and "." + lower.rsplit(".", 1)[-1] in _SIDECARS)
-            if sidecar or lower == "._" + m.path.name.lower():
+            if sidecar or lower == "._" + media_path.name.lower():
                 candidates[rel(path)] = path
             elif lower in _THUMBNAIL_CACHES and _parent(rel(path).lower()) not in failed_folders:
                 candidates[rel(path)] = path
     # DICOMDIRs in the folders above wiped DICOM files (usually the card's root).
     folders = {root}
     for m in media:
-        if m.relative_path.lower() in done and m.kind.value == "dicom":
-            folders.update(p for p in m.path.parents if p == root or root in p.parents)
+        if m.relative_path.lower() in done and m.kind is MediaKind.DICOM:
+            folders.update(p for p in (root / m.relative_path).parents if p == root or root in p.parents)
     for folder in folders:
         try:
             names = [n for n in os.listdir(folder) if n.lower() == "dicomdir"]

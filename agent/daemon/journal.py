@@ -19,6 +19,10 @@ files than the journal's manifest, every one of them unchanged) is known to be
 archived and may be finished; any other card state resumes from the start of
 the pipeline, where the archive's content-derived session id makes the upload
 idempotent (``pipeline.session_id_for``).
+
+The journal owns its format: :func:`fields_of` turns the pipeline's typed
+checkpoints (:mod:`agent.card.progress`) into a row's fields and
+:func:`resume_of` turns a row back into the pipeline's :class:`Resume`.
 """
 from __future__ import annotations
 
@@ -29,7 +33,11 @@ import pathlib
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from agent.card.model import Decision, Evidence, MediaKind, Method
+from agent.card.progress import Checkpoint, Confirmed, Decided, Resume, Scanned, SentFile, Stripped, Uploading
 
 STATES = (
     "detected", "scanned", "identified", "decided", "stripped", "uploading",
@@ -223,3 +231,72 @@ def _record(row: sqlite3.Row) -> CardRecord:
             values[key] = json.loads(values[key])
     values["confirmed"] = bool(values["confirmed"])
     return CardRecord(**values)
+
+
+# -- the pipeline's checkpoints in and out of a row ------------------------------------
+
+
+def fields_of(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The row fields a checkpoint sets (JSON-able values)."""
+    if isinstance(checkpoint, Scanned):
+        return {"manifest": dict(checkpoint.manifest)}
+    if isinstance(checkpoint, Decided):
+        return {"decision": decision_to_json(checkpoint.decision)}
+    if isinstance(checkpoint, Stripped):
+        return {"session_id": checkpoint.session_id, "stripped": sent_to_json(checkpoint.sent)}
+    if isinstance(checkpoint, Uploading):
+        return {"session_id": checkpoint.session_id}
+    if isinstance(checkpoint, Confirmed):
+        return {"case_id": checkpoint.case_id}
+    return {}
+
+
+def resume_of(record: CardRecord) -> Resume | None:
+    """What an unfinished card's row lets the pipeline skip or finish (None: nothing)."""
+    if record.manifest is None:
+        return None
+    return Resume(
+        originals=record.manifest,
+        decision=decision_from_json(record.decision) if record.decision else None,
+        confirmed=record.confirmed,
+        session_id=record.session_id,
+        sent=tuple(sent_from_json(record.stripped or ())),
+    )
+
+
+def decision_to_json(decision: Decision) -> dict[str, Any]:
+    return {
+        "patient": decision.patient_id,
+        "ehr_context": decision.ehr_context,
+        "evidence": [dict(e.to_json(), invalid=e.invalid) for e in decision.evidence],
+    }
+
+
+def decision_from_json(data: dict[str, Any]) -> Decision:
+    evidence = tuple(
+        Evidence(
+            relative_path=e["file"], frame=int(e["frame"]), method=Method(e["method"]),
+            text=e["text"], patient_id=e["patient"], symbology=e["symbology"] or "",
+            position=tuple(e["position"]), invalid=bool(e.get("invalid", False)),
+        )
+        for e in data["evidence"]
+    )
+    return Decision(data["patient"], None, evidence=evidence, ehr_context=bool(data["ehr_context"]))
+
+
+def sent_to_json(sent: Sequence[SentFile]) -> list[dict[str, Any]]:
+    return [
+        {"path": f.relative_path, "sha256": f.sha256, "size": f.size, "kind": f.kind.value,
+         "media_type": f.media_type, "original_sha256": f.original_sha256, "original_size": f.original_size}
+        for f in sent
+    ]
+
+
+def sent_from_json(entries: Sequence[dict[str, Any]]) -> list[SentFile]:
+    return [
+        SentFile(relative_path=e["path"], sha256=e["sha256"], size=e["size"], kind=MediaKind(e["kind"]),
+                 media_type=e["media_type"], original_sha256=e["original_sha256"],
+                 original_size=e["original_size"])
+        for e in entries
+    ]
+

@@ -43,15 +43,18 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Mapping
 
 from agent import __version__
 from agent.daemon import mount as mount_mod
 from agent.card.camera import CameraNotFound, CameraRequest, ingest_camera
 from agent.config import AgentConfig
 from agent.daemon.detect import BlockPolicy, CameraWatch, CardEvent, WatchBackend, block_backend
-from agent.daemon.journal import CardRecord, Journal, JournalError
-from agent.card.model import Mode, StageError
-from agent.card.pipeline import IngestOutcome, IngestRequest, Resume, ingest_card
+from agent.daemon.journal import CardRecord, Journal, JournalError, fields_of, resume_of
+from agent.card.model import Mode
+from agent.card.outcome import Outcome
+from agent.card.pipeline import IngestOutcome, IngestRequest, ingest_card, stopped
+from agent.card.progress import Checkpoint, Resume, Stop
 from agent.card.reasons import Reason, staff_message
 from agent.card.spool import Spool
 
@@ -145,6 +148,35 @@ class Job:
             return f"camera-{re.sub(r'[^0-9A-Za-z]+', '-', self.port).strip('-')}#{self.id}"
         name = pathlib.Path(self.device).name if self.device else self.path.name if self.path else "card"
         return f"{name}#{self.id}"
+
+
+class _JournalledProgress:
+    """A card's progress as the daemon keeps it (:class:`agent.card.progress.CardProgress`):
+    every checkpoint into the journal before the next step starts, every stage on
+    the status board; a pulled card stops at once, a stopping agent at the next
+    checkpoint (the card resumes from the journal on the next start)."""
+
+    def __init__(self, daemon: Daemon, job: Job) -> None:
+        self._daemon = daemon
+        self._job = job
+
+    def stage(self, stage: str, info: Mapping[str, object]) -> None:
+        self._daemon.board.progress(self._job.key, stage, dict(info))
+        if stage == "upload" and "files_done" in info:
+            self._daemon._hooks.reached(f"upload:{info['files_done']}")
+
+    def reached(self, checkpoint: Checkpoint) -> None:
+        assert self._job.record_id is not None
+        self._daemon.journal.advance(self._job.record_id, checkpoint.state, **fields_of(checkpoint))
+        self._daemon.board.card_state(self._job.key, checkpoint.state)
+        self._daemon._hooks.reached(checkpoint.state)
+
+    def should_stop(self) -> Stop | None:
+        if self._job.removed.is_set():
+            return Stop(Reason.CARD_REMOVED, "the card was taken out of the reader", now=True)
+        if self._daemon._stop.is_set():
+            return Stop(Reason.INTERNAL_ERROR, "the agent is stopping; the card resumes on start")
+        return None
 
 
 class _TestHooks:
@@ -379,8 +411,7 @@ class Daemon:
 
     def _report_gone(self, job: Job, detail: str = "the card was taken out of the reader") -> None:
         """A card that left before it was finished: journal and board say so; nothing was wiped."""
-        outcome = IngestOutcome("failed", Reason.CARD_REMOVED, staff_message(Reason.CARD_REMOVED),
-                                detail=detail)
+        outcome = stopped(Reason.CARD_REMOVED, detail)
         if job.record_id is not None:
             try:
                 self.journal.advance(job.record_id, "interrupted", reason=Reason.CARD_REMOVED.value,
@@ -420,7 +451,7 @@ class Daemon:
             self._attempt(job)
         except Exception:
             log.exception("internal error with a card; it is left as it is", extra={"card": job.key})
-            outcome = IngestOutcome("failed", Reason.INTERNAL_ERROR, staff_message(Reason.INTERNAL_ERROR))
+            outcome = stopped(Reason.INTERNAL_ERROR)
             if job.record_id is not None:
                 try:
                     self.journal.advance(job.record_id, "interrupted", reason=Reason.INTERNAL_ERROR.value)
@@ -504,11 +535,7 @@ class Daemon:
             record = earlier[0] if earlier else None
         if record is not None and not record.finished:
             job.record_id = record.id
-            resume = None
-            if record.manifest is not None:
-                resume = Resume(originals=record.manifest, decision=record.decision,
-                                confirmed=record.confirmed, session_id=record.session_id,
-                                stripped=record.stripped or ())
+            resume = resume_of(record)
             log.info("resuming a card from the journal", extra={
                 "card": job.key, "state": record.state, "confirmed": record.confirmed,
                 "journal_id": record.id})
@@ -524,9 +551,7 @@ class Daemon:
         job.record_id = record.id
         self.board.card_state(job.key, "detected", patient_expected=expect, mode=mode.value)
         if ctx is not None and ctx.expired:
-            return IngestOutcome("refused", Reason.EHR_CONTEXT_EXPIRED,
-                                 staff_message(Reason.EHR_CONTEXT_EXPIRED),
-                                 detail=f"EHR context set by {ctx.set_by} expired")
+            return stopped(Reason.EHR_CONTEXT_EXPIRED, f"EHR context set by {ctx.set_by} expired")
         return record, None
 
     def _ingest(self, job: Job, root: pathlib.Path | None) -> IngestOutcome | None:
@@ -536,41 +561,22 @@ class Daemon:
         record, resume = found
         request = IngestRequest(root=root or pathlib.Path(os.devnull), department=self.department,
                                 mode=Mode(record.mode or self.config.mode.value), expect=record.expect)
-
-        def checkpoint(state: str, info: dict) -> None:
-            self.journal.advance(job.record_id, state, **info)
-            self.board.card_state(job.key, state)
-            self._hooks.reached(state)
-            if state == "wiped":
-                return  # the card is empty; only the outcome is left to record
-            if job.removed.is_set():
-                raise StageError(Reason.CARD_REMOVED, "the card was taken out of the reader")
-            if self._stop.is_set():
-                raise StageError(Reason.INTERNAL_ERROR, "the agent is stopping; the card resumes on start")
-
-        def progress(stage: str, info: dict) -> None:
-            self.board.progress(job.key, stage, info)
-            if stage == "upload" and "files_done" in info:
-                self._hooks.reached(f"upload:{info['files_done']}")
-            if job.removed.is_set() and stage != "wipe":
-                raise StageError(Reason.CARD_REMOVED, "the card was taken out of the reader")
+        progress = _JournalledProgress(self, job)
 
         if job.port is not None:
             camera = CameraRequest(port=job.port, department=self.department, mode=request.mode,
                                    expect=request.expect)
             try:
-                outcome = ingest_camera(camera, self.config, progress=progress, checkpoint=checkpoint,
-                                        resume=resume)
+                outcome = ingest_camera(camera, self.config, progress=progress, resume=resume)
             except CameraNotFound as exc:
                 self._report_gone(job, str(exc))
                 return None
         else:
-            outcome = ingest_card(request, self.config, progress=progress, checkpoint=checkpoint,
-                                  resume=resume)
-        if job.removed.is_set() and outcome.outcome != "archived":
-            outcome = dataclasses.replace(outcome, outcome="failed", reason=Reason.CARD_REMOVED,
+            outcome = ingest_card(request, self.config, progress=progress, resume=resume)
+        if job.removed.is_set() and outcome.outcome is not Outcome.ARCHIVED:
+            outcome = dataclasses.replace(outcome, outcome=Outcome.FAILED, reason=Reason.CARD_REMOVED,
                                           message=staff_message(Reason.CARD_REMOVED))
-        elif self._stop.is_set() and not (outcome.outcome == "archived" and outcome.wiped):
+        elif self._stop.is_set() and not (outcome.outcome is Outcome.ARCHIVED and outcome.wiped):
             # Stopped between two steps: the journal keeps the last one; the next
             # start resumes the card from there.
             log.info("card left for the next start", extra={"card": job.key})
@@ -580,7 +586,7 @@ class Daemon:
     def _finish(self, job: Job, outcome: IngestOutcome) -> None:
         """Record where the card ended up and tell the board."""
         assert job.record_id is not None
-        retried = outcome.outcome == "deferred" or (
+        retried = outcome.outcome is Outcome.DEFERRED or (
             outcome.reason is Reason.INTERNAL_ERROR and job.internal_errors + 1 < _INTERNAL_ERROR_TRIES)
         if not retried:
             with self._lock:
@@ -590,7 +596,7 @@ class Daemon:
         common = dict(reason=reason, message=outcome.message, detail=outcome.detail or None)
         if outcome.case_id:
             common["case_id"] = outcome.case_id
-        if outcome.outcome == "archived" and outcome.wiped:
+        if outcome.outcome is Outcome.ARCHIVED and outcome.wiped:
             self.journal.advance(job.record_id, "done", **common)
             self.board.archive_reachable(True)
             self.board.card_finished(job.key, outcome.to_json())
@@ -600,7 +606,7 @@ class Daemon:
             self.journal.advance(job.record_id, "interrupted", **common)
             self.board.card_finished(job.key, outcome.to_json())
             log.warning("card interrupted", extra={"card": job.key, "reason": reason})
-        elif outcome.outcome == "deferred":
+        elif outcome.outcome is Outcome.DEFERRED:
             retry_at = self._retry_later(job)
             self.journal.advance(job.record_id, "deferred", attempts=job.attempts, retry_at=retry_at,
                                  **common)
@@ -619,9 +625,9 @@ class Daemon:
         else:
             # Refused, or archived but not fully wiped (WIPE_FAILED), or failed
             # for a reason retrying will not fix: staff and IT must look.
-            state = "done" if outcome.outcome == "archived" else "refused"
+            state = "done" if outcome.outcome is Outcome.ARCHIVED else "refused"
             self.journal.advance(job.record_id, state, **common)
-            if outcome.outcome == "archived":
+            if outcome.outcome is Outcome.ARCHIVED:
                 self.board.archive_reachable(True)
             self.board.card_finished(job.key, outcome.to_json())
             log.warning("card not ingested" if state == "refused" else "card archived, not wiped",
@@ -643,4 +649,4 @@ class Daemon:
         job.record_id = record.id
         log.warning("card cannot be read", extra={"card": job.key, "reason": reason.value,
                                                   "detail": detail})
-        self._finish(job, IngestOutcome("refused", reason, staff_message(reason), detail=detail))
+        self._finish(job, stopped(reason, detail))

@@ -6,7 +6,9 @@ import json
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 
+from agent.card.progress import NoProgress
 from tests.support.archive_process import ArchiveProcess
 
 DEPARTMENT = "SE2321000016-15CQ"
@@ -78,3 +80,13 @@ def exif_tags(path: pathlib.Path) -> dict:
     out = subprocess.run(["exiftool", "-j", "-G1", "-a", "-u", "-b", str(path)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)[0]
+
+
+class OnStage(NoProgress):
+    """A card run's progress that calls ``fn(stage, info)`` for every stage (to act mid-card)."""
+
+    def __init__(self, fn: Callable[[str, dict], object]) -> None:
+        self.fn = fn
+
+    def stage(self, stage: str, info: Mapping[str, object]) -> None:
+        self.fn(stage, dict(info))
