@@ -120,10 +120,6 @@ def is_phone(device: Device) -> bool:
     return _norm(device.make) in PHONE_MAKES or bool(device.model and _PHONE_MODEL.search(device.model))
 
 
-def is_registered(device: Device, registered: Sequence[Device]) -> bool:
-    return _registration(device, registered) is not None
-
-
 def _registration(device: Device, registered: Sequence[Device]) -> Device | None:
     for reg in registered:
         if _norm(reg.make) != _norm(device.make) or _norm(reg.model) != _norm(device.model):

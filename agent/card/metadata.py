@@ -27,6 +27,7 @@ import json
 import os
 import pathlib
 import re
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,39 @@ def _arg(value: str | bytes | os.PathLike) -> bytes:
     return value
 
 
+class _ExifTool(exiftool.ExifTool):
+    """pyexiftool's stay-open ExifTool, started without a ``preexec_fn``.
+
+    pyexiftool's :meth:`run` passes Popen a ``preexec_fn`` (a ctypes prctl()
+    that sets a parent-death signal). Python's documentation warns that a
+    preexec_fn is not safe in a threaded program: the forked child can deadlock
+    before it execs. The daemon is threaded (gRPC, the control socket, several
+    cards), and under load a card's thread did wait for ever on an exiftool
+    that never started. Without it Popen forks and execs in C only. Nothing is
+    lost: exiftool reads its commands from our pipe and ends when the pipe
+    closes, which it does when we die; under systemd the unit's control group
+    is killed on stop anyway.
+    """
+
+    def run(self) -> None:
+        if self.running:
+            return
+        args = [self._executable, "-stay_open", "True", "-@", "-"]
+        if self._common_args:
+            args += ["-common_args", *self._common_args]
+        self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+        if self._process.poll() is not None:
+            self._process = None
+            raise ExifToolError("exiftool did not start")
+        self._running = True
+        try:
+            self._ver = self._parse_ver()
+        except ValueError:
+            self.terminate()
+            raise ExifToolError("exiftool answered no version: is it Phil Harvey's ExifTool 12.15 or newer?") from None
+
+
 class MetadataReader:
     """One running exiftool, for reads (:meth:`read`) and writes (:meth:`run`).
 
@@ -64,7 +98,7 @@ class MetadataReader:
     """
 
     def __init__(self, executable: str | None = None) -> None:
-        self._tool = exiftool.ExifTool(executable=executable, common_args=[], encoding="utf-8")
+        self._tool = _ExifTool(executable=executable, common_args=[], encoding="utf-8")
         self._tool.run()
 
     def __enter__(self) -> MetadataReader:

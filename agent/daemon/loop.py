@@ -101,24 +101,6 @@ def watchdog_interval_s() -> float | None:
         return None
 
 
-def make_exiftool_start_thread_safe() -> None:
-    """Start exiftool without running Python code between fork and exec.
-
-    pyexiftool passes a ``preexec_fn`` (a ctypes prctl() that sets a
-    parent-death signal) to Popen. Python's documentation warns that a
-    preexec_fn is not safe in a threaded program: the forked child can
-    deadlock before it execs. The daemon is threaded (gRPC, watchdog, the
-    control socket), and under load a card's thread did wait for ever on an
-    exiftool that never started. Without the preexec_fn, Popen forks and
-    execs in C only. What is lost is that exiftool dies with a killed agent:
-    under systemd the unit's control group is killed on stop and restart, so
-    nothing is left; a normal stop closes every exiftool it started.
-    """
-    from exiftool import exiftool as pyexiftool
-
-    pyexiftool._set_pdeathsig = lambda sig: None
-
-
 # --------------------------------------------------------------------------- jobs
 
 
@@ -253,7 +235,6 @@ class Daemon:
     def run(self) -> int:
         os.umask(0o077)  # spool files, journal, mount points: the agent's user only (R11)
         faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack (ops)
-        make_exiftool_start_thread_safe()
         try:
             self._start_services()
             self._clean_leftovers()

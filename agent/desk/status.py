@@ -35,10 +35,6 @@ SUBSCRIBER_BACKLOG = 64
 
 # Journal states in which a card is being worked on (in a reader, not queued).
 ACTIVE_STATES = ("detected", "scanned", "identified", "decided", "stripped", "uploading", "confirmed", "wiped")
-# Held cards: nothing happens until the archive or the card comes back.
-HELD_STATES = ("deferred", "interrupted")
-# States that end a card; card_finished() moves it to "recent".
-FINAL_STATES = ("done", "refused")
 _PROGRESS_KEYS = ("files_done", "files_total", "bytes_done", "bytes_total")
 _OUTCOME_COUNTS = {"archived": "archived", "refused": "refused", "deferred": "deferred", "failed": "failed"}
 

@@ -145,7 +145,6 @@ from agent.card.reasons import Reason
 
 log = logging.getLogger(__name__)
 
-MEDIA_TYPES = frozenset({"application/dicom"})
 #: Decoded volume (bytes) up to which every frame of original and copy is decoded
 #: and compared; above it the first, middle and last frame are.
 FULL_DECODE_LIMIT = 64 * 1024 * 1024
