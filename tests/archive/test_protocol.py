@@ -485,3 +485,63 @@ def test_reserve_numbers_and_ehr_context_are_accepted(stub):
     stub.OpenSession(request, timeout=10)
     upload_missing(stub, request.session_id, files)
     assert commit(stub, request.session_id).case_id
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+@pytest.mark.parametrize("spelling", [
+    "{p}\n", " {p}", "{p} ", "{p}\t",             # whitespace around the canonical form
+    "{dash}",                                        # YYYYMMDD-NNNN: a written form, not the stored one
+    "{arabic}",                                      # the same digits in another script
+    "{bad_check}",                                   # check digit wrong
+    "19800101000{last}",                             # serial 000 is never issued
+    "{p}0",                                          # 13 digits
+])
+def test_patient_id_is_the_canonical_form_exactly(stub, archive_db, spelling):
+    """Issue 13: "198001012353\\n" and Arabic-Indic digits were accepted as patient ids.
+    A second spelling of one patient is a second patient to string comparisons
+    (confidential marks, search): only the canonical form is taken."""
+    p = personnummer("19800101")
+    wrong = str((int(p[-1]) + 1) % 10)
+    text = spelling.format(p=p, dash=f"{p[:8]}-{p[8:]}", arabic=p.translate(ARABIC_INDIC),
+                           bad_check=p[:-1] + wrong, last=p[-1])
+    request = open_request({"a.jpg": b"abc"}, patient_id=p)
+    request.patient_id = text
+    for e in request.evidence:
+        e.patient_id = text
+    before = _count(archive_db, IngestSession)
+    assert status_code(lambda: stub.OpenSession(request, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _count(archive_db, IngestSession) == before
+
+
+def test_a_confidential_patient_cannot_be_filed_unmasked_by_another_spelling(stub, archive_db):
+    """Issue 13: with patient P confidential, a case for "P\\n" was shown unmasked.
+    The archive refuses the spelling; the canonical spelling is filed and masked."""
+    from archive_server import admin
+    from archive_server.authz import Principal
+    from archive_server.cases import search_cases
+
+    p = personnummer("19770707")
+    db, local = archive_db, Principal.local("test")
+    try:
+        admin.set_confidential(db, local, p, True)
+        sneaky = open_request({"s.jpg": b"sneaky"}, patient_id=p)
+        sneaky.patient_id = p + "\n"
+        for e in sneaky.evidence:
+            e.patient_id = p + "\n"
+        assert status_code(lambda: stub.OpenSession(sneaky, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+        files = {"c.jpg": b"canonical"}
+        request = open_request(files, patient_id=p)
+        stub.OpenSession(request, timeout=10)
+        upload_missing(stub, request.session_id, files)
+        case_id = commit(stub, request.session_id).case_id
+        shown = [c for c in search_cases(db, local) if c["case_id"] == case_id]
+        assert shown == [{"case_id": case_id, "confidential": True, "display": "Konfidentiellt"}]
+    finally:
+        admin.set_confidential(db, local, p, False)
+
+
+def _count(db, model) -> int:
+    with db.read() as s:
+        return s.scalar(sa.select(sa.func.count()).select_from(model))
