@@ -5,6 +5,7 @@ certificate (its identity at the archive), or plaintext by explicit flag.
 """
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Sequence
 
@@ -13,9 +14,17 @@ import grpc
 from agent.config import ArchiveConfig, check_transport
 
 
+# Calls are spread over every address the target names or resolves to
+# (``ipv4:H1:P1,H2:P2``, ``dns:///name:port``): an archive process that goes
+# away leaves the rotation, and a retried call lands on another one.
+_ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+
+
 def open_channel(config: ArchiveConfig, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-    """A channel to the archive: mTLS, or plaintext when ``insecure`` (development,
-    loopback only: checked here too, whoever built the config)."""
+    """A channel to the archive (any gRPC target, round-robin over its
+    addresses): mTLS, or plaintext when ``insecure`` (development, loopback
+    only: checked here too, whoever built the config)."""
+    options = [_ROUND_ROBIN, *options]
     if config.insecure:
         check_transport(config)
         return grpc.insecure_channel(config.address, options=list(options))

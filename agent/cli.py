@@ -92,7 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def _archive_options(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     """The options ``ingest`` and ``run`` share: configuration, archive, department, transport."""
     p.add_argument("--config", type=pathlib.Path, required=config_required, help="agent TOML config file")
-    p.add_argument("--archive", help="archive address HOST:PORT (default from config)")
+    p.add_argument("--archive", metavar="TARGET",
+                   help="archive: any gRPC target, HOST:PORT, ipv4:H1:P1,H2:P2 or dns:///name:port "
+                        "(calls round-robin over its addresses; default from config)")
     p.add_argument("--department", help="the department's HSA-id, e.g. SE2321000016-15CQ (default from config)")
     tls = p.add_mutually_exclusive_group()
     tls.add_argument("--insecure", action="store_true", help="plaintext gRPC (loopback development only)")

@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from archive_server import forms
 from archive_server import validation as v
 from archive_server.authz import Grants, NotPermitted, Principal, ReasonRequired, operation
-from archive_server.blobstore import BlobStore
+from archive_server import blobs as catalogue
+from archive_server.blobstores import BlobStore
 from archive_server.cases import iso
 from archive_server.db import Database
 from archive_server.errors import FailedPrecondition, InvalidArgument, NotFound
 from archive_server.models import (
-    Blob,
     Case,
     CaseVersion,
     ConfidentialPatient,
@@ -260,6 +260,7 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         version_ids = list(s.scalars(sa.select(CaseVersion.id).where(CaseVersion.case_id == case_id)))
         shas = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.case_version_id.in_(version_ids))))
         shas |= set(s.scalars(sa.select(Consent.blob_sha256).where(Consent.case_id == case_id)))
+        catalogue.lock_for_purge(s, shas)
         media_rows = s.execute(sa.delete(MediaItem).where(MediaItem.case_version_id.in_(version_ids))).rowcount
         s.execute(sa.delete(Consent).where(Consent.case_id == case_id))
         s.execute(sa.delete(CaseVersion).where(CaseVersion.case_id == case_id))
@@ -268,16 +269,18 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         still_used = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.blob_sha256.in_(shas))))
         still_used |= set(s.scalars(sa.select(Consent.blob_sha256).where(Consent.blob_sha256.in_(shas))))
         orphans = sorted(shas - still_used)
-        s.execute(sa.delete(Blob).where(Blob.sha256.in_(orphans)))
+        # Tombstones: from here until each blob's bytes and row are deleted
+        # below, no upload can adopt them (issue 13, "purge races upload").
+        catalogue.mark_purging(s, orphans)
         op.details.update(decision=decision.strip(), versions=len(version_ids), media_items=media_rows,
                           blobs_deleted=len(orphans), blobs_kept=len(shas) - len(orphans))
-    # The rows are gone; now the bytes. A blob file that cannot be deleted is
-    # logged (it has no record and no case any more) for the operator to remove.
+    # The case is gone; now each unused blob's bytes, then its row. One that
+    # cannot be deleted now keeps its tombstone: the server's sweep and
+    # `fsck --repair` finish it.
     deleted, failed = 0, []
     for sha in orphans:
         try:
-            blobs.delete(sha)
-            deleted += 1
+            deleted += catalogue.finish_purge(db, blobs, sha)
         except Exception:  # noqa: BLE001 - report every one, stop at none
             log.exception("purged blob could not be deleted", extra={"sha256": sha})
             failed.append(sha)

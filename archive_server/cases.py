@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from archive_server.authz import Principal, ReasonRequired, operation
-from archive_server.blobstore import BlobStore, PartialKey
+from archive_server import blobs as catalogue
+from archive_server.blobstores import BlobStore
 from archive_server.db import Database
 from archive_server.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from archive_server.models import Blob, Case, CaseVersion, Consent, MediaItem, utcnow
+from archive_server.models import Case, CaseVersion, Consent, MediaItem, utcnow
 from bildsluss_common.identity import patient_id
 from bildsluss_common.identity.reserve import ReserveFormat
 
@@ -203,7 +204,7 @@ def record_consent(db: Database, blobs: BlobStore, principal: Principal, case_id
     # transaction (durable first, recorded second, like an ingested file).
     with operation(db, principal, "consent.checked") as op:
         op.case(case_id, "consent.record", emergency_reason=emergency_reason)
-    store_blob(db, blobs, sha, data)
+    catalogue.store_bytes(db, blobs, sha, data)
     with operation(db, principal, "consent.recorded") as op:
         case = op.case(case_id, "consent.record", emergency_reason=emergency_reason)
         consent = Consent(id=str(uuid.uuid4()), case_id=case.id, blob_sha256=sha,
@@ -263,25 +264,6 @@ def teaching_copy(db: Database, blobs: BlobStore, principal: Principal, case_id:
 
 
 # -- blobs -------------------------------------------------------------------------------
-
-
-def store_blob(db: Database, blobs: BlobStore, sha: str, data: bytes) -> None:
-    """Store ``data`` durably under its SHA-256 and record it (no-op if stored)."""
-    with db.read() as s:
-        if s.get(Blob, sha) is not None:
-            return
-    key = PartialKey(str(uuid.uuid4()), sha)
-    try:
-        blobs.append(key, 0, data)
-        storage_key = blobs.commit(key, sha, len(data))
-    finally:
-        blobs.discard(key)
-    try:
-        with db.write() as s:
-            if s.get(Blob, sha) is None:
-                s.add(Blob(sha256=sha, size=len(data), storage_key=storage_key, stored_at=utcnow()))
-    except sa.exc.IntegrityError:
-        pass  # stored by a concurrent call
 
 
 def _read_verified(blobs: BlobStore, sha: str, size: int) -> bytes:

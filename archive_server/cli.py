@@ -35,7 +35,7 @@ from bildsluss_common import __version__, logs
 from archive_server import admin, reports, versions
 from archive_server.audit import configure_syslog
 from archive_server.authz import NotPermitted, Principal, ReasonRequired
-from archive_server.blobstore import open_blobstore
+from archive_server.blobstores import BlobStore, open_blobstore
 from archive_server.cases import (
     export_case, normalise_patient, print_case, record_consent, search_cases, show_case, teaching_copy,
 )
@@ -49,12 +49,14 @@ EXIT_REFUSED = 5
 
 
 def _storage_options(p: argparse.ArgumentParser, blobs: bool = False) -> None:
+    """The storage flags every subcommand takes (``blobs``: it uses the blob
+    store; the others accept --blobs too, so one set of flags fits every call)."""
     p.add_argument("--config", type=pathlib.Path, metavar="FILE", help="archive.toml")
     p.add_argument("--data", type=pathlib.Path, metavar="DIR",
                    help="data directory (default database and blob store live here)")
     p.add_argument("--db", metavar="URL", help="SQLAlchemy URL, e.g. postgresql+psycopg://host/db")
-    if blobs:
-        p.add_argument("--blobs", metavar="URL", help="blob store: file:///path (s3:// later)")
+    p.add_argument("--blobs", metavar="URL", help="blob store: file:///path or s3://BUCKET[/PREFIX]"
+                   if blobs else argparse.SUPPRESS)
 
 
 def _as_option(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -224,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--since", metavar="TIME")
     a.add_argument("--until", metavar="TIME")
 
+    p = _leaf(sub, "fsck", "check every blob in the store against the database (safe while serving)",
+              as_option=False, blobs=True)
+    p.add_argument("--repair", action="store_true",
+                   help="quarantine corrupt blobs, delete orphans, finish stalled purges")
+    p.add_argument("--quick", action="store_true", help="sizes only: do not read and hash every blob")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="orphans younger than this are left alone (an upload may be recording them)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
     p = sub.add_parser("db", help="the database schema (Alembic migrations)")
     dsub = p.add_subparsers(dest="action", required=True)
     a = _leaf(dsub, "upgrade", "migrate the database to this release's schema (safe while serving)",
@@ -263,6 +274,10 @@ def _database(cfg: ArchiveConfig) -> Database:
     return db
 
 
+def _blobstore(cfg: ArchiveConfig, db: Database) -> BlobStore:
+    return open_blobstore(cfg.effective_blobs_url, db, cfg.s3_options())
+
+
 def _actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -294,6 +309,26 @@ def cmd_serve(cfg: ArchiveConfig) -> int:
 
     logs.setup(cfg.log_level)
     return serve(cfg)
+
+
+EXIT_DAMAGED = 4
+
+
+def cmd_fsck(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    from archive_server.fsck import fsck
+
+    db = _database(cfg)
+    report = fsck(db, _blobstore(cfg, db), repair=args.repair, quick=args.quick, orphan_grace_s=args.grace)
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        for f in report.findings:
+            print(f"{f.kind}\t{f.key}\t{f.detail}" + (f"\trepaired: {f.repaired}" if f.repaired else ""))
+        summary = report.as_dict()
+        counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items() if n) or "no problems"
+        print(f"{report.blobs_in_database} blob(s) recorded, {report.objects_in_store} object(s) in the store: "
+              f"{counts}; {summary['repaired']} repaired")
+    return 0 if report.clean else EXIT_DAMAGED
 
 
 def cmd_db(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
@@ -340,7 +375,8 @@ def cmd_cases(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_export(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
-    written = export_case(_database(cfg), open_blobstore(cfg.effective_blobs_url),
+    db = _database(cfg)
+    written = export_case(db, _blobstore(cfg, db),
                           args.case_id, args.dest, _principal(args), emergency_reason=_emergency_reason(args))
     print(f"exported {len(written)} file(s) of case {args.case_id} to {args.dest.resolve()}")
     return 0
@@ -397,7 +433,7 @@ def cmd_case(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
             for m in diff["media_added"]:
                 print(f"+ {m['path']} {m['sha256']}")
         return 0
-    blobs = open_blobstore(cfg.effective_blobs_url)
+    blobs = _blobstore(cfg, db)
     if args.action == "print":
         emergency = args.reason if args.emergency else None
         result = print_case(db, blobs, who, args.case_id, reason=args.reason or "", out=args.out,
@@ -418,7 +454,8 @@ def cmd_case(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
-    result = admin.purge_case(_database(cfg), open_blobstore(cfg.effective_blobs_url), _principal(args),
+    db = _database(cfg)
+    result = admin.purge_case(db, _blobstore(cfg, db), _principal(args),
                               args.case_id, args.decision)
     if args.json:
         _print_json(result)
@@ -549,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_agents(cfg, args)
         if args.command == "db":
             return cmd_db(cfg, args)
+        if args.command == "fsck":
+            return cmd_fsck(cfg, args)
         parser.error(f"unknown command {args.command}")
     except ConfigError as e:
         print(f"{PROG}: configuration error: {e}", file=sys.stderr)

@@ -51,8 +51,13 @@ class ArchiveConfig:
     http: str | None = None
     # SQLAlchemy URL; None: sqlite:///DATA_DIR/archive.sqlite3
     db_url: str | None = None
-    # file:///path or a plain path; None: DATA_DIR/blobs
+    # file:///path, a plain path or s3://BUCKET[/PREFIX]; None: DATA_DIR/blobs
     blobs_url: str | None = None
+    # [blobs] for s3://: multipart part size, addressing style, AWS profile
+    # (endpoint, region and credentials: the standard AWS settings)
+    blobs_part_size_mib: int = 8
+    blobs_addressing_style: str = "path"
+    blobs_profile: str | None = None
     insecure: bool = False
     tls: TlsConfig = TlsConfig()
     accept_unknown_departments: bool = True
@@ -82,6 +87,12 @@ class ArchiveConfig:
     def effective_blobs_url(self) -> str:
         return self.blobs_url or str(self.data_dir / "blobs")
 
+    def s3_options(self) -> Any:
+        from archive_server.blobstores.s3 import S3Options
+
+        return S3Options(part_size=self.blobs_part_size_mib << 20,
+                         addressing_style=self.blobs_addressing_style, profile=self.blobs_profile)
+
     def replace(self, **changes: Any) -> "ArchiveConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -96,6 +107,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "db_pool_size": int, "db_max_overflow": int, "sqlite_busy_timeout_ms": int, "log_level": str,
 }
 _TLS_KEYS = {"cert", "key", "client_ca"}
+_BLOBS_KEYS: dict[str, type] = {"url": str, "part_size_mib": int, "addressing_style": str, "profile": str}
 
 
 def load(path: pathlib.Path | None) -> ArchiveConfig:
@@ -129,6 +141,9 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
                 f"{source}: reserve_number_pattern is no longer read; list the region's reserve "
                 "number formats under [identity] reserve_formats, as in the agent's configuration "
                 "(docs/configuration.md)")
+        if key == "blobs":
+            values.update(_blobs(value, source, bool(raw.get("blobs_url"))))
+            continue
         expected = _TYPES.get(key)
         if expected is None:
             raise ConfigError(f"{source}: unknown key {key!r}")
@@ -152,6 +167,10 @@ def validate(config: ArchiveConfig, source: str = "configuration") -> None:
     if config.max_message_bytes < (1 << 20) + 4096:
         raise ConfigError(f"{source}: max_message_bytes must hold a 1 MiB chunk plus overhead")
     parse_listen(config.listen)
+    if config.blobs_part_size_mib < 5:
+        raise ConfigError(f"{source}: blobs.part_size_mib must be at least 5 (S3's smallest part)")
+    if config.blobs_addressing_style not in ("path", "virtual", "auto"):
+        raise ConfigError(f"{source}: blobs.addressing_style must be path, virtual or auto")
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{source}: log_level must be debug, info, warning or error")
 
@@ -186,6 +205,22 @@ def _tls(value: Any, source: str) -> TlsConfig:
         raise ConfigError(f"{source}: [tls] {', '.join(given)} without {', '.join(missing)}: "
                           "mutual TLS needs all three files (or none)")
     return TlsConfig(**paths)
+
+
+def _blobs(value: Any, source: str, url_given: bool) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [blobs] must be a table")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        expected = _BLOBS_KEYS.get(key)
+        if expected is None:
+            raise ConfigError(f"{source}: unknown key in [blobs]: {key}")
+        if not isinstance(v, expected) or isinstance(v, bool):
+            raise ConfigError(f"{source}: blobs.{key} must be {expected.__name__}, got {v!r}")
+        out["blobs_url" if key == "url" else f"blobs_{key}"] = v or None
+    if url_given and out.get("blobs_url"):
+        raise ConfigError(f"{source}: give the blob store once: blobs_url or [blobs] url")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _audit(value: Any, source: str) -> str | None:

@@ -14,8 +14,8 @@ import logging
 import pathlib
 import sqlite3
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from archive_server.schema import Upgrade
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GENESIS_HASH = "0" * 64
 _WRITE = "bildsluss_write"
@@ -159,6 +160,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def retry_on_conflict(fn: Callable[[], T], attempts: int = 3) -> T:
+    """Run a write that may race a concurrent identical write (the same session
+    opened or committed twice, a department registered twice). The loser's
+    unique-constraint violation is retried once the winner has committed."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except exc.IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            log.info("write raced a concurrent one; retrying", extra={"attempt": attempt + 1})
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

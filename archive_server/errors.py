@@ -49,6 +49,13 @@ class OutOfRange(ArchiveError):
         self.committed_size = committed_size
 
 
+class Aborted(ArchiveError):
+    """A concurrent operation on the same thing is in the way (a purge deleting
+    the blob being uploaded). Retry with backoff; the other one finishes soon."""
+
+    code = "ABORTED"
+
+
 class DataLoss(ArchiveError):
     """Stored bytes do not match their declared SHA-256 or size. The partial
     upload has been discarded; send the blob again from offset 0."""

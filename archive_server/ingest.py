@@ -5,8 +5,9 @@ raises the domain errors of ``errors.py``; the servicer in ``service.py`` only
 forwards to it, and one interceptor there maps the errors to status codes.
 
 Invariants kept here:
-* a ``blobs`` row exists only for bytes that were fsync'ed, verified and
-  renamed to their content-addressed name (the blob store's ``commit``);
+* a ``blobs`` row exists only for bytes that were made durable and verified
+  under their content-addressed name (the blob store's ``commit``), and a
+  blob counts as stored only while the store still has it (``blobs.py``);
 * a session becomes at most one case: CommitSession locks the session row
   (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) and
   ``cases.source_session_id`` is unique;
@@ -20,18 +21,18 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc
 from sqlalchemy.orm import Session
 
 from archive_server import validation as v
 from archive_server.audit import append_audit
-from archive_server.blobstore import BlobStore, PartialKey
+from archive_server import blobs as catalogue
+from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.config import ArchiveConfig
-from archive_server.db import Database
+from archive_server.db import Database, retry_on_conflict
 from archive_server.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -54,7 +55,6 @@ from archive_server.models import (
 from bildsluss.v1 import ingest_pb2 as pb
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MODES = {
     pb.CAPTURE_MODE_PHOTO: "photo",
@@ -102,7 +102,7 @@ class IngestCore:
     def open_session(self, request: pb.OpenSessionRequest) -> pb.OpenSessionResponse:
         manifest, evidence = self._validate_open(request)
         fingerprint = session_fingerprint(request)
-        return _retry_on_conflict(lambda: self._open(request, manifest, evidence, fingerprint))
+        return retry_on_conflict(lambda: self._open(request, manifest, evidence, fingerprint))
 
     def _open(
         self, request: pb.OpenSessionRequest, manifest: list[dict[str, Any]],
@@ -251,7 +251,7 @@ class IngestCore:
         info = self._session_info(request.session_id)
         for b in request.blobs:
             _require_in_manifest(info, b)
-        stored = self._stored({b.sha256 for b in request.blobs})
+        stored = catalogue.confirmed(self.db, self.blobs, {b.sha256 for b in request.blobs})
         missing: list[pb.BlobDigest] = []
         seen: set[str] = set()
         for b in request.blobs:
@@ -267,9 +267,9 @@ class IngestCore:
         v.sha256(request.blob.sha256, "blob.sha256")
         info = self._session_info(request.session_id)
         _require_in_manifest(info, request.blob)
-        if self._stored({request.blob.sha256}):
+        if catalogue.confirmed(self.db, self.blobs, {request.blob.sha256}):
             return pb.QueryWriteStatusResponse(committed_size=request.blob.size_bytes, complete=True)
-        size = self.blobs.partial_size(PartialKey(request.session_id, request.blob.sha256))
+        size = self.blobs.committed_size(PartialKey(request.session_id, request.blob.sha256))
         return pb.QueryWriteStatusResponse(committed_size=size, complete=False)
 
     # -- Write ------------------------------------------------------------------------
@@ -286,13 +286,15 @@ class IngestCore:
         if info.committed:
             raise FailedPrecondition(f"session {first.session_id} is already committed")
         _require_in_manifest(info, first.blob)
-        if self._stored({sha}) or self._adopt_stored_file(sha, size):
+        if catalogue.confirmed(self.db, self.blobs, {sha}) or self._adopt_stored_file(sha, size):
             return pb.WriteResponse(committed_size=size, complete=True)
 
         key = PartialKey(first.session_id, sha)
         message: pb.WriteRequest | None = first
-        flushed = False
-        try:
+        # Leaving the writer without a commit keeps what is durable resumable.
+        with self.blobs.begin_write(key) as writer:
+            log.debug("write started", extra={"session_id": key.session_id, "sha256": sha,
+                                              "offset": first.offset, "committed": writer.committed_size})
             while message is not None:
                 if message is not first:
                     if message.session_id and message.session_id != first.session_id:
@@ -306,50 +308,39 @@ class IngestCore:
                     raise InvalidArgument(f"data beyond the declared size: bytes up to {end} of a "
                                           f"{size}-byte blob")
                 if message.data:
-                    self.blobs.append(key, message.offset, message.data)
-                else:
-                    committed = self.blobs.partial_size(key)
-                    if message.offset != committed:
-                        raise OutOfRange(f"write at offset {message.offset}, but the committed "
-                                         f"size is {committed}", committed)
+                    writer.write(message.offset, message.data)
+                elif message.offset != writer.offset:
+                    raise OutOfRange(f"write at offset {message.offset}, but the committed "
+                                     f"size is {writer.committed_size}", writer.committed_size)
                 if message.finish_write:
-                    flushed = True  # commit fsyncs, or discards on DataLoss
-                    storage_key = self.blobs.commit(key, sha, size)
-                    self._record_blob(sha, size, storage_key)
+                    storage_key = writer.commit(sha, size)
+                    catalogue.record(self.db, self.blobs, sha, size, storage_key)
                     log.info("blob stored", extra={"session_id": key.session_id, "sha256": sha,
                                                    "size": size})
                     return pb.WriteResponse(committed_size=size, complete=True)
                 message = next(requests, None)
-        finally:
-            if not flushed:
-                # Whatever was received stays resumable across a crash (the
-                # committed size should not go backwards).
-                self.blobs.flush(key)
-        return pb.WriteResponse(committed_size=self.blobs.partial_size(key), complete=False)
-
-    def _record_blob(self, sha: str, size: int, storage_key: str) -> None:
-        def record() -> None:
-            with self.db.write() as s:
-                if s.get(Blob, sha) is None:
-                    s.add(Blob(sha256=sha, size=size, storage_key=storage_key, stored_at=utcnow()))
-        _retry_on_conflict(record)
+        return pb.WriteResponse(committed_size=self.blobs.committed_size(key), complete=False)
 
     def _adopt_stored_file(self, sha: str, size: int) -> bool:
-        """A blob file without its record (the server stopped between rename and
-        record): verify its bytes and record it, so it need not be sent again."""
-        if not self.blobs.has(sha):
+        """A blob in the store without its record (the server stopped between the
+        store's commit and the record): verify its bytes and record it, so it
+        need not be sent again."""
+        if self.blobs.stat(sha) is None:
             return False
         digest = hashlib.sha256()
         total = 0
-        with self.blobs.open(sha) as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-                total += len(block)
+        try:
+            with self.blobs.open(sha) as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+                    total += len(block)
+        except NotFound:  # deleted meanwhile (a purge): upload it as usual
+            return False
         if total != size or digest.hexdigest() != sha:
             log.error("stored blob does not match its name; it will be replaced by a new upload",
                       extra={"sha256": sha})
             return False
-        self._record_blob(sha, size, self.blobs.storage_key(sha))
+        catalogue.record(self.db, self.blobs, sha, size, self.blobs.storage_key(sha))
         log.warning("adopted a stored blob that had no record", extra={"sha256": sha})
         return True
 
@@ -357,7 +348,7 @@ class IngestCore:
 
     def commit_session(self, request: pb.CommitSessionRequest) -> pb.CommitSessionResponse:
         v.session_id(request.session_id)
-        response, created = _retry_on_conflict(lambda: self._commit(request.session_id))
+        response, created = retry_on_conflict(lambda: self._commit(request.session_id))
         if created:
             self.blobs.discard_session(request.session_id)  # leftovers of deduplicated blobs
             log.info("case ingested", extra={"session_id": request.session_id,
@@ -375,11 +366,11 @@ class IngestCore:
             if sess.status == "committed":
                 return self._receipts(s, sess), False
             manifest: list[dict[str, Any]] = sess.manifest
-            stored = {
-                b.sha256: b for b in s.scalars(
-                    sa.select(Blob).where(Blob.sha256.in_({e["sha256"] for e in manifest})))
-            }
-            missing = [e for e in manifest if e["sha256"] not in stored]
+            # Share-locked until the case is committed, so that no purge can
+            # tombstone them meanwhile; each confirmed in the store (issue 13).
+            stored = catalogue.lock_stored(s, {e["sha256"] for e in manifest})
+            present = {sha for sha, b in stored.items() if catalogue.present(self.blobs, sha, b.size)}
+            missing = [e for e in manifest if e["sha256"] not in present]
             if missing:
                 listed = ", ".join(f"{e['relative_path']} ({e['sha256']})" for e in missing[:_MAX_LISTED])
                 more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
@@ -455,12 +446,6 @@ class IngestCore:
         return OpenSessionInfo(session_id, status == "committed",
                                {e["sha256"]: e["size"] for e in manifest})
 
-    def _stored(self, shas: set[str]) -> set[str]:
-        if not shas:
-            return set()
-        with self.db.read() as s:
-            return set(s.scalars(sa.select(Blob.sha256).where(Blob.sha256.in_(shas))))
-
 
 def session_fingerprint(request: pb.OpenSessionRequest) -> str:
     """SHA-256 of what defines the card: agent, department, patient, mode,
@@ -514,17 +499,3 @@ def _timestamp(ts: Any) -> dt.datetime:
         return ts.ToDatetime(tzinfo=dt.timezone.utc)
     except (ValueError, OverflowError) as e:
         raise InvalidArgument(f"capture_time out of range: {e}") from None
-
-
-def _retry_on_conflict(fn: Callable[[], T], attempts: int = 3) -> T:
-    """Run a write that may race a concurrent identical write (the same session
-    opened or committed twice, a department registered twice). The loser's
-    unique-constraint violation is retried once the winner has committed."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except exc.IntegrityError:
-            if attempt == attempts - 1:
-                raise
-            log.info("write raced a concurrent one; retrying", extra={"attempt": attempt + 1})
-    raise AssertionError("unreachable")

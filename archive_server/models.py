@@ -90,8 +90,11 @@ class IngestSession(Base):
 
 
 class Blob(Base):
-    """A durably stored blob (content addressed). A row exists only after the
-    bytes were fsync'ed, verified and renamed to their final name."""
+    """A durably stored blob (content addressed). A row is written only after
+    the bytes were made durable and verified under their final name, and it is
+    never proof on its own that they still are: ``archive_server.blobs``
+    confirms with the store. ``state`` "purging" is the tombstone of a purge
+    (R19) in progress: the bytes are being deleted, nothing may adopt them."""
 
     __tablename__ = "blobs"
 
@@ -99,6 +102,26 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(255))
     stored_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="stored", server_default="stored")
+
+
+class BlobUpload(Base):
+    """A multipart upload in progress in an object store (``blobstores.s3``):
+    one session's upload of one blob, its upload id and the ETags of the whole
+    parts sent so far, so that any archive process can resume it."""
+
+    __tablename__ = "blob_uploads"
+    __table_args__ = (UniqueConstraint("session_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36))
+    sha256: Mapped[str] = mapped_column(String(64))
+    upload_id: Mapped[str] = mapped_column(String(1024))
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    part_count: Mapped[int] = mapped_column(Integer, default=0)
+    etags: Mapped[list[Any]] = mapped_column(default=list)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    touched_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Case(Base):

@@ -23,7 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from archive_server.audit import configure_syslog
-from archive_server.blobstore import BlobStore, open_blobstore
+from archive_server import blobs as catalogue
+from archive_server.blobstores import BlobStore, open_blobstore
 from archive_server.config import ArchiveConfig, parse_listen
 from archive_server.db import Database
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
@@ -75,7 +76,7 @@ class ArchiveServer:
             config.effective_db_url, pool_size=config.db_pool_size,
             max_overflow=config.db_max_overflow, busy_timeout_ms=config.sqlite_busy_timeout_ms,
         )
-        self.blobs: BlobStore = open_blobstore(config.effective_blobs_url)
+        self.blobs: BlobStore = open_blobstore(config.effective_blobs_url, self.db, config.s3_options())
         self.core = IngestCore(self.db, self.blobs, config)
         self.health = health.HealthServicer()
         self._stop = threading.Event()
@@ -105,9 +106,10 @@ class ArchiveServer:
         """Prepare storage, bind, start serving; returns the bound port."""
         self.db.upgrade_schema()
         configure_syslog(self.config.audit_syslog)
-        swept = self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
-        if swept:
-            log.info("removed stale partial uploads", extra={"count": swept})
+        try:
+            self._housekeeping()
+        except ArchiveError as e:  # the store down: serve NOT_SERVING until it is back
+            log.warning("housekeeping of the blob store failed", extra={"reason": str(e)})
         if self.config.http:
             log.warning("--http (dashboard, metrics) is not implemented yet; ignored",
                         extra={"http": self.config.http})
@@ -159,6 +161,9 @@ class ArchiveServer:
         except ArchiveError as e:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
             log.warning("not serving", extra={"reason": str(e)})
+        except Exception as e:  # noqa: BLE001 - a check that breaks must not stop the monitor
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            log.exception("not serving: the health check failed", extra={"reason": repr(e)})
         else:
             status = health_pb2.HealthCheckResponse.SERVING
         # All three depend on the same database and blob store.
@@ -172,9 +177,18 @@ class ArchiveServer:
             if time.monotonic() - last_sweep > _SWEEP_EVERY_S:
                 last_sweep = time.monotonic()
                 try:
-                    self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
+                    self._housekeeping()
                 except (OSError, ArchiveError):
                     log.exception("sweeping stale partial uploads failed")
+
+    def _housekeeping(self) -> None:
+        """Stale partial uploads go; purges that stopped halfway are finished."""
+        swept = self.blobs.sweep_partials(self.config.partial_max_age_days * 86400)
+        if swept:
+            log.info("removed stale partial uploads", extra={"count": swept})
+        finished = catalogue.finish_purges(self.db, self.blobs)
+        if finished:
+            log.info("finished purges that had stopped halfway", extra={"count": finished})
 
 
 def _read(path: pathlib.Path, what: str) -> bytes:

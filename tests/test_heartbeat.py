@@ -19,7 +19,7 @@ from agent.config import AgentConfig, ArchiveConfig, DaemonConfig
 from agent.daemon.heartbeat import Heartbeater, build_request
 from agent.desk.status import StatusBoard
 from archive_server.agents import MAX_REFUSALS_KEPT, AgentRegistryCore, list_agents
-from archive_server.blobstore import open_blobstore
+from archive_server.blobstores import open_blobstore
 from archive_server.config import ArchiveConfig as ServerConfig
 from archive_server.db import Database
 from archive_server.ingest import IngestCore

@@ -22,9 +22,9 @@ from tests.archive.world import COMPLETE_FORM, OTHER, OWN, World, run_cli
 ARCHIVE = [sys.executable, "-m", "archive_server.cli"]
 
 
-def _cli(db_url: str, data) -> Iterator:
-    world = World.create(db_url, data)
-    store = ["--db", db_url, "--data", str(data)]
+def _cli(db_url: str, data, blobs_url: str | None = None) -> Iterator:
+    world = World.create(db_url, data, blobs_url)
+    store = ["--db", db_url, "--data", str(data), "--blobs", world.blobs.url]
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cli(store, *args, ok=ok)
@@ -35,9 +35,9 @@ def _cli(db_url: str, data) -> Iterator:
 
 
 @pytest.fixture
-def cli(fresh_db_url, tmp_path):
-    """The CLI on a fresh database of each backend."""
-    yield from _cli(fresh_db_url, tmp_path / "data")
+def cli(fresh_db_url, fresh_blobs_url, tmp_path):
+    """The CLI on a fresh database and blob store of each backend."""
+    yield from _cli(fresh_db_url, tmp_path / "data", fresh_blobs_url)
 
 
 def lines(result: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -126,7 +126,7 @@ def test_the_contract_from_admin_to_purge(cli, tmp_path):
     blobs_before = {m["sha256"] for m in media}
     cli("purge", own, "--as", "sys", "--decision", "Gallringsbeslut 2026:4")
     assert [c["case_id"] for c in lines(cli("cases", "--json"))] == [other]
-    assert not any(world.blobs.has(sha) for sha in blobs_before)
+    assert not any(world.blobs.stat(sha) for sha in blobs_before)
     purged = lines(cli("audit", "list", "--json", "--user", "sys", "--as", "logga"))[-1]
     assert (purged["action"], purged["why"], purged["patient"]) == ("case.purged", "Gallringsbeslut 2026:4", None)
     assert cli("audit", "verify").stdout.startswith("audit chain intact")
@@ -145,7 +145,7 @@ def test_purge_keeps_blobs_another_case_uses(cli):
     cli("admin", "user", "add", "root-admin", "--department", OWN, "--role", "sysadmin")
     result = json.loads(cli("purge", first, "--as", "root-admin", "--decision", "D-2", "--json").stdout)
     assert (result["blobs_deleted"], result["blobs_kept"]) == (1, 1)
-    assert world.blobs.has(sha_shared) and not any(world.blobs.has(s) for s in only_first)
+    assert world.blobs.stat(sha_shared) and not any(world.blobs.stat(s) for s in only_first)
     with world.db.read() as s:
         assert set(s.scalars(sa.select(Blob.sha256))) == {sha_shared}
     assert [c["case_id"] for c in lines(cli("cases", "--json"))] == [second]

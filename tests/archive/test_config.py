@@ -18,8 +18,12 @@ def test_the_example_names_every_key_and_gives_the_defaults():
     defaults = config.ArchiveConfig()
     assert loaded == defaults
     text = EXAMPLE.read_text()
+    blobs = text[text.index("\n[blobs]\n"):text.index("\n[tls]\n")]
     for field in config.ArchiveConfig.__dataclass_fields__:
-        if field not in ("tls", "audit_syslog"):  # tables: [tls], [audit]
+        if field.startswith("blobs_"):  # the [blobs] table
+            key = "url" if field == "blobs_url" else field.removeprefix("blobs_")
+            assert re.search(rf"^{key} = ", blobs, re.M), f"[blobs] {key} is not in the example"
+        elif field not in ("tls", "audit_syslog"):  # tables: [tls], [audit]
             assert re.search(rf"^#? ?{field} = ", text, re.M), f"{field} is not in the example"
     for field in config.TlsConfig.__dataclass_fields__:
         assert re.search(rf"^# {field} = ", text, re.M)
@@ -32,7 +36,10 @@ def test_bad_values_name_the_key(tmp_path):
                       ('[tls]\ncertificate = "x"', "certificate"),
                       ('reserve_number_pattern = "("', "reserve_number_pattern"),
                       ('[tls]\nclient_ca = "ca.crt"', r"\[tls\] client_ca without cert, key"),
-                      ('max_workers = "8"', "max_workers must be int")):
+                      ('max_workers = "8"', "max_workers must be int"),
+                      ('[blobs]\npart_size_mib = 4', "part_size_mib"), ('[blobs]\nbucket = "x"', "bucket"),
+                      ('[blobs]\naddressing_style = "sideways"', "addressing_style"),
+                      ('blobs_url = "/a"\n[blobs]\nurl = "/b"', "blobs_url")):
         f = tmp_path / "a.toml"
         f.write_text(body + "\n")
         with pytest.raises(ConfigError, match=key):
@@ -76,3 +83,12 @@ def test_version_is_printed_and_the_data_dir_of_the_service_is_its_state_directo
     # systemd's StateDirectory= (the packaged unit) says where the data is.
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/bildsluss-archive")
     assert config.default_data_dir() == pathlib.Path("/var/lib/bildsluss-archive")
+def test_the_blobs_table(tmp_path):
+    f = tmp_path / "archive.toml"
+    f.write_text('[blobs]\nurl = "s3://archive/region-a"\npart_size_mib = 16\nprofile = "bildsluss"\n')
+    cfg = config.load(f)
+    assert cfg.effective_blobs_url == "s3://archive/region-a"
+    options = cfg.s3_options()
+    assert (options.part_size, options.profile, options.addressing_style) == (16 << 20, "bildsluss", "path")
+    args = build_parser().parse_args(["serve", "--config", str(f), "--blobs", "/srv/blobs"])
+    assert load_config(args).effective_blobs_url == "/srv/blobs"

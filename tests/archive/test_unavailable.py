@@ -123,3 +123,46 @@ def test_database_outage_is_unavailable_and_recovers(tmp_path):
                     stub.OpenSession(request, timeout=20)
         finally:
             relay.close()
+
+
+@pytest.mark.s3
+def test_object_store_outage_is_unavailable_the_agent_defers_and_the_card_is_untouched(tmp_path, s3_server):
+    """S3 down (issue 14): calls that need it are UNAVAILABLE, health NOT_SERVING,
+    the agent defers the card and leaves it as it was; back up, the card goes through."""
+    from agent.config import AgentConfig, ArchiveConfig
+    from agent.pipeline import IngestRequest, ingest_card
+    from tests.support.cardgen import make_card
+    from tests.support.e2e import DEPARTMENT, PATIENT, snapshot
+
+    card = tmp_path / "card"
+    make_card(card, patient=PATIENT, n_images=2, seed=5)
+    before = snapshot(card)
+    relay = Relay(("127.0.0.1", s3_server.port))
+    config = tmp_path / "archive.toml"
+    config.write_text("health_check_interval_s = 0.2\n")
+    serving = health_pb2.HealthCheckResponse.SERVING
+    try:
+        with temp_database("postgresql", tmp_path / "db") as url, ArchiveProcess(
+                data=tmp_path / "data", db=url, blobs=s3_server.fresh_url(),
+                env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}"},
+                extra_args=("--config", str(config))) as archive:
+            address = archive.address
+            assert address
+            relay.cut()
+            _wait_for(lambda: _health(address) != serving)
+            with ingest_stub(address) as stub:
+                assert status_code(lambda: ingest_files(stub, {"a.jpg": os.urandom(100)})) == \
+                    grpc.StatusCode.UNAVAILABLE
+            cfg = AgentConfig(agent_id="pc-s3-down", spool_dir=tmp_path / "spool", archive=ArchiveConfig(
+                address=address, insecure=True, connect_timeout_s=2.0, retry_budget_s=2.0))
+            request = IngestRequest(root=card, department=DEPARTMENT)
+            outcome = ingest_card(request, cfg)
+            assert outcome.outcome == "deferred" and outcome.reason.value == "ARCHIVE_UNAVAILABLE", outcome
+            assert outcome.exit_code == 4 and not outcome.wiped
+            assert snapshot(card) == before
+            relay.restore()
+            _wait_for(lambda: _health(address) == serving)
+            again = ingest_card(request, cfg)
+            assert again.outcome == "archived" and again.wiped, again
+    finally:
+        relay.close()

@@ -19,7 +19,7 @@ from PIL import Image
 
 from archive_server import admin
 from archive_server.authz import Principal
-from archive_server.blobstore import BlobStore, open_blobstore
+from archive_server.blobstores import BlobStore, open_blobstore
 from archive_server.cli import main as cli_main
 from archive_server.config import ArchiveConfig
 from archive_server.db import Database
@@ -55,11 +55,11 @@ class World:
     _seed: int = 0
 
     @classmethod
-    def create(cls, db_url: str, data: pathlib.Path) -> "World":
+    def create(cls, db_url: str, data: pathlib.Path, blobs_url: str | None = None) -> "World":
         data.mkdir(parents=True, exist_ok=True)
         db = Database(db_url, pool_size=4, max_overflow=2)
         db.upgrade_schema()
-        blobs = open_blobstore(str(data / "blobs"))
+        blobs = open_blobstore(blobs_url or str(data / "blobs"), db)
         core = IngestCore(db, blobs, ArchiveConfig(data_dir=data))
         world = cls(db, blobs, core, data)
         for hsa, name in ((OWN, "Hudkliniken"), (OTHER, "Akutmottagningen")):

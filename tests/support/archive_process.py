@@ -23,12 +23,16 @@ class ArchiveProcess:
         data: pathlib.Path,
         *,
         db: str | None = None,
+        blobs: str | None = None,
+        env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
         listen: str = "127.0.0.1:0",
         ready_timeout_s: float = 30.0,
     ) -> None:
         self.data = data
         self.db = db
+        self.blobs = blobs
+        self.env = env or {}
         self.extra_args = extra_args
         self.listen = listen
         self.ready_timeout_s = ready_timeout_s
@@ -42,9 +46,11 @@ class ArchiveProcess:
                "--listen", self.listen, "--insecure", *self.extra_args]
         if self.db:
             cmd += ["--db", self.db]
+        if self.blobs:
+            cmd += ["--blobs", self.blobs]
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)

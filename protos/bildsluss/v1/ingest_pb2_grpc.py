@@ -116,7 +116,9 @@ class IngestServicer:
         the session is already committed.
         * OUT_OF_RANGE: an offset other than the committed size.
         * DATA_LOSS: the received bytes do not match the declared SHA-256 or
-        size. The partial upload is discarded; nothing is recorded.
+        size, or they were deleted (a purge, fsck) before they could be
+        recorded. The partial upload is discarded; nothing is recorded.
+        * ABORTED: a purge of these bytes is in progress; retry shortly.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,5 @@
-"""BlobStore.delete (purge, R19) on a real temporary directory."""
+"""The folder blob store's own rules (paths, symlinks, fsync, sweep) on a real
+temporary directory; the contract both backends keep is in test_blobstores.py."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,8 @@ import stat
 
 import pytest
 
-from archive_server.blobstore import FileBlobStore, PartialKey
-from archive_server.errors import NotFound
+from archive_server.blobstores import FolderBlobStore, PartialKey
+from archive_server.errors import OutOfRange
 
 SESSION = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -19,14 +20,15 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture
 def store(tmp_path):
-    return FileBlobStore(tmp_path / "blobs")
+    return FolderBlobStore(tmp_path / "blobs")
 
 
-def put(store: FileBlobStore, data: bytes) -> str:
+def put(store: FolderBlobStore, data: bytes) -> str:
     digest = sha(data)
     key = PartialKey(SESSION, digest)
-    store.append(key, 0, data)
-    store.commit(key, digest, len(data))
+    with store.begin_write(key) as w:
+        w.write(0, data)
+        w.commit(digest, len(data))
     return digest
 
 
@@ -34,40 +36,45 @@ def files_under(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def test_delete_removes_only_that_blob(store):
-    gone = put(store, b"purged case image")
-    kept = put(store, b"another case's image")
-    assert store.delete(gone) is True
-    assert not store.has(gone)
-    with pytest.raises(NotFound):
-        store.open(gone)
-    assert store.has(kept)
-    with store.open(kept) as fh:
-        assert fh.read() == b"another case's image"
-    assert files_under(store.root) == [store.storage_key(kept)]
-
-
-def test_delete_of_an_absent_blob_is_false_and_changes_nothing(store):
-    put(store, b"kept")
-    before = files_under(store.root)
-    assert store.delete(sha(b"never stored")) is False
-    gone = put(store, b"twice")
-    assert store.delete(gone) is True
-    assert store.delete(gone) is False
-    assert files_under(store.root) == before
-
-
 def test_delete_leaves_partial_uploads_of_the_same_content_alone(store):
     data = b"same bytes, uploading again elsewhere"
     digest = put(store, data)
     key = PartialKey("7c9e6679-7425-40de-944b-e07fc1f90ae7", digest)
-    store.append(key, 0, data[:5])
+    with store.begin_write(key) as w:
+        w.write(0, data[:5])
     assert store.delete(digest)
-    assert store.partial_size(key) == 5
+    assert store.committed_size(key) == 5
     # The store still takes the same blob again after a purge (its directories stay).
-    store.append(key, 5, data[5:])
-    store.commit(key, digest, len(data))
-    assert store.has(digest)
+    with store.begin_write(key) as w:
+        w.write(5, data[5:])
+        w.commit(digest, len(data))
+    assert store.stat(digest) is not None
+
+
+def test_an_append_after_commit_never_touches_the_stored_blob(store):
+    data = os.urandom(100)
+    key = PartialKey(SESSION, sha(data))
+    with store.begin_write(key) as w:
+        w.write(0, data)
+        w.commit(key.sha256, len(data))
+    with store.begin_write(key) as late, pytest.raises(OutOfRange) as info:
+        late.write(100, b"more")  # a late writer starts a new, empty partial
+    assert info.value.committed_size == 0
+    with store.open(key.sha256) as fh:
+        assert fh.read() == data
+
+
+def test_sweep_removes_only_stale_partials(store):
+    old = PartialKey(SESSION, sha(b"old"))
+    new = PartialKey("7c9e6679-7425-40de-944b-e07fc1f90ae7", sha(b"new"))
+    for key, data in ((old, b"ol"), (new, b"ne")):
+        with store.begin_write(key) as w:
+            w.write(0, data)
+    past = 1_000_000_000
+    os.utime(store.partial_path(old), (past, past))
+    assert store.sweep_partials(3600) == 1
+    assert store.committed_size(old) == 0 and store.committed_size(new) == 2
+    assert not (store.root / "partial" / SESSION).exists()
 
 
 @pytest.mark.parametrize("bad", [

@@ -1,0 +1,161 @@
+"""The blob catalogue: ``blobs`` rows against the bytes in the blob store.
+
+Rules kept here (issue 13):
+
+* A row is never proof that a blob exists. A blob is *confirmed* only when
+  its row says "stored" and the store has the bytes at their size
+  (:func:`confirmed`); FindMissingBlobs, Write and CommitSession ask this, so
+  a blob lost from the store is reported missing and uploaded again.
+* Purge (R19) and adoption of the same bytes never interleave. The row is the
+  lock: a purge marks the rows of unused blobs "purging" (a tombstone) in its
+  transaction, then deletes each blob's bytes and row while holding that row
+  locked (:func:`finish_purge`). Recording an upload (:func:`record`) locks the
+  same row, refuses a tombstoned blob (ABORTED: retry), and checks the bytes
+  are there before it commits. Either the purge deleted the bytes first and
+  the upload finds them gone (DATA_LOSS: send again), or the upload's row is
+  committed first and no purge of that blob is in progress.
+* CommitSession takes the rows of its blobs with a shared lock
+  (:func:`lock_stored`), so a purge cannot tombstone a blob a new case is
+  about to use.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from archive_server.blobstores import BlobStore, PartialKey
+from archive_server.db import Database, retry_on_conflict
+from archive_server.errors import Aborted, DataLoss
+from archive_server.models import Blob, Consent, MediaItem, utcnow
+
+log = logging.getLogger(__name__)
+
+STORED = "stored"
+PURGING = "purging"
+
+
+def present(blobs: BlobStore, sha: str, size: int) -> bool:
+    """The store holds the blob at its recorded size (one stat / HEAD)."""
+    found = blobs.stat(sha)
+    if found is not None and found.size == size:
+        return True
+    log.error("a blob recorded as stored is not in the blob store" if found is None
+              else "a stored blob has the wrong size", extra={
+                  "sha256": sha, "size": size, "found_size": found.size if found else None})
+    return False
+
+
+def confirmed(db: Database, blobs: BlobStore, shas: Iterable[str]) -> set[str]:
+    """Those of ``shas`` recorded as stored whose bytes the store holds."""
+    wanted = set(shas)
+    if not wanted:
+        return set()
+    with db.read() as s:
+        rows = s.execute(sa.select(Blob.sha256, Blob.size)
+                         .where(Blob.sha256.in_(wanted), Blob.state == STORED)).all()
+    return {sha for sha, size in rows if present(blobs, sha, size)}
+
+
+def record(db: Database, blobs: BlobStore, sha: str, size: int, storage_key: str) -> None:
+    """Record bytes the store has just committed under their name; see the
+    module docstring. Raises Aborted while the blob is being purged and
+    DataLoss when the bytes were deleted before the row could be committed."""
+    def once() -> None:
+        with db.write() as s:
+            row = s.execute(sa.select(Blob).where(Blob.sha256 == sha).with_for_update()).scalar_one_or_none()
+            if row is not None and row.state != STORED:
+                raise Aborted(f"blob {sha} is being purged right now; send it again in a moment")
+            if row is None:
+                s.add(Blob(sha256=sha, size=size, storage_key=storage_key, stored_at=utcnow(), state=STORED))
+                s.flush()
+            if not present(blobs, sha, size):
+                raise DataLoss(f"blob {sha} was deleted from the store before it was recorded; "
+                               "send it again from offset 0")
+    retry_on_conflict(once)
+
+
+def store_bytes(db: Database, blobs: BlobStore, sha: str, data: bytes) -> None:
+    """Store small ``data`` (a scanned consent) under its SHA-256 and record it."""
+    if confirmed(db, blobs, [sha]):
+        return
+    key = PartialKey(str(uuid.uuid4()), sha)
+    try:
+        with blobs.begin_write(key) as writer:
+            writer.write(0, data)
+            storage_key = writer.commit(sha, len(data))
+    except BaseException:
+        blobs.discard(key)
+        raise
+    record(db, blobs, sha, len(data), storage_key)
+
+
+def lock_stored(s: Session, shas: Iterable[str]) -> dict[str, Blob]:
+    """The stored rows of ``shas``, share-locked until the transaction ends (in
+    one order, so that two lockers never deadlock). SQLite: the write lock."""
+    return {b.sha256: b for b in s.scalars(
+        sa.select(Blob).where(Blob.sha256.in_(set(shas)), Blob.state == STORED)
+        .order_by(Blob.sha256).with_for_update(read=True))}
+
+
+def lock_for_purge(s: Session, shas: Iterable[str]) -> None:
+    """Lock the rows of blobs a purge may delete, before it decides which are
+    unused: a CommitSession holding one of them finishes first, and its media
+    rows are then seen."""
+    s.execute(sa.select(Blob.sha256).where(Blob.sha256.in_(set(shas)))
+              .order_by(Blob.sha256).with_for_update()).all()
+
+
+def mark_purging(s: Session, shas: Iterable[str]) -> None:
+    s.execute(sa.update(Blob).where(Blob.sha256.in_(set(shas))).values(state=PURGING))
+
+
+def finish_purge(db: Database, blobs: BlobStore, sha: str) -> bool:
+    """Delete a tombstoned blob's bytes, then its row, with the row locked
+    throughout. False when there was nothing to do (done by another process,
+    or the blob is in use again, which is logged and undone)."""
+    with db.write() as s:
+        row = s.execute(sa.select(Blob).where(Blob.sha256 == sha).with_for_update()).scalar_one_or_none()
+        if row is None or row.state != PURGING:
+            return False
+        used = s.execute(sa.select(MediaItem.id).where(MediaItem.blob_sha256 == sha).limit(1)).first() or \
+            s.execute(sa.select(Consent.id).where(Consent.blob_sha256 == sha).limit(1)).first()
+        if used:
+            log.error("a blob marked for purge is in use; kept", extra={"sha256": sha})
+            row.state = STORED
+            return False
+        blobs.delete(sha)
+        s.delete(row)
+    return True
+
+
+def finish_purges(db: Database, blobs: BlobStore) -> int:
+    """Finish every purge that stopped halfway (a crash, the store down)."""
+    with db.read() as s:
+        shas = list(s.scalars(sa.select(Blob.sha256).where(Blob.state == PURGING)))
+    done = 0
+    for sha in shas:
+        try:
+            done += finish_purge(db, blobs, sha)
+        except Exception:  # noqa: BLE001 - one failure must not stop the others
+            log.exception("finishing a purge failed", extra={"sha256": sha})
+    return done
+
+
+def tombstone(db: Database, sha: str, size: int) -> bool:
+    """Mark an orphan (bytes without a row) for deletion through the purge
+    protocol. False when a row exists (an upload recorded it meanwhile)."""
+    def once() -> bool:
+        with db.write() as s:
+            if s.get(Blob, sha) is not None:
+                return False
+            s.add(Blob(sha256=sha, size=size, storage_key="", stored_at=utcnow(), state=PURGING))
+            return True
+    try:
+        return retry_on_conflict(once, attempts=1)
+    except sa.exc.IntegrityError:
+        return False
+
