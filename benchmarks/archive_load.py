@@ -106,8 +106,8 @@ def agent_main(argv: Sequence[str]) -> None:
     """One agent process: its own files, one session, every blob timed; waits
     for a line on stdin to start, prints one JSON object."""
     from agent.config import ArchiveConfig
-    from agent.model import Decision, Evidence, MediaFile, MediaKind, Method, Mode, StrippedFile
-    from agent.upload import ArchiveClient, build_open_request
+    from agent.card.model import Decision, Evidence, MediaFile, MediaKind, Method, Mode, StrippedFile
+    from agent.card.upload import ArchiveClient, build_open_request
 
     target, seed, count, size, folder = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), pathlib.Path(argv[4])
     rng = random.Random(seed)

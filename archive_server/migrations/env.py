@@ -23,7 +23,9 @@ def _run(conn: sa.Connection) -> None:
 if connection is not None:
     _run(connection)
 else:
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url, "alembic.ini needs sqlalchemy.url"
+    engine = sa.create_engine(url)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

@@ -92,12 +92,7 @@ def running_archive(
     config = data.parent / "archive.toml"
     # The region's reserve numbers (Region Stockholm's format) are accepted as
     # patient ids; S3's smallest part, so that resume tests cross parts cheaply.
-    config.write_text(f'[identity]
-reserve_formats = ["sll"]
-
-[blobs]
-part_size_mib = {S3_PART >> 20}
-')
+    config.write_text(f'[identity]\nreserve_formats = ["sll"]\n\n[blobs]\npart_size_mib = {S3_PART >> 20}\n')
     proc = ArchiveProcess(data=data, db=archive_db_url, blobs=blobs,
                           extra_args=("--config", str(config))).start()
     try:

@@ -150,7 +150,7 @@ def test_a_multipart_upload_begun_on_a_killed_process_resumes_on_the_other(regio
 def test_an_agent_finishes_a_card_on_the_other_process_when_the_one_it_writes_to_dies(
         region: Region, tmp_path: pathlib.Path):
     from agent.config import AgentConfig, ArchiveConfig
-    from agent.pipeline import IngestRequest, ingest_card
+    from agent.card.pipeline import IngestRequest, ingest_card
     from tests.support.cardgen import make_card
     from tests.support.e2e import DEPARTMENT, PATIENT_CANONICAL, PATIENT
 
@@ -186,7 +186,7 @@ def test_an_agent_finishes_a_card_on_the_other_process_when_the_one_it_writes_to
 
 def test_a_dns_target_reaches_the_archive(region: Region, tmp_path: pathlib.Path):
     from agent.config import ArchiveConfig
-    from agent.upload import ArchiveClient
+    from agent.card.upload import ArchiveClient
 
     port = region.a.address.rsplit(":", 1)[1]
     with ArchiveClient(ArchiveConfig(address=f"dns:///127.0.0.1:{port}", insecure=True)) as client:

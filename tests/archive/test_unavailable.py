@@ -130,7 +130,7 @@ def test_object_store_outage_is_unavailable_the_agent_defers_and_the_card_is_unt
     """S3 down (issue 14): calls that need it are UNAVAILABLE, health NOT_SERVING,
     the agent defers the card and leaves it as it was; back up, the card goes through."""
     from agent.config import AgentConfig, ArchiveConfig
-    from agent.pipeline import IngestRequest, ingest_card
+    from agent.card.pipeline import IngestRequest, ingest_card
     from tests.support.cardgen import make_card
     from tests.support.e2e import DEPARTMENT, PATIENT, snapshot
 
