@@ -1,22 +1,57 @@
 """Structured logging: one JSON object per line on stderr (journald-friendly).
 
 Extra fields given with ``log.info("...", extra={...})`` become keys of the object.
+Every line carries its syslog severity as ``priority`` (0-7, journald's PRIORITY).
+When stderr is the journal (systemd sets ``$JOURNAL_STREAM`` to its device and inode)
+each line also starts with ``<N>``, the sd-daemon prefix journald takes as the entry's
+PRIORITY and strips, so that ``journalctl -p warning`` finds the warnings; anywhere
+else a line is plain JSON.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import os
 import sys
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
+
+def priority(levelno: int) -> int:
+    """The syslog severity of a logging level: 3 error, 4 warning, 6 info, 7 debug."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def stderr_is_journal() -> bool:
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, journal_prefix: bool = False) -> None:
+        super().__init__()
+        self.journal_prefix = journal_prefix
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
+            "priority": priority(record.levelno),
             "logger": record.name,
             "msg": record.getMessage(),
         }
@@ -25,12 +60,13 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        line = json.dumps(entry, ensure_ascii=False)
+        return f"<{entry['priority']}>{line}" if self.journal_prefix else line
 
 
 def setup(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(journal_prefix=stderr_is_journal()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
