@@ -230,3 +230,15 @@ def test_every_reason_has_a_sentence_in_english_and_swedish():
     assert set(STAFF_MESSAGES) == set(Reason) == set(STAFF_MESSAGES_SV) == set(TITLES_SV)
     assert Reason("EHR_CONTEXT_EXPIRED") is Reason.EHR_CONTEXT_EXPIRED
     assert "record" in STAFF_MESSAGES[Reason.EHR_CONTEXT_EXPIRED]
+
+
+def test_a_card_held_for_a_full_spool_says_so_not_that_the_archive_is_away():
+    from agent.desk.notify import notification_for
+    from agent.desk.status import outcome_panel
+
+    panel = outcome_panel({"outcome": "deferred", "reason": "SPOOL_FULL", "message": None})
+    assert panel["headline"] == "Datorn har inte plats – använd inte kortet"
+    assert "kontakta IT" in panel["text"]
+    note = notification_for({"kind": "deferred", "reason": "SPOOL_FULL", "first": True})
+    assert note.summary == "Datorn har inte plats – använd inte kortet"
+    assert outcome_panel({"outcome": "deferred", "reason": "ARCHIVE_UNAVAILABLE"})["headline"].startswith("Arkivet")

@@ -57,6 +57,7 @@ from agent.card.model import Device, Evidence, MediaFile, Method, Mode, StageErr
 from agent.card.outcome import FileStatus, Outcome
 from agent.card.progress import CardProgress, NoProgress, Resume
 from agent.card.reasons import Reason, staff_message
+from agent.card.spool import FULL_ERRNOS, Spool, SpoolFull
 from agent.card.wipe import WipeResult
 from agent.config import AgentConfig
 
@@ -535,6 +536,9 @@ CAMERA_MESSAGES: dict[Reason, str] = {
     Reason.CARD_UNREADABLE: (
         "The pictures could not be read from the camera. Nothing was sent and nothing was "
         "deleted; connect it again, or take out its card and use a card reader."
+    ),    Reason.SPOOL_FULL: (
+        "This computer has no room left to copy the pictures from the camera. Nothing was "
+        "sent and nothing was deleted; leave the pictures on the camera and contact IT."
     ),
 }
 
@@ -574,6 +578,8 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress: Card
                 progress.stage("list", {"port": request.port})
                 entries = cam.list_files()
                 total = sum(e.size or 0 for e in entries)
+                # The download and its stripped copies both sit in the spool.
+                Spool(config.spool_dir).check_room(2 * total)
                 progress.stage("download", {"files": len(entries), "bytes": total})
                 kept: list[pipeline.FileOutcome] = []
                 for i, entry in enumerate(entries, 1):
@@ -593,6 +599,10 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress: Card
                 return pipeline.stopped(Reason.CARD_UNREADABLE, f"libgphoto2: {exc}",
                                         message=camera_message(Reason.CARD_UNREADABLE))
             except Exception as exc:  # the camera stays untouched; ops get the traceback
+                if isinstance(exc, SpoolFull) or getattr(exc, "errno", None) in FULL_ERRNOS:
+                    log.error("spool full: camera deferred, nothing deleted; free space on this PC",
+                              extra={"reason": Reason.SPOOL_FULL.value, "detail": str(exc)})
+                    return pipeline.stopped(Reason.SPOOL_FULL, str(exc), message=camera_message(Reason.SPOOL_FULL))
                 log.exception("internal error while reading a camera")
                 return pipeline.stopped(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
                                         message=camera_message(Reason.INTERNAL_ERROR))

@@ -2,7 +2,8 @@
 
 A card ends ``archived`` (confirmed; wiped or not), ``refused`` (nothing was
 sent, or the archive refused it; the card is untouched), ``deferred`` (the
-archive is unreachable; the card is untouched and is tried again) or ``failed``
+archive is unreachable, or the PC's spool has no room; the card is untouched and is
+tried again) or ``failed``
 (something went wrong that is not the card's fault; the card is untouched).
 Which one follows from the reason and from how far the card got
 (:func:`outcome_of`); nowhere else maps reasons to outcomes.
@@ -47,6 +48,7 @@ class Phase(enum.Enum):
 # Every other reason refuses the card.
 _NOT_REFUSALS: dict[Reason, Outcome] = {
     Reason.ARCHIVE_UNAVAILABLE: Outcome.DEFERRED,
+    Reason.SPOOL_FULL: Outcome.DEFERRED,  # the PC's disk, not the card: it waits untouched
     Reason.CARD_REMOVED: Outcome.FAILED,
     Reason.CARD_CHANGED: Outcome.FAILED,
     Reason.INTERNAL_ERROR: Outcome.FAILED,

@@ -36,7 +36,7 @@ from agent.card.progress import (
     Stripped, Uploading, Wiped,
 )
 from agent.card.reasons import Reason, staff_message
-from agent.card.spool import Spool
+from agent.card.spool import FULL_ERRNOS, Spool, SpoolFull
 from agent.card.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.card.verify import verify_receipts
 from agent.card.wipe import WipeResult, remove_housekeeping, wipe
@@ -178,7 +178,11 @@ class _CardRun:
     def run(self) -> IngestOutcome:
         try:
             return self._ingest()
+        except SpoolFull as exc:
+            return self._spool_full(str(exc))
         except OSError as exc:
+            if exc.errno in FULL_ERRNOS:  # only a write fails so: the spool, never the card
+                return self._spool_full(f"{type(exc).__name__}: {exc}")
             # A read error on the card (a bad reader, a card pulled while read).
             reason = Reason.CARD_REMOVED if exc.errno in (errno.ENODEV, errno.ENXIO) else Reason.CARD_UNREADABLE
             log.warning("card could not be read", extra={"reason": reason.value, "detail": str(exc)})
@@ -190,6 +194,12 @@ class _CardRun:
         except Exception as exc:  # the card stays untouched; ops get the traceback
             log.exception("internal error while ingesting a card", extra={"phase": self.phase.value})
             return self._stopped(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _spool_full(self, detail: str) -> IngestOutcome:
+        # Error, not warning: the PC takes no card until IT frees space (an ops alert).
+        log.error("spool full: card deferred, nothing deleted; free space on this PC",
+                  extra={"reason": Reason.SPOOL_FULL.value, "detail": detail})
+        return self._stopped(Reason.SPOOL_FULL, detail)
 
     def _stopped(self, reason: Reason, detail: str) -> IngestOutcome:
         return self._outcome(outcome_of(reason, self.phase), reason, detail)
@@ -257,6 +267,8 @@ class _CardRun:
                             extra={"session_id": resume.session_id})
             self._reached(Scanned(manifest))
             self._refuse_what_the_scan_refused(scan)
+            # Before any work on the card: its stripped copies must fit in the spool.
+            Spool(config.spool_dir).check_room(sum(m.size for m in scan.media))
             self._judge_devices(scan)
             decision = self._decide(scan, manifest)
             with Spool(config.spool_dir).session(str(uuid.uuid4())) as spool_dir:

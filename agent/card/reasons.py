@@ -33,6 +33,8 @@ class Reason(str, enum.Enum):
     FORMAT_NOT_ACCEPTED = "FORMAT_NOT_ACCEPTED"
     # The daemon (issue 5): the card's file system cannot be mounted or read.
     CARD_UNREADABLE = "CARD_UNREADABLE"
+    # Issue 17: the capture PC's spool has no room for the card's stripped copies.
+    SPOOL_FULL = "SPOOL_FULL"
 
     def __str__(self) -> str:  # so f"{reason}" prints the code
         return self.value
@@ -123,6 +125,10 @@ STAFF_MESSAGES: dict[Reason, str] = {
         "The card could not be read (its file system is damaged or of an unknown kind). "
         "Nothing was sent and nothing was deleted; try the card in another reader or ask IT."
     ),
+    Reason.SPOOL_FULL: (
+        "This computer has no room left to prepare the pictures. Nothing was sent and "
+        "nothing was deleted; keep the card, do not reuse it, and contact IT."
+    ),
 }
 
 
@@ -155,6 +161,7 @@ TITLES_SV: dict[Reason, str] = {
     Reason.EHR_CONTEXT_EXPIRED: "patientvalet i journalen är för gammalt",
     Reason.CARD_UNREADABLE: "kortet kan inte läsas",
     Reason.FORMAT_NOT_ACCEPTED: "bildformatet tas inte emot (HEIC/HEIF)",
+    Reason.SPOOL_FULL: "datorn har inte plats för bilderna",
 }
 
 STAFF_MESSAGES_SV: dict[Reason, str] = {
@@ -232,6 +239,10 @@ STAFF_MESSAGES_SV: dict[Reason, str] = {
     Reason.FORMAT_NOT_ACCEPTED: (
         "Kortet har bilder i ett format som arkivet inte kan ta emot säkert (HEIC/HEIF). Inget "
         "skickades och inget raderades; ställ in kameran på JPEG och ta bilderna igen."
+    ),
+    Reason.SPOOL_FULL: (
+        "Datorn har inte plats att förbereda bilderna. Inget skickades och inget raderades; "
+        "behåll kortet, använd det inte igen och kontakta IT."
     ),
 }
 

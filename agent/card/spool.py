@@ -10,10 +10,26 @@ folders a killed run left behind are removed when the daemon starts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import shutil
 from collections.abc import Iterator
+
+# Room kept free beyond the card's own size: exiftool's and ffmpeg's temporary copies,
+# the journal, and the rest of the PC (a full disk stops the desktop too).
+HEADROOM_BYTES = 64 << 20
+# Write errors that mean the spool's disk (or the agent's quota) is full.
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class SpoolFull(Exception):
+    """The spool's file system has no room for a card's stripped copies.
+
+    Raised before a card is started (:meth:`Spool.check_room`); the pipeline defers the
+    card (``SPOOL_FULL``, exit 4, card untouched) and the log and heartbeat tell ops, who
+    free space on the capture PC (docs/operations.md, "SPOOL_FULL").
+    """
 
 
 class Spool:
@@ -23,6 +39,19 @@ class Spool:
     def _ensure_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
+
+    def free_bytes(self) -> int:
+        self._ensure_root()
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def check_room(self, card_bytes: int) -> None:
+        """Raise SpoolFull unless the card's copies and the headroom fit."""
+        free = self.free_bytes()
+        need = card_bytes + HEADROOM_BYTES
+        if free < need:
+            raise SpoolFull(f"{free} bytes free in {self.root}, {need} needed "
+                            f"({card_bytes} for the card + {HEADROOM_BYTES} headroom)")
 
     @contextlib.contextmanager
     def session(self, session_id: str) -> Iterator[pathlib.Path]:

@@ -591,7 +591,8 @@ class Daemon:
             retry_at = self._retry_later(job)
             self.journal.advance(job.record_id, "deferred", attempts=job.attempts, retry_at=retry_at,
                                  **common)
-            self.board.archive_reachable(False, outcome.detail or None)
+            if outcome.reason is Reason.ARCHIVE_UNAVAILABLE:
+                self.board.archive_reachable(False, outcome.detail or None)
             self.board.card_deferred(job.key, reason or "", outcome.message, retry_at)
             log.warning("card deferred", extra={"card": job.key, "retry_at": retry_at,
                                                 "attempt": job.attempts})

@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.card.reasons import Reason, staff_message_sv, title_sv
 from agent.desk.control import EXIT_FORBIDDEN, ControlError, watch
-from agent.desk.status import StatusBoard
+from agent.desk.status import StatusBoard, held_headline
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,12 @@ def notification_for(event: dict[str, Any] | None) -> Notification | None:
             body = staff_message_sv(reason) if reason else (event.get("message") or "")
             return Notification(f"Nekat: {title}", body, "critical", 0)
         if outcome == "deferred":
-            return Notification("Arkivet nås inte – använd inte kortet",
+            return Notification(held_headline(reason.value if reason else None),
                                 staff_message_sv(reason or Reason.ARCHIVE_UNAVAILABLE), "critical", 0)
         return Notification(f"Fel: {title_sv(reason or Reason.INTERNAL_ERROR)}",
                             staff_message_sv(reason or Reason.INTERNAL_ERROR), "critical", 0)
     if kind == "deferred" and event.get("first", True):
-        return Notification("Arkivet nås inte – använd inte kortet",
+        return Notification(held_headline(reason.value if reason else None),
                             staff_message_sv(reason or Reason.ARCHIVE_UNAVAILABLE), "critical", 0)
     return None
 

@@ -333,11 +333,17 @@ def progress_text(progress: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def held_headline(code: str | None) -> str:
+    if code == "SPOOL_FULL":
+        return "Datorn har inte plats – använd inte kortet"
+    return "Arkivet nås inte – använd inte kortet"
+
+
 def _card_panel(card: dict[str, Any]) -> dict[str, Any]:
     state = card["state"]
     if state == "deferred":
         retry = f" Nytt försök kl {_clock_time(card.get('retry_at'))}." if card.get("retry_at") else ""
-        return {"tone": "warn", "headline": "Arkivet nås inte – använd inte kortet",
+        return {"tone": "warn", "headline": held_headline(card.get("reason")),
                 "text": _sentence(card.get("reason") or "ARCHIVE_UNAVAILABLE", card.get("message")) + retry,
                 "progress": ""}
     if state == "interrupted":
@@ -363,7 +369,7 @@ def outcome_panel(entry: dict[str, Any]) -> dict[str, Any]:
         return {"tone": "refused", "headline": f"Nekat: {_title(code)}",
                 "text": _sentence(code, entry.get("message")), "progress": ""}
     if outcome == "deferred":
-        return {"tone": "warn", "headline": "Arkivet nås inte – använd inte kortet",
+        return {"tone": "warn", "headline": held_headline(code),
                 "text": _sentence(code or "ARCHIVE_UNAVAILABLE", entry.get("message")), "progress": ""}
     return {"tone": "refused", "headline": f"Fel: {_title(code or 'INTERNAL_ERROR')}",
             "text": _sentence(code or "INTERNAL_ERROR", entry.get("message")), "progress": ""}
