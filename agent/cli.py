@@ -61,7 +61,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="libgphoto2's camera model for the port (default: detected; "
                              "'Directory Browse' for disk:, 'PTP/IP Camera' for ptpip:)")
     _archive_options(ingest, config_required=False)
-    ingest.add_argument("--mode", choices=[m.value for m in Mode], help="capture mode (default photo)")
+    ingest.add_argument("--mode", choices=[m.value for m in Mode],
+                        help="capture mode (default: [agent] mode of --config, else photo)")
     ingest.add_argument("--expect", help="the patient open in the EHR (R5); every number read must match")
     ingest.add_argument("--spool", type=pathlib.Path, help="spool folder (default from config)")
     ingest.add_argument("--agent-id", help="this agent's id (default: host name)")

@@ -131,3 +131,15 @@ def test_the_schema_is_the_dataclasses_and_the_example_names_every_key():
     for table, keys in config.SCHEMA.items():
         for key in keys:
             assert key in docs, f"[{table}] {key} is not in docs/configuration.md"
+
+
+def test_ingest_help_says_where_the_default_mode_comes_from(tmp_path, capsys):
+    """The help once said "default photo" while the config's [agent] mode was used."""
+    from agent import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["ingest", "--help"])
+    assert "default: [agent] mode of --config, else photo" in " ".join(capsys.readouterr().out.split())
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nmode = "assault"\n')
+    assert config.load(path).mode is Mode.ASSAULT

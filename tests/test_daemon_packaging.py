@@ -61,3 +61,38 @@ def test_the_notify_relay_autostart_entry_starts_a_real_subcommand():
     done = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "notify-relay" in done.stdout
+
+
+# -- issue 17: both units, the Debian maintainer scripts (fast; the packages themselves
+# are built and installed by the slow suite, tests/debian/) --------------------------------
+
+@pytest.mark.parametrize("unit", ["bildsluss-agent.service", "bildsluss-archive.service"])
+def test_units_stop_on_a_config_error_and_are_limited(unit):
+    text = (PACKAGING / "systemd" / unit).read_text()
+    for line in ("RestartPreventExitStatus=2", "MemoryMax=", "CPUQuota=", "IOWeight=", "time-sync.target"):
+        assert line in text, f"{unit}: {line}"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_the_archive_unit_is_valid(tmp_path):
+    text = (PACKAGING / "systemd" / "bildsluss-archive.service").read_text()
+    archive = pathlib.Path(sys.executable).parent / "bildsluss-archive"
+    unit = tmp_path / "bildsluss-archive.service"
+    unit.write_text(text.replace("/usr/bin/bildsluss-archive", str(archive)))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if "bildsluss-archive.service" in line]
+    assert problems == [] and result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("package", ["bildsluss-agent", "bildsluss-archive"])
+@pytest.mark.parametrize("script", ["postinst", "prerm", "postrm"])
+def test_maintainer_scripts_are_valid_sh_and_never_start_a_fresh_install(tmp_path, package, script):
+    text = (PACKAGING / "deb" / script).read_text().replace("@PKG@", package)
+    assert "@" not in text.replace("@PKG@", "")
+    path = tmp_path / script
+    path.write_text(text)
+    checked = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert "deb-systemd-invoke start" not in text and "systemctl start" not in text
+    assert (PACKAGING / "sysusers.d" / f"{package}.conf").exists()
