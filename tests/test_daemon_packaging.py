@@ -28,12 +28,16 @@ def test_every_daemon_key_is_in_the_example_and_the_docs():
 def test_the_unit_is_valid_notify_with_a_watchdog(tmp_path):
     text = (PACKAGING / "systemd" / "bildsluss-agent.service").read_text()
     assert "\nType=notify\n" in text and "\nWatchdogSec=" in text and "\nPrivateMounts=yes\n" in text
-    agent = pathlib.Path(sys.executable).parent / "bildsluss-agent"
-    unit = tmp_path / "bildsluss-agent.service"
-    unit.write_text(text.replace("/usr/bin/bildsluss-agent", str(agent)))
+    _verify(tmp_path, "bildsluss-agent")
+
+
+def _verify(tmp_path: pathlib.Path, program: str) -> None:
+    """systemd-analyze verify of the unit, run against this checkout's entry point."""
+    text = (PACKAGING / "systemd" / f"{program}.service").read_text()
+    unit = tmp_path / f"{program}.service"
+    unit.write_text(text.replace(f"/usr/bin/{program}", str(pathlib.Path(sys.executable).parent / program)))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "bildsluss-agent.service" in line]
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if f"{program}.service" in line]
     assert problems == [] and result.returncode == 0, result.stderr
 
 
@@ -75,14 +79,7 @@ def test_units_stop_on_a_config_error_and_are_limited(unit):
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
 def test_the_archive_unit_is_valid(tmp_path):
-    text = (PACKAGING / "systemd" / "bildsluss-archive.service").read_text()
-    archive = pathlib.Path(sys.executable).parent / "bildsluss-archive"
-    unit = tmp_path / "bildsluss-archive.service"
-    unit.write_text(text.replace("/usr/bin/bildsluss-archive", str(archive)))
-    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "bildsluss-archive.service" in line]
-    assert problems == [] and result.returncode == 0, result.stderr
+    _verify(tmp_path, "bildsluss-archive")
 
 
 @pytest.mark.parametrize("package", ["bildsluss-agent", "bildsluss-archive"])
