@@ -47,7 +47,7 @@ class ExifToolError(RuntimeError):
     """exiftool could not do what it was asked (its stderr is in the message)."""
 
 
-def _arg(value: str | bytes | os.PathLike) -> bytes:
+def _arg(value: str | bytes | os.PathLike[str]) -> bytes:
     if isinstance(value, os.PathLike):
         value = os.fsencode(pathlib.Path(value).absolute())
     elif isinstance(value, str):
@@ -57,7 +57,7 @@ def _arg(value: str | bytes | os.PathLike) -> bytes:
     return value
 
 
-class _ExifTool(exiftool.ExifTool):
+class _ExifTool(exiftool.ExifTool):  # type: ignore[misc]  # pyexiftool has no type information
     """pyexiftool's stay-open ExifTool, started without a ``preexec_fn``.
 
     pyexiftool's :meth:`run` passes Popen a ``preexec_fn`` (a ctypes prctl()
@@ -80,7 +80,7 @@ class _ExifTool(exiftool.ExifTool):
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
         if self._process.poll() is not None:
-            self._process = None
+            self._process = None  # type: ignore[assignment]  # pyexiftool's own idle state
             raise ExifToolError("exiftool did not start")
         self._running = True
         try:
@@ -113,9 +113,9 @@ class MetadataReader:
 
     @property
     def running(self) -> bool:
-        return self._tool.running
+        return bool(self._tool.running)
 
-    def run(self, *args: str | bytes | os.PathLike) -> tuple[int, str, str]:
+    def run(self, *args: str | bytes | os.PathLike[str]) -> tuple[int, str, str]:
         """Run one exiftool command; returns (exit status, stdout, stderr).
 
         Path-like arguments are passed absolute; str/bytes verbatim.

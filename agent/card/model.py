@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import enum
 import pathlib
+from typing import Any
 
 from agent.card.reasons import Reason
 from bildsluss_common.readers import Method
@@ -100,7 +101,7 @@ class Evidence:
     # When a text looks like an identity number but fails validation.
     invalid: bool = False
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "file": self.relative_path,
             "frame": self.frame,

@@ -306,7 +306,7 @@ def validate(
         if result is not None:  # None: not this format's shape at all
             reserve.append((fmt, result))
 
-    if pnr is not None and pnr.valid:
+    if pnr is not None and pnr.number is not None:
         if reserve:
             names = ", ".join(f.name for f, _ in reserve)
             return Validation(None, Problem.AMBIGUOUS, f"a valid {pnr.number.kind} that reserve format(s) {names} also match")
@@ -376,9 +376,9 @@ def find_candidates(
             candidates.append(Candidate(start, end, raw, None, Problem.AMBIGUOUS, "overlapping readings of different lengths"))
             continue
         result = validate(raw, today, reserve_formats)
-        m = _PNR.fullmatch(raw)
-        if m is not None and m["spaced_century"] and result.problem is not Problem.AMBIGUOUS:
-            result = _spaced_century(raw, m, result, today, reserve_formats)
+        full = _PNR.fullmatch(raw)
+        if full is not None and full["spaced_century"] and result.problem is not Problem.AMBIGUOUS:
+            result = _spaced_century(raw, full, result, today, reserve_formats)
         candidates.append(Candidate(start, end, raw, result.number, result.problem, result.detail))
     return candidates
 
@@ -401,7 +401,7 @@ def _spaced_century(
 ) -> Validation:
     """"19 121212-1212" in free text: century 19, or "19" then a 10-digit number?"""
     alone = validate(raw[m.start("yy"):], today, reserve_formats)
-    if whole.valid and alone.valid and whole.number.canonical == alone.number.canonical:
+    if whole.number is not None and alone.number is not None and whole.number.canonical == alone.number.canonical:
         return whole
     if not whole.valid and not alone.valid:
         return whole

@@ -182,7 +182,8 @@ class ReserveFormat:
             elif self.letter_values == "ascii":
                 digits.append(str(ord(ch)))
             else:
-                value = dict(self.letter_values).get(ch) if self.letter_values else None
+                table = self.letter_values if isinstance(self.letter_values, tuple) else ()
+                value = dict(table).get(ch)
                 if value is None:
                     return f"letter {ch!r} has no value for the check digit"
                 digits.append(value)
