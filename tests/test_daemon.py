@@ -176,6 +176,35 @@ def test_a_card_changed_after_a_crash_is_read_anew_not_wiped_on_old_receipts(
     assert media_on(card) == []
 
 
+def test_a_folder_swapped_for_a_symlink_before_the_wipe_deletes_nothing_outside(
+        daemons, archive, tmp_path, watch_root):
+    """Issue 13: in --watch mode anyone who may write the watched folder can swap a
+    card's folder for a symlink after the archive confirmed (here: at the
+    ``confirmed`` step), pointing at byte-identical copies elsewhere. The wipe
+    must not follow it: the copies outside stay and the card is not reported wiped."""
+    patient = make_personnummer("19660101", "228")
+    card = _insert(_card(tmp_path / "staging", patient, seed=61, n_images=2), watch_root, "CARD")
+    top = media_on(card)[0].split("/")[0]
+    outside = tmp_path / "elsewhere" / top
+    shutil.copytree(card / top, outside, copy_function=shutil.copy2)
+    copies = sorted(str(p.relative_to(outside)) for p in outside.rglob("*") if p.is_file())
+    daemon = daemons(tmp_path / "d", archive.address, watch=watch_root)
+    daemon.start(pause_at="confirmed")
+    try:
+        daemon.wait_paused()
+        os.rename(card / top, card / f"{top}.real")
+        os.symlink(outside, card / top)
+        daemon.resume()
+        cards = daemon.wait_for("the card to stop", lambda cs: cs and cs[0]["state"] != "confirmed"
+                                and cs[0]["state"] in ("interrupted", "done", "refused"))
+    finally:
+        daemon.stop()
+    assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*") if p.is_file()) == copies, \
+        "the wipe deleted files outside the card"
+    assert cards[0]["state"] == "interrupted" and cards[0]["reason"] == "CARD_CHANGED", cards
+    assert len(media_on(card / f"{top}.real")) == 2
+
+
 def test_archive_down_defers_the_card_then_it_completes(daemons, tmp_path, watch_root):
     patient = make_personnummer("19910909", "772")
     archive = ArchiveProcess(tmp_path / "archive").start()

@@ -11,7 +11,7 @@ import pytest
 
 from agent.card.model import MediaFile, MediaKind, StageError
 from agent.card.reasons import Reason
-from agent.card.wipe import wipe
+from agent.card.wipe import CardTree, check_media, delete_checked, wipe
 
 
 def _card(tmp_path: pathlib.Path) -> tuple[pathlib.Path, list[MediaFile]]:
@@ -249,3 +249,73 @@ def test_the_hash_is_read_from_the_card_not_the_page_cache(tmp_path):
         assert m.path.exists()
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+# --- the card is hostile: folders swapped for symlinks (issue 13) ----------------------------
+
+
+def _copies_outside(tmp_path: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
+    """Byte-identical copies of the card's DCIM folder outside the card, same
+    sizes and modification times: what a swapped-in symlink would point at."""
+    outside = tmp_path / "outside" / "DCIM"
+    shutil.copytree(root / "DCIM", outside, copy_function=shutil.copy2)
+    return outside
+
+
+def test_a_folder_that_is_a_symlink_to_identical_copies_deletes_nothing(tmp_path):
+    """The check used to follow a symlinked folder: copies outside the card passed it
+    and were deleted, and the card was reported wiped."""
+    root, media = _card(tmp_path)
+    outside = _copies_outside(tmp_path, root)
+    os.rename(root / "DCIM", root / "DCIM.real")
+    os.symlink(outside, root / "DCIM")
+    with pytest.raises(StageError) as err:
+        wipe(root, media)
+    assert err.value.reason == Reason.CARD_CHANGED and "folder" in err.value.detail
+    assert sorted(p.name for p in (outside / "100CANON").iterdir()) == ["IMG_0001.JPG", "IMG_0002.JPG"]
+    assert len(list((root / "DCIM.real" / "100CANON").iterdir())) == 2
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_cannot_redirect_the_wipe(tmp_path):
+    """The race, made deterministic: the check passes on the real folder, then the
+    folder is renamed away and a symlink to identical copies outside takes its
+    place before the deletion. The deletion goes through the folder descriptors the
+    check held: it deletes the checked files (now under their new folder name), and
+    nothing outside the card."""
+    root, media = _card(tmp_path)
+    outside = _copies_outside(tmp_path, root)
+    before_outside = _tree(outside)
+    with CardTree(root) as tree:
+        checked = check_media(tree, media)
+        os.rename(root / "DCIM", root / "DCIM.real")
+        os.symlink(outside, root / "DCIM")
+        result = delete_checked(tree, media, checked)
+    assert _tree(outside) == before_outside, "a file outside the card was deleted"
+    assert sorted(result.deleted) == sorted(m.relative_path for m in media) and result.complete
+    assert list((root / "DCIM.real" / "100CANON").iterdir()) == []
+
+
+def test_a_file_replaced_after_the_check_is_not_deleted(tmp_path):
+    """Another file put in a checked file's place (not what the archive holds) stays."""
+    root, media = _card(tmp_path)
+    with CardTree(root) as tree:
+        checked = check_media(tree, media)
+        stranger = os.urandom(100)
+        media[0].path.unlink()
+        media[0].path.write_bytes(stranger)
+        result = delete_checked(tree, media, checked)
+    assert [p for p, _ in result.failed] == [media[0].relative_path]
+    assert media[0].path.read_bytes() == stranger and not media[1].path.exists()
+
+
+def test_housekeeping_does_not_follow_a_symlinked_folder(tmp_path):
+    """A thumbnail cache beside a wiped file is removed only on the card itself."""
+    root = tmp_path / "card"
+    media = [_media(root, "DCIM/100CANON/MVI_0001.MP4", os.urandom(3000), MediaKind.VIDEO)]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "MVI_0001.THM").write_bytes(b"not the card's")
+    (root / "DCIM" / "100CANON" / "MVI_0001.THM").symlink_to(outside / "MVI_0001.THM")
+    result = wipe(root, media)
+    assert result.complete and result.housekeeping == ()
+    assert (outside / "MVI_0001.THM").read_bytes() == b"not the card's"

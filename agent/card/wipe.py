@@ -26,22 +26,36 @@ Camera databases and indexes that hold no pictures (``MISC/``, Canon ``*.CTG``,
 Nikon ``NC_FLLST.DAT``, Sony ``AVF_INFO``/``PRIVATE/``, AVCHD indexes),
 folders and anything else that was not archived stay. A DICOMDIR that cannot
 be read is left and reported as a failed deletion (it may name the patient).
+
+The card is hostile (a watched folder anyone may write, a card built to trick
+us): every path is walked from a descriptor of the card's root, one name at a
+time, with ``O_NOFOLLOW`` (a folder swapped for a symlink is refused, never
+followed) and only on the root's file system. The check and the deletion go
+through the *same* held folder descriptors, and each file is unlinked with
+``unlinkat`` relative to its folder's descriptor only if it is still the inode
+that was hashed, so a folder renamed or swapped after the check cannot send a
+deletion outside the card.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import os
 import pathlib
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from agent.card.model import MediaFile, MediaKind, StageError
 from agent.card.reasons import Reason
 
 _READ_CHUNK = 1 << 20
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_GONE = (errno.EIO, errno.ENODEV, errno.ENXIO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,60 +69,187 @@ class WipeResult:
         return not self.failed
 
 
+class NotOnCard(OSError):
+    """A folder on the way is a symlink, not a folder, or on another file system."""
+
+
+def _split(relative: str) -> tuple[str, str]:
+    """``a/b/c.jpg`` -> (``a/b``, ``c.jpg``); refuses what could leave the folder."""
+    parts = relative.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise NotOnCard(errno.EINVAL, f"not a plain path on the card: {relative!r}")
+    return "/".join(parts[:-1]), parts[-1]
+
+
+class CardTree:
+    """The card's folders held open, each reached from the root's descriptor one
+    name at a time (``O_NOFOLLOW``, ``O_DIRECTORY``, same device as the root).
+    Use as a context manager; every descriptor is closed on exit."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = pathlib.Path(root)
+        # The root itself is the mount point (or the folder) the caller named.
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        self.device = os.fstat(self._root_fd).st_dev
+        self._fds: dict[str, int] = {"": self._root_fd}
+
+    def __enter__(self) -> CardTree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def folder(self, relative: str) -> int:
+        """The held descriptor of a folder (``""``: the root). Raises NotOnCard or OSError."""
+        fd = self._fds.get(relative)
+        if fd is not None:
+            return fd
+        parent, name = _split(relative)
+        parent_fd = self.folder(parent)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotOnCard(exc.errno, f"{relative} is not a folder (a symlink?)") from None
+            raise
+        if os.fstat(fd).st_dev != self.device:
+            os.close(fd)
+            raise NotOnCard(errno.EXDEV, f"{relative} is another file system mounted on the card")
+        self._fds[relative] = fd
+        return fd
+
+    def lstat(self, relative: str) -> os.stat_result:
+        parent, name = _split(relative)
+        return os.stat(name, dir_fd=self.folder(parent), follow_symlinks=False)
+
+    @contextlib.contextmanager
+    def open_file(self, relative: str) -> Iterator[int]:
+        """A regular file of the card, opened without following a symlink."""
+        parent, name = _split(relative)
+        fd = os.open(name, _FILE_FLAGS, dir_fd=self.folder(parent))
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def listdir(self, relative: str) -> list[str]:
+        return os.listdir(self.folder(relative))
+
+    def unlink(self, relative: str, expected: os.stat_result | None = None) -> None:
+        """Delete a file relative to its held folder; with ``expected`` only if it
+        is still that inode (raises NotOnCard otherwise)."""
+        parent, name = _split(relative)
+        folder = self.folder(parent)
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev != self.device or (
+                expected is not None and _identity(st) != _identity(expected)):
+            raise NotOnCard(errno.ESTALE, "replaced since it was checked")
+        os.unlink(name, dir_fd=folder)
+
+    def fsync(self, relative: str) -> None:
+        try:
+            os.fsync(self.folder(relative))
+        except OSError:
+            pass  # some card file systems (vfat on some kernels) refuse dir fsync
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    # The inode number alone is not enough: a file deleted and another created
+    # in its place often gets the same number; its change time differs.
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _hash_fd(fd: int) -> str:
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass  # a file system without fadvise: the read still checks the bytes
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, _READ_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sha256_of(path: pathlib.Path) -> str:
     """SHA-256 of the file's bytes as the device holds them: its cached pages
     are dropped first, so the read goes to the card, not to the page cache."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC)
     try:
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass  # a file system without fadvise: the read still checks the bytes
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, _READ_CHUNK):
-            digest.update(chunk)
-        return digest.hexdigest()
+        return _hash_fd(fd)
     finally:
         os.close(fd)
 
 
-def _unchanged(media: MediaFile) -> str | None:
-    """Why the file on the card is no longer what was scanned, or None."""
+def _unchanged(tree: CardTree, media: MediaFile) -> tuple[str | None, os.stat_result | None]:
+    """(why the file on the card is no longer what was scanned, or None; the inode checked)."""
+    rel = media.relative_path
     try:
-        st = os.lstat(media.path)
+        st = tree.lstat(rel)
+        if not stat.S_ISREG(st.st_mode):
+            return "no longer a regular file", None
+        if st.st_size != media.size or st.st_mtime_ns != media.mtime_ns:
+            return "size or modification time changed", None
+        with tree.open_file(rel) as fd:
+            opened = os.fstat(fd)
+            if _identity(opened) != _identity(st):
+                return "replaced while it was checked", None
+            digest = _hash_fd(fd)
+    except NotOnCard as exc:
+        return f"a folder on its path changed: {exc.strerror}", None
     except FileNotFoundError:
-        return "file is gone"
+        return "file is gone", None
     except OSError as exc:
-        if exc.errno in (errno.EIO, errno.ENODEV, errno.ENXIO):
-            raise StageError(Reason.CARD_REMOVED, f"{media.relative_path}: {exc.strerror}") from None
-        return f"cannot read: {exc.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return "no longer a regular file"
-    if st.st_size != media.size or st.st_mtime_ns != media.mtime_ns:
-        return "size or modification time changed"
-    try:
-        digest = sha256_of(media.path)
-    except OSError as exc:
-        if exc.errno in (errno.EIO, errno.ENODEV, errno.ENXIO):
-            raise StageError(Reason.CARD_REMOVED, f"{media.relative_path}: {exc.strerror}") from None
-        return f"cannot read: {exc.strerror}"
+        if exc.errno in _GONE:
+            raise StageError(Reason.CARD_REMOVED, f"{rel}: {exc.strerror}") from None
+        if exc.errno == errno.ELOOP:
+            return "no longer a regular file", None
+        return f"cannot read: {exc.strerror}", None
     if digest != media.sha256:
-        return "content changed"
-    return None
+        return "content changed", None
+    return None, st
+
+
+def check_media(tree: CardTree, media: Sequence[MediaFile]) -> dict[str, os.stat_result]:
+    """The inode of every file as checked; raises CARD_REMOVED or CARD_CHANGED unless
+    every file is as scanned."""
+    checked: dict[str, os.stat_result] = {}
+    changed: list[tuple[str, str]] = []
+    for m in media:
+        why, st = _unchanged(tree, m)
+        if why is not None or st is None:
+            changed.append((m.relative_path, why or "not checked"))
+        else:
+            checked[m.relative_path] = st
+    if media and len(changed) == len(media) and all(why == "file is gone" for _, why in changed):
+        # Every file vanished at once: the card was pulled (the empty mount
+        # point stays behind) or another, empty card sits in the slot.
+        raise StageError(Reason.CARD_REMOVED, f"none of the {len(media)} media files is on {tree.root} any more")
+    if changed:
+        detail = "; ".join(f"{path}: {why}" for path, why in changed)
+        raise StageError(Reason.CARD_CHANGED, detail)
+    return checked
+
+
+@contextlib.contextmanager
+def _open_card(root: pathlib.Path) -> Iterator[CardTree]:
+    try:
+        tree = CardTree(root)
+    except OSError as exc:
+        raise StageError(Reason.CARD_REMOVED, f"{root} is no longer there ({exc.strerror})") from None
+    with tree:
+        yield tree
 
 
 def check_card_unchanged(root: pathlib.Path, media: Sequence[MediaFile]) -> None:
     """Raise CARD_REMOVED or CARD_CHANGED unless every file is as scanned."""
-    if not root.is_dir():
-        raise StageError(Reason.CARD_REMOVED, f"{root} is no longer there")
-    changed = [(m.relative_path, why) for m in media if (why := _unchanged(m))]
-    if media and len(changed) == len(media) and all(why == "file is gone" for _, why in changed):
-        # Every file vanished at once: the card was pulled (the empty mount
-        # point stays behind) or another, empty card sits in the slot.
-        raise StageError(Reason.CARD_REMOVED, f"none of the {len(media)} media files is on {root} any more")
-    if changed:
-        detail = "; ".join(f"{path}: {why}" for path, why in changed)
-        raise StageError(Reason.CARD_CHANGED, detail)
+    with _open_card(root) as tree:
+        check_media(tree, media)
 
 
 def wipe(root: pathlib.Path, media: Sequence[MediaFile]) -> WipeResult:
@@ -118,33 +259,31 @@ def wipe(root: pathlib.Path, media: Sequence[MediaFile]) -> WipeResult:
     scan. Failures during deletion are collected, not raised: what is deleted
     is already safe in the archive, and staff must learn what is left.
     """
-    check_card_unchanged(root, media)
+    with _open_card(root) as tree:
+        checked = check_media(tree, media)
+        return delete_checked(tree, media, checked)
+
+
+def delete_checked(tree: CardTree, media: Sequence[MediaFile],
+                   checked: dict[str, os.stat_result]) -> WipeResult:
+    """The deleting half of :func:`wipe`, through the folders the check held open:
+    a file is unlinked only if it is still the inode that was hashed."""
     deleted: list[str] = []
     failed: list[tuple[str, str]] = []
-    folders: set[pathlib.Path] = set()
+    folders: set[str] = set()
     for m in media:
         try:
-            os.unlink(m.path)
+            tree.unlink(m.relative_path, checked[m.relative_path])
         except OSError as exc:
             failed.append((m.relative_path, exc.strerror or str(exc)))
             continue
         deleted.append(m.relative_path)
-        folders.add(m.path.parent)
-    removed, not_removed = remove_housekeeping(root, media, deleted, [p for p, _ in failed])
+        folders.add(_parent(m.relative_path))
+    removed, not_removed = _remove_housekeeping(tree, media, deleted, [p for p, _ in failed])
     failed.extend(not_removed)
-    folders.update((root / r).parent for r in removed)
+    folders.update(_parent(r) for r in removed)
     for folder in folders:
-        # Make the deletions durable before telling staff the card is empty.
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass  # some card file systems (vfat on some kernels) refuse dir fsync
-        finally:
-            os.close(fd)
+        tree.fsync(folder)  # the deletions durable before staff hear the card is empty
     return WipeResult(tuple(deleted), tuple(failed), tuple(removed))
 
 
@@ -152,21 +291,33 @@ _THUMBNAIL_CACHES = {"thumbs.db", "ehthumbs.db", ".ds_store"}
 _SIDECARS = (".thm", ".lrv")
 
 
-def _regular_on_card(path: pathlib.Path, device: int) -> bool:
+def _regular_on_card(tree: CardTree, relative: str) -> bool:
     try:
-        st = os.lstat(path)
+        st = tree.lstat(relative)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_dev == device
+    return stat.S_ISREG(st.st_mode) and st.st_dev == tree.device
 
 
-def _dicomdir_references(path: pathlib.Path) -> list[str] | None:
+def _exists(tree: CardTree, relative: str) -> bool:
+    """Something is at ``relative`` (anything odd on the way counts as something)."""
+    try:
+        tree.lstat(relative)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _dicomdir_references(tree: CardTree, relative: str) -> list[str] | None:
     """The files a DICOMDIR refers to, as paths relative to its folder;
     None when it cannot be read as a DICOMDIR."""
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with tree.open_file(relative) as fd, os.fdopen(os.dup(fd), "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
         records = ds.DirectoryRecordSequence
     except Exception:  # noqa: BLE001 - pydicom raises many types for bad data
         return None
@@ -181,6 +332,10 @@ def _dicomdir_references(path: pathlib.Path) -> list[str] | None:
 
 def _parent(relative: str) -> str:
     return relative.rsplit("/", 1)[0] if "/" in relative else ""
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
 
 
 class _OnCard(Protocol):
@@ -198,69 +353,70 @@ def remove_housekeeping(root: pathlib.Path, media: Sequence[_OnCard], deleted: S
 
     Returns (removed relative paths, [(relative path, why not)]).
     """
-    root = pathlib.Path(root)
     try:
-        device = os.stat(root).st_dev
+        tree = CardTree(root)
     except OSError:
         return [], []
+    with tree:
+        return _remove_housekeeping(tree, media, deleted, failed)
+
+
+def _remove_housekeeping(tree: CardTree, media: Sequence[_OnCard], deleted: Sequence[str],
+                         failed: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     done = {r.lower() for r in deleted}
     not_done = {r.lower() for r in failed}
     failed_folders = {_parent(r) for r in not_done}
-    candidates: dict[str, pathlib.Path] = {}  # relative path -> path
-
-    def rel(path: pathlib.Path) -> str:
-        return str(path.relative_to(root))
-
+    candidates: set[str] = set()
     problems: list[tuple[str, str]] = []
     for m in media:
         if m.relative_path.lower() not in done:
             continue
-        media_path = root / m.relative_path
-        folder, stem = media_path.parent, media_path.stem.lower()
+        folder, media_name = _parent(m.relative_path), m.relative_path.rsplit("/", 1)[-1]
+        stem = media_name.rsplit(".", 1)[0].lower() if "." in media_name else media_name.lower()
         try:
-            names = os.listdir(folder)
+            names = tree.listdir(folder)
         except OSError:
             continue
         for name in names:
             lower = name.lower()
-            path = folder / name
-            sidecar = (lower.rsplit(".", 1)[0] == stem and "." + lower.rsplit(".", 1)[-1] in _SIDECARS)
-            if sidecar or lower == "._" + media_path.name.lower():
-                candidates[rel(path)] = path
-            elif lower in _THUMBNAIL_CACHES and _parent(rel(path).lower()) not in failed_folders:
-                candidates[rel(path)] = path
+            sidecar = "." in lower and lower.rsplit(".", 1)[0] == stem and "." + lower.rsplit(".", 1)[-1] in _SIDECARS
+            if sidecar or lower == "._" + media_name.lower():
+                candidates.add(_join(folder, name))
+            elif lower in _THUMBNAIL_CACHES and folder.lower() not in failed_folders:
+                candidates.add(_join(folder, name))
     # DICOMDIRs in the folders above wiped DICOM files (usually the card's root).
-    folders = {root}
+    folders = {""}
     for m in media:
         if m.relative_path.lower() in done and m.kind is MediaKind.DICOM:
-            folders.update(p for p in (root / m.relative_path).parents if p == root or root in p.parents)
-    for folder in folders:
+            parts = m.relative_path.split("/")[:-1]
+            folders.update("/".join(parts[:i]) for i in range(len(parts) + 1))
+    for folder in sorted(folders):
         try:
-            names = [n for n in os.listdir(folder) if n.lower() == "dicomdir"]
+            names = [n for n in tree.listdir(folder) if n.lower() == "dicomdir"]
         except OSError:
             continue
         for name in names:
-            path = folder / name
-            if not _regular_on_card(path, device):
+            relative = _join(folder, name)
+            if not _regular_on_card(tree, relative):
                 continue
-            refs = _dicomdir_references(path)
+            refs = _dicomdir_references(tree, relative)
             if refs is None:
-                problems.append((rel(path), "a DICOMDIR that cannot be read; it may still name the patient"))
+                problems.append((relative, "a DICOMDIR that cannot be read; it may still name the patient"))
                 continue
-            base = "" if folder == root else rel(folder).lower() + "/"
+            base = folder.lower() + "/" if folder else ""
             targets = [base + r.lower() for r in refs]
             if any(t in not_done for t in targets):
                 continue  # its media are still there: so is the index
             if not any(t in done for t in targets):
                 continue  # indexes other files, none of them ours
-            if all(t in done or not os.path.lexists(folder / r) for t, r in zip(targets, refs)):
-                candidates[rel(path)] = path
+            if all(t in done or not _exists(tree, _join(folder, r)) for t, r in zip(targets, refs)):
+                candidates.add(relative)
     removed: list[str] = []
-    for relative, path in sorted(candidates.items()):
-        if relative.lower() in done or not _regular_on_card(path, device):
+    for relative in sorted(candidates):
+        if relative.lower() in done or not _regular_on_card(tree, relative):
             continue
         try:
-            os.unlink(path)
+            tree.unlink(relative)
         except OSError as exc:
             problems.append((relative, exc.strerror or str(exc)))
             continue
