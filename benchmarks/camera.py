@@ -24,6 +24,7 @@ empties its copy). Prints seconds, MiB/s and ratios.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import pathlib
@@ -64,7 +65,8 @@ def camera_source_download(card: pathlib.Path, spool: pathlib.Path) -> tuple[flo
     return took, len(entries)
 
 
-def ingest(target: list[str], address: str, spool: pathlib.Path) -> tuple[float, dict]:
+def ingest(target: list[str], address: str, spool: pathlib.Path) -> tuple[float, dict, dict]:
+    """Run one ingest; also the seconds of its phases, from its structured log's timestamps."""
     start = time.perf_counter()
     result = subprocess.run([*AGENT, "ingest", *target, "--archive", address, "--department", DEPARTMENT,
                              "--insecure", "--json", "--spool", str(spool)], capture_output=True, text=True)
@@ -72,7 +74,23 @@ def ingest(target: list[str], address: str, spool: pathlib.Path) -> tuple[float,
     out = json.loads(result.stdout)
     if result.returncode != 0:
         raise SystemExit(f"ingest {target} ended {result.returncode}: {out['reason']} {out['detail']}")
-    return took, out
+    marks: dict[str, float] = {}
+    for line in result.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+            marks.setdefault(entry["msg"], dt.datetime.fromisoformat(entry["ts"]).timestamp())
+        except (ValueError, KeyError, TypeError):
+            continue
+    first = min(marks.values())
+    confirmed = marks["archive confirmed every file"]
+    phases = {"download": marks.get("downloaded the camera's files", first) - first,
+              "stages": confirmed - marks.get("downloaded the camera's files", first),
+              "wipe": marks["card archived and wiped"] - confirmed}
+    return took, out, phases
+
+
+def _phases(p: dict) -> str:
+    return f"(download {p['download']:.2f} s, card stages {p['stages']:.1f} s, wipe {p['wipe']:.2f} s)"
 
 
 def main() -> int:
@@ -109,13 +127,14 @@ def main() -> int:
         as_card = work / "as-card"
         shutil.copytree(card, as_card)
         with ArchiveProcess(data=work / "archive") as archive:
-            cam_s, cam_out = ingest(["--camera", f"disk:{card}"], archive.address, work / "spool")
-            card_s, _ = ingest([str(as_card)], archive.address, work / "spool-card")
+            cam_s, cam_out, cam_p = ingest(["--camera", f"disk:{card}"], archive.address, work / "spool")
+            card_s, _, card_p = ingest([str(as_card)], archive.address, work / "spool-card")
         assert cam_out["wiped"] and not any(card.rglob("*.JPG")), "the camera was not emptied"
         print(f"ingest    --camera disk: end to end   {cam_s:7.2f} s  {mib / cam_s:7.1f} MiB/s   "
-              f"{cam_s / b:5.2f}x baseline")
+              f"{cam_s / b:5.2f}x baseline {_phases(cam_p)}")
         print(f"card      ingest PATH, same files     {card_s:7.2f} s  {mib / card_s:7.1f} MiB/s   "
-              f"camera/card {cam_s / card_s:4.2f}x")
+              f"camera/card {cam_s / card_s:4.2f}x {_phases(card_p)}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
 
