@@ -471,6 +471,9 @@ def camera_wiper(open_camera: Opener, first: CameraInfo, listed: Mapping[str, Ca
                 left = {e.relative_path for e in cam.list_files()}
         except CameraNotFound as exc:
             raise StageError(Reason.CARD_REMOVED, str(exc)) from None
+        except _gphoto2().GPhoto2Error as exc:  # the listing or DeviceInfo failed midway
+            done = f"; deleted before it: {', '.join(deleted)}" if deleted else ""
+            raise StageError(Reason.WIPE_FAILED, f"libgphoto2: {exc}{done}") from None
         for path in [p for p in deleted + housekeeping if p in left]:
             (deleted if path in deleted else housekeeping).remove(path)
             failed.append((path, "still on the camera after it said it was deleted"))
