@@ -257,6 +257,10 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         if case is None:
             raise NotFound(f"unknown case {case_id}")
         op.department = s.get(Department, case.department_id).hsa_id
+        # The patient's audit report shows the purge (R18, R19); a case once
+        # filed under another number (corrected by a version) names it too.
+        op.patient = case.patient_id
+        patients = set(s.scalars(sa.select(CaseVersion.patient_id).where(CaseVersion.case_id == case_id)))
         version_ids = list(s.scalars(sa.select(CaseVersion.id).where(CaseVersion.case_id == case_id)))
         shas = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.case_version_id.in_(version_ids))))
         shas |= set(s.scalars(sa.select(Consent.blob_sha256).where(Consent.case_id == case_id)))
@@ -272,7 +276,8 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         # Tombstones: from here until each blob's bytes and row are deleted
         # below, no upload can adopt them (issue 13, "purge races upload").
         catalogue.mark_purging(s, orphans)
-        op.details.update(decision=decision.strip(), versions=len(version_ids), media_items=media_rows,
+        op.details.update(patients=sorted(p for p in patients | {case.patient_id} if p),
+                          decision=decision.strip(), versions=len(version_ids), media_items=media_rows,
                           blobs_deleted=len(orphans), blobs_kept=len(shas) - len(orphans))
     # The case is gone; now each unused blob's bytes, then its row. One that
     # cannot be deleted now keeps its tombstone: the server's sweep and

@@ -13,7 +13,7 @@ A message (one line, UTF-8)::
 
     <85>1 2026-11-26T09:05:00.000000Z arkiv01 bildsluss-archive 4242 case.print
         [bildsluss@32473 who="anna.a" action="case.print" target="c0ffee…" department="SE2321000016-15CQ"
-         patient="191212121212" why="Remiss" outcome="success"] BOM anna.a case.print c0ffee… success
+         patient="19121212-****" why="Remiss" outcome="success"] BOM anna.a case.print c0ffee… success
 
 * PRI: facility ``authpriv`` (10; ``auth``, 4, on request), severity by outcome:
   success/permitted ``notice`` (5), refused/denied ``warning`` (4),
@@ -27,9 +27,15 @@ A message (one line, UTF-8)::
   sends; it carries the same who/what/when/where/outcome fields in syslog's own
   structure, which any collector parses without a schema.
 
-The messages name patients: send them only to a collector inside the region's
-network, or through the local syslog daemon (``unix:///dev/log``), which can
-forward over TLS (RFC 5425).
+A message never carries a whole identity number: ``patient`` is masked with
+:func:`~bildsluss_common.identity.masking.mask_patient` (the birth date stays,
+enough to tell patients apart in a report) and every other field with
+:func:`~bildsluss_common.identity.masking.mask_numbers_in_text` (a reason
+typed by a user may quote a number). The audit table keeps the whole number;
+``bildsluss-archive audit list --patient ID`` finds a patient's events there.
+The messages still say who did what when: send them only to a collector inside
+the region's network, or through the local syslog daemon (``unix:///dev/log``),
+which can forward over TLS (RFC 5425).
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from archive_server.errors import ConfigError
+from bildsluss_common.identity.masking import mask_numbers_in_text, mask_patient
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +101,25 @@ def format_rfc5424(
         _header_field(str(os.getpid() if procid is None else procid), 128),
         _header_field(str(event.get("action") or ""), 32),
     ))
+    shown = _masked(event)
     params = "".join(
-        f' {name}="{_escape(_cut(str(event[name])))}"'
-        for name in FIELDS if event.get(name) is not None
+        f' {name}="{_escape(_cut(shown[name]))}"'
+        for name in FIELDS if name in shown
     )
     structured = f"[{sd_id}{params}]"
-    summary = " ".join(_cut(str(event[k])) for k in ("who", "action", "target", "outcome")
-                       if event.get(k) is not None)
+    summary = " ".join(_cut(shown[k]) for k in ("who", "action", "target", "outcome") if k in shown)
     message = f"{header} {structured}".encode("utf-8")
     if summary:
         message += b" " + UTF8_BOM + " ".join(summary.split()).encode("utf-8")
     return message
+
+
+def _masked(event: Mapping[str, Any]) -> dict[str, str]:
+    """The event's fields as sent: no whole identity number in any of them."""
+    shown = {name: str(event[name]) for name in FIELDS if event.get(name) is not None}
+    for name, value in shown.items():
+        shown[name] = (mask_patient(value) or "") if name == "patient" else mask_numbers_in_text(value)
+    return shown
 
 
 def _timestamp(when: Any) -> str:

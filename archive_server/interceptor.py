@@ -16,6 +16,7 @@ import grpc
 from sqlalchemy import exc as sa_exc
 
 from archive_server.errors import ArchiveError, OutOfRange
+from bildsluss_common.identity.masking import mask_numbers_in_text
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> 
             raise
         except Exception as error:  # noqa: BLE001 - this is the one boundary
             code, message = status_for(error)
+            # The caller gets the whole sentence (it sent the number); the log
+            # never holds a whole identity number (a refusal may quote one).
             extra = {"method": method, "code": code.name, "peer": context.peer(), "ms": _ms(start),
-                     "detail": message}
+                     "detail": mask_numbers_in_text(message)}
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("rpc failed", extra=extra)
             elif code is grpc.StatusCode.UNAVAILABLE:

@@ -6,6 +6,12 @@ When stderr is the journal (systemd sets ``$JOURNAL_STREAM`` to its device and i
 each line also starts with ``<N>``, the sd-daemon prefix journald takes as the entry's
 PRIORITY and strips, so that ``journalctl -p warning`` finds the warnings; anywhere
 else a line is plain JSON.
+
+Every text of a line (the message, string fields, a traceback) passes through
+:func:`~bildsluss_common.identity.masking.mask_numbers_in_text` on its way out:
+call sites mask what they know is a patient's number (``mask_patient``), and
+this catches what they cannot know, such as a database error quoting the row
+it failed on. Numbers (byte counts, durations) are left alone.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import json
 import logging
 import os
 import sys
+
+from bildsluss_common.identity.masking import mask_numbers_in_text
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -53,13 +61,18 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "priority": priority(record.levelno),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": mask_numbers_in_text(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                if isinstance(value, str):
+                    entry[key] = mask_numbers_in_text(value)
+                elif isinstance(value, (int, float, bool, type(None))):
+                    entry[key] = value
+                else:
+                    entry[key] = mask_numbers_in_text(str(value))
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = mask_numbers_in_text(self.formatException(record.exc_info))
         line = json.dumps(entry, ensure_ascii=False)
         return f"<{entry['priority']}>{line}" if self.journal_prefix else line
 

@@ -13,6 +13,15 @@ import re
 # Deliberately broad: a false alarm masks a few digits of a device name, a miss
 # leaks a patient's number.
 _NUMBER_IN_TEXT = re.compile(r"(?<!\d)(?:\d{2})?\d{6}[-+ ]?\d{4}(?!\d)")
+# Left whole: digests (SHA-256, 64 hex) and UUIDs (session ids), since about
+# one SHA-256 in ten holds a run of 10 or 12 decimal digits and a log line whose
+# blob or session cannot be found again is no use to anyone; and HSA-ids
+# (``SE2321000016-15CQ``: a region's organisation number, not a person's). A
+# number written inside one of these is not a number a person wrote.
+_KEPT_WHOLE = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{32,}|[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+    r"|SE\d{10}-[0-9A-Za-z]+)(?![0-9A-Za-z])"
+)
 
 
 def mask_patient(patient: str | None) -> str | None:
@@ -30,10 +39,22 @@ def mask_patient(patient: str | None) -> str | None:
 def mask_numbers_in_text(text: str) -> str:
     """``text`` with everything shaped like an identity number replaced by ``*``
     (free text has no field that says it is a patient's number, so nothing of
-    it is kept)."""
+    it is kept). SHA-256 digests, UUIDs and HSA-ids in the text stay as they are."""
+    out: list[str] = []
+    start = 0
+    for word in _KEPT_WHOLE.finditer(text):
+        out.append(_mask(text[start:word.start()]))
+        out.append(word.group(0))
+        start = word.end()
+    out.append(_mask(text[start:]))
+    return "".join(out)
+
+
+def _mask(text: str) -> str:
     return _NUMBER_IN_TEXT.sub(lambda m: "*" * len(m.group(0)), text)
 
 
 def contains_number(text: str) -> bool:
-    """True when ``text`` holds something shaped like an identity number."""
-    return _NUMBER_IN_TEXT.search(text) is not None
+    """True when ``text`` holds something shaped like an identity number
+    (outside SHA-256 digests, UUIDs and HSA-ids)."""
+    return mask_numbers_in_text(text) != text

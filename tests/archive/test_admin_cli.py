@@ -128,7 +128,11 @@ def test_the_contract_from_admin_to_purge(cli, tmp_path):
     assert [c["case_id"] for c in lines(cli("cases", "--json"))] == [other]
     assert not any(world.blobs.stat(sha) for sha in blobs_before)
     purged = lines(cli("audit", "list", "--json", "--user", "sys", "--as", "logga"))[-1]
-    assert (purged["action"], purged["why"], purged["patient"]) == ("case.purged", "Gallringsbeslut 2026:4", None)
+    assert (purged["action"], purged["why"], purged["patient"]) == ("case.purged", "Gallringsbeslut 2026:4", patient)
+    assert purged["details"]["patients"] == [patient]
+    # ... so the patient's own audit trail shows it (R18, R19).
+    mine = lines(cli("audit", "list", "--json", "--patient", patient, "--as", "logga"))
+    assert "case.purged" in [e["action"] for e in mine]
     assert cli("audit", "verify").stdout.startswith("audit chain intact")
 
 

@@ -66,7 +66,7 @@ def test_an_event_becomes_one_strict_rfc5424_message():
     assert (parsed["host"], parsed["app"], parsed["procid"], parsed["msgid"]) == \
         ("arkiv01", "bildsluss-archive", "4242", "case.print")
     assert parsed["sd_id"] == SD_ID
-    assert parsed["params"] == {k: v for k, v in EVENT.items() if k != "when"}
+    assert parsed["params"] == {**{k: v for k, v in EVENT.items() if k != "when"}, "patient": "19121212-****"}
     assert raw.endswith(b" \xef\xbb\xbfanna.a case.print c0ffee00-42 success")
     assert b"\n" not in raw
 
