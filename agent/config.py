@@ -115,6 +115,9 @@ class DaemonConfig:
 
     # The card journal (journal.sqlite3) lives here.
     state_dir: pathlib.Path = dataclasses.field(default_factory=default_state_dir)
+    # Finished cards (done, refused) stay in the journal this many days, then their
+    # rows are deleted. A finished row holds no patient number either way.
+    journal_keep_days: float = 30.0
     # Cards are mounted privately below this folder (nosuid,nodev,noexec).
     mount_root: pathlib.Path = dataclasses.field(default_factory=default_mount_root)
     control_socket: pathlib.Path = dataclasses.field(default_factory=default_control_socket)
@@ -199,7 +202,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "status_http": "string", "heartbeat_s": "number", "retry_initial_s": "number",
         "retry_max_s": "number", "context_ttl_s": "number", "notify": "boolean", "workers": "integer",
         "settle_s": "number", "filesystems": "list of strings", "allow_loop": "boolean",
-        "loop_backing_dir": "path",
+        "loop_backing_dir": "path", "journal_keep_days": "number",
     },
     "devices": {"make": "string", "model": "string", "serial": "string"},
     "cameras": {"usb": "boolean", "ptpip": "list of strings", "ptpip_poll_s": "number", "ports": "list of strings"},

@@ -158,7 +158,7 @@ def _parse(text: str, reserve_formats: Sequence[Any]) -> str | None:
         number = numbers.parse(text, reserve_formats=reserve_formats) if reserve_formats \
             else numbers.parse(text)
     except Exception:  # a validator's own error must not pass a number
-        log.exception("identity: parse failed on %r", text)
+        log.exception("identity: a validator failed on a reading (%d characters)", len(text))
         return None
     return number.canonical if number is not None else None
 

@@ -39,6 +39,7 @@ from agent.card.reasons import Reason, staff_message
 from agent.card.spool import FULL_ERRNOS, Spool, SpoolFull
 from agent.card.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.card.verify import verify_receipts
+from bildsluss_common.identity.masking import mask_numbers_in_text
 from agent.card.wipe import WipeResult, remove_housekeeping, wipe
 from agent.config import AgentConfig
 
@@ -188,8 +189,11 @@ class _CardRun:
             log.warning("card could not be read", extra={"reason": reason.value, "detail": str(exc)})
             return self._stopped(reason, f"{type(exc).__name__}: {exc}")
         except StageError as exc:
+            # A refusal's detail names the numbers it found (MIXED_PATIENTS names two):
+            # the outcome keeps them for the one who ran the card, the log never does.
             log.warning("card not ingested" if self.phase is not Phase.CONFIRMED else "card not wiped",
-                        extra={"reason": exc.reason.value, "detail": exc.detail, "phase": self.phase.value})
+                        extra={"reason": exc.reason.value, "detail": mask_numbers_in_text(exc.detail, keep_date=True),
+                               "phase": self.phase.value})
             return self._stopped(exc.reason, exc.detail)
         except Exception as exc:  # the card stays untouched; ops get the traceback
             log.exception("internal error while ingesting a card", extra={"phase": self.phase.value})

@@ -20,6 +20,15 @@ archived and may be finished; any other card state resumes from the start of
 the pipeline, where the archive's content-derived session id makes the upload
 idempotent (``pipeline.session_id_for``).
 
+What it keeps of a patient (issue 13): a card's number (the EHR context it
+started with, the decision and its evidence) only while the card is open;
+when the card is finished (done or refused) they are cleared, and a detail
+(which may name the numbers a refusal found) is stored masked. Finished rows
+are deleted after ``[daemon] journal_keep_days``. ``secure_delete`` zeroes
+what is cleared, and the write-ahead log is truncated after a card finishes,
+so the old values do not linger in free pages or the WAL. The folder is 0700
+and the database files 0600.
+
 The journal owns its format: :func:`fields_of` turns the pipeline's typed
 checkpoints (:mod:`agent.card.progress`) into a row's fields and
 :func:`resume_of` turns a row back into the pipeline's :class:`Resume`.
@@ -38,6 +47,7 @@ from typing import Any
 
 from agent.card.model import Decision, Evidence, MediaKind, Method
 from agent.card.progress import Checkpoint, Confirmed, Decided, Resume, Scanned, SentFile, Stripped, Uploading
+from bildsluss_common.identity.masking import mask_numbers_in_text
 
 STATES = (
     "detected", "scanned", "identified", "decided", "stripped", "uploading",
@@ -127,18 +137,67 @@ def allowed(old: str, new: str) -> bool:
     return old not in TERMINAL
 
 
+# What a finished card keeps of its patient: nothing (the module docstring).
+_CLEARED_WHEN_FINISHED = {"expect": None, "decision": None}
+
+
+def _masked(text: str | None) -> str | None:
+    return mask_numbers_in_text(text, keep_date=True) if text else text
+
+
 class Journal:
     def __init__(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)  # an existing folder too: patient numbers, agent only
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # patient numbers: agent only
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            # SQLite gives them the database's mode; an old journal's may have been wider.
+            try:
+                os.chmod(f"{path}{suffix}", 0o600, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+        self._clear_finished()
+
+    def _clear_finished(self) -> None:
+        """Clear what finished cards keep of their patient (rows an older version wrote)."""
+        with self._lock, self._db:
+            rows = self._db.execute(
+                "SELECT id, detail FROM cards WHERE state IN ('done', 'refused')"
+                " AND (expect IS NOT NULL OR decision IS NOT NULL OR detail IS NOT NULL)").fetchall()
+            for row in rows:
+                self._db.execute("UPDATE cards SET expect = NULL, decision = NULL, detail = ? WHERE id = ?",
+                                 (_masked(row["detail"]), row["id"]))
+        if rows:
+            self._truncate_wal()
+
+    def _truncate_wal(self) -> None:
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def prune(self, keep_s: float, *, now: float | None = None) -> int:
+        """Delete finished cards (done, refused) last changed more than ``keep_s`` ago;
+        returns how many. Open cards stay whatever their age."""
+        cutoff = (time.time() if now is None else now) - keep_s
+        with self._lock, self._db:
+            ids = [r["id"] for r in self._db.execute(
+                "SELECT id FROM cards WHERE state IN ('done', 'refused') AND updated_at < ?", (cutoff,))]
+            self._db.executemany("DELETE FROM transitions WHERE card_id = ?", [(i,) for i in ids])
+            self._db.executemany("DELETE FROM cards WHERE id = ?", [(i,) for i in ids])
+        if ids:
+            self._truncate_wal()
+        return len(ids)
 
     def close(self) -> None:
         with self._lock:
@@ -173,6 +232,10 @@ class Journal:
                 raise JournalError(f"no card {card_id} in the journal")
             if not allowed(row["state"], state):
                 raise JournalError(f"card {card_id}: {row['state']} -> {state} is not a transition")
+            if state in TERMINAL:
+                fields = {**fields, **_CLEARED_WHEN_FINISHED}
+            if fields.get("detail"):
+                fields["detail"] = _masked(fields["detail"])
             values = {k: (json.dumps(v) if k in _JSON_FIELDS and v is not None else v)
                       for k, v in fields.items()}
             if state == "confirmed":
@@ -189,6 +252,8 @@ class Journal:
             info = {k: v for k, v in fields.items() if k in ("reason", "case_id", "attempts")}
             self._db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)",
                              (card_id, state, now, json.dumps(info) if info else None))
+        if state in TERMINAL:
+            self._truncate_wal()  # the cleared values' old pages leave the WAL too
         return self.get(card_id)
 
     # -- reading ------------------------------------------------------------------

@@ -57,8 +57,13 @@ from agent.card.pipeline import IngestOutcome, IngestRequest, ingest_card, stopp
 from agent.card.progress import Checkpoint, Resume, Stop
 from agent.card.reasons import Reason, staff_message
 from agent.card.spool import Spool
+from bildsluss_common.identity.masking import mask_numbers_in_text
 
 log = logging.getLogger(__name__)
+
+
+def _masked(detail: str | None) -> str | None:
+    return mask_numbers_in_text(detail, keep_date=True) if detail else detail
 
 KILL_FILE_ENV = "BILDSLUSS_TEST_KILL_FILE"
 PAUSE_FILE_ENV = "BILDSLUSS_TEST_PAUSE_FILE"
@@ -212,6 +217,7 @@ class Daemon:
         self.department = department
         self.watch_root = watch_root
         self.journal = Journal(self.dconf.state_dir / "journal.sqlite3")
+        self._prune_journal()
         self._events: queue.Queue[CardEvent] = queue.Queue()
         self._pending: collections.deque[Job] = collections.deque()
         self._waiting: dict[str, tuple[float, Job]] = {}  # reader -> (retry at, deferred job)
@@ -603,7 +609,7 @@ class Daemon:
                                  **common)
             self.board.card_state(job.key, "interrupted", reason=reason, retry_at=retry_at)
             log.warning("internal error with a card; trying it again", extra={
-                "card": job.key, "retry_at": retry_at, "detail": outcome.detail})
+                "card": job.key, "retry_at": retry_at, "detail": _masked(outcome.detail)})
         else:
             # Refused, or archived but not fully wiped (WIPE_FAILED), or failed
             # for a reason retrying will not fix: staff and IT must look.
@@ -614,6 +620,13 @@ class Daemon:
             self.board.card_finished(job.key, outcome.to_json())
             log.warning("card not ingested" if state == "refused" else "card archived, not wiped",
                         extra={"card": job.key, "reason": reason})
+        self._prune_journal()
+
+    def _prune_journal(self) -> None:
+        pruned = self.journal.prune(self.dconf.journal_keep_days * 86400.0)
+        if pruned:
+            log.info("finished cards removed from the journal", extra={
+                "cards": pruned, "journal_keep_days": self.dconf.journal_keep_days})
 
     def _retry_later(self, job: Job) -> float:
         """Queue the card again after the backoff for its attempt; returns when (time.time())."""
@@ -630,5 +643,5 @@ class Daemon:
         record = self.journal.open_card(card_key, job.reader, job.source, mode=None, expect=None)
         job.record_id = record.id
         log.warning("card cannot be read", extra={"card": job.key, "reason": reason.value,
-                                                  "detail": detail})
+                                                  "detail": _masked(detail)})
         self._finish(job, stopped(reason, detail))

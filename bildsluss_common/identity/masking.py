@@ -36,21 +36,26 @@ def mask_patient(patient: str | None) -> str | None:
     return patient[:keep] + "*" * (len(patient) - keep)
 
 
-def mask_numbers_in_text(text: str) -> str:
+def mask_numbers_in_text(text: str, *, keep_date: bool = False) -> str:
     """``text`` with everything shaped like an identity number replaced by ``*``
-    (free text has no field that says it is a patient's number, so nothing of
-    it is kept). SHA-256 digests, UUIDs and HSA-ids in the text stay as they are."""
+    (free text has no field that says it is a patient's number, so by default
+    nothing of it is kept). SHA-256 digests, UUIDs and HSA-ids in the text stay
+    as they are. ``keep_date``: as :func:`mask_patient`, the date part stays and
+    the last four digits go (``19121212-1212`` -> ``19121212-****``), for a
+    refusal's detail, where IT must tell the numbers a card showed apart."""
     out: list[str] = []
     start = 0
     for word in _KEPT_WHOLE.finditer(text):
-        out.append(_mask(text[start:word.start()]))
+        out.append(_mask(text[start:word.start()], keep_date))
         out.append(word.group(0))
         start = word.end()
-    out.append(_mask(text[start:]))
+    out.append(_mask(text[start:], keep_date))
     return "".join(out)
 
 
-def _mask(text: str) -> str:
+def _mask(text: str, keep_date: bool = False) -> str:
+    if keep_date:
+        return _NUMBER_IN_TEXT.sub(lambda m: m.group(0)[:-4] + "****", text)
     return _NUMBER_IN_TEXT.sub(lambda m: "*" * len(m.group(0)), text)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import pathlib
 import subprocess
 import sys
@@ -60,6 +61,11 @@ def _ingest(target: list[str], address: str, tmp_path: pathlib.Path, extra, env=
     )
     assert result.stdout.strip(), f"no JSON on stdout; stderr:\n{result.stderr}"
     outcome = json.loads(result.stdout)
+    # The outcome names the numbers the card showed; the logs never do in full (issue 13).
+    for number in {e["patient"] for e in outcome.get("evidence", []) if e.get("patient")}:
+        if len(number) == 12 and number.isdigit():
+            assert not re.search(rf"{number[2:8]}[-+ ]?{number[8:]}", result.stderr), \
+                f"the agent logged the full number {number}:\n{result.stderr}"
     assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir()), \
         "the spool must be empty after a one-shot ingest (R11)"
     return result.returncode, outcome
