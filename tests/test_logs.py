@@ -45,4 +45,3 @@ def test_another_stream_named_in_journal_stream_gets_no_prefix(tmp_path, monkeyp
 
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")
     assert logs.stderr_is_journal() is False
-

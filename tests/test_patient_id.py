@@ -53,3 +53,6 @@ def test_masking():
     masked = mask_numbers_in_text(text)
     assert "1212-1212" not in masked and "201012121212" not in masked and contains_number(text)
     assert not contains_number(masked)
+    # A refusal's detail in logs and the journal keeps the dates, to tell two numbers apart.
+    dated = mask_numbers_in_text(text, keep_date=True)
+    assert dated == "refused: first frame 19121212-****, last 20101212****" and not contains_number(dated)
