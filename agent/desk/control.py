@@ -17,6 +17,12 @@ folder; and every connection's peer credentials (SO_PEERCRED) are checked:
 root, the agent's own uid, or a member of ``control_group``. The EHR's launcher
 runs as the logged-in user, who is put in that group.
 
+At most :data:`MAX_CLIENTS` connections are served at once (a relay's
+subscription included); one more is answered ``{"ok": false, "error": "BUSY"}``
+by the accepting thread and closed, and a client that sends nothing is dropped
+after :data:`CLIENT_TIMEOUT_S` (issue 13: a local program opening hundreds of
+connections must not take the daemon's threads).
+
 ``expect`` validates the number (personnummer, samordningsnummer, or an enabled
 reservnummer format) *before* the daemon takes it, and answers with the
 canonical number and the expiry, so that the EHR side sees a typo at once.
@@ -56,6 +62,8 @@ MAX_LINE = 64 * 1024
 # A client that sends nothing for this long is dropped (the socket is local:
 # a well-behaved client writes its one line at once).
 CLIENT_TIMEOUT_S = 10.0
+# The EHR launcher, the status command, a relay per logged-in user: a handful.
+MAX_CLIENTS = 16
 # Linux SO_PEERGROUPS (4.13+): the peer's supplementary groups. Not in the socket module.
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -103,8 +111,9 @@ def parse_duration(text: str) -> float:
 
 class ControlServer:
     def __init__(self, socket_path: pathlib.Path, board: StatusBoard, contexts: ContextStore, *,
-                 allowed_gid: int | None, context_ttl_s: float) -> None:
+                 allowed_gid: int | None, context_ttl_s: float, max_clients: int = MAX_CLIENTS) -> None:
         self.socket_path = pathlib.Path(socket_path)
+        self._slots = threading.BoundedSemaphore(max_clients)
         self.board = board
         self.contexts = contexts
         self.allowed_gid = allowed_gid
@@ -205,7 +214,24 @@ class ControlServer:
             if self._stop.is_set():  # stop()'s own wake-up call
                 conn.close()
                 return
-            threading.Thread(target=self._handle, args=(conn,), name="control-client", daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                with conn:
+                    _send_now(conn, {"ok": False, "error": "BUSY",
+                                     "message": "the agent is answering too many connections; try again"})
+                continue
+            try:
+                threading.Thread(target=self._handle_slot, args=(conn,), name="control-client",
+                                 daemon=True).start()
+            except BaseException:
+                self._slots.release()
+                conn.close()
+                raise
+
+    def _handle_slot(self, conn: socket.socket) -> None:
+        try:
+            self._handle(conn)
+        finally:
+            self._slots.release()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -352,6 +378,15 @@ def _lines(conn: socket.socket):
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
     conn.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+
+
+def _send_now(conn: socket.socket, message: dict[str, Any]) -> None:
+    """One line to a client the accepting thread will not wait for (it never blocks)."""
+    try:
+        conn.setblocking(False)
+        conn.send(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+    except OSError:
+        pass
 
 
 # -- the client ----------------------------------------------------------------------

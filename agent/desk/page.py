@@ -17,6 +17,12 @@ patient number appears beyond the masked form (``19121212-****``): enough for
 staff to notice a wrong label, nothing for a passer-by. Requests whose Host
 header is not a loopback name are refused (DNS rebinding), and the page sends a
 strict Content-Security-Policy.
+
+Connections are bounded (issue 13): at most :data:`MAX_CLIENTS` are served at
+once (open pages' event streams included); one more is answered ``503`` with
+``Retry-After`` at once by the accepting thread and closed, so a local program
+that opens hundreds of connections costs no more than that many threads. A
+client that sends nothing is dropped after :data:`CLIENT_TIMEOUT_S`.
 """
 from __future__ import annotations
 
@@ -38,6 +44,14 @@ from bildsluss_common.net import is_loopback_host, split_host_port
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+# A page open in a few browsers on one PC, plus scripts reading /status.json.
+MAX_CLIENTS = 32
+# A request's line and headers come at once from a browser; an idle keep-alive
+# connection holds a slot only this long.
+CLIENT_TIMEOUT_S = 10.0
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         b"Retry-After: 5\r\nConnection: close\r\nContent-Length: 44\r\n\r\n"
+         b"too many connections to the status page now\n")
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -64,16 +78,43 @@ def parse_loopback(address: str) -> tuple[str, int]:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The listen backlog: a burst of connections waits in the kernel to be
+    # answered (served or busy), rather than having its handshakes dropped.
+    request_queue_size = 128
 
-    def __init__(self, host: str, port: int, page: "StatusHttpServer") -> None:
+    def __init__(self, host: str, port: int, page: "StatusHttpServer", max_clients: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.page = page
+        self.slots = threading.BoundedSemaphore(max_clients)
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            # Answered here, without a thread: a few bytes into a fresh socket's buffer.
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class StatusHttpServer:
-    def __init__(self, address: str, board: StatusBoard, *, contexts: ContextStore | None = None) -> None:
+    def __init__(self, address: str, board: StatusBoard, *, contexts: ContextStore | None = None,
+                 max_clients: int = MAX_CLIENTS) -> None:
         self.host, self._port = parse_loopback(address)
+        self.max_clients = max_clients
         self.board = board
         self.contexts = contexts
         self.stopping = threading.Event()
@@ -91,7 +132,7 @@ class StatusHttpServer:
 
     def start(self) -> None:
         self.stopping.clear()
-        self._server = _Server(self.host, self._port, self)
+        self._server = _Server(self.host, self._port, self, self.max_clients)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="status-http", daemon=True)
         self._thread.start()
@@ -120,6 +161,7 @@ class StatusHttpServer:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = CLIENT_TIMEOUT_S
 
     def log_message(self, fmt: str, *args: Any) -> None:  # structured, and quiet
         log.debug("status page request", extra={"request": fmt % args})
