@@ -19,6 +19,13 @@ departments (R16).
 The local operator (the ``bildsluss-archive`` command run on the archive
 server without ``--as``) holds every right everywhere; it is audited as
 ``cli:<unix user>``. Confidential cases stay masked for it as for everyone.
+
+Who the principal is was decided before the gate: by a verified login
+(``logins.py``: a local password or the region's identity provider, then a
+bearer token on every call) or by the operating-system account running the
+command line. Every audit event says how (``details.login.method``: ``local``,
+``oidc`` or ``cli``) and from where (``details.login.from``: the peer address,
+or ``os:<account>`` for the command line).
 """
 from __future__ import annotations
 
@@ -66,28 +73,45 @@ class ReasonRequired(InvalidArgument):
 
 
 class Unauthenticated(ArchiveError):
-    """No user was named (gRPC metadata ``bildsluss-user`` missing)."""
+    """The call carries no valid login: no bearer token, or one that is
+    unknown, expired or logged out. ``reason`` is a stable code (TOKEN_MISSING,
+    TOKEN_UNKNOWN, TOKEN_EXPIRED, TOKEN_REVOKED, BAD_CREDENTIALS, …); log in again."""
 
     code = "UNAUTHENTICATED"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who acts. ``user`` None: the local operator on the archive server."""
+    """Who acts. ``user`` None: the local operator on the archive server.
+    ``login`` says how they were authenticated (``local``, ``oidc``, ``cli``),
+    ``origin`` from where (a peer address, or ``os:<account>``)."""
 
     actor: str
     user: str | None
+    login: str = "cli"
+    origin: str = ""
 
     @classmethod
-    def named(cls, user: str) -> "Principal":
-        user = user.strip()
-        if not USERNAME.match(user):
-            raise InvalidArgument(f"user name must be 1-64 lower-case letters, digits or . _ @ -, got {user!r}")
-        return cls(actor=user, user=user)
+    def named(cls, user: str, *, login: str = "cli", origin: str = "") -> "Principal":
+        return cls(actor=check_username(user), user=check_username(user), login=login, origin=origin)
 
     @classmethod
     def local(cls, unix_user: str) -> "Principal":
-        return cls(actor=f"cli:{unix_user}", user=None)
+        return cls(actor=f"cli:{unix_user}", user=None, login="cli", origin=f"os:{unix_user}")
+
+    def login_details(self) -> dict[str, str]:
+        return {"method": self.login, "from": self.origin}
+
+
+def check_username(user: str) -> str:
+    user = user.strip()
+    if not USERNAME.match(user):
+        raise InvalidArgument(f"user name must be 1-64 lower-case letters, digits or . _ @ -, got {user!r}")
+    return user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +259,8 @@ def operation(db: Database, principal: Principal, action: str, *, target: str | 
     try:
         with db.write() as s:
             op = Operation(s, principal, Grants(principal, frozenset(), {}, {}), action,
-                           target=target, why=why, details=dict(details or {}))
+                           target=target, why=why,
+                           details={**(details or {}), "login": principal.login_details()})
             op.grants = load_grants(s, principal)
             yield op
             append_audit(s, principal.actor, _emergency_action(op), case_id=op.case_id, target=op.target,
@@ -244,7 +269,7 @@ def operation(db: Database, principal: Principal, action: str, *, target: str | 
     except ArchiveError as error:
         outcome = "refused" if isinstance(error, (NotPermitted, InvalidArgument)) else "failed"
         # What the operation had noted of the request, then why it did not happen.
-        details = {**(op.details if op is not None else {}),
+        details = {**(op.details if op is not None else {"login": principal.login_details()}),
                    "reason": getattr(error, "reason", error.code), "message": str(error)}
         try:
             with db.write() as s:

@@ -23,16 +23,17 @@ right or department access; the refusal is audited).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
+import os
 import pathlib
+import pwd
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from archive_server import config as config_mod
 from bildsluss_common import __version__, logs
-from archive_server import admin, reports, versions
+from archive_server import admin, logins, reports, versions
 from archive_server.audit import configure_syslog
 from archive_server.authz import NotPermitted, Principal, ReasonRequired
 from archive_server.blobstores import BlobStore, open_blobstore
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gRPC server")
     _storage_options(p, blobs=True)
     p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051; port 0: any)")
-    p.add_argument("--http", metavar="HOST:PORT", help="dashboard/metrics address (not implemented yet)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="HTTPS endpoint: logins, the JSON API, the web client (TLS with --tls-cert/--tls-key; "
+                        "plaintext only on loopback with --insecure)")
     p.add_argument("--insecure", action="store_true", default=None,
                    help="serve plaintext: development on a loopback address only")
     p.add_argument("--tls-cert", type=pathlib.Path, metavar="F", help="server certificate chain (PEM)")
@@ -189,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--role", required=True, metavar="ROLE")
     a = _leaf(dsub, "list", "list users, departments and roles")
     a.add_argument("--json", action="store_true")
+    a = _leaf(dsub, "passwd", "set a local password: one line on standard input (the user's sessions end)")
+    a.add_argument("user", metavar="USER")
+    a = _leaf(dsub, "link", "link the identity provider's claim value (e.g. the HSA-id) to a user")
+    a.add_argument("user", metavar="USER")
+    a.add_argument("subject", metavar="VALUE", help="the value of the [oidc] claim that names this person")
+    a = _leaf(dsub, "unlink", "remove a user's identity-provider link (their IdP sessions end)")
+    a.add_argument("user", metavar="USER")
+    a = _leaf(dsub, "logout", "end every session of a user (lost device, person left)")
+    a.add_argument("user", metavar="USER")
     a = _leaf(asub, "confidential", "mark a patient's cases confidential, or lift it (R17)")
     a.add_argument("patient", metavar="ID", help="the patient's number")
     a.add_argument("state", choices=["on", "off"])
@@ -278,18 +290,25 @@ def _blobstore(cfg: ArchiveConfig, db: Database) -> BlobStore:
     return open_blobstore(cfg.effective_blobs_url, db, cfg.s3_options())
 
 
-def _actor() -> str:
+def os_account() -> str:
+    """The operating-system account running this command, from the process's
+    real uid (not $USER or $LOGNAME, which the caller sets at will)."""
+    uid = os.getuid()
     try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
 
 
 def _principal(args: argparse.Namespace) -> Principal:
+    """The command line's principal: the local operator (every right, audited
+    as ``cli:<account>``), or with ``--as USER`` that user's rights; either
+    way the audit records ``cli`` and the OS account (``os:<account>``)."""
+    account = os_account()
     user = getattr(args, "as_user", None)
     if user is not None:
-        return Principal.named(user)
-    return Principal(actor=_actor(), user=None)
+        return Principal.named(user, login="cli", origin=f"os:{account}")
+    return Principal.local(account)
 
 
 def _emergency_reason(args: argparse.Namespace) -> str | None:
@@ -494,6 +513,22 @@ def cmd_admin(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     elif args.area == "user" and args.action == "add":
         what = admin.add_user(db, who, args.user, args.department, args.role)
         print(f"user {args.user}: {args.role} in {args.department} ({what})")
+    elif args.area == "user" and args.action == "passwd":
+        password = sys.stdin.readline()
+        if not password.strip():
+            print(f"{PROG}: give the new password as one line on standard input", file=sys.stderr)
+            return 2
+        result = logins.set_password(db, who, args.user, password, cfg.login)
+        print(f"password set for {result['user']}; {result['sessions_ended']} session(s) ended")
+    elif args.area == "user" and args.action == "link":
+        result = logins.link_idp_subject(db, who, args.user, args.subject)
+        print(f"user {result['user']} logs in through the identity provider as {result['idp_subject']}")
+    elif args.area == "user" and args.action == "unlink":
+        result = logins.link_idp_subject(db, who, args.user, None)
+        print(f"user {result['user']} no longer logs in through the identity provider")
+    elif args.area == "user" and args.action == "logout":
+        result = logins.end_sessions(db, who, args.user)
+        print(f"{result['sessions_ended']} session(s) of {result['user']} ended")
     elif args.area == "user":
         _print_rows(admin.list_users(db, who), args.json, ("user", "department", "role"))
     elif args.area == "confidential":

@@ -13,9 +13,11 @@ import pathlib
 import re
 import tomllib
 from typing import Any
+from urllib.parse import urlsplit
 
 from archive_server.errors import ConfigError
 from bildsluss_common.identity import reserve
+from bildsluss_common.net import is_loopback_host
 from bildsluss_common.paths import default_state_dir
 from bildsluss_common.identity.reserve import ReserveFormat
 
@@ -44,11 +46,53 @@ class TlsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoginConfig:
+    """[login]: sessions and the throttle on failed logins (``logins.py``)."""
+
+    # A session (bearer token) ends this long after login, used or not (a shift).
+    session_ttl_s: int = 8 * 3600
+    # ... or after this long unused.
+    idle_timeout_s: int = 30 * 60
+    # Failed logins within window_s after which the user name, or the source
+    # address, is refused for cooldown_s (HTTP 429); then it may try again.
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 30
+    failure_window_s: int = 15 * 60
+    cooldown_s: int = 5 * 60
+    min_password_length: int = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class OidcConfig:
+    """[oidc]: the region's OpenID Connect identity provider (``oidc.py``)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    redirect_url: str
+    # The ID-token claim whose value names the person (their HSA-id, say); it
+    # is linked to an archive user with `admin user link USER VALUE`.
+    claim: str = "sub"
+    scopes: tuple[str, ...] = ("openid",)
+    # CA bundle (PEM) for the IdP's TLS certificate; None: the system's.
+    ca_file: pathlib.Path | None = None
+    # Clock skew tolerated on exp/iat/nbf, seconds.
+    leeway_s: int = 60
+
+
+@dataclasses.dataclass(frozen=True)
 class ArchiveConfig:
     data_dir: pathlib.Path = dataclasses.field(default_factory=default_data_dir)
     listen: str = "127.0.0.1:50051"
-    # Web dashboard / metrics address; accepted, not yet served.
+    # The HTTPS endpoint (login, JSON API, the web client): HOST:PORT, TLS with
+    # the [tls] certificate and key, plaintext only on loopback with --insecure.
     http: str | None = None
+    # http_trusted_proxies: addresses of reverse proxies whose
+    # X-Forwarded-For/-Proto are believed (the client's address for the audit
+    # and the login throttle); none by default.
+    http_trusted_proxies: tuple[str, ...] = ()
+    login: LoginConfig = LoginConfig()
+    oidc: OidcConfig | None = None
     # SQLAlchemy URL; None: sqlite:///DATA_DIR/archive.sqlite3
     db_url: str | None = None
     # file:///path, a plain path or s3://BUCKET[/PREFIX]; None: DATA_DIR/blobs
@@ -135,6 +179,15 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
             continue
         if key == "identity":
             values["reserve_formats"] = _identity(value, source)
+            continue
+        if key == "login":
+            values["login"] = _login(value, source)
+            continue
+        if key == "oidc":
+            values["oidc"] = _oidc(value, source)
+            continue
+        if key == "http_trusted_proxies":
+            values[key] = _proxies(value, source)
             continue
         if key == "reserve_number_pattern":
             raise ConfigError(
@@ -252,6 +305,77 @@ def _identity(value: Any, source: str) -> tuple[ReserveFormat, ...]:
         return reserve.from_config(value)
     except reserve.ReserveFormatError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _table(value: Any, name: str, known: set[str], source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    return value
+
+
+def _login(value: Any, source: str) -> LoginConfig:
+    fields = {f.name for f in dataclasses.fields(LoginConfig)}
+    table = _table(value, "login", fields, source)
+    for key, v in table.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{source}: login.{key} must be a positive integer, got {v!r}")
+    return LoginConfig(**table)
+
+
+def _proxies(value: Any, source: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ConfigError(f"{source}: http_trusted_proxies must be a list of IP addresses")
+    return tuple(value)
+
+
+def _oidc(value: Any, source: str) -> OidcConfig | None:
+    known = {"issuer", "client_id", "client_secret", "client_secret_file", "redirect_url", "claim", "scopes",
+             "ca_file", "leeway_s"}
+    table = _table(value, "oidc", known, source)
+    if not table:
+        return None
+    for key in known - {"scopes", "leeway_s"}:
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(f"{source}: oidc.{key} must be a string")
+    secret = table.get("client_secret", "")
+    if table.get("client_secret_file"):
+        if secret:
+            raise ConfigError(f"{source}: give oidc.client_secret or oidc.client_secret_file, not both")
+        try:
+            secret = pathlib.Path(table["client_secret_file"]).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{source}: cannot read oidc.client_secret_file: {e.strerror}") from None
+    missing = [k for k in ("issuer", "client_id", "redirect_url") if not table.get(k)]
+    if not secret:
+        missing.append("client_secret (or client_secret_file)")
+    if missing:
+        raise ConfigError(f"{source}: [oidc] needs {', '.join(missing)}")
+    scopes = table.get("scopes", ["openid"])
+    if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes) or "openid" not in scopes:
+        raise ConfigError(f"{source}: oidc.scopes must be a list of strings including \"openid\"")
+    leeway = table.get("leeway_s", 60)
+    if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 300:
+        raise ConfigError(f"{source}: oidc.leeway_s must be an integer from 0 to 300")
+    for key in ("issuer", "redirect_url"):
+        _https_or_loopback(table[key], f"oidc.{key}", source)
+    return OidcConfig(
+        issuer=table["issuer"].rstrip("/"), client_id=table["client_id"], client_secret=secret,
+        redirect_url=table["redirect_url"], claim=table.get("claim", "sub") or "sub", scopes=tuple(scopes),
+        ca_file=pathlib.Path(table["ca_file"]) if table.get("ca_file") else None, leeway_s=leeway)
+
+
+def _https_or_loopback(url: str, key: str, source: str) -> None:
+    """The IdP is reached, and the browser sent back, over HTTPS; plain http
+    only on a loopback address (development and the tests)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return
+    raise ConfigError(f"{source}: {key} must be an https:// URL (http:// only on a loopback address), got {url!r}")
 
 
 def _name(t: type | tuple[type, ...]) -> str:

@@ -256,14 +256,20 @@ class Role(Base):
 
 
 class User(Base):
-    """A person using the archive (today named on the command line with --as or
-    in gRPC metadata; later taken from the client certificate or SSO)."""
+    """A person using the archive. They log in (``logins.py``) with a local
+    password (an Argon2id hash, ``admin user passwd``) or through the region's
+    identity provider, whose configured claim (the HSA-id, say) is linked to
+    the user as ``idp_subject`` (``admin user link``); the system administrator
+    on the archive host names them with ``--as``."""
 
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_set_at: Mapped[dt.datetime | None] = mapped_column()
+    idp_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
 class DepartmentAccess(Base):
@@ -355,3 +361,50 @@ class AgentRefusal(Base):
     refused_at: Mapped[dt.datetime] = mapped_column()
     file_count: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class UserSession(Base):
+    """A logged-in user's session: the bearer token's SHA-256 (the token itself
+    is never stored), how they logged in and from where, and when it ends.
+    Shared by every archive process on the database, so that a token issued by
+    one is honoured (and its logout seen) by all."""
+
+    __tablename__ = "user_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16))  # local | oidc
+    origin: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    last_used_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship()
+
+
+class LoginThrottle(Base):
+    """Failed logins counted per key (``user:NAME`` or ``addr:IP``) within a
+    window; at the limit the key is blocked until ``blocked_until`` (a
+    cool-down, never a permanent lock-out)."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    blocked_until: Mapped[dt.datetime | None] = mapped_column()
+
+
+class OidcLogin(Base):
+    """An OpenID Connect authorization request in flight: the state's SHA-256,
+    the nonce and PKCE verifier sent with it, and where to go afterwards.
+    Used once; requests older than a few minutes are refused and removed."""
+
+    __tablename__ = "oidc_logins"
+
+    state_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(1024), default="/")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

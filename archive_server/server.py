@@ -1,7 +1,10 @@
-"""Build and run the archive's gRPC server.
+"""Build and run the archive's gRPC server (and its HTTPS endpoint).
 
 One process serves the Ingest, AgentRegistry and Cases services and the
-standard ``grpc.health.v1`` health service on one port. A monitor thread
+standard ``grpc.health.v1`` health service on one port, and with ``--http``
+the web application (``archive_server/web``: logins, the JSON API, pages) on
+another, sharing the database; ``http listening on HOST:PORT`` follows the
+gRPC line once that endpoint accepts connections. A monitor thread
 reports "bildsluss.v1.Ingest", "bildsluss.v1.AgentRegistry",
 "bildsluss.v1.Cases" (and "") SERVING while the database and blob store answer, NOT_SERVING otherwise.
 SIGTERM/SIGINT drain in-flight calls for ``grace_period_s`` and stop. Once the
@@ -18,6 +21,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +35,7 @@ from archive_server.errors import ArchiveError, ConfigError, Unavailable
 from archive_server.agents import AgentRegistryCore
 from archive_server.ingest import IngestCore
 from archive_server.interceptor import ErrorInterceptor
+from archive_server.logins import Logins
 from bildsluss_common.net import is_loopback_host
 from archive_server.services import agents as agents_service
 from archive_server.services import cases as cases_service
@@ -39,6 +44,9 @@ from bildsluss.v1 import agents_pb2_grpc, archive_pb2_grpc
 from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
 from bildsluss_common import __version__
+
+if TYPE_CHECKING:
+    from archive_server.web.server import HttpServer
 
 log = logging.getLogger(__name__)
 _SWEEP_EVERY_S = 24 * 3600.0
@@ -60,12 +68,15 @@ def check_transport(config: ArchiveConfig) -> None:
             "no transport security: give --tls-cert/--tls-key/--client-ca, "
             "or --insecure for development on a loopback address"
         )
-    host, _ = parse_listen(config.listen)
-    if not is_loopback_host(host):
-        raise ConfigError(
-            f"refusing plaintext on non-loopback address {config.listen}: "
-            "plaintext (--insecure) is for development on 127.0.0.1 or [::1] only; use TLS"
-        )
+    for flag, address in (("--listen", config.listen), ("--http", config.http)):
+        if address is None:
+            continue
+        host, _ = parse_listen(address)
+        if not is_loopback_host(host):
+            raise ConfigError(
+                f"refusing plaintext on non-loopback address {address} ({flag}): "
+                "plaintext (--insecure) is for development on 127.0.0.1 or [::1] only; use TLS"
+            )
 
 
 class ArchiveServer:
@@ -98,8 +109,12 @@ class ArchiveServer:
         self.agents = AgentRegistryCore(self.db, self.core._department)
         agents_pb2_grpc.add_AgentRegistryServicer_to_server(
             agents_service.AgentRegistryServicer(self.agents), self._server)
-        # The clinical client's Cases service: same authz + audit as the CLI.
-        archive_pb2_grpc.add_CasesServicer_to_server(cases_service.CasesServicer(self.db, config), self._server)
+        # The clinical client's Cases service: a logged-in user's bearer token,
+        # then the same authz + audit as the CLI.
+        self.logins = Logins(self.db, config.login)
+        archive_pb2_grpc.add_CasesServicer_to_server(
+            cases_service.CasesServicer(self.db, config, self.logins), self._server)
+        self.http: HttpServer | None = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 
     def start(self) -> int:
@@ -110,9 +125,6 @@ class ArchiveServer:
             self._housekeeping()
         except ArchiveError as e:  # the store down: serve NOT_SERVING until it is back
             log.warning("housekeeping of the blob store failed", extra={"reason": str(e)})
-        if self.config.http:
-            log.warning("--http (dashboard, metrics) is not implemented yet; ignored",
-                        extra={"http": self.config.http})
         if self.config.tls.enabled:
             tls = self.config.tls
             assert tls.key is not None and tls.client_ca is not None and tls.cert is not None
@@ -132,8 +144,16 @@ class ArchiveServer:
             self.port = 0
         if not self.port:
             raise Unavailable(f"cannot listen on {self.config.listen}: address in use or not local")
+        if self.config.http:
+            from archive_server.web.context import WebContext
+            from archive_server.web.server import HttpServer
+
+            self.http = HttpServer(WebContext.for_archive(self.db, self.config, self.logins, self.blobs),
+                                   self.config)
         self._check_health()
         self._server.start()
+        if self.http is not None:
+            self.http.start()
         self._monitor = threading.Thread(target=self._watch, name="health", daemon=True)
         self._monitor.start()
         log.info("archive started", extra={
@@ -150,6 +170,8 @@ class ArchiveServer:
         self._stop.set()
         self.health.enter_graceful_shutdown()
         grace = self.config.grace_period_s if grace is None else grace
+        if self.http is not None:
+            self.http.stop()
         self._server.stop(grace).wait()
         self.db.dispose()
         log.info("archive stopped")
@@ -212,6 +234,8 @@ def serve(config: ArchiveConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log.info("archive serving", extra={"version": __version__, "address": server.address})
     print(f"listening on {server.address}", flush=True)
+    if server.http is not None:
+        print(f"http listening on {server.http.address}", flush=True)
     sys.stdout.flush()
     while not stop.wait(1.0):
         pass

@@ -1,10 +1,14 @@
 """gRPC adapter of the Cases service (protos/bildsluss/v1/archive.proto).
 
-A thin servicer: it names the caller (NOT YET AUTHENTICATED: from the
-``bildsluss-user`` metadata; a real deployment takes it from the client
-certificate or SSO), calls the same functions as the command line, which go
-through the one authorization check and audit writer, and converts their JSON
-dicts to messages. Errors become status codes in :mod:`archive_server.interceptor`.
+A thin servicer: the caller is the user whose session the call's bearer token
+names (``authorization: Bearer TOKEN`` metadata, from a login at the archive's
+HTTPS endpoint), verified by :class:`archive_server.logins.Logins`; a call
+without a valid token is refused (UNAUTHENTICATED, audited), whatever else it
+carries — an agent's client certificate alone never reaches a case, and a
+user name in the metadata is not read at all. It then calls the same functions
+as the command line, which go through the one authorization check and audit
+writer, and converts their JSON dicts to messages. Errors become status codes
+in :mod:`archive_server.interceptor`.
 """
 from __future__ import annotations
 
@@ -15,43 +19,52 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from archive_server import forms, versions
-from archive_server.authz import Principal, Unauthenticated
+from archive_server.authz import Principal
 from archive_server.cases import normalise_patient, search_cases, show_case
 from archive_server.config import ArchiveConfig
 from archive_server.db import Database
+from archive_server.logins import Logins
 from bildsluss.v1 import archive_pb2 as pb
 from bildsluss.v1 import archive_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Cases"].full_name  # "bildsluss.v1.Cases"
-USER_METADATA_KEY = "bildsluss-user"
 _STATUS = {"unsigned": pb.CASE_STATUS_UNSIGNED, "signed": pb.CASE_STATUS_SIGNED}
 
 
-def caller(context: grpc.ServicerContext) -> Principal:
-    for key, value in context.invocation_metadata() or ():
-        if key == USER_METADATA_KEY and value.strip():
-            return Principal.named(value)
-    raise Unauthenticated(f"name the user in the call metadata {USER_METADATA_KEY!r}")
+def bearer_token(metadata: Any) -> str | None:
+    """The token of an ``authorization: Bearer TOKEN`` entry, else None."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
 
 
 class CasesServicer(pb_grpc.CasesServicer):
-    def __init__(self, db: Database, config: ArchiveConfig) -> None:
+    def __init__(self, db: Database, config: ArchiveConfig, logins: Logins) -> None:
         self.db = db
         self.config = config
+        self.logins = logins
+
+    def caller(self, context: grpc.ServicerContext) -> Principal:
+        return self.logins.authenticate(bearer_token(context.invocation_metadata()), context.peer())
 
     def List(self, request: pb.ListCasesRequest, context: grpc.ServicerContext) -> pb.ListCasesResponse:
+        who = self.caller(context)  # before anything about the request is answered
         patient = normalise_patient(request.patient_id, self.config.reserve_formats) if request.patient_id else None
-        return pb.ListCasesResponse(cases=[case_view(c) for c in search_cases(self.db, caller(context), patient)])
+        return pb.ListCasesResponse(cases=[case_view(c) for c in search_cases(self.db, who, patient)])
 
     def Get(self, request: pb.GetCaseRequest, context: grpc.ServicerContext) -> pb.CaseView:
-        return case_view(show_case(self.db, caller(context), request.case_id, version=request.version or None))
+        return case_view(show_case(self.db, self.caller(context), request.case_id, version=request.version or None))
 
     def Sign(self, request: pb.SignCaseRequest, context: grpc.ServicerContext) -> pb.CaseView:
-        return case_view(versions.sign_case(self.db, caller(context), request.case_id)["case"])
+        return case_view(versions.sign_case(self.db, self.caller(context), request.case_id)["case"])
 
     def Revise(self, request: pb.ReviseCaseRequest, context: grpc.ServicerContext) -> pb.CaseView:
+        who = self.caller(context)
         result = versions.revise_case(
-            self.db, caller(context), request.case_id, reason=request.reason,
+            self.db, who, request.case_id, reason=request.reason,
             patient=normalise_patient(request.patient_id, self.config.reserve_formats) if request.patient_id else None,
             fields=sorted(request.fields.items()), drop_media=list(request.drop_media),
             form_template=request.form_template or None,
@@ -60,10 +73,10 @@ class CasesServicer(pb_grpc.CasesServicer):
 
     def History(self, request: pb.HistoryRequest, context: grpc.ServicerContext) -> pb.HistoryResponse:
         return pb.HistoryResponse(versions=[case_view(v) for v in versions.case_history(
-            self.db, caller(context), request.case_id)])
+            self.db, self.caller(context), request.case_id)])
 
     def Compare(self, request: pb.CompareRequest, context: grpc.ServicerContext) -> pb.CompareResponse:
-        diff = versions.diff_versions(self.db, caller(context), request.case_id, request.from_version,
+        diff = versions.diff_versions(self.db, self.caller(context), request.case_id, request.from_version,
                                       request.to_version)
         return pb.CompareResponse(
             case_id=diff["case_id"], from_version=diff["from_version"], to_version=diff["to_version"],
@@ -76,7 +89,7 @@ class CasesServicer(pb_grpc.CasesServicer):
             media_kept=diff["media_kept"])
 
     def EmergencyOpen(self, request: pb.EmergencyOpenRequest, context: grpc.ServicerContext) -> pb.CaseView:
-        return case_view(show_case(self.db, caller(context), request.case_id, version=request.version or None,
+        return case_view(show_case(self.db, self.caller(context), request.case_id, version=request.version or None,
                                    emergency_reason=request.reason))
 
 

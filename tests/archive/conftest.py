@@ -7,7 +7,8 @@
     archive_db_url   a database for the whole test session, on db_backend
     fresh_db_url     an empty database for one test, on db_backend
     fresh_blobs_url  an empty blob store for one test, on blob_backend
-    running_archive  a serve process on archive_db_url (session): .address, .data, .db, .blobs
+    running_archive  a serve process on archive_db_url (session): .address, .http_address, .data,
+                     .db, .blobs
     stub             an Ingest stub connected to running_archive
     archive_db       a Database on archive_db_url, to look inside from a test
     archive_store    the BlobStore running_archive writes to, to look inside
@@ -93,7 +94,7 @@ def running_archive(
     # The region's reserve numbers (Region Stockholm's format) are accepted as
     # patient ids; S3's smallest part, so that resume tests cross parts cheaply.
     config.write_text(f'[identity]\nreserve_formats = ["sll"]\n\n[blobs]\npart_size_mib = {S3_PART >> 20}\n')
-    proc = ArchiveProcess(data=data, db=archive_db_url, blobs=blobs,
+    proc = ArchiveProcess(data=data, db=archive_db_url, blobs=blobs, http="127.0.0.1:0",
                           extra_args=("--config", str(config))).start()
     try:
         yield proc

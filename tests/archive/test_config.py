@@ -23,8 +23,14 @@ def test_the_example_names_every_key_and_gives_the_defaults():
         if field.startswith("blobs_"):  # the [blobs] table
             key = "url" if field == "blobs_url" else field.removeprefix("blobs_")
             assert re.search(rf"^{key} = ", blobs, re.M), f"[blobs] {key} is not in the example"
-        elif field not in ("tls", "audit_syslog"):  # tables: [tls], [audit]
+        elif field not in ("tls", "audit_syslog", "login", "oidc"):  # tables: [tls], [audit], [login], [oidc]
             assert re.search(rf"^#? ?{field} = ", text, re.M), f"{field} is not in the example"
+    login = text[text.index("\n[login]\n"):text.index("\n[oidc]\n")]
+    for field in config.LoginConfig.__dataclass_fields__:
+        assert re.search(rf"^{field} = ", login, re.M), f"[login] {field} is not in the example"
+    oidc = text[text.index("\n[oidc]\n"):]
+    for field in config.OidcConfig.__dataclass_fields__:
+        assert re.search(rf"^# {field}(_file)? = ", oidc, re.M), f"[oidc] {field} is not in the example"
     for field in config.TlsConfig.__dataclass_fields__:
         assert re.search(rf"^# {field} = ", text, re.M)
     assert re.search(r"^\[audit\]\n(#.*\n)*#? ?syslog = ", text, re.M), "[audit] syslog is not in the example"
@@ -39,7 +45,14 @@ def test_bad_values_name_the_key(tmp_path):
                       ('max_workers = "8"', "max_workers must be int"),
                       ('[blobs]\npart_size_mib = 4', "part_size_mib"), ('[blobs]\nbucket = "x"', "bucket"),
                       ('[blobs]\naddressing_style = "sideways"', "addressing_style"),
-                      ('blobs_url = "/a"\n[blobs]\nurl = "/b"', "blobs_url")):
+                      ('blobs_url = "/a"\n[blobs]\nurl = "/b"', "blobs_url"),
+                      ('[login]\ncooldown_s = 0', "login.cooldown_s"), ('[login]\nlockout = 1', "lockout"),
+                      ('[oidc]\nissuer = "https://idp.example"', r"\[oidc\] needs client_id, redirect_url"),
+                      ('[oidc]\nissuer = "http://idp.example"\nclient_id = "a"\nclient_secret = "s"\n'
+                       'redirect_url = "https://archive.example/auth/oidc/callback"', "oidc.issuer must be an https"),
+                      ('[oidc]\nissuer = "https://idp.example"\nclient_id = "a"\nclient_secret = "s"\n'
+                       'redirect_url = "https://a.example/cb"\nscopes = ["profile"]', "openid"),
+                      ('http_trusted_proxies = "10.0.0.1"', "http_trusted_proxies")):
         f = tmp_path / "a.toml"
         f.write_text(body + "\n")
         with pytest.raises(ConfigError, match=key):

@@ -1,7 +1,8 @@
 """A real ``bildsluss-archive serve`` process on a free loopback port.
 
 Used by the end-to-end tests and the README demo. The server prints
-``listening on HOST:PORT`` once it accepts calls; we wait for that line.
+``listening on HOST:PORT`` once it accepts calls, and with ``http=`` then
+``http listening on HOST:PORT`` for its HTTPS endpoint; we wait for both.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import time
 
-_READY = re.compile(r"listening on (\S+:\d+)")
+_READY = re.compile(r"^listening on (\S+:\d+)")
+_HTTP_READY = re.compile(r"^http listening on (\S+:\d+)")
 
 
 class ArchiveProcess:
@@ -27,6 +29,8 @@ class ArchiveProcess:
         env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
         listen: str = "127.0.0.1:0",
+        http: str | None = None,
+        insecure: bool = True,
         ready_timeout_s: float = 30.0,
     ) -> None:
         self.data = data
@@ -35,6 +39,9 @@ class ArchiveProcess:
         self.env = env or {}
         self.extra_args = extra_args
         self.listen = listen
+        self.http = http
+        self.insecure = insecure
+        self.http_address: str | None = None
         self.ready_timeout_s = ready_timeout_s
         self.address: str | None = None
         self.proc: subprocess.Popen | None = None
@@ -43,7 +50,9 @@ class ArchiveProcess:
     def start(self) -> "ArchiveProcess":
         self.data.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "archive_server.cli", "serve", "--data", str(self.data),
-               "--listen", self.listen, "--insecure", *self.extra_args]
+               "--listen", self.listen, *(["--insecure"] if self.insecure else []), *self.extra_args]
+        if self.http:
+            cmd += ["--http", self.http]
         if self.db:
             cmd += ["--db", self.db]
         if self.blobs:
@@ -62,9 +71,17 @@ class ArchiveProcess:
             if sel.select(timeout=0.1):
                 line = self.proc.stdout.readline()
                 seen += line
-                match = _READY.search(line.decode(errors="replace"))
-                if match:
+                text = line.decode(errors="replace")
+                if match := _READY.search(text):
                     self.address = match.group(1)
+                    if self.http:
+                        # Printed right after, possibly already in the pipe's
+                        # buffer, where select() would not see it.
+                        text = self.proc.stdout.readline().decode(errors="replace")
+                        seen += text.encode()
+                if match := _HTTP_READY.search(text):
+                    self.http_address = match.group(1)
+                if self.address and (self.http is None or self.http_address):
                     return self
         self.stop()
         raise RuntimeError(
