@@ -556,8 +556,9 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress: Card
                   resume: Resume | None = None) -> IngestOutcome:
     """One camera from DeviceInfo to delete; returns the pipeline's IngestOutcome.
 
-    ``progress`` and ``resume`` are the pipeline's (the daemon's journal): the download folder holds the camera's files under the camera's
-    own paths, so an interrupted run's journal applies to it as to a card.
+    ``progress`` and ``resume`` are the pipeline's (the daemon's journal): the
+    download folder holds the camera's files under the camera's own paths, so an
+    interrupted run's journal applies to it as to a card.
     Raises :class:`CameraNotFound` when no camera answers at the port at the start.
     """
     from agent.card import pipeline
