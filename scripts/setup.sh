@@ -22,6 +22,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The unprivileged user the agent's card parsers run as (agent/card/sandbox.py; the
+# bildsluss-agent package creates it through sysusers.d).
+if [ "$(id -u)" -eq 0 ] && ! getent passwd bildsluss-parse >/dev/null; then
+  echo "setup: creating the system user bildsluss-parse" >&2
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bildsluss-parse
+fi
+
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup: Python 3.11 or newer is needed ($PYTHON is $("$PYTHON" --version))" >&2; exit 2; }
