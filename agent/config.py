@@ -310,7 +310,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
     if "mode" in agent:
         kwargs["mode"] = parse_mode(agent["mode"])
     if "spool_dir" in agent:
-        kwargs["spool_dir"] = pathlib.Path(agent["spool_dir"]).expanduser()
+        kwargs["spool_dir"] = _path(agent["spool_dir"], f"{source}: [agent] spool_dir")
     identity = dict(_table(data, "identity", source))
     if "budget_s" in identity:
         kwargs["identify_budget_s"] = float(identity.pop("budget_s"))
@@ -322,6 +322,17 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
     return AgentConfig(**kwargs)
 
 
+def _path(value: str, where: str) -> pathlib.Path:
+    """A configured path, ``~`` and ``~user`` expanded; a user this machine does not
+    know (found by fuzzing: it raised RuntimeError) or a NUL byte is a config error."""
+    if "\x00" in value:
+        raise ConfigError(f"{where}: a path cannot contain a NUL character")
+    try:
+        return pathlib.Path(value).expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{where}: {value!r} names a home folder this computer does not know") from None
+
+
 _DAEMON_PATHS = {k for k, t in SCHEMA["daemon"].items() if t == "path"} - {"loop_backing_dir"}
 
 
@@ -330,7 +341,7 @@ def _daemon_from_dict(table: dict[str, Any], source: str) -> DaemonConfig:
     for key, value in table.items():
         kind = SCHEMA["daemon"][key]
         if key in _DAEMON_PATHS:
-            values[key] = pathlib.Path(value).expanduser()
+            values[key] = _path(value, f"{source}: [daemon] {key}")
         elif kind == "number":
             values[key] = float(value)
         elif key == "workers" and value < 1:

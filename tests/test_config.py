@@ -143,3 +143,14 @@ def test_ingest_help_says_where_the_default_mode_comes_from(tmp_path, capsys):
     path = tmp_path / "agent.toml"
     path.write_text('[agent]\nmode = "assault"\n')
     assert config.load(path).mode is Mode.ASSAULT
+
+
+def test_a_home_folder_of_an_unknown_user_is_a_config_error_not_a_crash(tmp_path):
+    """Found by fuzzing (issue 13): ``~nosuchuser/...`` made pathlib raise RuntimeError."""
+    from agent.config import ConfigError, from_dict
+
+    for table, key in (("agent", "spool_dir"), ("daemon", "state_dir")):
+        with pytest.raises(ConfigError, match=f"{key}.*home folder"):
+            from_dict({table: {key: "~no-such-bildsluss-user/spool"}})
+    with pytest.raises(ConfigError, match="NUL"):
+        from_dict({"daemon": {"mount_root": "/run/x\x00y"}})
