@@ -279,8 +279,9 @@ def test_expect_matching_mismatching_and_expired_ultrasound_cards(
         daemon.stop()
     assert [(c["state"], c["reason"]) for c in cards] == [
         ("done", None), ("refused", "EXPECTED_PATIENT_MISMATCH"), ("refused", "EHR_CONTEXT_EXPIRED")]
-    assert [c["expect"] for c in cards] == [US.replace("-", ""), US_OTHER.replace("-", ""),
-                                            US.replace("-", "")]
+    # Each card took the context waiting for it (the outcomes above say which); the
+    # journal keeps the expected number only while a card is open (issue 13).
+    assert [c["expect"] for c in cards] == [None, None, None]
     assert not list(match.rglob("*.JPG")), "the matching card is wiped"
     assert snapshot(wrong) == before_wrong and snapshot(late) == before_late
     (case,) = cases(archive, US.replace("-", ""))
