@@ -93,23 +93,29 @@ def test_db_current_and_upgrade_commands(fresh_db_url, capsys):
     assert '"at_head": true' in capsys.readouterr().out
 
 
-def test_concurrent_upgrades_in_threads_all_succeed(fresh_db_url):
-    dbs = [Database(fresh_db_url) for _ in range(4)]
-    barrier = threading.Barrier(len(dbs))
+def together(calls: list) -> list[BaseException]:
+    """Run the calls in threads released at the same moment; their errors."""
+    barrier = threading.Barrier(len(calls))
     errors: list[BaseException] = []
 
-    def run(db: Database) -> None:
+    def run(call) -> None:
         barrier.wait()
         try:
-            db.upgrade_schema()
-        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            call()
+        except BaseException as e:  # noqa: BLE001 - collected and asserted by the caller
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(db,)) for db in dbs]
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return errors
+
+
+def test_concurrent_upgrades_in_threads_all_succeed(fresh_db_url):
+    dbs = [Database(fresh_db_url) for _ in range(4)]
+    errors = together([db.upgrade_schema for db in dbs])
     for db in dbs:
         db.dispose()
     assert errors == []
@@ -120,24 +126,8 @@ def test_two_serve_processes_starting_together_on_an_empty_database_both_come_up
     # Issue 13: on PostgreSQL one of two archives starting at once failed to
     # create the schema (3 of 3 tries) before migrations ran under a lock.
     procs = [ArchiveProcess(tmp_path / f"a{i}" / "data", db=fresh_db_url) for i in range(2)]
-    started: list[ArchiveProcess] = []
-    failures: list[BaseException] = []
-    barrier = threading.Barrier(2)
-
-    def start(p: ArchiveProcess) -> None:
-        barrier.wait()
-        try:
-            started.append(p.start())
-        except BaseException as e:  # noqa: BLE001
-            failures.append(e)
-
-    threads = [threading.Thread(target=start, args=(p,)) for p in procs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
     try:
-        assert failures == [] and len(started) == 2
+        assert together([p.start for p in procs]) == []
     finally:
         for p in procs:
             p.stop()
