@@ -439,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     c.add_argument("--chart", default=str(ROOT / "docs" / "archive-growth.png"))
     args = parser.parse_args(argv)
     if args.what == "chart":
-        chart(json.loads(args.output.read_text().strip().splitlines()[-1])["steps"], pathlib.Path(args.chart))
+        last = [line for line in args.output.read_text().splitlines() if line.startswith('{"steps"')][-1]
+        chart(json.loads(last)["steps"], pathlib.Path(args.chart))
         return
     print(f"archive_load {args.what}: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} CPUs, {load()}", flush=True)
