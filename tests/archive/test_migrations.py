@@ -125,7 +125,8 @@ def test_concurrent_upgrades_in_threads_all_succeed(fresh_db_url):
 def test_two_serve_processes_starting_together_on_an_empty_database_both_come_up(fresh_db_url, tmp_path):
     # Issue 13: on PostgreSQL one of two archives starting at once failed to
     # create the schema (3 of 3 tries) before migrations ran under a lock.
-    procs = [ArchiveProcess(tmp_path / f"a{i}" / "data", db=fresh_db_url) for i in range(2)]
+    # Generous start-up time: two processes importing at once on a busy machine.
+    procs = [ArchiveProcess(tmp_path / f"a{i}" / "data", db=fresh_db_url, ready_timeout_s=180) for i in range(2)]
     try:
         assert together([p.start for p in procs]) == []
     finally:

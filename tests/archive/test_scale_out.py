@@ -72,14 +72,16 @@ def region(tmp_path: pathlib.Path, s3_server) -> Iterator[Region]:
     config.write_text(f"[blobs]\npart_size_mib = {PART >> 20}\n")
     with temp_database("postgresql", tmp_path / "db") as db:
         blobs = s3_server.fresh_url()
-        procs = [ArchiveProcess(tmp_path / name / "data", db=db, blobs=blobs,
+        # Generous start-up time: two Python processes starting at once on a
+        # busy 2-core machine take tens of seconds to import and migrate.
+        procs = [ArchiveProcess(tmp_path / name / "data", db=db, blobs=blobs, ready_timeout_s=180,
                                 extra_args=("--config", str(config), "--log-level", "debug"))
                  for name in ("a", "b")]
         started = []
         try:
             for p in procs:  # started together: both migrate-or-wait under the lock
                 threading.Thread(target=lambda p=p: started.append(p.start())).start()
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 200
             while len(started) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert len(started) == 2, "both archive processes must come up"
