@@ -59,7 +59,10 @@ build_package() {
   echo "build-deb: $name: virtual environment with bildsluss[$extra]" >&2
   mkdir -p "$pkgdir"
   "$pyexe" -m venv "$stage"
-  "$stage/bin/pip" install -q --disable-pip-version-check --no-compile "$wheel[$extra]" >&2
+  # The locked dependencies, each file checked against its hash; then the wheel alone.
+  "$stage/bin/pip" install -q --disable-pip-version-check --no-compile --require-hashes \
+    -r "$root/requirements/$extra.lock" >&2
+  "$stage/bin/pip" install -q --disable-pip-version-check --no-compile --no-deps "$wheel" >&2
   # The installer's own tools are not needed at run time.
   "$stage/bin/pip" uninstall -q -y pip setuptools >&2 2>/dev/null || "$stage/bin/python" -m pip uninstall -q -y pip >&2
   # A virtual environment records where it was made: point it at where dpkg puts it.

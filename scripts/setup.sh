@@ -37,9 +37,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.bildsluss-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the package and its dependencies into .venv" >&2
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/test.lock -nt "$stamp" ]; then
+  # Every dependency exactly as locked, each file checked against its SHA-256
+  # (requirements/test.lock, made by scripts/lock.sh); then the package itself, which
+  # brings nothing more (--no-deps) and is built by the locked setuptools.
+  echo "setup: installing the locked dependencies and the package into .venv" >&2
+  .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements/test.lock
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/bildsluss-agent, .venv/bin/bildsluss-archive)" >&2
