@@ -31,7 +31,10 @@ class ArchiveProcess:
         listen: str = "127.0.0.1:0",
         http: str | None = None,
         insecure: bool = True,
-        ready_timeout_s: float = 30.0,
+        # Generous: on a loaded 2-core CI machine a PostgreSQL + S3 archive takes
+        # tens of seconds to migrate, check its store and bind; a healthy start
+        # returns as soon as it prints.
+        ready_timeout_s: float = 90.0,
     ) -> None:
         self.data = data
         self.db = db
