@@ -30,6 +30,7 @@ from archive_server.models import (
     IngestSession,
     MediaItem,
     Role,
+    SessionBlob,
     User,
     utcnow,
 )
@@ -268,6 +269,8 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         media_rows = s.execute(sa.delete(MediaItem).where(MediaItem.case_version_id.in_(version_ids))).rowcount
         s.execute(sa.delete(Consent).where(Consent.case_id == case_id))
         s.execute(sa.delete(CaseVersion).where(CaseVersion.case_id == case_id))
+        s.execute(sa.delete(SessionBlob).where(SessionBlob.session_id.in_(
+            sa.select(IngestSession.session_id).where(IngestSession.case_id == case_id))))
         s.execute(sa.delete(IngestSession).where(IngestSession.case_id == case_id))
         s.execute(sa.delete(Case).where(Case.id == case_id))
         still_used = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.blob_sha256.in_(shas))))

@@ -11,6 +11,13 @@ capture PCs, stored so that operations sees every agent (R21).
   :mod:`archive_server.interceptor` maps the errors to status codes.
 * :func:`list_agents` is what ``bildsluss-archive agents --json`` prints.
 
+On a TLS archive a heartbeat is accepted only from the certificate bound to
+its agent id and department (:class:`~archive_server.agentcerts.AgentCaller`):
+one agent cannot speak for another, nor move itself to another department.
+The interval an agent asks for is capped at ``MAX_INTERVAL_S``, so that a
+dead agent is reported silent within ``ALIVE_INTERVALS`` x 5 minutes however
+long an interval a (bad or malicious) heartbeat asked for.
+
 Heartbeats never carry patient numbers. As a second line, every text field
 that holds something shaped like one is stored with it masked (and a warning
 logged), so that an agent bug cannot leak a number into the operations view;
@@ -30,7 +37,8 @@ from sqlalchemy import exc
 from sqlalchemy.orm import Session
 
 from archive_server import validation as v
-from archive_server.errors import InvalidArgument
+from archive_server.agentcerts import AgentCaller
+from archive_server.errors import AgentUnauthenticated, InvalidArgument
 from archive_server.models import Agent, AgentRefusal, AgentStatus, Department, utcnow
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from bildsluss.v1 import agents_pb2 as pb
@@ -40,9 +48,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The archive never asks for heartbeats more often than this.
+# The interval the archive keeps to (and tells the agent to keep): what the
+# agent asked for, at least MIN and at most MAX. At most 5 minutes, so that an
+# agent that dies is shown silent within 15 minutes (ALIVE_INTERVALS x MAX).
 MIN_INTERVAL_S = 1.0
-MAX_INTERVAL_S = 3600.0
+MAX_INTERVAL_S = 300.0
 # An agent is alive while its last heartbeat is at most this many intervals old.
 ALIVE_INTERVALS = 3
 MAX_ITEMS = 50
@@ -64,43 +74,50 @@ class AgentRegistryCore:
     """Heartbeat handling without gRPC: protocol messages in and out."""
 
     def __init__(self, db: "Database", department_for: DepartmentLookup,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
-        # ``department_for`` is the ingest service's department rule (known, or
-        # registered automatically when the archive accepts unknown ones), so a
-        # heartbeat is held to exactly the same rule as an OpenSession.
+                 clock: Callable[[], dt.datetime] = utcnow, *, tls: bool = False) -> None:
+        # ``department_for`` is the ingest service's department rule for a
+        # plaintext (development) archive (known, or registered automatically),
+        # so a heartbeat there is held to exactly the same rule as an
+        # OpenSession. On TLS (``tls``) the department is the certificate's.
         self.db = db
         self._department_for = department_for
         self._clock = clock
+        self._tls = tls
 
-    def heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+    def heartbeat(self, request: pb.HeartbeatRequest, caller: AgentCaller | None = None) -> pb.HeartbeatResponse:
+        """``caller``: the certificate's agent (TLS); None on a plaintext archive."""
         _validate(request)
+        if caller is None and self._tls:
+            raise AgentUnauthenticated("NO_CLIENT_CERTIFICATE", "no client certificate identified the agent")
+        if caller is not None:
+            caller.check_claims(request.agent_id, request.department_hsa_id)
         for attempt in range(3):
             try:
-                now = self._store(request)
+                now = self._store(request, caller)
                 break
             except exc.IntegrityError:
                 # Two heartbeats of a new agent raced; the loser retries and updates.
                 if attempt == 2:
                     raise
-        interval = max(MIN_INTERVAL_S, request.interval_s)
-        response = pb.HeartbeatResponse(next_interval_s=interval)
+        response = pb.HeartbeatResponse(next_interval_s=bounded_interval(request.interval_s))
         response.server_time.FromDatetime(now)
         return response
 
-    def _store(self, r: pb.HeartbeatRequest) -> dt.datetime:
+    def _store(self, r: pb.HeartbeatRequest, caller: AgentCaller | None) -> dt.datetime:
         now = self._clock()
         with self.db.write() as s:
-            department = self._department_for(s, r.department_hsa_id, f"agent:{r.agent_id}")
+            department_id = (caller.department_id if caller is not None else
+                             self._department_for(s, r.department_hsa_id, f"agent:{r.agent_id}").id)
             agent = s.get(Agent, r.agent_id)
             if agent is None:
-                agent = Agent(agent_id=r.agent_id, department_id=department.id, version=r.agent_version,
+                agent = Agent(agent_id=r.agent_id, department_id=department_id, version=r.agent_version,
                               first_seen=now, last_seen=now)
                 s.add(agent)
             else:
-                if agent.department_id not in (None, department.id):
+                if agent.department_id not in (None, department_id):
                     log.warning("agent reports another department than before", extra={
                         "agent_id": r.agent_id, "department": r.department_hsa_id})
-                agent.department_id = department.id
+                agent.department_id = department_id
                 agent.version = r.agent_version
                 agent.last_seen = now
             s.flush()
@@ -114,7 +131,7 @@ class AgentRegistryCore:
             status.counts = {name: getattr(r.counts, name) for name in _COUNT_FIELDS}
             status.last_error = _error_json(r.last_error, r.agent_id) if r.HasField("last_error") else None
             status.in_progress = [_card_json(c, r.agent_id) for c in r.in_progress]
-            status.interval_s = max(MIN_INTERVAL_S, r.interval_s)  # the interval the agent is told to keep
+            status.interval_s = bounded_interval(r.interval_s)  # the interval the agent is told to keep
             status.archive_reachable = r.archive_reachable
             status.started_at = r.started_at.ToDatetime(dt.timezone.utc) if r.HasField("started_at") else None
             status.last_heartbeat = now
@@ -157,13 +174,17 @@ class AgentRegistryCore:
 # -- validation --------------------------------------------------------------------
 
 
+def bounded_interval(requested: float) -> float:
+    return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, requested))
+
+
 def _validate(r: pb.HeartbeatRequest) -> None:
     v.agent_id(r.agent_id)
     v.hsa_id(r.department_hsa_id)
     _text(r.host, "host", 255)
     _text(r.agent_version, "agent_version", 64)
-    if not (math.isfinite(r.interval_s) and 0 < r.interval_s <= MAX_INTERVAL_S):
-        raise InvalidArgument(f"interval_s must be > 0 and at most {MAX_INTERVAL_S:g}, got {r.interval_s}")
+    if not (math.isfinite(r.interval_s) and r.interval_s > 0):
+        raise InvalidArgument(f"interval_s must be a number of seconds > 0, got {r.interval_s}")
     if r.state not in _STATES:
         raise InvalidArgument(f"state must be one of {', '.join(_STATES.values())}, got {r.state}")
     for name, items in (("refused", r.refused), ("in_progress", r.in_progress)):
@@ -290,4 +311,5 @@ def _alive(status: AgentStatus, now: dt.datetime) -> bool:
     last = status.last_heartbeat
     if last.tzinfo is None:
         last = last.replace(tzinfo=dt.timezone.utc)
-    return (now - last).total_seconds() <= ALIVE_INTERVALS * status.interval_s
+    # Bounded again here: a row stored before the cap must not keep a dead agent "alive".
+    return (now - last).total_seconds() <= ALIVE_INTERVALS * bounded_interval(status.interval_s)

@@ -5,10 +5,12 @@
     case         show, sign, revise, history, diff, print, consent, teaching-copy (R13, R14, R17, R18, R20)
     export       write a case's media files into a directory
     purge        delete a case for good under a decision (R19)
-    admin        departments, rights, roles, users, forms, confidential patients (R13, R15-R17)
+    admin        departments, rights, roles, users, agents' certificates, forms, confidential
+                 patients (R13, R15-R17, issue 10)
     departments  add / list departments (R15; same as `admin department`)
     audit        verify the hash chain, list events, reports for log operators (R18)
     agents       the capture-PC agents and their last heartbeat (R21)
+    pki          optional private CA: init, issue-agent (small sites, the demo; issue 10)
 
 ``--as USER`` names who acts; every command then goes through the one
 authorization check (``authz``) and is audited under that user. Without
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision", required=True, metavar="REF", help="the decision the purge follows")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("admin", help="departments, rights, roles, users, forms, confidential patients")
+    p = sub.add_parser("admin", help="departments, rights, roles, users, agents, forms, confidential patients")
     asub = p.add_subparsers(dest="area", required=True)
     d = asub.add_parser("department", help="departments (R15)")
     dsub = d.add_subparsers(dest="action", required=True)
@@ -201,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("user", metavar="USER")
     a = _leaf(dsub, "logout", "end every session of a user (lost device, person left)")
     a.add_argument("user", metavar="USER")
+    d = asub.add_parser("agent", help="capture-PC agents' certificates (issue 10)")
+    dsub = d.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "add", "bind an agent's certificate to its id and department (again: replace it)")
+    a.add_argument("agent_id", metavar="AGENT_ID")
+    a.add_argument("--department", required=True, metavar="HSA-ID")
+    a.add_argument("--cert", required=True, type=pathlib.Path, metavar="AGENT.pem",
+                   help="the agent's certificate (PEM or DER), issued by the CA given to serve --client-ca")
+    a = _leaf(dsub, "revoke", "refuse every further call of the agent's certificate")
+    a.add_argument("agent_id", metavar="AGENT_ID")
+    a = _leaf(dsub, "list", "bound agents: id, department, fingerprint, revoked, last seen")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
     a = _leaf(asub, "confidential", "mark a patient's cases confidential, or lift it (R17)")
     a.add_argument("patient", metavar="ID", help="the patient's number")
     a.add_argument("state", choices=["on", "off"])
@@ -254,6 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="one JSON object")
     a = _leaf(dsub, "current", "the database's schema revision and this release's", as_option=False)
     a.add_argument("--json", action="store_true", help="one JSON object")
+
+    p = sub.add_parser("pki", help="a private CA for small sites and demos (optional; issue 10)")
+    dsub = p.add_subparsers(dest="action", required=True)
+    a = _leaf(dsub, "init", "make a CA and the archive's server certificate (in DATA/pki unless --dir)",
+              as_option=False)
+    a.add_argument("--dir", type=pathlib.Path, metavar="DIR", help="where the CA lives (default DATA/pki)")
+    a.add_argument("--host", action="append", default=[], metavar="NAME",
+                   help="a name or address agents reach the archive by (repeatable; default: this "
+                        "machine's name and loopback)")
+    a = _leaf(dsub, "issue-agent", "sign an agent's client certificate with the private CA", as_option=False)
+    a.add_argument("agent_id", metavar="AGENT_ID")
+    a.add_argument("--dir", type=pathlib.Path, metavar="DIR", help="where the CA lives (default DATA/pki)")
+    a.add_argument("--out", type=pathlib.Path, metavar="DIR", help="where AGENT_ID.crt (and .key) go "
+                                                                   "(default: the CA's agents/ folder)")
+    a.add_argument("--csr", type=pathlib.Path, metavar="FILE",
+                   help="sign this request made on the capture PC (its key never leaves it) instead of "
+                        "making a key pair here")
 
     # Agent registry (R21; helper C2's block): what the heartbeats say.
     p = sub.add_parser("agents", help="list the capture-PC agents and their last heartbeat")
@@ -531,6 +561,8 @@ def cmd_admin(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
         print(f"{result['sessions_ended']} session(s) of {result['user']} ended")
     elif args.area == "user":
         _print_rows(admin.list_users(db, who), args.json, ("user", "department", "role"))
+    elif args.area == "agent":
+        return _agents_admin(db, who, args)
     elif args.area == "confidential":
         result = admin.set_confidential(db, who, normalise_patient(args.patient, cfg.reserve_formats), args.state == "on")
         print(f"patient {'marked confidential' if args.state == 'on' else 'no longer confidential'}: "
@@ -540,6 +572,25 @@ def cmd_admin(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
         print(f"form {result['form']} added with {len(result['fields'])} field(s)")
     elif args.area == "form":
         _print_rows(admin.list_forms(db, who), args.json, ("form", "title"))
+    return 0
+
+
+def _agents_admin(db: Database, who: Principal, args: argparse.Namespace) -> int:
+    from archive_server import agentcerts
+
+    if args.action == "add":
+        try:
+            certificate = args.cert.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read --cert {args.cert}: {e.strerror}") from None
+        what = agentcerts.bind_agent(db, who, args.agent_id, args.department, certificate)
+        print(f"agent {args.agent_id} in {args.department}: certificate {what}")
+    elif args.action == "revoke":
+        what = agentcerts.revoke_agent(db, who, args.agent_id)
+        print(f"agent {args.agent_id}: {'revoked' if what == 'revoked' else 'already revoked'}")
+    else:
+        _print_rows(agentcerts.list_bindings(db, who), args.json,
+                    ("agent_id", "department", "fingerprint", "revoked", "last_seen"))
     return 0
 
 
@@ -576,6 +627,30 @@ def cmd_audit(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
         return 0
     print(f"{PROG}: audit chain BROKEN at event {check.first_bad_seq}: {check.reason}", file=sys.stderr)
     return 1
+
+
+def cmd_pki(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
+    from archive_server import pki
+
+    folder = args.dir or cfg.data_dir / "pki"
+    if args.action == "init":
+        made = pki.init(folder, args.host or None)
+        print(f"CA and server certificate made in {folder}:")
+        print(f"  serve --tls-cert {made['server_cert']} --tls-key {made['server_key']} --client-ca {made['ca']}")
+        print(f"  agents: --tls-ca {made['ca']}")
+        return 0
+    csr = None
+    if args.csr is not None:
+        try:
+            csr = args.csr.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read --csr {args.csr}: {e.strerror}") from None
+    issued = pki.issue_agent(folder, args.agent_id, args.out or folder / "agents", csr=csr)
+    print(f"certificate of agent {args.agent_id}: {issued.certificate} (SHA-256 {issued.fingerprint})")
+    if issued.key is not None:
+        print(f"its private key: {issued.key} (copy it to the capture PC only, mode 0600, then delete it here)")
+    print(f"bind it: {PROG} admin agent add {args.agent_id} --department HSA-ID --cert {issued.certificate}")
+    return 0
 
 
 def cmd_agents(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
@@ -619,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_audit(cfg, args)
         if args.command == "agents":
             return cmd_agents(cfg, args)
+        if args.command == "pki":
+            return cmd_pki(cfg, args)
         if args.command == "db":
             return cmd_db(cfg, args)
         if args.command == "fsck":

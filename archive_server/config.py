@@ -104,7 +104,11 @@ class ArchiveConfig:
     blobs_profile: str | None = None
     insecure: bool = False
     tls: TlsConfig = TlsConfig()
-    accept_unknown_departments: bool = True
+    # Register a department an agent names on first use. Plaintext (development)
+    # archives only, where it defaults to true; on a TLS archive departments
+    # come from the certificates' bindings, never from a request, and setting
+    # it true there is a configuration error. None: the default.
+    accept_unknown_departments: bool | None = None
     max_blob_bytes: int = 16 << 30
     max_message_bytes: int = 8 << 20
     max_workers: int = 32
@@ -122,6 +126,10 @@ class ArchiveConfig:
     # [audit] syslog: also send every audit event as RFC 5424 syslog (IHE ATNA
     # style) to udp://host:port, tcp://host:port or unix:///dev/log; None: the database only.
     audit_syslog: str | None = None
+
+    @property
+    def registers_unknown_departments(self) -> bool:
+        return not self.tls.enabled and self.accept_unknown_departments is not False
 
     @property
     def effective_db_url(self) -> str:
@@ -224,6 +232,11 @@ def validate(config: ArchiveConfig, source: str = "configuration") -> None:
         raise ConfigError(f"{source}: blobs.part_size_mib must be at least 5 (S3's smallest part)")
     if config.blobs_addressing_style not in ("path", "virtual", "auto"):
         raise ConfigError(f"{source}: blobs.addressing_style must be path, virtual or auto")
+    if config.tls.enabled and config.accept_unknown_departments:
+        raise ConfigError(
+            f"{source}: accept_unknown_departments = true cannot apply to a TLS archive: there an agent's "
+            "department is the one its certificate is bound to (admin agent add), never one it names; "
+            "register departments with `admin department add` and remove the key")
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{source}: log_level must be debug, info, warning or error")
 

@@ -71,3 +71,29 @@ class Unavailable(ArchiveError):
 
 class ConfigError(Exception):
     """The configuration file or a flag is wrong; the message names the key."""
+
+
+class AgentRefused(ArchiveError):
+    """An agent's call refused on its certificate (issue 10). ``reason`` is a
+    stable code, ``audit`` what the refusal's audit event records (the
+    certificate's fingerprint, what the request claimed). The agent reports
+    ARCHIVE_REJECTED and leaves the card; IT fixes the binding or the agent's
+    configuration (docs/security.md)."""
+
+    def __init__(self, reason: str, message: str, **audit: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.audit = audit
+
+
+class AgentUnauthenticated(AgentRefused):
+    """The certificate names no agent: none presented, not bound, or revoked."""
+
+    code = "UNAUTHENTICATED"
+
+
+class AgentNotPermitted(AgentRefused):
+    """The certificate's agent asked for what is not its own: another agent
+    id, another department, another agent's session."""
+
+    code = "PERMISSION_DENIED"

@@ -1,10 +1,20 @@
 """The ingest exchange (protos/bildsluss/v1/ingest.proto), without gRPC.
 
 :class:`IngestCore` takes and returns the protocol's messages (plain data) and
-raises the domain errors of ``errors.py``; the servicer in ``service.py`` only
-forwards to it, and one interceptor there maps the errors to status codes.
+raises the domain errors of ``errors.py``; the servicer
+(``services/ingest.py``) only forwards to it, with the caller its certificate
+names (``agentcerts.AgentGate``), and one interceptor maps the errors to
+status codes.
 
 Invariants kept here:
+* on a TLS archive the agent and department are the certificate's
+  (:class:`~archive_server.agentcerts.AgentCaller`): a request naming others,
+  or touching another agent's session, is refused; departments are never
+  registered by an ingest there;
+* dedup never crosses a department: a blob's bytes may be skipped only when
+  the session's department holds it in a case, or the session itself sent
+  them (``session_blobs``); CommitSession checks the same, so quoting another
+  department's sha256 never attaches its image;
 * a ``blobs`` row exists only for bytes that were made durable and verified
   under their content-addressed name (the blob store's ``commit``), and a
   blob counts as stored only while the store still has it (``blobs.py``);
@@ -28,12 +38,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from archive_server import validation as v
+from archive_server.agentcerts import AgentCaller
 from archive_server.audit import append_audit
 from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.config import ArchiveConfig
 from archive_server.db import Database, retry_on_conflict
 from archive_server.errors import (
+    AgentUnauthenticated,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -50,6 +62,7 @@ from archive_server.models import (
     Department,
     IngestSession,
     MediaItem,
+    SessionBlob,
     utcnow,
 )
 from bildsluss.v1 import ingest_pb2 as pb
@@ -88,6 +101,8 @@ class OpenSessionInfo:
     session_id: str
     committed: bool
     sizes: dict[str, int]  # sha256 -> size_bytes of the manifest's blobs
+    agent_id: str
+    department_id: int
 
 
 class IngestCore:
@@ -99,14 +114,26 @@ class IngestCore:
 
     # -- OpenSession ------------------------------------------------------------------
 
-    def open_session(self, request: pb.OpenSessionRequest) -> pb.OpenSessionResponse:
+    def open_session(self, request: pb.OpenSessionRequest,
+                     caller: AgentCaller | None = None) -> pb.OpenSessionResponse:
+        """``caller``: the certificate's agent (TLS); None on a plaintext
+        development archive, where the request's agent and department are taken."""
         manifest, evidence = self._validate_open(request)
+        self._trusted(caller)
+        if caller is not None:
+            caller.check_claims(request.agent_id, request.department_hsa_id)
         fingerprint = session_fingerprint(request)
-        return retry_on_conflict(lambda: self._open(request, manifest, evidence, fingerprint))
+        return retry_on_conflict(lambda: self._open(request, manifest, evidence, fingerprint, caller))
+
+    def _trusted(self, caller: AgentCaller | None) -> None:
+        # The gate yields no caller only on plaintext; never trust a request's
+        # word on a TLS archive, whatever went wrong on the way here.
+        if caller is None and self.config.tls.enabled:
+            raise AgentUnauthenticated("NO_CLIENT_CERTIFICATE", "no client certificate identified the agent")
 
     def _open(
         self, request: pb.OpenSessionRequest, manifest: list[dict[str, Any]],
-        evidence: list[dict[str, Any]], fingerprint: str,
+        evidence: list[dict[str, Any]], fingerprint: str, caller: AgentCaller | None,
     ) -> pb.OpenSessionResponse:
         now = utcnow()
         with self.db.write() as s:
@@ -123,11 +150,12 @@ class IngestCore:
                 return pb.OpenSessionResponse(
                     session_id=request.session_id, committed=existing.status == "committed"
                 )
-            department = self._department(s, request.department_hsa_id, f"agent:{request.agent_id}")
-            self._touch_agent(s, request, department.id, now)
+            department_id = (caller.department_id if caller is not None else
+                             self._department(s, request.department_hsa_id, f"agent:{request.agent_id}").id)
+            self._touch_agent(s, request, department_id, now)
             s.add(IngestSession(
                 session_id=request.session_id, agent_id=request.agent_id,
-                department_id=department.id, patient_id=request.patient_id,
+                department_id=department_id, patient_id=request.patient_id,
                 mode=MODES[request.mode], ehr_context=request.ehr_context,
                 manifest=manifest, evidence=evidence, fingerprint=fingerprint,
                 status="open", opened_at=now,
@@ -212,12 +240,13 @@ class IngestCore:
         return manifest, evidence
 
     def _department(self, s: Session, hsa_id: str, actor: str) -> Department:
+        """The request's department, on a plaintext (development) archive only."""
         department = s.execute(
             sa.select(Department).where(Department.hsa_id == hsa_id)
         ).scalar_one_or_none()
         if department is not None:
             return department
-        if not self.config.accept_unknown_departments:
+        if not self.config.registers_unknown_departments:
             raise FailedPrecondition(
                 f"department {hsa_id} is not registered in this archive "
                 "(bildsluss-archive departments add)"
@@ -243,15 +272,16 @@ class IngestCore:
 
     # -- FindMissingBlobs / QueryWriteStatus --------------------------------------
 
-    def find_missing(self, request: pb.FindMissingBlobsRequest) -> pb.FindMissingBlobsResponse:
+    def find_missing(self, request: pb.FindMissingBlobsRequest,
+                     caller: AgentCaller | None = None) -> pb.FindMissingBlobsResponse:
         v.session_id(request.session_id)
         for i, b in enumerate(request.blobs):
             v.sha256(b.sha256, f"blobs[{i}].sha256")
             v.size(b.size_bytes, f"blobs[{i}].size_bytes")
-        info = self._session_info(request.session_id)
+        info = self._session_info(request.session_id, caller)
         for b in request.blobs:
             _require_in_manifest(info, b)
-        stored = catalogue.confirmed(self.db, self.blobs, {b.sha256 for b in request.blobs})
+        stored = self._held(info, {b.sha256 for b in request.blobs})
         missing: list[pb.BlobDigest] = []
         seen: set[str] = set()
         for b in request.blobs:
@@ -260,21 +290,22 @@ class IngestCore:
                 missing.append(pb.BlobDigest(sha256=b.sha256, size_bytes=b.size_bytes))
         return pb.FindMissingBlobsResponse(missing=missing)
 
-    def query_write_status(self, request: pb.QueryWriteStatusRequest) -> pb.QueryWriteStatusResponse:
+    def query_write_status(self, request: pb.QueryWriteStatusRequest,
+                           caller: AgentCaller | None = None) -> pb.QueryWriteStatusResponse:
         v.session_id(request.session_id)
         if not request.HasField("blob"):
             raise InvalidArgument("blob is required")
         v.sha256(request.blob.sha256, "blob.sha256")
-        info = self._session_info(request.session_id)
+        info = self._session_info(request.session_id, caller)
         _require_in_manifest(info, request.blob)
-        if catalogue.confirmed(self.db, self.blobs, {request.blob.sha256}):
+        if self._held(info, {request.blob.sha256}):
             return pb.QueryWriteStatusResponse(committed_size=request.blob.size_bytes, complete=True)
         size = self.blobs.committed_size(PartialKey(request.session_id, request.blob.sha256))
         return pb.QueryWriteStatusResponse(committed_size=size, complete=False)
 
     # -- Write ------------------------------------------------------------------------
 
-    def write(self, requests: Iterator[pb.WriteRequest]) -> pb.WriteResponse:
+    def write(self, requests: Iterator[pb.WriteRequest], caller: AgentCaller | None = None) -> pb.WriteResponse:
         first = next(requests, None)
         if first is None:
             raise InvalidArgument("empty Write stream: the first message names the session and blob")
@@ -282,12 +313,16 @@ class IngestCore:
         if not first.HasField("blob"):
             raise InvalidArgument("the first Write message must carry the blob digest")
         sha, size = v.sha256(first.blob.sha256, "blob.sha256"), first.blob.size_bytes
-        info = self._session_info(first.session_id)
+        info = self._session_info(first.session_id, caller)
         if info.committed:
             raise FailedPrecondition(f"session {first.session_id} is already committed")
         _require_in_manifest(info, first.blob)
-        if catalogue.confirmed(self.db, self.blobs, {sha}) or self._adopt_stored_file(sha, size):
+        if self._held(info, {sha}):
             return pb.WriteResponse(committed_size=size, complete=True)
+        # Stored for another department, stored without a record, or not at all:
+        # the bytes are received and verified either way (committing identical
+        # bytes again changes nothing stored), and only then count as this
+        # session's. A file in the store proves nothing about who sent it.
 
         key = PartialKey(first.session_id, sha)
         message: pb.WriteRequest | None = first
@@ -315,40 +350,28 @@ class IngestCore:
                 if message.finish_write:
                     storage_key = writer.commit(sha, size)
                     catalogue.record(self.db, self.blobs, sha, size, storage_key)
+                    self._sent(key)
                     log.info("blob stored", extra={"session_id": key.session_id, "sha256": sha,
                                                    "size": size})
                     return pb.WriteResponse(committed_size=size, complete=True)
                 message = next(requests, None)
         return pb.WriteResponse(committed_size=self.blobs.committed_size(key), complete=False)
 
-    def _adopt_stored_file(self, sha: str, size: int) -> bool:
-        """A blob in the store without its record (the server stopped between the
-        store's commit and the record): verify its bytes and record it, so it
-        need not be sent again."""
-        if self.blobs.stat(sha) is None:
-            return False
-        digest = hashlib.sha256()
-        total = 0
-        try:
-            with self.blobs.open(sha) as fh:
-                while block := fh.read(1 << 20):
-                    digest.update(block)
-                    total += len(block)
-        except NotFound:  # deleted meanwhile (a purge): upload it as usual
-            return False
-        if total != size or digest.hexdigest() != sha:
-            log.error("stored blob does not match its name; it will be replaced by a new upload",
-                      extra={"sha256": sha})
-            return False
-        catalogue.record(self.db, self.blobs, sha, size, self.blobs.storage_key(sha))
-        log.warning("adopted a stored blob that had no record", extra={"sha256": sha})
-        return True
+    def _sent(self, key: PartialKey) -> None:
+        """Record that this session sent (and the store verified) the blob's bytes."""
+        def once() -> None:
+            with self.db.write() as s:
+                if s.get(SessionBlob, (key.session_id, key.sha256)) is None:
+                    s.add(SessionBlob(session_id=key.session_id, sha256=key.sha256, received_at=utcnow()))
+        retry_on_conflict(once)
 
     # -- CommitSession ------------------------------------------------------------
 
-    def commit_session(self, request: pb.CommitSessionRequest) -> pb.CommitSessionResponse:
+    def commit_session(self, request: pb.CommitSessionRequest,
+                       caller: AgentCaller | None = None) -> pb.CommitSessionResponse:
         v.session_id(request.session_id)
-        response, created = retry_on_conflict(lambda: self._commit(request.session_id))
+        self._session_info(request.session_id, caller)  # the caller's own session, or refused
+        response, created = retry_on_conflict(lambda: self._commit(request.session_id, caller))
         if created:
             self.blobs.discard_session(request.session_id)  # leftovers of deduplicated blobs
             log.info("case ingested", extra={"session_id": request.session_id,
@@ -356,7 +379,7 @@ class IngestCore:
                                              "files": len(response.receipts)})
         return response
 
-    def _commit(self, session_id: str) -> tuple[pb.CommitSessionResponse, bool]:
+    def _commit(self, session_id: str, caller: AgentCaller | None) -> tuple[pb.CommitSessionResponse, bool]:
         with self.db.write() as s:
             sess = s.execute(
                 sa.select(IngestSession).where(IngestSession.session_id == session_id).with_for_update()
@@ -369,13 +392,17 @@ class IngestCore:
             # Share-locked until the case is committed, so that no purge can
             # tombstone them meanwhile; each confirmed in the store (issue 13).
             stored = catalogue.lock_stored(s, {e["sha256"] for e in manifest})
-            present = {sha for sha, b in stored.items() if catalogue.present(self.blobs, sha, b.size)}
+            # Only blobs this session may file: its department's, or sent by it.
+            held = _held_by(s, session_id, sess.department_id, set(stored))
+            present = {sha for sha, b in stored.items()
+                       if sha in held and catalogue.present(self.blobs, sha, b.size)}
             missing = [e for e in manifest if e["sha256"] not in present]
             if missing:
                 listed = ", ".join(f"{e['relative_path']} ({e['sha256']})" for e in missing[:_MAX_LISTED])
                 more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
                 raise FailedPrecondition(
-                    f"{len(missing)} blob(s) of session {session_id} are not durably stored yet: "
+                    f"{len(missing)} blob(s) of session {session_id} are not durably stored, or not "
+                    "sent by this session or held by its department, yet: "
                     f"{listed}{more}"
                 )
             now = utcnow()
@@ -404,12 +431,15 @@ class IngestCore:
             sess.case_id = case.id
             sess.committed_at = now
             department = s.get(Department, sess.department_id)
-            append_audit(s, actor, "case.ingested", case_id=case.id, patient=sess.patient_id,
-                         department=department.hsa_id if department else None, details={
+            details: dict[str, Any] = {
                 "session_id": session_id, "patient_id": sess.patient_id,
                 "department": department.hsa_id if department else None, "mode": sess.mode,
                 "version": 1, "files": len(manifest), "bytes": sum(e["size"] for e in manifest),
-            })
+            }
+            if caller is not None:
+                details["certificate"] = caller.fingerprint
+            append_audit(s, actor, "case.ingested", case_id=case.id, patient=sess.patient_id,
+                         department=department.hsa_id if department else None, details=details)
             s.flush()
             return self._receipts(s, sess), True
 
@@ -434,17 +464,46 @@ class IngestCore:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _session_info(self, session_id: str) -> OpenSessionInfo:
+    def _session_info(self, session_id: str, caller: AgentCaller | None) -> OpenSessionInfo:
+        """The session, once it is the caller's own (refused otherwise)."""
+        self._trusted(caller)
         with self.db.read() as s:
             row = s.execute(
-                sa.select(IngestSession.status, IngestSession.manifest)
+                sa.select(IngestSession.status, IngestSession.manifest, IngestSession.agent_id,
+                          IngestSession.department_id)
                 .where(IngestSession.session_id == session_id)
             ).one_or_none()
         if row is None:
             raise NotFound(f"unknown session {session_id}: call OpenSession first")
-        status, manifest = row
-        return OpenSessionInfo(session_id, status == "committed",
-                               {e["sha256"]: e["size"] for e in manifest})
+        if caller is not None:
+            caller.check_session(session_id, row.agent_id, row.department_id)
+        return OpenSessionInfo(session_id, row.status == "committed",
+                               {e["sha256"]: e["size"] for e in row.manifest}, row.agent_id, row.department_id)
+
+    def _held(self, info: OpenSessionInfo, shas: set[str]) -> set[str]:
+        """Those of ``shas`` this session need not send: held (``_held_by``) and
+        confirmed in the store."""
+        with self.db.read() as s:
+            held = _held_by(s, info.session_id, info.department_id, shas)
+        return catalogue.confirmed(self.db, self.blobs, held)
+
+
+def _held_by(s: Session, session_id: str, department_id: int, shas: set[str]) -> set[str]:
+    """Those of ``shas`` the session's department holds (a media item of one of
+    its cases, any version) or the session itself sent. Any other must be sent,
+    even when the bytes are stored for another department: knowing a digest is
+    not holding the image (issue 10). Whether the bytes are still stored is the
+    catalogue's question (``blobs.confirmed``)."""
+    if not shas:
+        return set()
+    sent = set(s.scalars(sa.select(SessionBlob.sha256).where(
+        SessionBlob.session_id == session_id, SessionBlob.sha256.in_(shas))))
+    in_cases = set(s.scalars(
+        sa.select(MediaItem.blob_sha256).distinct()
+        .join(CaseVersion, MediaItem.case_version_id == CaseVersion.id)
+        .join(Case, Case.id == CaseVersion.case_id)
+        .where(Case.department_id == department_id, MediaItem.blob_sha256.in_(shas - sent))))
+    return sent | in_cases
 
 
 def session_fingerprint(request: pb.OpenSessionRequest) -> str:

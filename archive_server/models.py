@@ -67,6 +67,29 @@ class Agent(Base):
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class AgentBinding(Base):
+    """Issue 10: the one certificate (by the SHA-256 fingerprint of its DER
+    bytes) whose holder is this agent of this department. On a TLS archive
+    every agent call is judged by it, never by what the request says.
+    Binding a new certificate replaces the old one (key rotation); a revoked
+    binding refuses every call until the agent is bound again."""
+
+    __tablename__ = "agent_bindings"
+
+    agent_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    # What the certificate says, for people: its subject and when it expires.
+    subject: Mapped[str] = mapped_column(String(1024), default="")
+    not_after: Mapped[dt.datetime | None] = mapped_column()
+    bound_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    bound_by: Mapped[str] = mapped_column(String(255))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+
+    department: Mapped[Department] = relationship()
+
+
 class IngestSession(Base):
     """One card: the OpenSession request as received, and its outcome."""
 
@@ -87,6 +110,20 @@ class IngestSession(Base):
     case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), unique=True)
     opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     committed_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class SessionBlob(Base):
+    """A blob whose bytes this session sent and the archive verified. Dedup
+    never crosses a department (issue 10): a session may skip a blob's bytes
+    only when its department already holds the blob (in one of its cases) or
+    the session itself sent them; knowing another department's sha256 is not
+    enough. Underneath, the bytes are still stored once."""
+
+    __tablename__ = "session_blobs"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("ingest_sessions.session_id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Blob(Base):
@@ -191,7 +228,8 @@ class MediaItem(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     case_version_id: Mapped[int] = mapped_column(ForeignKey("case_versions.id"))
-    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    # Indexed: "does this department hold the blob" (dedup) and purge ask by blob.
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     relative_path: Mapped[str] = mapped_column(String(1024))
     kind: Mapped[str] = mapped_column(String(16))
     media_type: Mapped[str] = mapped_column(String(128))

@@ -28,6 +28,7 @@ RIGHTS: dict[str, str] = {
     "admin.users": "give users access to departments, with a role",
     "admin.roles": "define roles (named sets of rights)",
     "admin.departments": "add and rename departments",
+    "admin.agents": "bind capture-PC agents' certificates to departments, revoke them, list them",
     "audit.read": "read the audit log, for every department",
     "statistics.read": "take out audit reports and statistics, for every department",
 }

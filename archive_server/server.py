@@ -32,6 +32,7 @@ from archive_server.blobstores import BlobStore, open_blobstore
 from archive_server.config import ArchiveConfig, parse_listen
 from archive_server.db import Database
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
+from archive_server.agentcerts import AgentGate
 from archive_server.agents import AgentRegistryCore
 from archive_server.ingest import IngestCore
 from archive_server.interceptor import ErrorInterceptor
@@ -104,11 +105,14 @@ class ArchiveServer:
             ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_IngestServicer_to_server(ingest_service.IngestServicer(self.core), self._server)
+        # Every agent call passes one gate: on TLS the certificate's binding
+        # names the agent and department (issue 10).
+        self.gate = AgentGate(self.db, tls=config.tls.enabled)
+        pb_grpc.add_IngestServicer_to_server(ingest_service.IngestServicer(self.core, self.gate), self._server)
         # Agent heartbeats (R21), held to the ingest service's department rule.
-        self.agents = AgentRegistryCore(self.db, self.core._department)
+        self.agents = AgentRegistryCore(self.db, self.core._department, tls=config.tls.enabled)
         agents_pb2_grpc.add_AgentRegistryServicer_to_server(
-            agents_service.AgentRegistryServicer(self.agents), self._server)
+            agents_service.AgentRegistryServicer(self.agents, self.gate), self._server)
         # The clinical client's Cases service: a logged-in user's bearer token,
         # then the same authz + audit as the CLI.
         self.logins = Logins(self.db, config.login)

@@ -254,6 +254,10 @@ def test_registry_stores_the_latest_snapshot_and_judges_liveness(registry):
     response = core.heartbeat(heartbeat(state=pb.AGENT_STATE_BUSY, queue_length=2))
     assert response.next_interval_s == 5.0 and response.server_time.ToDatetime(dt.timezone.utc) == clock["now"]
     assert core.heartbeat(heartbeat(interval_s=0.1)).next_interval_s == 1.0, "the archive's minimum"
+    # A dead agent must not look alive for hours: 3,600 s asked, 300 s kept and told.
+    assert core.heartbeat(heartbeat(interval_s=3600.0)).next_interval_s == 300.0
+    assert list_agents(db, now=clock["now"] + dt.timedelta(seconds=901))[0]["alive"] is False
+    assert list_agents(db, now=clock["now"])[0]["interval_s"] == 300.0
     core.heartbeat(heartbeat(state=pb.AGENT_STATE_DEFERRED, queue_length=1, interval_s=5.0))
     (agent,) = list_agents(db, now=clock["now"])
     assert (agent["state"], agent["queue"], agent["department"], agent["alive"]) == ("deferred", 1, DEPARTMENT, True)
@@ -294,12 +298,16 @@ def test_agents_known_only_from_ingest_are_listed_as_silent(registry):
 
 def test_heartbeats_use_the_uploaders_mutual_tls(tmp_path):
     """The same channel factory as the upload (agent.channel.open_channel): with the
-    agent's client certificate the heartbeat is accepted; without TLS it never reaches
-    the service."""
+    agent's client certificate, bound to it, the heartbeat is accepted; without TLS
+    it never reaches the service."""
+    from tests.archive.world import run_cli
     from tests.support.pki import make_pki, serve
 
     pki = tmp_path / "pki"
     make_pki(pki)
+    store = ["--data", str(tmp_path / "data")]
+    run_cli(store, "admin", "department", "add", DEPARTMENT, "--name", "Hud")
+    run_cli(store, "admin", "agent", "add", "pc-tls", "--department", DEPARTMENT, "--cert", str(pki / "client.crt"))
     with serve("--data", str(tmp_path / "data"), "--tls-cert", str(pki / "server.crt"),
                "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.crt")) as address:
         tls = ArchiveConfig(address=address, tls_cert=pki / "client.crt", tls_key=pki / "client.key",

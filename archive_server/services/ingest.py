@@ -1,7 +1,9 @@
 """gRPC adapter of the Ingest service (protos/bildsluss/v1/ingest.proto).
 
-The servicer methods only forward to :class:`~archive_server.ingest.IngestCore`;
-errors become status codes in :mod:`archive_server.interceptor`.
+Each method passes the gate (:class:`~archive_server.agentcerts.AgentGate`:
+on TLS the agent is the one its certificate is bound to) and forwards to
+:class:`~archive_server.ingest.IngestCore` with that caller; errors become
+status codes in :mod:`archive_server.interceptor`.
 """
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from collections.abc import Iterator
 
 import grpc
 
+from archive_server.agentcerts import AgentGate
 from archive_server.ingest import IngestCore
+from archive_server.services.peer import peer_of
 from bildsluss.v1 import ingest_pb2 as pb
 from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 
@@ -17,26 +21,32 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Ingest"].full_name  # "bildsluss.
 
 
 class IngestServicer(pb_grpc.IngestServicer):
-    def __init__(self, core: IngestCore) -> None:
+    def __init__(self, core: IngestCore, gate: AgentGate) -> None:
         self.core = core
+        self.gate = gate
 
     def OpenSession(self, request: pb.OpenSessionRequest, context: grpc.ServicerContext) -> pb.OpenSessionResponse:
-        return self.core.open_session(request)
+        with self.gate.call(peer_of(context), "Ingest.OpenSession") as caller:
+            return self.core.open_session(request, caller)
 
     def FindMissingBlobs(
         self, request: pb.FindMissingBlobsRequest, context: grpc.ServicerContext
     ) -> pb.FindMissingBlobsResponse:
-        return self.core.find_missing(request)
+        with self.gate.call(peer_of(context), "Ingest.FindMissingBlobs") as caller:
+            return self.core.find_missing(request, caller)
 
     def QueryWriteStatus(
         self, request: pb.QueryWriteStatusRequest, context: grpc.ServicerContext
     ) -> pb.QueryWriteStatusResponse:
-        return self.core.query_write_status(request)
+        with self.gate.call(peer_of(context), "Ingest.QueryWriteStatus") as caller:
+            return self.core.query_write_status(request, caller)
 
     def Write(self, request_iterator: Iterator[pb.WriteRequest], context: grpc.ServicerContext) -> pb.WriteResponse:
-        return self.core.write(request_iterator)
+        with self.gate.call(peer_of(context), "Ingest.Write") as caller:
+            return self.core.write(request_iterator, caller)
 
     def CommitSession(
         self, request: pb.CommitSessionRequest, context: grpc.ServicerContext
     ) -> pb.CommitSessionResponse:
-        return self.core.commit_session(request)
+        with self.gate.call(peer_of(context), "Ingest.CommitSession") as caller:
+            return self.core.commit_session(request, caller)

@@ -19,16 +19,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from archive_server import admin, reports, versions
+from archive_server import admin, agentcerts, reports, versions
 from archive_server.authz import NotPermitted, Principal
 from archive_server.cases import export_case, print_case, record_consent, search_cases, show_case, teaching_copy
 from archive_server.models import (
-    Case, CaseVersion, ConfidentialPatient, Consent, Department, DepartmentAccess, FormTemplate, Role, User,
+    AgentBinding, Case, CaseVersion, ConfidentialPatient, Consent, Department, DepartmentAccess, FormTemplate, Role, User,
 )
 from archive_server.rights import ARCHIVE_RIGHTS, BUILTIN_ROLES, RESERVED_RIGHTS, RIGHTS
 from tests.archive.client import personnummer
 from tests.archive.databases import BACKENDS, temp_database
 from tests.archive.world import COMPLETE_FORM, LOCAL, OTHER, OWN, World
+from tests.support.pki import throwaway_certificate
 
 Probe = Callable[[], bool]  # True when the operation's effect is visible
 
@@ -189,6 +190,13 @@ def op_add_department(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
     return probe
 
 
+def op_bind_agent(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
+    agent_id = f"pc-{uuid.uuid4().hex[:8]}"
+    probe = lambda: ctx.get(AgentBinding, agent_id) is not None  # noqa: E731
+    agentcerts.bind_agent(ctx.w.db, who, agent_id, dep, throwaway_certificate(agent_id))
+    return probe
+
+
 def op_audit_list(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
     reports.list_events(ctx.w.db, who, department=dep)
     return lambda: True
@@ -218,6 +226,7 @@ OPERATIONS: dict[str, tuple[str, Callable[[Ctx, Principal, str, bool], Probe], s
     "add_user": ("admin.users", op_add_user, "user.access_granted"),
     "add_role": ("admin.roles", op_add_role, "role.added"),
     "add_department": ("admin.departments", op_add_department, "department.added"),
+    "bind_agent": ("admin.agents", op_bind_agent, "agent.bound"),
     "audit_list": ("audit.read", op_audit_list, "audit.list"),
     "audit_report": ("statistics.read", op_audit_report, "audit.report"),
 }

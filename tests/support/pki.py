@@ -1,4 +1,10 @@
-"""Test PKI and a TLS archive process: shared by the mTLS tests of ingest and heartbeats."""
+"""Test PKI and a TLS archive process: shared by the mTLS tests of ingest and heartbeats.
+
+The PKI is made by the ``openssl`` tool, as a region's own would be (the
+archive's optional ``pki`` helper is never needed): a CA, a server certificate
+and client certificates. :func:`throwaway_certificate` makes a certificate in
+memory for tests that only bind one and never connect with it.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -13,19 +19,47 @@ def _openssl(*args: str, cwd: pathlib.Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
 def make_pki(d: pathlib.Path) -> None:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all P-256."""
     d.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+    _openssl("req", "-x509", *_EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
              "-subj", "/CN=Bildsluss test CA", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-                      ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN=bildsluss-{name}", cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    issue(d, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    issue(d, "client")
+
+
+def issue(d: pathlib.Path, name: str, ext: str = "extendedKeyUsage=clientAuth") -> pathlib.Path:
+    """``NAME.key`` and ``NAME.crt`` signed by ``d``'s CA (a client certificate by
+    default); returns the certificate's path."""
+    _openssl("req", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", f"/CN=bildsluss-{name}", cwd=d)
+    (d / f"{name}.ext").write_text(ext + "\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return d / f"{name}.crt"
+
+
+def throwaway_certificate(name: str = "agent") -> bytes:
+    """A self-signed client certificate (PEM), made in memory: to bind, not to connect."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 @contextlib.contextmanager
