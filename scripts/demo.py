@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """The README's demo: an archive on the embedded default, two sample cards, the result.
 
-Starts ``bildsluss-archive serve`` (SQLite + a blob folder) on a free loopback
-port, writes a realistic camera card for one patient and one that mixes two
-patients, ingests both with ``bildsluss-agent ingest``, and shows what the
-archive holds, what an export looks like, and what is left on each card.
+Makes a private CA with ``bildsluss-archive pki`` (a region plugs in its own,
+docs/security.md), registers the department, issues the capture PC's
+certificate and binds it to the agent and department, then starts
+``bildsluss-archive serve`` (SQLite + a blob folder) with mutual TLS on a free
+loopback port. Writes a realistic camera card for one patient and one that
+mixes two patients, ingests both with ``bildsluss-agent ingest`` over TLS, and
+shows what the archive holds, what an export looks like, and what is left on
+each card.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from tests.support.cardgen import CAMERAS, make_card, make_personnummer  # noqa:
 from tests.support.archive_process import ArchiveProcess  # noqa: E402
 
 DEPARTMENT = "SE2321000016-15CQ"
+AGENT_ID = "demo-capture-pc"
 PATIENT = "19121212-1212"
 OTHER = make_personnummer("19820415", "238")
 
@@ -62,11 +67,25 @@ def main() -> int:
         f'[agent]\nspool_dir = "{spool}"\n\n'
         f'[[devices]]\nmake = "{camera.make}"\nmodel = "{camera.model}"\nserial = "{camera.serial}"\n'
     )
+    archive_cli = [BIN / "bildsluss-archive"]
+    pki, certs = data / "pki", work / "agent-pki"
     agent = [BIN / "bildsluss-agent", "--log-level", "ERROR", "ingest"]
-    common = ["--department", DEPARTMENT, "--insecure", "--config", agent_config]
+    common = ["--department", DEPARTMENT, "--agent-id", AGENT_ID, "--config", agent_config,
+              "--tls-cert", certs / f"{AGENT_ID}.crt", "--tls-key", certs / f"{AGENT_ID}.key",
+              "--tls-ca", pki / "ca.crt"]
     try:
-        with ArchiveProcess(data=data) as archive:
-            banner(f"archive listening on {archive.address} (SQLite + blobs in {data})")
+        banner("a private CA, the department, the capture PC's certificate bound to it")
+        for step in (["pki", "init", "--host", "127.0.0.1", "--host", "localhost"],
+                     ["admin", "department", "add", DEPARTMENT, "--name", "Hudkliniken"],
+                     ["pki", "issue-agent", AGENT_ID, "--out", certs],
+                     ["admin", "agent", "add", AGENT_ID, "--department", DEPARTMENT,
+                      "--cert", certs / f"{AGENT_ID}.crt"],
+                     ["admin", "agent", "list", "--json"]):
+            if run([*archive_cli, *step, "--data", data]).returncode != 0:
+                return 1
+        tls = (pki / "server.crt", pki / "server.key", pki / "ca.crt")
+        with ArchiveProcess(data=data, tls=tls) as archive:
+            banner(f"archive listening on {archive.address} with mutual TLS (SQLite + blobs in {data})")
 
             good = work / "card-good"
             make_card(good, patient=PATIENT, n_images=4)

@@ -35,7 +35,11 @@ class ArchiveProcess:
         # tens of seconds to migrate, check its store and bind; a healthy start
         # returns as soon as it prints.
         ready_timeout_s: float = 90.0,
+        tls: tuple[pathlib.Path, pathlib.Path, pathlib.Path] | None = None,
     ) -> None:
+        """``tls``: (server certificate, its key, the agents' CA) to serve mutual
+        TLS; None serves plaintext (--insecure, unless ``insecure`` is False and
+        ``extra_args`` say how) on loopback."""
         self.data = data
         self.db = db
         self.blobs = blobs
@@ -46,14 +50,17 @@ class ArchiveProcess:
         self.insecure = insecure
         self.http_address: str | None = None
         self.ready_timeout_s = ready_timeout_s
+        self.tls = tls
         self.address: str | None = None
         self.proc: subprocess.Popen | None = None
         self.stderr_path = data.parent / f"{data.name}.archive.log"
 
     def start(self) -> "ArchiveProcess":
         self.data.mkdir(parents=True, exist_ok=True)
+        transport = (["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1]), "--client-ca", str(self.tls[2])]
+                     if self.tls is not None else ["--insecure"] if self.insecure else [])
         cmd = [sys.executable, "-m", "archive_server.cli", "serve", "--data", str(self.data),
-               "--listen", self.listen, *(["--insecure"] if self.insecure else []), *self.extra_args]
+               "--listen", self.listen, *transport, *self.extra_args]
         if self.http:
             cmd += ["--http", self.http]
         if self.db:
