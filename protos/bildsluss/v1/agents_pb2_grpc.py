@@ -51,7 +51,8 @@ class AgentRegistryServicer:
         previous one), the agent's version and department, and the refused cards
         not stored yet; marks the agent as seen now.
 
-        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION, UNAVAILABLE (see above).
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION, UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (see above).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,18 +75,25 @@ class IngestServicer:
         patient_id or mode; an empty manifest; a bad digest; a duplicate or
         unsafe relative_path.
         * ALREADY_EXISTS: the session_id is known with different content.
-        * FAILED_PRECONDITION: the department is not accepted by this archive.
+        * FAILED_PRECONDITION: (plaintext archive) the department is not
+        registered and the archive does not register unknown ones.
+        * UNAUTHENTICATED: (TLS) the certificate is not bound, or revoked.
+        * PERMISSION_DENIED: (TLS) agent_id or department_hsa_id is not the
+        certificate's binding.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindMissingBlobs(self, request, context):
-        """Which of the given blobs the archive lacks.
+        """Which of the given blobs the archive lacks for this session (a blob
+        stored only for another department is lacking).
 
         Errors:
         * NOT_FOUND: unknown session.
         * INVALID_ARGUMENT: a malformed digest.
+        * UNAUTHENTICATED: (TLS) the certificate is not bound, or revoked.
+        * PERMISSION_DENIED: (TLS) the session is another agent's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +105,8 @@ class IngestServicer:
         Errors:
         * NOT_FOUND: unknown session.
         * FAILED_PRECONDITION: the blob is not in the session's manifest.
+        * UNAUTHENTICATED: (TLS) the certificate is not bound, or revoked.
+        * PERMISSION_DENIED: (TLS) the session is another agent's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +128,8 @@ class IngestServicer:
         size, or they were deleted (a purge, fsck) before they could be
         recorded. The partial upload is discarded; nothing is recorded.
         * ABORTED: a purge of these bytes is in progress; retry shortly.
+        * UNAUTHENTICATED: (TLS) the certificate is not bound, or revoked.
+        * PERMISSION_DENIED: (TLS) the session is another agent's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,8 +142,11 @@ class IngestServicer:
 
         Errors:
         * NOT_FOUND: unknown session.
-        * FAILED_PRECONDITION: a manifest blob is not durably stored yet (the
-        message lists them); upload them and commit again.
+        * FAILED_PRECONDITION: a manifest blob is not durably stored, or not
+        held for this session, yet (the message lists them); upload them and
+        commit again.
+        * UNAUTHENTICATED: (TLS) the certificate is not bound, or revoked.
+        * PERMISSION_DENIED: (TLS) the session is another agent's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
