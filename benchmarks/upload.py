@@ -8,9 +8,12 @@ Writes N files of random bytes (seeded), then measures, in the same run:
             to `bildsluss-archive serve` (SQLite + blob folder, fsync per blob);
   dedup     the same files again in a new session (FindMissingBlobs says none
             are missing, so only the commit runs).
+  --tls     the same two against an archive serving mutual TLS, the agent's
+            certificate bound to it (every call through the certificate gate,
+            issue 10), as a ratio to the plaintext upload of the same run.
 Prints MiB/s and the ratio upload/baseline.
 
-    .venv/bin/python benchmarks/upload.py [--files 20] [--mib 6]
+    .venv/bin/python benchmarks/upload.py [--files 20] [--mib 6] [--tls]
 """
 from __future__ import annotations
 
@@ -49,13 +52,16 @@ def make_files(folder: pathlib.Path, count: int, mib: float, seed: int) -> list[
     return files
 
 
-def upload_session(address: str, files: list[StrippedFile]) -> float:
+def upload_session(address: str, files: list[StrippedFile], tls: pathlib.Path | None = None) -> float:
     decision = Decision(patient_id=PATIENT, reason=None, evidence=(
         Evidence(files[0].source.relative_path, 0, Method.BARCODE, "19121212-1212", PATIENT, "Code128"),))
     session = str(uuid.uuid4())
     request = build_open_request(session, "bench", "SE2321000016-15CQ", Mode.PHOTO, decision, files)
     start = time.perf_counter()
-    with ArchiveClient(ArchiveConfig(address=address, insecure=True)) as client:
+    config = (ArchiveConfig(address=address, insecure=True) if tls is None else
+              ArchiveConfig(address=address, tls_cert=tls / "bench.crt", tls_key=tls / "bench.key",
+                            tls_ca=tls / "ca.crt"))
+    with ArchiveClient(config) as client:
         client.open_session(request)
         client.upload(session, files)
         result = client.commit(session)
@@ -69,6 +75,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--mib", type=float, default=6.0, help="size of each file (a 12 MP JPEG is ~6 MiB)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tls", action="store_true", help="also upload over mutual TLS with a bound certificate")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bildsluss-bench-", dir=ROOT.parent) as tmp:
         work = pathlib.Path(tmp)
@@ -87,12 +94,24 @@ def main() -> None:
         with ArchiveProcess(data=work / "archive") as archive:
             upload = upload_session(archive.address, files)
             dedup = upload_session(archive.address, files)
+        if args.tls:
+            from tests.support.pki import bound_pki
+
+            pki, _ = bound_pki(work / "tls", {"SE2321000016-15CQ": "Bench"}, {"bench": "SE2321000016-15CQ"})
+            tls = (pki / "server.crt", pki / "server.key", pki / "ca.crt")
+            with ArchiveProcess(data=work / "tls" / "data", tls=tls) as archive:
+                tls_upload = upload_session(archive.address, files, pki)
+                tls_dedup = upload_session(archive.address, files, pki)
 
     print(f"{args.files} files, {total_mib:.0f} MiB in all")
     print(f"baseline cp+sync : {baseline:7.3f} s  {total_mib / baseline:8.1f} MiB/s")
     print(f"upload (gRPC)    : {upload:7.3f} s  {total_mib / upload:8.1f} MiB/s  "
           f"ratio {upload / baseline:5.2f}x the baseline's time")
     print(f"re-upload (dedup): {dedup:7.3f} s  ratio {dedup / baseline:5.2f}x")
+    if args.tls:
+        print(f"upload (mTLS)    : {tls_upload:7.3f} s  {total_mib / tls_upload:8.1f} MiB/s  "
+              f"ratio {tls_upload / upload:5.2f}x the plaintext upload's time")
+        print(f"re-upload (mTLS) : {tls_dedup:7.3f} s  ratio {tls_dedup / dedup:5.2f}x the plaintext re-upload's")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 from tests.archive.world import run_cli
 from tests.support.cardgen import make_card
 from tests.support.e2e import AGENT, DEPARTMENT, PATIENT, PATIENT_CANONICAL, snapshot
-from tests.support.pki import issue, make_pki, serve
+from tests.support.pki import bound_pki, serve_tls
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool")
 OTHER = "SE2321000016-A1B2"
@@ -23,19 +23,11 @@ OTHER = "SE2321000016-A1B2"
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-tls")
-    pki, data = root / "pki", root / "data"
-    make_pki(pki)
-    store = ["--data", str(data)]
-    run_cli(store, "admin", "department", "add", DEPARTMENT, "--name", "Hudkliniken")
-    run_cli(store, "admin", "department", "add", OTHER, "--name", "Akutmottagningen")
-    for name in ("pc-7", "pc-revoked"):
-        issue(pki, name)
-        run_cli(store, "admin", "agent", "add", name, "--department", DEPARTMENT, "--cert", str(pki / f"{name}.crt"))
+    pki, store = bound_pki(tmp_path_factory.mktemp("e2e-tls"),
+                           {DEPARTMENT: "Hudkliniken", OTHER: "Akutmottagningen"},
+                           {"pc-7": DEPARTMENT, "pc-revoked": DEPARTMENT}, unbound=("pc-unbound",))
     run_cli(store, "admin", "agent", "revoke", "pc-revoked")
-    issue(pki, "pc-unbound")
-    with serve("--data", str(data), "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
-               "--client-ca", str(pki / "ca.crt")) as address:
+    with serve_tls(pki, *store) as address:
         yield address, pki, store
 
 

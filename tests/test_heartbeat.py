@@ -300,17 +300,11 @@ def test_heartbeats_use_the_uploaders_mutual_tls(tmp_path):
     """The same channel factory as the upload (agent.channel.open_channel): with the
     agent's client certificate, bound to it, the heartbeat is accepted; without TLS
     it never reaches the service."""
-    from tests.archive.world import run_cli
-    from tests.support.pki import make_pki, serve
+    from tests.support.pki import bound_pki, serve_tls
 
-    pki = tmp_path / "pki"
-    make_pki(pki)
-    store = ["--data", str(tmp_path / "data")]
-    run_cli(store, "admin", "department", "add", DEPARTMENT, "--name", "Hud")
-    run_cli(store, "admin", "agent", "add", "pc-tls", "--department", DEPARTMENT, "--cert", str(pki / "client.crt"))
-    with serve("--data", str(tmp_path / "data"), "--tls-cert", str(pki / "server.crt"),
-               "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.crt")) as address:
-        tls = ArchiveConfig(address=address, tls_cert=pki / "client.crt", tls_key=pki / "client.key",
+    pki, store = bound_pki(tmp_path, {DEPARTMENT: "Hud"}, {"pc-tls": DEPARTMENT})
+    with serve_tls(pki, *store) as address:
+        tls = ArchiveConfig(address=address, tls_cert=pki / "pc-tls.crt", tls_key=pki / "pc-tls.key",
                             tls_ca=pki / "ca.crt", call_timeout_s=5.0)
         board = StatusBoard("pc-tls", "0.1.0", DEPARTMENT)
         beater = Heartbeater(dataclasses.replace(agent_config(address, "pc-tls"), archive=tls), board)

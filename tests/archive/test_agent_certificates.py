@@ -34,7 +34,7 @@ from tests.archive.client import (
     write_blob, write_requests,
 )
 from tests.archive.world import OTHER, OWN, jpeg, run_cli
-from tests.support.pki import issue, make_pki, serve
+from tests.support.pki import bound_pki, issue, make_pki, serve_tls
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool")
 TIMEOUT = 30
@@ -79,18 +79,11 @@ class TlsArchive:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsArchive]:
     root = tmp_path_factory.mktemp("tls-archive")
-    pki, data = root / "pki", root / "data"
-    make_pki(pki)
-    store = ["--data", str(data)]
-    run_cli(store, "admin", "department", "add", OWN, "--name", "Hudkliniken")
-    run_cli(store, "admin", "department", "add", OTHER, "--name", "Akutmottagningen")
-    for name, department in (("pc-own", OWN), ("pc-other", OTHER), ("pc-gone", OWN)):
-        issue(pki, name)
-        run_cli(store, "admin", "agent", "add", name, "--department", department, "--cert", str(pki / f"{name}.crt"))
-    issue(pki, "unbound")
+    pki, store = bound_pki(root, {OWN: "Hudkliniken", OTHER: "Akutmottagningen"},
+                           {"pc-own": OWN, "pc-other": OTHER, "pc-gone": OWN}, unbound=("unbound",))
+    data = root / "data"
     db = Database(f"sqlite:///{data / 'archive.sqlite3'}", pool_size=2, max_overflow=2)
-    with serve("--data", str(data), "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
-               "--client-ca", str(pki / "ca.crt")) as address:
+    with serve_tls(pki, *store) as address:
         yield TlsArchive(address, pki, data, db)
     db.dispose()
 

@@ -42,6 +42,32 @@ def issue(d: pathlib.Path, name: str, ext: str = "extendedKeyUsage=clientAuth") 
     return d / f"{name}.crt"
 
 
+def bound_pki(root: pathlib.Path, departments: dict[str, str], agents: dict[str, str],
+              unbound: tuple[str, ...] = ()) -> tuple[pathlib.Path, list[str]]:
+    """A PKI in ``root/pki`` and an archive's data in ``root/data`` with
+    ``departments`` (HSA-id -> name) registered and each of ``agents`` (agent id
+    -> HSA-id) given a certificate bound to it; ``unbound`` get certificates
+    only. Returns the PKI folder and the admin CLI's storage arguments."""
+    from tests.archive.world import run_cli
+
+    pki, store = root / "pki", ["--data", str(root / "data")]
+    make_pki(pki)
+    for hsa, name in departments.items():
+        run_cli(store, "admin", "department", "add", hsa, "--name", name)
+    for agent, hsa in agents.items():
+        issue(pki, agent)
+        run_cli(store, "admin", "agent", "add", agent, "--department", hsa, "--cert", str(pki / f"{agent}.crt"))
+    for name in unbound:
+        issue(pki, name)
+    return pki, store
+
+
+def serve_tls(pki: pathlib.Path, *args: str) -> contextlib.AbstractContextManager[str]:
+    """:func:`serve` with mutual TLS: ``pki``'s server certificate and CA."""
+    return serve(*args, "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
+                 "--client-ca", str(pki / "ca.crt"))
+
+
 def throwaway_certificate(name: str = "agent") -> bytes:
     """A self-signed client certificate (PEM), made in memory: to bind, not to connect."""
     import datetime as dt
