@@ -154,7 +154,7 @@ def test_an_agent_finishes_a_card_on_the_other_process_when_the_one_it_writes_to
     from agent.config import AgentConfig, ArchiveConfig
     from agent.card.pipeline import IngestRequest, ingest_card
     from tests.support.cardgen import make_card
-    from tests.support.e2e import DEPARTMENT, PATIENT_CANONICAL, PATIENT
+    from tests.support.e2e import DEPARTMENT, PATIENT_CANONICAL, PATIENT, OnStage
 
     card = tmp_path / "card"
     make_card(card, patient=PATIENT, n_images=4, seed=77)
@@ -174,7 +174,7 @@ def test_an_agent_finishes_a_card_on_the_other_process_when_the_one_it_writes_to
     cfg = AgentConfig(agent_id="pc-scale-out", spool_dir=tmp_path / "spool", archive=ArchiveConfig(
         address=region.target, insecure=True, connect_timeout_s=5.0, retry_budget_s=30.0,
         chunk_bytes=256 * 1024))
-    outcome = ingest_card(IngestRequest(root=card, department=DEPARTMENT), cfg, progress=kill_the_writer)
+    outcome = ingest_card(IngestRequest(root=card, department=DEPARTMENT), cfg, progress=OnStage(kill_the_writer))
     assert killed, "no Write was seen in flight"
     assert outcome.outcome == "archived" and outcome.wiped, outcome
     survivor = region.b if killed[0] == region.a.address else region.a

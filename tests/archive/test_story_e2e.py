@@ -140,7 +140,8 @@ def test_the_routines_on_really_ingested_cards(fresh_db_url, tmp_path):
     assert missing == [], steps
     assert sum(1 for who, action, *_ in told if action == "case.ingested") == 2
     purge = [e for e in story if e["action"] == "case.purged" and e["outcome"] == "permitted"][0]
-    assert (purge["why"], purge["patient"], purge["who"]) == ("Gallringsbeslut RS 2026:12", None, "admin")
+    # The purge row names the patient, so that the patient's audit report shows the purge (issue 13).
+    assert (purge["why"], purge["patient"], purge["who"]) == ("Gallringsbeslut RS 2026:12", p2, "admin")
     emergency = [e for e in story if e["action"] == "case.emergency_open"][0]
     assert emergency["why"] == "medvetslös, tidigare skador" and emergency["patient"] == p2
     printed = [e for e in story if e["action"] == "case.print" and e["outcome"] == "permitted"][0]
