@@ -239,14 +239,29 @@ class Operation:
         self.why = reason.strip()
         self.details["emergency"] = True
 
-    def cases(self, right: str, patient: str | None = None) -> list[Case]:
-        """Cases in the departments where ``right`` holds, oldest first."""
-        query = sa.select(Case).options(selectinload(Case.department)).order_by(Case.created_at, Case.id)
+    def cases(self, right: str, patient: str | None = None, *, department: str | None = None,
+              since: Any = None, until: Any = None, status: str | None = None,
+              newest_first: bool = False, limit: int | None = None) -> list[Case]:
+        """Cases in the departments where ``right`` holds, oldest first (or
+        newest first, at most ``limit``), narrowed by patient, department
+        (HSA-id), creation time [since, until) and status."""
+        order = (Case.created_at.desc(), Case.id.desc()) if newest_first else (Case.created_at, Case.id)
+        query = sa.select(Case).options(selectinload(Case.department)).order_by(*order)
         if patient is not None:
             query = query.where(Case.patient_id == patient)
+        if department is not None:
+            query = query.join(Department, Department.id == Case.department_id).where(Department.hsa_id == department)
+        if since is not None:
+            query = query.where(Case.created_at >= since)
+        if until is not None:
+            query = query.where(Case.created_at < until)
+        if status is not None:
+            query = query.where(Case.status == status)
         departments = self.grants.departments_with(right)
         if departments is not None:
             query = query.where(Case.department_id.in_(departments or {-1}))
+        if limit is not None:
+            query = query.limit(limit)
         return list(self.session.scalars(query))
 
 

@@ -124,6 +124,53 @@ def search_cases(db: Database, principal: Principal, patient: str | None = None)
     return results
 
 
+# A search answers at most this many cases, newest first (a page, not an export).
+MAX_RESULTS = 200
+STATUSES = ("signed", "unsigned")
+
+
+def summary_json(case: Case) -> dict[str, Any]:
+    """A case in a result list, from the case row alone (no version loaded)."""
+    if case.confidential:
+        return masked(case)
+    return {"case_id": case.id, "confidential": False, "patient": case.patient_id,
+            "department": case.department.hsa_id, "department_name": case.department.name,
+            "status": case.status, "latest_version": case.current_version, "created_at": iso(case.created_at)}
+
+
+class InvalidPatient(InvalidArgument):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = "INVALID_PATIENT"
+
+
+def find_cases(db: Database, principal: Principal, *, patient_text: str | None = None,
+               department: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
+               status: str | None = None, limit: int = MAX_RESULTS,
+               reserve_formats: Sequence[ReserveFormat] = (), action: str = "case.search") -> dict[str, Any]:
+    """The web client's search: cases the principal may read (case.read), newest
+    first, narrowed by patient (as typed: an invalid number is refused and
+    audited, the text itself not kept), department, creation time and status;
+    at most ``limit`` (``truncated`` says there were more). Confidential ones masked."""
+    with operation(db, principal, action) as op:
+        patient = None
+        if patient_text:
+            try:
+                patient = patient_id.from_input(patient_text, reserve_formats).canonical
+            except patient_id.InvalidPatientId:
+                raise InvalidPatient("not a valid personnummer, samordningsnummer or reservnummer") from None
+        if status is not None and status not in STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}")
+        op.patient = patient
+        op.details["patient_id"] = patient
+        op.details.update(department=department, since=iso(since), until=iso(until), status=status)
+        cases = op.cases("case.read", patient, department=department, since=since, until=until, status=status,
+                         newest_first=True, limit=limit + 1)
+        shown = cases[:limit]
+        op.details["results"] = [c.id for c in shown]
+        return {"cases": [summary_json(c) for c in shown], "truncated": len(cases) > limit}
+
+
 def show_case(db: Database, principal: Principal, case_id: str, *, version: int | None = None,
               emergency_reason: str | None = None) -> dict[str, Any]:
     """One version of a case (default the latest). A confidential case needs

@@ -5,21 +5,31 @@ import logging
 import time
 
 from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from archive_server.web import api, pages
 from archive_server.web.context import WebContext
 from archive_server.web.errors import HANDLERS
+from archive_server.web.templating import STATIC
 
 log = logging.getLogger(__name__)
 
 
 def create_app(context: WebContext) -> Starlette:
     """The ASGI app over ``context`` (also usable in-process by tests)."""
-    app = Starlette(routes=[*api.ROUTES, *pages.ROUTES], exception_handlers=dict(HANDLERS))
+    static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
+    app = Starlette(routes=[*api.ROUTES, *pages.ROUTES, static], exception_handlers=dict(HANDLERS))
     app.state.ctx = context
     app.add_middleware(BaseHeaders, hsts=context.tls)
     return app
+
+
+# Scripts, styles and pictures from this archive only: no inline script, no
+# other site, never inside another site's frame; forms post only here.
+CSP = (b"default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; base-uri 'none'; "
+       b"form-action 'self'; frame-ancestors 'none'")
 
 
 class BaseHeaders:
@@ -29,7 +39,7 @@ class BaseHeaders:
     def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app = app
         self.extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                      (b"x-frame-options", b"DENY")]
+                      (b"x-frame-options", b"DENY"), (b"content-security-policy", CSP)]
         if hsts:
             self.extra.append((b"strict-transport-security", b"max-age=31536000"))
 

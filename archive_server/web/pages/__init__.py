@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from archive_server.web.pages import oidc
+from archive_server.web.pages import oidc, search, session
 
-ROUTES: list[BaseRoute] = [*oidc.ROUTES]
+ROUTES: list[BaseRoute] = [*session.ROUTES, *search.ROUTES, *oidc.ROUTES]

@@ -1,0 +1,72 @@
+"""The web client in this process for its HTTP tests: a :class:`World`
+(real database on SQLite or PostgreSQL, real blob store, cases filed through
+the real ingest code), the Starlette app over it, and browsers as
+``TestClient``s on https://testserver (the session cookie is ``Secure``)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from archive_server import admin
+from archive_server.config import ArchiveConfig, LoginConfig
+from archive_server.logins import Logins, set_password
+from archive_server.models import AuditEvent
+from archive_server.web import create_app
+from archive_server.web.context import WebContext
+from tests.archive.world import LOCAL, World
+
+PASSWORD = "ett långt lösenord 4711"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+HTML = {"Accept": "text/html"}
+
+
+@dataclasses.dataclass
+class Site:
+    world: World
+    context: WebContext
+
+    @classmethod
+    def create(cls, world: World) -> "Site":
+        config = ArchiveConfig(data_dir=world.data)
+        context = WebContext(db=world.db, config=config, logins=Logins(world.db, LoginConfig()),
+                             blobs=world.blobs)
+        return cls(world, context)
+
+    def browser(self) -> TestClient:
+        return TestClient(create_app(self.context), base_url="https://testserver", follow_redirects=False,
+                          headers=HTML)
+
+    def person(self, department: str, rights: list[str], name: str | None = None) -> str:
+        """A user with a role of ``rights`` in ``department`` and a password."""
+        tag = uuid.uuid4().hex[:6]
+        name = name or f"user-{tag}"
+        admin.add_role(self.world.db, LOCAL, f"role-{tag}", rights)
+        admin.add_user(self.world.db, LOCAL, name, department, f"role-{tag}")
+        set_password(self.world.db, LOCAL, name, PASSWORD, LoginConfig())
+        return name
+
+    def logged_in(self, user: str) -> TestClient:
+        client = self.browser()
+        page = client.get("/login")
+        response = client.post("/login", data={"username": user, "password": PASSWORD, "next": "/cases",
+                                               "csrf": csrf_of(page.text)})
+        assert response.status_code == 303, response.text
+        return client
+
+    def last_seq(self) -> int:
+        with self.world.db.read() as s:
+            return int(s.scalar(sa.select(sa.func.max(AuditEvent.seq))) or 0)
+
+    def events_since(self, seq: int) -> list[AuditEvent]:
+        with self.world.db.read() as s:
+            return list(s.scalars(sa.select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)))
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
