@@ -9,7 +9,11 @@ capture PCs, stored so that operations sees every agent (R21).
   messages in and out, domain errors raised); the servicer
   (:mod:`archive_server.services.agents`) only forwards to it, and
   :mod:`archive_server.interceptor` maps the errors to status codes.
-* :func:`list_agents` is what ``bildsluss-archive agents --json`` prints.
+* :func:`list_agents` is what ``bildsluss-archive agents --json`` prints and
+  ``GET /api/v1/agents`` answers: the *expected fleet* (every agent bound with
+  ``admin agent add``, whether it ever spoke or not) beside every agent that
+  spoke, each with its liveness (:data:`LIVENESS`), clock skew and certificate
+  expiry (issue 17).
 
 On a TLS archive a heartbeat is accepted only from the certificate bound to
 its agent id and department (:class:`~archive_server.agentcerts.AgentCaller`):
@@ -38,8 +42,10 @@ from sqlalchemy.orm import Session
 
 from archive_server import validation as v
 from archive_server.agentcerts import AgentCaller
+from archive_server.audit import append_audit
+from archive_server.authz import NotPermitted, Principal, authorize, load_grants
 from archive_server.errors import AgentUnauthenticated, InvalidArgument
-from archive_server.models import Agent, AgentRefusal, AgentStatus, Department, utcnow
+from archive_server.models import Agent, AgentBinding, AgentRefusal, AgentStatus, Department, utcnow
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from bildsluss.v1 import agents_pb2 as pb
 
@@ -66,6 +72,12 @@ _STATES = {
     pb.AGENT_STATE_STOPPING: "stopping",
 }
 _COUNT_FIELDS = ("detected", "archived", "refused", "deferred", "interrupted", "failed")
+# An agent's liveness: heartbeats within ALIVE_INTERVALS intervals (alive);
+# spoke once but not since (silent: red on the ops page, alerted); bound by an
+# administrator but never heard from (never_seen: a PC that was never set up,
+# or cannot reach the archive at all); its certificate revoked (revoked: no
+# longer expected, not alarming).
+LIVENESS = ("alive", "silent", "never_seen", "revoked")
 
 DepartmentLookup = Callable[[Session, str, str], Department]
 
@@ -74,7 +86,8 @@ class AgentRegistryCore:
     """Heartbeat handling without gRPC: protocol messages in and out."""
 
     def __init__(self, db: "Database", department_for: DepartmentLookup,
-                 clock: Callable[[], dt.datetime] = utcnow, *, tls: bool = False) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, *, tls: bool = False,
+                 devices_for: Callable[[str], list[tuple[str, str, str]]] | None = None) -> None:
         # ``department_for`` is the ingest service's department rule for a
         # plaintext (development) archive (known, or registered automatically),
         # so a heartbeat there is held to exactly the same rule as an
@@ -83,6 +96,9 @@ class AgentRegistryCore:
         self._department_for = department_for
         self._clock = clock
         self._tls = tls
+        # The department's registered capture devices (archive_server.devices),
+        # answered with every heartbeat; None: the answer carries no list.
+        self._devices_for = devices_for
 
     def heartbeat(self, request: pb.HeartbeatRequest, caller: AgentCaller | None = None) -> pb.HeartbeatResponse:
         """``caller``: the certificate's agent (TLS); None on a plaintext archive."""
@@ -93,7 +109,7 @@ class AgentRegistryCore:
             caller.check_claims(request.agent_id, request.department_hsa_id)
         for attempt in range(3):
             try:
-                now = self._store(request, caller)
+                now, skew = self._store(request, caller)
                 break
             except exc.IntegrityError:
                 # Two heartbeats of a new agent raced; the loser retries and updates.
@@ -101,10 +117,18 @@ class AgentRegistryCore:
                     raise
         response = pb.HeartbeatResponse(next_interval_s=bounded_interval(request.interval_s))
         response.server_time.FromDatetime(now)
+        if skew is not None:
+            response.clock_skew_s = skew
+        if self._devices_for is not None:
+            department = caller.department_hsa_id if caller is not None else request.department_hsa_id
+            response.devices.SetInParent()  # present even when the list is empty
+            for make, model, serial in self._devices_for(department):
+                response.devices.devices.append(pb.RegisteredDevice(make=make, model=model, serial=serial))
         return response
 
-    def _store(self, r: pb.HeartbeatRequest, caller: AgentCaller | None) -> dt.datetime:
+    def _store(self, r: pb.HeartbeatRequest, caller: AgentCaller | None) -> tuple[dt.datetime, float | None]:
         now = self._clock()
+        skew = clock_skew_s(r, now)
         with self.db.write() as s:
             department_id = (caller.department_id if caller is not None else
                              self._department_for(s, r.department_hsa_id, f"agent:{r.agent_id}").id)
@@ -136,8 +160,11 @@ class AgentRegistryCore:
             status.started_at = r.started_at.ToDatetime(dt.timezone.utc) if r.HasField("started_at") else None
             status.last_heartbeat = now
             status.heartbeats = (status.heartbeats or 0) + 1
+            status.clock_skew_s = skew
             self._store_refusals(s, r)
-        return now
+        if skew is not None and abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning("agent clock skewed", extra={"agent_id": r.agent_id, "skew_s": round(skew, 1)})
+        return now, skew
 
     @staticmethod
     def _store_refusals(s: Session, r: pb.HeartbeatRequest) -> None:
@@ -172,6 +199,23 @@ class AgentRegistryCore:
 
 
 # -- validation --------------------------------------------------------------------
+
+
+# A skew beyond this is logged at every heartbeat (and alerted on, see
+# packaging/prometheus/alerts.yml): TLS and the identity-number date checks
+# need the capture PC's clock right to well within a minute.
+CLOCK_SKEW_WARN_S = 60.0
+# A sent_at further off than this is not a clock but garbage; not stored.
+_SKEW_LIMIT_S = 10 * 365 * 86400.0
+
+
+def clock_skew_s(r: pb.HeartbeatRequest, received: dt.datetime) -> float | None:
+    """The agent's clock minus the archive's, in seconds (None without sent_at)."""
+    if not r.HasField("sent_at"):
+        return None
+    sent = r.sent_at.seconds + r.sent_at.nanos / 1e9
+    skew = sent - received.timestamp()
+    return round(skew, 3) if abs(skew) < _SKEW_LIMIT_S else None
 
 
 def bounded_interval(requested: float) -> float:
@@ -265,17 +309,39 @@ def _card_json(c: pb.CardInProgress, agent_id: str) -> dict[str, Any]:
     }
 
 
-def list_agents(db: "Database", now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Every agent the archive knows (from heartbeats or ingests), by agent id."""
+def fleet_for(db: "Database", principal: Principal, department: str | None = None,
+              now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """:func:`list_agents` for a user with the right ``ops.read`` (the ops page
+    and ``GET /api/v1/agents``). A refusal is audited; a permitted read is
+    not: the fleet holds no patient data, and the ops page polls it every few
+    seconds, which would bury the audit log (R18) in routine reads."""
+    try:
+        with db.read() as s:
+            authorize(load_grants(s, principal), "ops.read")
+    except NotPermitted as refused:
+        with db.write() as s:
+            append_audit(s, principal.actor, "agents.list", department=department, outcome="refused",
+                         details={"login": principal.login_details(), "reason": refused.reason,
+                                  "message": str(refused)})
+        raise
+    if department is not None:
+        v.hsa_id(department, "department")
+    return list_agents(db, now, department)
+
+
+def list_agents(db: "Database", now: dt.datetime | None = None,
+                department: str | None = None) -> list[dict[str, Any]]:
+    """The fleet, by agent id: every agent bound to a certificate (the expected
+    fleet, also those never heard from) and every agent that ever spoke (a
+    heartbeat or an ingest), each with its ``liveness`` (:data:`LIVENESS`).
+    ``department``: only that department's agents (its HSA-id)."""
     now = now or utcnow()
     out: list[dict[str, Any]] = []
     with db.read() as s:
-        rows = s.execute(
-            sa.select(Agent, AgentStatus, Department.hsa_id)
-            .outerjoin(AgentStatus, AgentStatus.agent_id == Agent.agent_id)
-            .outerjoin(Department, Department.id == Agent.department_id)
-            .order_by(Agent.agent_id)
-        ).all()
+        agents = {a.agent_id: a for a in s.scalars(sa.select(Agent))}
+        statuses = {st.agent_id: st for st in s.scalars(sa.select(AgentStatus))}
+        bindings = {b.agent_id: b for b in s.scalars(sa.select(AgentBinding))}
+        hsa_of: dict[int, str] = {i: h for i, h in s.execute(sa.select(Department.id, Department.hsa_id))}
         refusals: dict[str, list[dict[str, Any]]] = {}
         for ref in s.scalars(sa.select(AgentRefusal).order_by(
                 AgentRefusal.agent_id, AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc())):
@@ -283,28 +349,61 @@ def list_agents(db: "Database", now: dt.datetime | None = None) -> list[dict[str
                 "card_key": ref.card_key, "reader": ref.reader, "reason": ref.reason,
                 "refused_at": _iso(ref.refused_at), "files": ref.file_count,
             })
-        for agent, status, hsa in rows:
-            last_seen = status.last_heartbeat if status is not None else agent.last_seen
-            out.append({
-                "agent_id": agent.agent_id,
-                "host": status.host if status is not None else None,
-                "version": agent.version,
-                "department": hsa,
-                "state": status.state if status is not None else None,
-                "last_seen": _iso(last_seen),
-                "last_heartbeat": _iso(status.last_heartbeat) if status is not None else None,
-                "alive": status is not None and _alive(status, now),
-                "interval_s": status.interval_s if status is not None else None,
-                "queue": status.queue_length if status is not None else 0,
-                "counts": status.counts if status is not None else {},
-                "last_error": status.last_error if status is not None else None,
-                "archive_reachable": status.archive_reachable if status is not None else None,
-                "in_progress": status.in_progress if status is not None else [],
-                "refused": refusals.get(agent.agent_id, []),
-                "started_at": _iso(status.started_at) if status is not None else None,
-                "first_seen": _iso(agent.first_seen),
-            })
+    for agent_id in sorted(set(agents) | set(bindings)):
+        agent, status, binding = agents.get(agent_id), statuses.get(agent_id), bindings.get(agent_id)
+        # The binding names the department an agent belongs to; an unbound
+        # (plaintext) agent's is the one it last reported.
+        department_id = (binding.department_id if binding is not None
+                         else agent.department_id if agent is not None else None)
+        hsa = hsa_of.get(department_id) if department_id is not None else None
+        if department is not None and hsa != department:
+            continue
+        last_seen = (status.last_heartbeat if status is not None
+                     else agent.last_seen if agent is not None else None)
+        not_after = _aware(binding.not_after) if binding is not None and binding.not_after else None
+        out.append({
+            "agent_id": agent_id,
+            "liveness": _liveness(agent, status, binding, now),
+            "host": status.host if status is not None else None,
+            "version": agent.version if agent is not None else None,
+            "department": hsa,
+            "state": status.state if status is not None else None,
+            "last_seen": _iso(last_seen),
+            "last_heartbeat": _iso(status.last_heartbeat) if status is not None else None,
+            "heartbeat_age_s": (round((now - _aware(status.last_heartbeat)).total_seconds(), 1)
+                                if status is not None else None),
+            "alive": status is not None and _alive(status, now),
+            "interval_s": status.interval_s if status is not None else None,
+            "queue": status.queue_length if status is not None else 0,
+            "counts": status.counts if status is not None else {},
+            "last_error": status.last_error if status is not None else None,
+            "archive_reachable": status.archive_reachable if status is not None else None,
+            "in_progress": status.in_progress if status is not None else [],
+            "refused": refusals.get(agent_id, []),
+            "started_at": _iso(status.started_at) if status is not None else None,
+            "first_seen": _iso(agent.first_seen) if agent is not None else None,
+            "clock_skew_s": status.clock_skew_s if status is not None else None,
+            "bound": binding is not None and binding.revoked_at is None,
+            "certificate_not_after": _iso(not_after),
+            "certificate_days_left": (round((not_after - now).total_seconds() / 86400, 2)
+                                      if not_after is not None else None),
+        })
     return out
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value  # SQLite: naive UTC
+
+
+def _liveness(agent: Agent | None, status: AgentStatus | None, binding: AgentBinding | None,
+              now: dt.datetime) -> str:
+    if binding is not None and binding.revoked_at is not None:
+        return "revoked"
+    if status is not None and _alive(status, now):
+        return "alive"
+    if status is None and agent is None:
+        return "never_seen"
+    return "silent"
 
 
 def _alive(status: AgentStatus, now: dt.datetime) -> bool:

@@ -214,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("agent_id", metavar="AGENT_ID")
     a = _leaf(dsub, "list", "bound agents: id, department, fingerprint, revoked, last seen")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
+    d = asub.add_parser("device", help="departments' registered capture devices (R6), handed to their agents")
+    dsub = d.add_subparsers(dest="action", required=True)
+    for action, text in (("add", "register a capture device for a department"),
+                         ("remove", "remove a registered device (as registered, serial included)")):
+        a = _leaf(dsub, action, text)
+        a.add_argument("--department", required=True, metavar="HSA-ID")
+        a.add_argument("--make", required=True, help="as the files name it (exiftool -Make)")
+        a.add_argument("--model", required=True, help="as the files name it (exiftool -Model)")
+        a.add_argument("--serial", default="", help="only this unit (default: any serial of the model)")
+    a = _leaf(dsub, "list", "registered devices: department, make, model, serial")
+    a.add_argument("--department", metavar="HSA-ID", help="only this department's")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
     a = _leaf(asub, "confidential", "mark a patient's cases confidential, or lift it (R17)")
     a.add_argument("patient", metavar="ID", help="the patient's number")
     a.add_argument("state", choices=["on", "off"])
@@ -286,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "making a key pair here")
 
     # Agent registry (R21; helper C2's block): what the heartbeats say.
-    p = sub.add_parser("agents", help="list the capture-PC agents and their last heartbeat")
+    p = sub.add_parser("agents", help="the fleet: bound and reporting agents, alive, silent or never seen")
     p.add_argument("--json", action="store_true", help="one JSON object per agent and line")
+    p.add_argument("--department", metavar="HSA-ID", help="only this department's agents")
     _storage_options(p)
     return parser
 
@@ -563,6 +576,8 @@ def cmd_admin(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
         _print_rows(admin.list_users(db, who), args.json, ("user", "department", "role"))
     elif args.area == "agent":
         return _agents_admin(db, who, args)
+    elif args.area == "device":
+        return _devices_admin(db, who, args)
     elif args.area == "confidential":
         result = admin.set_confidential(db, who, normalise_patient(args.patient, cfg.reserve_formats), args.state == "on")
         print(f"patient {'marked confidential' if args.state == 'on' else 'no longer confidential'}: "
@@ -591,6 +606,20 @@ def _agents_admin(db: Database, who: Principal, args: argparse.Namespace) -> int
     else:
         _print_rows(agentcerts.list_bindings(db, who), args.json,
                     ("agent_id", "department", "fingerprint", "revoked", "last_seen"))
+    return 0
+
+
+def _devices_admin(db: Database, who: Principal, args: argparse.Namespace) -> int:
+    from archive_server import devices
+
+    if args.action == "list":
+        _print_rows(devices.list_devices(db, who, args.department), args.json,
+                    ("department", "make", "model", "serial"))
+        return 0
+    change = devices.add_device if args.action == "add" else devices.remove_device
+    what = change(db, who, args.department, args.make, args.model, args.serial)
+    serial = f" serial {args.serial}" if args.serial else ""
+    print(f"device {args.make} {args.model}{serial} in {args.department}: {what}")
     return 0
 
 
@@ -656,11 +685,11 @@ def cmd_pki(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
 def cmd_agents(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     from archive_server.agents import list_agents
 
-    for agent in list_agents(_database(cfg)):
+    for agent in list_agents(_database(cfg), department=args.department):
         if args.json:
             print(json.dumps(agent, ensure_ascii=False, sort_keys=True))
         else:
-            alive = "alive" if agent["alive"] else "SILENT"
+            alive = agent["liveness"] if agent["liveness"] == "alive" else agent["liveness"].upper()
             refused = ", ".join(r["reason"] for r in agent["refused"][:3]) or "-"
             print(f"{agent['agent_id']}  {alive}  {agent['state'] or '-'}  {agent['department'] or '-'}  "
                   f"v{agent['version']}  queue {agent['queue']}  last seen {agent['last_seen']}  "

@@ -381,6 +381,31 @@ class AgentStatus(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
     heartbeats: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The agent's clock minus the archive's at the last heartbeat, in seconds
+    # (None: the heartbeat carried no sent_at).
+    clock_skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DepartmentDevice(Base):
+    """R6: one registered capture device of a department, as the agents of
+    that department receive it with each heartbeat answer. ``make``, ``model``
+    and ``serial`` are kept as typed (spaces collapsed); matching is the
+    agent's (case- and space-insensitive); an empty serial accepts any."""
+
+    __tablename__ = "department_devices"
+    __table_args__ = (UniqueConstraint("department_id", "make_key", "model_key", "serial_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    make: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str] = mapped_column(String(255))
+    serial: Mapped[str] = mapped_column(String(255), default="")
+    # Case-folded forms: one device is registered once however it is typed.
+    make_key: Mapped[str] = mapped_column(String(255))
+    model_key: Mapped[str] = mapped_column(String(255))
+    serial_key: Mapped[str] = mapped_column(String(255), default="")
+    added_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    added_by: Mapped[str] = mapped_column(String(255))
 
 
 class AgentRefusal(Base):

@@ -29,6 +29,8 @@ RIGHTS: dict[str, str] = {
     "admin.roles": "define roles (named sets of rights)",
     "admin.departments": "add and rename departments",
     "admin.agents": "bind capture-PC agents' certificates to departments, revoke them, list them",
+    "admin.devices": "register and remove departments' capture devices (R6), handed to their agents",
+    "ops.read": "watch every agent of the fleet: liveness, what it does, its errors and refused cards (R21)",
     "audit.read": "read the audit log, for every department",
     "statistics.read": "take out audit reports and statistics, for every department",
 }
@@ -42,6 +44,8 @@ RESERVED_RIGHTS = frozenset({"case.purge"})
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "sysadmin": frozenset(RIGHTS),
     "log-operator": frozenset({"audit.read", "statistics.read"}),
+    # Central operations (R21): the fleet, nothing of any patient.
+    "ops": frozenset({"ops.read"}),
 }
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from archive_server import devices
 from archive_server.audit import configure_syslog
 from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore, open_blobstore
@@ -110,7 +111,9 @@ class ArchiveServer:
         self.gate = AgentGate(self.db, tls=config.tls.enabled)
         pb_grpc.add_IngestServicer_to_server(ingest_service.IngestServicer(self.core, self.gate), self._server)
         # Agent heartbeats (R21), held to the ingest service's department rule.
-        self.agents = AgentRegistryCore(self.db, self.core._department, tls=config.tls.enabled)
+        # The answer hands each agent its department's registered devices (R6).
+        self.agents = AgentRegistryCore(self.db, self.core._department, tls=config.tls.enabled,
+                                        devices_for=lambda hsa: devices.devices_of(self.db, hsa))
         agents_pb2_grpc.add_AgentRegistryServicer_to_server(
             agents_service.AgentRegistryServicer(self.agents, self.gate), self._server)
         # The clinical client's Cases service: a logged-in user's bearer token,

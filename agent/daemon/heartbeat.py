@@ -8,6 +8,11 @@ Never a patient number: :func:`build_request` takes only
 codes, counts and card keys from the snapshot, and masks anything shaped like
 an identity number in the free text it passes on.
 
+The answer carries the archive's measure of this PC's clock skew (logged
+when over a minute: TLS and the identity-number date checks need the clock)
+and the department's registered capture devices, kept by
+:class:`~agent.daemon.registered_devices.DeviceRegister` (R6).
+
 A heartbeat runs in its own thread with a short deadline: it never blocks or
 crashes the daemon. Its result also tells the board whether the archive is
 reachable (``board.archive_reachable``), so the status page can warn staff
@@ -21,6 +26,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -28,7 +34,9 @@ from google.protobuf import timestamp_pb2
 
 from agent import __version__
 from bildsluss_common.identity.masking import mask_numbers_in_text
+from agent.card.model import Device
 from agent.config import AgentConfig
+from agent.daemon.registered_devices import DeviceRegister
 from agent.desk.status import StatusBoard
 from agent.channel import open_channel
 from bildsluss.v1 import agents_pb2 as pb
@@ -48,6 +56,8 @@ _STATES = {
     "starting": pb.AGENT_STATE_STARTING, "stopping": pb.AGENT_STATE_STOPPING,
 }
 _REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+# A clock further off than this is logged (the archive alerts on it too).
+CLOCK_SKEW_WARN_S = 60.0
 
 
 def _scrub(text: Any, limit: int = 255) -> str:
@@ -114,10 +124,17 @@ def build_request(snapshot: dict[str, Any], *, department: str, host: str, inter
 
 
 class Heartbeater:
-    def __init__(self, config: AgentConfig, board: StatusBoard, *, host: str | None = None) -> None:
+    def __init__(self, config: AgentConfig, board: StatusBoard, *, host: str | None = None,
+                 devices: DeviceRegister | None = None, clock: Callable[[], float] = time.time) -> None:
+        """``devices``: where the archive's list of registered devices is kept
+        (None: not kept); ``clock``: the agent's wall clock (sent_at)."""
         self.config = config
         self.board = board
         self.host = host or socket.gethostname()
+        self.devices = devices
+        self._clock = clock
+        # The archive's measure of this PC's clock (agent minus archive, s); None: unknown.
+        self.clock_skew_s: float | None = None
         self.interval_s = config.daemon.heartbeat_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -183,7 +200,8 @@ class Heartbeater:
             return False
         try:
             request = build_request(self.board.snapshot(), department=str(self.config.department),
-                                    host=self.host, interval_s=self.config.daemon.heartbeat_s, state=state)
+                                    host=self.host, interval_s=self.config.daemon.heartbeat_s, state=state,
+                                    now=self._clock())
             timeout = timeout_s or max(1.0, min(self.config.archive.call_timeout_s, self.interval_s * 2))
             response = self._stub.Heartbeat(request, timeout=timeout)
         except grpc.RpcError as exc:
@@ -201,11 +219,26 @@ class Heartbeater:
         self.sent += 1
         if response.next_interval_s > 0:
             self.interval_s = response.next_interval_s
+        self._take_answer(response)
         self.board.archive_reachable(True)
         if self._last_problem is not None:
             log.info("heartbeats accepted again")
             self._last_problem = None
         return True
+
+    def _take_answer(self, response: pb.HeartbeatResponse) -> None:
+        if response.HasField("clock_skew_s"):
+            was_off = self.clock_skew_s is not None and abs(self.clock_skew_s) > CLOCK_SKEW_WARN_S
+            self.clock_skew_s = response.clock_skew_s
+            off = abs(response.clock_skew_s) > CLOCK_SKEW_WARN_S
+            if off and not was_off:
+                log.warning("this PC's clock is off from the archive's: check time synchronisation "
+                            "(chrony/systemd-timesyncd)", extra={"skew_s": round(response.clock_skew_s, 1)})
+            elif was_off and not off:
+                log.info("this PC's clock agrees with the archive's again",
+                         extra={"skew_s": round(response.clock_skew_s, 1)})
+        if self.devices is not None and response.HasField("devices"):
+            self.devices.update(Device(d.make, d.model, d.serial) for d in response.devices.devices)
 
     def _report(self, problem: str, *, refused: bool) -> None:
         """Log a problem once, not at every beat."""

@@ -50,6 +50,8 @@ from agent.daemon import mount as mount_mod
 from agent.card.camera import CameraNotFound, CameraRequest, ingest_camera
 from agent.config import AgentConfig
 from agent.daemon.detect import BlockPolicy, CameraWatch, CardEvent, WatchBackend, block_backend
+from agent.daemon.registered_devices import FILE_NAME as DEVICES_FILE
+from agent.daemon.registered_devices import DeviceRegister
 from agent.daemon.journal import CardRecord, Journal, JournalError, fields_of, resume_of
 from agent.card.model import Mode
 from agent.card.outcome import Outcome
@@ -232,6 +234,8 @@ class Daemon:
         self._last_status = ""
         self.board = None
         self.contexts = None
+        # The archive's list of the department's registered devices, as last handed out (R6).
+        self.devices = DeviceRegister(self.dconf.state_dir / DEVICES_FILE)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -306,7 +310,7 @@ class Daemon:
 
             services.append(StatusHttpServer(self.dconf.status_http, self.board, contexts=self.contexts))
         services.append(Notifier(self.board, self.dconf.notify))
-        services.append(Heartbeater(self.config, self.board))
+        services.append(Heartbeater(self.config, self.board, devices=self.devices))
         for service in services:
             service.start()
             self._services.append(service)
@@ -546,6 +550,8 @@ class Daemon:
         if isinstance(found, IngestOutcome):
             return found
         record, resume = found
+        # The PC's own [[devices]] and the archive's list, as of now (R6).
+        config = dataclasses.replace(self.config, devices=self.devices.effective(self.config.devices))
         request = IngestRequest(root=root or pathlib.Path(os.devnull), department=self.department,
                                 mode=Mode(record.mode or self.config.mode.value), expect=record.expect)
         progress = _JournalledProgress(self, job)
@@ -554,12 +560,12 @@ class Daemon:
             camera = CameraRequest(port=job.port, department=self.department, mode=request.mode,
                                    expect=request.expect)
             try:
-                outcome = ingest_camera(camera, self.config, progress=progress, resume=resume)
+                outcome = ingest_camera(camera, config, progress=progress, resume=resume)
             except CameraNotFound as exc:
                 self._report_gone(job, str(exc))
                 return None
         else:
-            outcome = ingest_card(request, self.config, progress=progress, resume=resume)
+            outcome = ingest_card(request, config, progress=progress, resume=resume)
         if job.removed.is_set() and outcome.outcome is not Outcome.ARCHIVED:
             outcome = dataclasses.replace(outcome, outcome=Outcome.FAILED, reason=Reason.CARD_REMOVED,
                                           message=staff_message(Reason.CARD_REMOVED))

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from archive_server import admin, agentcerts, reports, versions
+from archive_server import admin, agentcerts, agents, devices, reports, versions
 from archive_server.authz import NotPermitted, Principal
 from archive_server.cases import export_case, print_case, record_consent, search_cases, show_case, teaching_copy
 from archive_server.models import (
-    AgentBinding, Case, CaseVersion, ConfidentialPatient, Consent, Department, DepartmentAccess, FormTemplate, Role, User,
+    AgentBinding, Case, CaseVersion, ConfidentialPatient, Consent, Department, DepartmentAccess, DepartmentDevice,
+    FormTemplate, Role, User,
 )
 from archive_server.rights import ARCHIVE_RIGHTS, BUILTIN_ROLES, RESERVED_RIGHTS, RIGHTS
 from tests.archive.client import personnummer
@@ -197,6 +198,18 @@ def op_bind_agent(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
     return probe
 
 
+def op_add_device(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
+    model = f"EOS {uuid.uuid4().hex[:6]}"
+    probe = lambda: ctx.scalar(sa.select(DepartmentDevice.id).where(DepartmentDevice.model == model)) is not None  # noqa: E731
+    devices.add_device(ctx.w.db, who, dep, "Canon", model)
+    return probe
+
+
+def op_fleet(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
+    agents.fleet_for(ctx.w.db, who, dep)
+    return lambda: True
+
+
 def op_audit_list(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
     reports.list_events(ctx.w.db, who, department=dep)
     return lambda: True
@@ -227,6 +240,9 @@ OPERATIONS: dict[str, tuple[str, Callable[[Ctx, Principal, str, bool], Probe], s
     "add_role": ("admin.roles", op_add_role, "role.added"),
     "add_department": ("admin.departments", op_add_department, "department.added"),
     "bind_agent": ("admin.agents", op_bind_agent, "agent.bound"),
+    "add_device": ("admin.devices", op_add_device, "device.added"),
+    # Permitted fleet reads are not audited (no patient data; polled), refusals are.
+    "fleet": ("ops.read", op_fleet, None),
     "audit_list": ("audit.read", op_audit_list, "audit.list"),
     "audit_report": ("statistics.read", op_audit_report, "audit.report"),
 }

@@ -122,9 +122,29 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., host: _Optional[str] = ..., agent_version: _Optional[str] = ..., department_hsa_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., queue_length: _Optional[int] = ..., counts: _Optional[_Union[CardCounts, _Mapping]] = ..., last_error: _Optional[_Union[AgentError, _Mapping]] = ..., refused: _Optional[_Iterable[_Union[RefusedCard, _Mapping]]] = ..., in_progress: _Optional[_Iterable[_Union[CardInProgress, _Mapping]]] = ..., interval_s: _Optional[float] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archive_reachable: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("server_time", "next_interval_s")
+    __slots__ = ("server_time", "next_interval_s", "clock_skew_s", "devices")
     SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
     NEXT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_SKEW_S_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     server_time: _timestamp_pb2.Timestamp
     next_interval_s: float
-    def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_interval_s: _Optional[float] = ...) -> None: ...
+    clock_skew_s: float
+    devices: RegisteredDevices
+    def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_interval_s: _Optional[float] = ..., clock_skew_s: _Optional[float] = ..., devices: _Optional[_Union[RegisteredDevices, _Mapping]] = ...) -> None: ...
+
+class RegisteredDevices(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[RegisteredDevice]
+    def __init__(self, devices: _Optional[_Iterable[_Union[RegisteredDevice, _Mapping]]] = ...) -> None: ...
+
+class RegisteredDevice(_message.Message):
+    __slots__ = ("make", "model", "serial")
+    MAKE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    make: str
+    model: str
+    serial: str
+    def __init__(self, make: _Optional[str] = ..., model: _Optional[str] = ..., serial: _Optional[str] = ...) -> None: ...
