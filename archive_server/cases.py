@@ -24,7 +24,7 @@ from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore
 from archive_server.db import Database
 from archive_server.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from archive_server.models import Case, CaseVersion, Consent, MediaItem, utcnow
+from archive_server.models import Case, CaseVersion, Consent, FormTemplate, MediaItem, utcnow
 from bildsluss_common.identity import patient_id
 from bildsluss_common.identity.reserve import ReserveFormat
 
@@ -180,6 +180,43 @@ def show_case(db: Database, principal: Principal, case_id: str, *, version: int 
         result = case_json(op.session, case, load_version(op.session, case, version))
         op.details.update(version=result["version"])
     return result
+
+
+def case_page(db: Database, principal: Principal, case_id: str, *, version: int | None = None,
+              emergency_reason: str | None = None) -> dict[str, Any]:
+    """What the web client's case page shows, in one audited read (``case.show``,
+    or ``case.emergency_open`` with a reason): the version, its form template's
+    fields, and the numbers of every version."""
+    with operation(db, principal, "case.show") as op:
+        case = op.case(case_id, "case.read", emergency_reason=emergency_reason)
+        view = case_json(op.session, case, load_version(op.session, case, version))
+        template = op.session.get(FormTemplate, view["form_template"]) if view["form_template"] else None
+        op.details.update(version=view["version"])
+        return {"case": view, "template": {"name": template.name, "title": template.title,
+                                           "fields": list(template.fields)} if template else None,
+                "versions": list(range(1, case.current_version + 1))}
+
+
+def media_of_case(db: Database, principal: Principal, case_id: str, sha256: str, *, use: str = "original",
+                  emergency_reason: str | None = None) -> dict[str, Any]:
+    """A media item of the case (of any of its versions), for reading its bytes
+    or a picture of them; audited as ``case.media`` (with ``use``: original,
+    thumb, preview, frame) before a byte leaves. Unknown to the case: NotFound."""
+    with operation(db, principal, "case.media") as op:
+        case = op.case(case_id, "case.read", emergency_reason=emergency_reason)
+        item = op.session.execute(
+            sa.select(MediaItem).join(CaseVersion, CaseVersion.id == MediaItem.case_version_id)
+            .where(CaseVersion.case_id == case.id, MediaItem.blob_sha256 == sha256)
+            .options(selectinload(MediaItem.blob)).limit(1)).scalar_one_or_none()
+        if item is None:
+            raise NotFound(f"case {case_id} has no media {sha256[:64]}")
+        op.details.update(sha256=sha256, use=use)
+        return media_json(item)
+
+
+def read_media(blobs: BlobStore, media: dict[str, Any]) -> bytes:
+    """The stored bytes of ``media`` (from :func:`media_of_case`), checked against its hash."""
+    return _read_verified(blobs, media["sha256"], media["size"])
 
 
 def export_case(

@@ -9,6 +9,7 @@ from archive_server.config import ArchiveConfig
 from archive_server.db import Database
 from archive_server.logins import Logins
 from archive_server.oidc import OidcClient
+from archive_server.previews import PreviewCache
 
 
 @dataclasses.dataclass
@@ -20,6 +21,8 @@ class WebContext:
     blobs: BlobStore | None = None
     # TLS on the endpoint: cookies are Secure either way; HSTS only with TLS.
     tls: bool = False
+    # Thumbnails and previews made in this process (previews.py: memory only, bounded).
+    previews: PreviewCache = dataclasses.field(default_factory=PreviewCache)
 
     @classmethod
     def for_archive(cls, db: Database, config: ArchiveConfig, logins: Logins | None = None,

@@ -37,10 +37,10 @@ def _display_time(value: str | None) -> str:
 _env.filters["when"] = _display_time
 
 
-def render(request: Request, template: str, *, status: int = 200, who: Principal | None = None,
+def render(request: Request, template_name: str, /, *, status: int = 200, who: Principal | None = None,
            **values: Any) -> HTMLResponse:
     token = csrf.token_for(request)
-    body = _env.get_template(template).render(csrf=token, who=who, nav=getattr(request.state, "nav", None),
+    body = _env.get_template(template_name).render(csrf=token, who=who, nav=getattr(request.state, "nav", None),
                                               **values)
     response = HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
     csrf.remember(request, response)

@@ -70,3 +70,36 @@ def csrf_of(html: str) -> str:
     found = CSRF.search(html)
     assert found, "the page has no form with a CSRF token"
     return found.group(1)
+
+
+def ingest_media(world: World, files: dict[str, tuple[bytes, str, str]], *, patient: str, department: str) -> str:
+    """File a card whose media are of the given kinds: path -> (bytes, kind, media type),
+    kind one of image, video, audio, dicom; through the real ingest exchange."""
+    from archive_server.ingest import KINDS
+    from bildsluss.v1 import ingest_pb2 as pb
+    from tests.archive.client import open_request, write_requests
+
+    request = open_request({p: data for p, (data, _, _) in files.items()}, patient_id=patient, department=department)
+    by_name = {v: k for k, v in KINDS.items()}
+    for entry in request.manifest:
+        _, kind, media_type = files[entry.relative_path]
+        entry.kind, entry.media_type = by_name[kind], media_type
+    world.core.open_session(request)
+    for data in {d for d, _, _ in files.values()}:
+        world.core.write(iter(write_requests(request.session_id, data)))
+    return world.core.commit_session(pb.CommitSessionRequest(session_id=request.session_id)).case_id
+
+
+def jpeg_with_metadata(seed: int = 1) -> bytes:
+    """A JPEG carrying EXIF (camera make, a GPS-like comment) and a comment segment."""
+    import io
+
+    from PIL import Image
+
+    img = Image.new("RGB", (400, 300), ((seed * 40) % 256, 120, 200))
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif[0x010E] = "Patient 19121212-1212"  # ImageDescription
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif.tobytes(), comment=b"kommentar 19121212-1212")
+    return out.getvalue()
