@@ -314,11 +314,12 @@ class IngestCore:
             raise InvalidArgument("the first Write message must carry the blob digest")
         sha, size = v.sha256(first.blob.sha256, "blob.sha256"), first.blob.size_bytes
         info = self._session_info(first.session_id, caller)
-        if info.committed:
-            raise FailedPrecondition(f"session {first.session_id} is already committed")
         _require_in_manifest(info, first.blob)
         if self._held(info, {sha}):
             return pb.WriteResponse(committed_size=size, complete=True)
+        # A committed session's blob whose stored bytes are gone (a disk fault, an
+        # old backup restored) is received again: the card that holds them is the
+        # only other copy, and the agent re-sends before it wipes (issue 13).
         # Stored for another department, stored without a record, or not at all:
         # the bytes are received and verified either way (committing identical
         # bytes again changes nothing stored), and only then count as this

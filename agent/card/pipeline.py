@@ -344,11 +344,18 @@ class _CardRun:
             client.upload(session_id, stripped,
                           progress=lambda p: self._stage("upload", dataclasses.asdict(p)))
             self._stage("commit", {})
-            committed = client.commit(session_id)
+            committed = client.commit(session_id, resend=stripped)
             self.case_id = committed.case_id
             self.phase = Phase.COMMITTED
             # A second, independent confirmation: the archive reports none missing.
             still_missing = client.find_missing(session_id, sent)
+            if still_missing:
+                # Committed before (this card's earlier run), and a stored copy is
+                # gone since: the card holds the only other one. Send it again.
+                log.warning("archive lost blobs of a committed session, sending them again",
+                            extra={"blobs": len(still_missing)})
+                client.upload(session_id, stripped)
+                still_missing = client.find_missing(session_id, sent)
         self._stage("verify", {"receipts": len(committed.receipts)})
         self._verify(sent, committed.receipts, still_missing)
         log.info("archive confirmed every file", extra={"case_id": committed.case_id, "files": len(sent)})

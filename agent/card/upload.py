@@ -303,7 +303,22 @@ class ArchiveClient:
                 if finish:
                     return
 
-    def commit(self, session_id: str) -> CommitResult:
+    def commit(self, session_id: str, resend: Sequence[StrippedFile] = ()) -> CommitResult:
+        """CommitSession. When the archive answers that blobs of the session are not
+        stored (FAILED_PRECONDITION: e.g. a stored file was lost between
+        FindMissingBlobs and the commit) and ``resend`` holds the session's files,
+        the missing ones are asked for and sent again, once, then committed again.
+        Anything else the archive refuses raises, and the card stays as it was."""
+        try:
+            return self._commit(session_id)
+        except ArchiveRejected as exc:
+            if exc.code != grpc.StatusCode.FAILED_PRECONDITION or not resend:
+                raise
+            log.warning("archive lacks blobs at commit, sending them again", extra={"detail": str(exc)})
+        self.upload(session_id, resend)
+        return self._commit(session_id)
+
+    def _commit(self, session_id: str) -> CommitResult:
         response = self._call(
             "CommitSession",
             lambda: self._stub.CommitSession(
