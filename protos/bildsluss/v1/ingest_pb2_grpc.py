@@ -121,8 +121,9 @@ class IngestServicer:
         * NOT_FOUND: unknown session.
         * INVALID_ARGUMENT: no blob in the first message, or a later message
         names another session or blob; data beyond the declared size.
-        * FAILED_PRECONDITION: the blob is not in the session's manifest, or
-        the session is already committed.
+        * FAILED_PRECONDITION: the blob is not in the session's manifest.
+        (A committed session's blob is accepted when its stored bytes are
+        gone: the agent restores it from the card before it wipes.)
         * OUT_OF_RANGE: an offset other than the committed size.
         * DATA_LOSS: the received bytes do not match the declared SHA-256 or
         size, or they were deleted (a purge, fsck) before they could be
