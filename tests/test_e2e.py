@@ -47,6 +47,9 @@ def test_good_card_is_archived_clean_and_the_card_emptied(archive, tmp_path):
     assert sorted(archived) == jpegs
     assert all(len(f["sha256"]) == 64 for f in archived.values())
     assert {e["patient"] for e in out["evidence"] if e["patient"]} == {PATIENT_CANONICAL}
+    # Every stage the card went through, in order, with its wall seconds (issue 12).
+    assert list(out["timings"]) == ["scan", "identify", "strip", "upload", "commit", "verify", "wipe"]
+    assert all(isinstance(v, float) and v >= 0 for v in out["timings"].values())
     # The card: no media left, folders and camera housekeeping untouched, except the
     # AppleDouble files of the wiped pictures, which go with them (agent/wipe.py).
     assert media_on(card) == []
@@ -102,6 +105,8 @@ def test_refused_cards_stay_byte_identical(archive, tmp_path, kind):
     assert out["wiped"] is False and out["case_id"] is None and out["message"]
     assert all(f["status"] in ("refused", "ignored") and f["sha256"] is None for f in out["files"])
     assert snapshot(card) == before
+    # A refused card stopped at identify: no stage after it ran.
+    assert list(out["timings"]) == ["scan", "identify"]
 
 
 def _free_port() -> int:

@@ -344,6 +344,8 @@ def test_ultrasound_export_without_its_overlay_is_refused(archive, tmp_path):
     out = expect_refused(archive, card, tmp_path, "ID_MISSING_ON_FRAME", (US_BLANK,),
                          "--mode", "ultrasound", "--expect", US_BLANK)
     assert "EXPORT/US0003.JPG" in out["detail"]
+    # Ultrasound's own sentence, not assault's (issue 12).
+    assert "overlay" in out["message"] and "assault" not in out["message"]
 
 
 def test_ultrasound_cine_exported_as_mp4_is_read_by_its_overlay(archive, tmp_path):

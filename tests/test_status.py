@@ -232,6 +232,20 @@ def test_every_reason_has_a_sentence_in_english_and_swedish():
     assert "record" in STAFF_MESSAGES[Reason.EHR_CONTEXT_EXPIRED]
 
 
+def test_each_mode_has_its_own_sentence_for_a_frame_without_the_number():
+    from agent.card.reasons import staff_message, staff_message_sv
+
+    assault = staff_message(Reason.ID_MISSING_ON_FRAME, "assault")
+    ultrasound = staff_message(Reason.ID_MISSING_ON_FRAME, "ultrasound")
+    plain = staff_message(Reason.ID_MISSING_ON_FRAME)
+    assert "assault" in assault and "ultrasound" in ultrasound and "assault" not in ultrasound
+    assert "assault" not in plain and len({assault, ultrasound, plain}) == 3
+    assert staff_message(Reason.ID_MISSING_ON_FRAME, "photo") == plain
+    assert "misshandel" in staff_message_sv(Reason.ID_MISSING_ON_FRAME, "assault")
+    assert "ultraljud" in staff_message_sv(Reason.ID_MISSING_ON_FRAME, "ultrasound")
+    assert "misshandel" not in staff_message_sv(Reason.ID_MISSING_ON_FRAME)
+
+
 def test_a_card_held_for_a_full_spool_says_so_not_that_the_archive_is_away():
     from agent.desk.notify import notification_for
     from agent.desk.status import outcome_panel

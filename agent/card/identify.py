@@ -344,11 +344,13 @@ def read_picture(
     return ctx.evidence
 
 
-def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool) -> None:
+def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool,
+                  reduced: tuple[Image.Image, float] | None = None) -> None:
     # Most labels read on a half-size copy in 20-150 ms: the full 12 MP decode
     # (about 100 ms) and the full-resolution passes are spent only on the rest.
+    # ``reduced``: what open_reduced(path) gave the caller (the scan's decode), not decoded twice.
     budget = Budget(ctx.budget_s)
-    small, scale = open_reduced(path)
+    small, scale = reduced if reduced is not None else open_reduced(path)
     share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
     reduced = barcode_reader.read_reduced(small, scale=scale, budget_s=budget.left() * share,
                                           enough=ctx.has_identity)
@@ -356,9 +358,10 @@ def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool) ->
                 reduced=reduced, budget=budget)
 
 
-def _read_image(ctx: _Context, media: MediaFile, *, required: bool) -> None:
+def _read_image(ctx: _Context, media: MediaFile, *, required: bool,
+                reduced: tuple[Image.Image, float] | None = None) -> None:
     try:
-        _read_picture(ctx, media.path, media.relative_path, required=required)
+        _read_picture(ctx, media.path, media.relative_path, required=required, reduced=reduced)
     except Exception as exc:
         ctx.problems.append(FileProblem(media.relative_path, Reason.NOT_MEDIA,
                                         f"cannot decode the image: {exc}"))
@@ -499,6 +502,56 @@ def required_positions(media: Sequence[MediaFile], mode: Mode) -> dict[str, tupl
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class FileReading:
+    """What one file showed (:func:`read_media`): plain data, so that a worker
+    process can read a file and send this back (:mod:`agent.card.workers`)."""
+
+    relative_path: str
+    evidence: tuple[Evidence, ...] = ()
+    videos: tuple[VideoWindows, ...] = ()
+    problems: tuple[FileProblem, ...] = ()
+
+
+def read_media(
+    media: MediaFile,
+    mode: Mode,
+    *,
+    required: bool,
+    budget_s: float = 2.0,
+    reserve_formats: Sequence[Any] = (),
+    reduced: tuple[Image.Image, float] | None = None,
+) -> FileReading | None:
+    """Read one media file exactly as :func:`identify` does; None for a file with
+    nothing to read (audio). ``required``: the rules want the number on this file
+    (:func:`required_positions`). ``reduced``: the picture's :func:`open_reduced`
+    when the caller already decoded it (a photo read with :func:`_read_image`).
+    Raises StageError INTERNAL_ERROR when the mode needs a reader that is missing."""
+    strategy = _strategy(media, mode)
+    if strategy is None:
+        return None
+    ocr = _required("ocr", mode) if mode in (Mode.ULTRASOUND,) else _optional("ocr")
+    ctx = _Context(mode=mode, budget_s=budget_s, reserve_formats=reserve_formats, ocr=ocr)
+    t0 = time.monotonic()
+    if reduced is not None and strategy is _read_image:
+        _read_image(ctx, media, required=required, reduced=reduced)
+    else:
+        strategy(ctx, media, required=required)
+    log.debug("identity: read %s in %.0f ms", media.relative_path, (time.monotonic() - t0) * 1000)
+    return FileReading(media.relative_path, tuple(ctx.evidence), tuple(ctx.videos), tuple(ctx.problems))
+
+
+def gather(readings: Sequence[FileReading | None]) -> IdentifyResult:
+    """The card's result from its files' readings, in capture order."""
+    read = [r for r in readings if r is not None]
+    return IdentifyResult(
+        evidence=tuple(e for r in read for e in r.evidence),
+        examined=tuple(r.relative_path for r in read),
+        videos=tuple(v for r in read for v in r.videos),
+        problems=tuple(p for r in read for p in r.problems),
+    )
+
+
 def identify(
     scan: ScanResult,
     mode: Mode,
@@ -512,26 +565,15 @@ def identify(
     ``expect`` (the EHR's patient, R5) does not change what is read: every file
     is read and judged the same way with or without it; decide compares.
     Raises :class:`StageError` (INTERNAL_ERROR) when the mode needs a reader
-    that is not installed. Never writes to the card.
+    that is not installed. Never writes to the card. One file after another;
+    :mod:`agent.card.workers` reads them with :func:`read_media` on every core.
     """
     del expect  # read the same way with or without context; decide compares
-    needs_ocr = mode in (Mode.ULTRASOUND,)
-    ocr = _required("ocr", mode) if needs_ocr else _optional("ocr")
-    ctx = _Context(mode=mode, budget_s=budget_s, reserve_formats=reserve_formats, ocr=ocr)
+    if mode in (Mode.ULTRASOUND,):
+        _required("ocr", mode)
     positions = required_positions(scan.media, mode)
-    examined: list[str] = []
-    for media in scan.media:
-        strategy = _strategy(media, mode)
-        if strategy is None:
-            continue  # audio: the EHR context names the patient
-        required = media.relative_path in positions
-        t0 = time.monotonic()
-        strategy(ctx, media, required=required)
-        examined.append(media.relative_path)
-        log.debug("identity: read %s in %.0f ms", media.relative_path,
-                  (time.monotonic() - t0) * 1000)
-    return IdentifyResult(tuple(ctx.evidence), tuple(examined), tuple(ctx.videos),
-                          tuple(ctx.problems))
+    return gather([read_media(m, mode, required=m.relative_path in positions, budget_s=budget_s,
+                              reserve_formats=reserve_formats) for m in scan.media])
 
 
 def _strategy(media: MediaFile, mode: Mode) -> Callable[..., None] | None:

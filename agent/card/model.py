@@ -156,3 +156,7 @@ class StageError(Exception):
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[StageError], tuple[Reason, str]]:
+        # Raised in a worker process (agent.card.workers), re-raised in the pipeline.
+        return StageError, (self.reason, self.detail)

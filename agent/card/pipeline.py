@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import pathlib
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -83,6 +84,8 @@ class IngestOutcome:
     evidence: tuple[Evidence, ...] = ()
     detail: str = ""
     session_id: str | None = None
+    # Wall seconds per stage, in the order the stages ran (for people and benchmarks).
+    timings: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -100,6 +103,7 @@ class IngestOutcome:
             "wiped": self.wiped,
             "files": [f.to_json() for f in self.files],
             "evidence": [e.to_json() for e in self.evidence],
+            "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
         }
 
 
@@ -173,6 +177,8 @@ class _CardRun:
         self.case_id: str | None = None
         self.sent: dict[str, str] = {}  # relative path -> sha256 of what the archive holds
         self.left_on_card: set[str] = set()  # archived, but the wipe could not delete them
+        self.timings: dict[str, float] = {}  # stage -> wall seconds, closed when the next starts
+        self._current: tuple[str, float] | None = None
 
     # -- the boundary: every way a card stops becomes an outcome -----------------------
 
@@ -210,11 +216,12 @@ class _CardRun:
 
     def _outcome(self, outcome: Outcome, reason: Reason | None, detail: str = "", *,
                  message: str | None = None, wiped: bool = False) -> IngestOutcome:
+        self._time_stage(None)
         accepted = self.decision is not None and self.decision.accepted
         return IngestOutcome(
             outcome=outcome,
             reason=reason,
-            message=message or (staff_message(reason) if reason else ""),
+            message=message or (staff_message(reason, self.request.mode) if reason else ""),
             patient=self.decision.patient_id if accepted and self.decision else None,
             case_id=self.case_id if outcome is Outcome.ARCHIVED or self.phase is Phase.COMMITTED else None,
             wiped=wiped,
@@ -222,6 +229,7 @@ class _CardRun:
             evidence=(self.decision.evidence if self.decision else ()) + self.device_evidence,
             detail=detail,
             session_id=self.session_id,
+            timings=dict(self.timings),
         )
 
     def _files(self, media_status: FileStatus, *, archived: bool) -> tuple[FileOutcome, ...]:
@@ -239,7 +247,18 @@ class _CardRun:
 
     # -- telling the runner ------------------------------------------------------------
 
+    def _time_stage(self, stage: str | None) -> None:
+        """Close the running stage's clock when another starts (None: the card ended)."""
+        now = time.monotonic()
+        if self._current is not None and self._current[0] == stage:
+            return
+        if self._current is not None:
+            name, since = self._current
+            self.timings[name] = self.timings.get(name, 0.0) + (now - since)
+        self._current = (stage, now) if stage is not None else None
+
     def _stage(self, stage: str, info: Mapping[str, object]) -> None:
+        self._time_stage(stage)
         self.progress.stage(stage, info)
         if stage != "wipe":  # a wipe under way is finished: stopping it halfway helps nobody
             stop = self.progress.should_stop()

@@ -132,8 +132,28 @@ STAFF_MESSAGES: dict[Reason, str] = {
 }
 
 
-def staff_message(reason: Reason) -> str:
-    return STAFF_MESSAGES[reason]
+# Where a reason means something different per mode, each mode has its own
+# sentence (keyed by the mode's value, so that this module needs no model import).
+# ID_MISSING_ON_FRAME: assault wants the label on every picture, ultrasound the
+# overlay on every image and cine, any mode every frame of a DICOM file.
+MODE_MESSAGES: dict[tuple[Reason, str], str] = {
+    (Reason.ID_MISSING_ON_FRAME, "assault"): STAFF_MESSAGES[Reason.ID_MISSING_ON_FRAME],
+    (Reason.ID_MISSING_ON_FRAME, "ultrasound"): (
+        "In ultrasound mode every image and clip must show the patient number in the machine's "
+        "overlay, and at least one does not. Nothing was sent and nothing was deleted; "
+        "check that the patient is registered on the machine and export again."
+    ),
+}
+STAFF_MESSAGES[Reason.ID_MISSING_ON_FRAME] = (
+    "Every picture or frame must show the patient number here, and at least one does not. "
+    "Nothing was sent and nothing was deleted."
+)
+
+
+def staff_message(reason: Reason, mode: str | None = None) -> str:
+    """The sentence for staff; ``mode`` (a Mode or its value) picks the mode's own where it has one."""
+    key = getattr(mode, "value", mode)
+    return MODE_MESSAGES.get((reason, key or ""), STAFF_MESSAGES[reason])
 
 
 # The same for the screens staff look at on the capture PC (status page, desktop
@@ -252,9 +272,25 @@ STAFF_MESSAGES_SV[Reason.CARD_UNREADABLE] = (
 )
 
 
-def staff_message_sv(reason: Reason) -> str:
-    """The Swedish sentence; the English one if a new reason has none yet."""
-    return STAFF_MESSAGES_SV.get(reason) or STAFF_MESSAGES[reason]
+MODE_MESSAGES_SV: dict[tuple[Reason, str], str] = {
+    (Reason.ID_MISSING_ON_FRAME, "assault"): STAFF_MESSAGES_SV[Reason.ID_MISSING_ON_FRAME],
+    (Reason.ID_MISSING_ON_FRAME, "ultrasound"): (
+        "Vid ultraljud ska varje bild och film visa personnumret i apparatens text, och minst en "
+        "gör det inte. Inget skickades och inget raderades; kontrollera att patienten är vald i "
+        "apparaten och exportera igen."
+    ),
+}
+STAFF_MESSAGES_SV[Reason.ID_MISSING_ON_FRAME] = (
+    "Varje bild eller bildruta ska här visa personnumret, och minst en gör det inte. Inget "
+    "skickades och inget raderades."
+)
+
+
+def staff_message_sv(reason: Reason, mode: str | None = None) -> str:
+    """The Swedish sentence (the mode's own where it has one); the English one if a new reason has none yet."""
+    key = getattr(mode, "value", mode)
+    return (MODE_MESSAGES_SV.get((reason, key or "")) or STAFF_MESSAGES_SV.get(reason)
+            or staff_message(reason, mode))
 
 
 def title_sv(reason: Reason) -> str:

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""A full camera card, end to end, against the naive chain (issue 12).
+
+Writes a seeded camera card once (``tests/support/cardgen.py``): N JPEGs of
+12 MP with real Canon EXIF and maker notes copied from the shared corpus, the
+patient's barcode label on the first and the last frame, the housekeeping a
+camera and computers leave. Then, alternating, ``--repeat`` times each:
+
+  naive   ``cp -r CARD COPY`` + ``exiftool -all= -overwrite_original -r COPY``
+          + ``sync``: what someone without the agent would do (no identity, no
+          proof, no archive, no wipe);
+  agent   ``bildsluss-agent ingest CARD --json`` from a fresh copy of the card
+          into a real archive (``bildsluss-archive serve`` on loopback, SQLite
+          and a blob folder), started fresh for each run so that nothing is
+          deduplicated; timed from the command's start to its exit (the card
+          wiped, exit code 0 required).
+
+Prints the medians, the ratio agent / naive (the issue's target: <= 5x), the
+per-stage split of the agent's runs (median of each stage's wall seconds, from
+the outcome's ``timings``; before ``timings`` existed, from the structured
+log's timestamps) and the load average before and after (the machine is shared).
+
+    .venv/bin/python benchmarks/card.py [--frames 100] [--megapixels 12] [--repeat 3] [--seed 0]
+    .venv/bin/python benchmarks/card.py --keep /tmp/card12   # reuse (or write) the card there
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.archive_process import ArchiveProcess  # noqa: E402
+from tests.support.cardgen import make_card  # noqa: E402
+from tests.support.e2e import AGENT, DEPARTMENT, PATIENT  # noqa: E402
+
+
+def naive_chain(card: pathlib.Path, work: pathlib.Path) -> float:
+    copy = work / "naive"
+    shutil.rmtree(copy, ignore_errors=True)
+    start = time.perf_counter()
+    subprocess.run(["cp", "-r", str(card), str(copy)], check=True)
+    # Exit status 1: exiftool refuses the card's AppleDouble file (._IMG_0001.JPG) and cleans the rest.
+    done = subprocess.run(["exiftool", "-q", "-q", "-all=", "-overwrite_original", "-r", str(copy)],
+                          stderr=subprocess.DEVNULL)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"exiftool -all= ended {done.returncode}")
+    subprocess.run(["sync"], check=True)
+    took = time.perf_counter() - start
+    shutil.rmtree(copy)
+    return took
+
+
+def _log_stages(stderr: str) -> dict[str, float]:
+    """Stage seconds from the structured log (for a build whose JSON has no ``timings``)."""
+    marks: dict[str, float] = {}
+    for line in stderr.splitlines():
+        try:
+            entry = json.loads(line)
+            marks.setdefault(entry["msg"], dt.datetime.fromisoformat(entry["ts"]).timestamp())
+        except (ValueError, KeyError, TypeError):
+            continue
+    order = [("scan", "scanned card"), ("identify", "identified patient"),
+             ("strip+upload", "archive confirmed every file"), ("wipe", "card archived and wiped")]
+    out, last = {}, min(marks.values(), default=0.0)
+    for name, msg in order:
+        if msg in marks:
+            out[name] = marks[msg] - last
+            last = marks[msg]
+    return out
+
+
+def agent_run(template: pathlib.Path, work: pathlib.Path, run: int) -> tuple[float, dict[str, float]]:
+    card = work / f"card-{run}"
+    shutil.copytree(template, card)
+    with ArchiveProcess(data=work / f"archive-{run}") as archive:
+        start = time.perf_counter()
+        result = subprocess.run(
+            [*AGENT, "ingest", str(card), "--archive", archive.address, "--department", DEPARTMENT,
+             "--insecure", "--json", "--spool", str(work / f"spool-{run}")],
+            capture_output=True, text=True)
+        took = time.perf_counter() - start
+    try:
+        out = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"ingest printed no outcome ({result.returncode}):\n{result.stderr[-3000:]}") from None
+    if result.returncode != 0 or not out.get("wiped"):
+        raise SystemExit(f"ingest ended {result.returncode}: {out.get('reason')} {out.get('detail')}")
+    shutil.rmtree(card)
+    shutil.rmtree(work / f"archive-{run}", ignore_errors=True)
+    stages = out.get("timings") or _log_stages(result.stderr)
+    return took, {k: float(v) for k, v in stages.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--megapixels", type=float, default=12.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=pathlib.Path, help="write the card here once and reuse it")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-card-") as tmp:
+        work = pathlib.Path(tmp)
+        template = args.keep or work / "template"
+        if not (template / "DCIM").is_dir():
+            print(f"writing a {args.frames}-frame card at {args.megapixels} MP (seed {args.seed}) ...", flush=True)
+            make_card(template, patient=PATIENT, n_images=args.frames, megapixels=args.megapixels, seed=args.seed)
+        files = [p for p in template.rglob("*") if p.is_file()]
+        mib = sum(p.stat().st_size for p in files) / (1 << 20)
+        load_before = os.getloadavg()
+        print(f"card: {len(files)} files, {mib:.1f} MiB; load average {load_before[0]:.2f} "
+              f"{load_before[1]:.2f} {load_before[2]:.2f} on {os.cpu_count()} CPUs "
+              "(other sessions share this machine)", flush=True)
+
+        naive, agent, stages = [], [], []
+        for run in range(args.repeat):
+            naive.append(naive_chain(template, work))
+            took, split = agent_run(template, work, run)
+            agent.append(took)
+            stages.append(split)
+            print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   agent {took:6.2f} s   "
+                  + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
+        n, a = statistics.median(naive), statistics.median(agent)
+        print(f"\nnaive   cp -r + exiftool -all= + sync   {n:7.2f} s  {mib / n:7.1f} MiB/s")
+        print(f"agent   bildsluss-agent ingest          {a:7.2f} s  {mib / a:7.1f} MiB/s   "
+              f"{a / n:5.1f}x the naive chain (target <= 5x)")
+        names = list(dict.fromkeys(k for s in stages for k in s))
+        print("stages (median wall s): " + ", ".join(
+            f"{k} {statistics.median(s.get(k, 0.0) for s in stages):.2f}" for k in names))
+        after = os.getloadavg()
+        print(f"load average after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
