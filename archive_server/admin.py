@@ -162,7 +162,13 @@ def add_user(db: Database, principal: Principal, username: str, department: str,
 def _no_escalation(grants: Grants, rights: list[str], department_id: int | None, what: str) -> None:
     """Nobody hands out a right they do not hold themselves: a user
     administrator cannot make anyone (or themselves) a sysadmin."""
-    lacking = grants.lacking(rights, department_id)
+    if department_id is None:
+        # A role is defined for every department: a department right is the
+        # definer's own when they hold it in any of theirs.
+        held = set().union(*grants.by_department.values()) if grants.by_department else set()
+        lacking = sorted(r for r in rights if not grants.allows(r) and r not in held)
+    else:
+        lacking = grants.lacking(rights, department_id)
     if lacking:
         raise NotPermitted("NOT_PERMITTED", f"{grants.principal.actor} cannot {what}: it includes right(s) "
                                             f"they do not hold themselves ({', '.join(lacking)}).")

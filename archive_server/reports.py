@@ -48,8 +48,10 @@ def event_json(ev: AuditEvent) -> dict[str, Any]:
 
 
 def _filtered(patient: str | None, user: str | None, since: dt.datetime | None,
-              until: dt.datetime | None, department: str | None) -> sa.Select[Any]:
+              until: dt.datetime | None, department: str | None, action: str | None = None) -> sa.Select[Any]:
     query = sa.select(AuditEvent).order_by(AuditEvent.seq)
+    if action:
+        query = query.where(AuditEvent.action == action)
     if patient:
         query = query.where(AuditEvent.patient == patient)
     if user:
@@ -65,13 +67,19 @@ def _filtered(patient: str | None, user: str | None, since: dt.datetime | None,
 
 def list_events(db: Database, principal: Principal, *, patient: str | None = None, user: str | None = None,
                 since: dt.datetime | None = None, until: dt.datetime | None = None,
-                department: str | None = None) -> list[dict[str, Any]]:
-    """The events that match, oldest first (the read is logged after them)."""
+                department: str | None = None, action: str | None = None,
+                newest: int | None = None) -> list[dict[str, Any]]:
+    """The events that match, oldest first (the read is logged after them);
+    with ``newest``, only that many of the latest."""
     with operation(db, principal, "audit.list") as op:
         op.require("audit.read")
         op.patient, op.department = patient, department
-        op.details.update(user=user, since=iso(since), until=iso(until))
-        rows = op.session.scalars(_filtered(patient, user, since, until, department).limit(_MAX_EVENTS)).all()
+        op.details.update(user=user, since=iso(since), until=iso(until), action=action)
+        query = _filtered(patient, user, since, until, department, action)
+        if newest is not None:
+            latest = query.order_by(None).order_by(AuditEvent.seq.desc()).limit(newest).subquery()
+            query = sa.select(AuditEvent).join(latest, latest.c.seq == AuditEvent.seq).order_by(AuditEvent.seq)
+        rows = op.session.scalars(query.limit(_MAX_EVENTS)).all()
         op.details["events"] = len(rows)
         return [event_json(ev) for ev in rows]
 
@@ -100,6 +108,32 @@ def report(db: Database, principal: Principal, by: str, *, since: dt.datetime | 
                 refused[(key or "", action)] += n
         return [{by: key, "action": action, "events": n, "refused_or_failed": refused[(key, action)]}
                 for (key, action), n in sorted(counts.items())]
+
+
+def monthly(db: Database, principal: Principal, *, since: dt.datetime | None = None,
+            until: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Per department and calendar month (UTC): cases filed (``case.ingested``),
+    all events, and those refused or failed. Needs ``statistics.read``."""
+    with operation(db, principal, "audit.monthly") as op:
+        op.require("statistics.read")
+        op.details.update(since=iso(since), until=iso(until))
+        s = op.session
+        if s.get_bind().dialect.name == "sqlite":
+            month: Any = sa.func.strftime("%Y-%m", AuditEvent.at)
+        else:
+            month = sa.func.to_char(AuditEvent.at, "YYYY-MM")
+        ingested = sa.case((AuditEvent.action == "case.ingested", 1), else_=0)
+        refused = sa.case((AuditEvent.outcome != "permitted", 1), else_=0)
+        query = (sa.select(AuditEvent.department, month.label("month"), sa.func.sum(ingested), sa.func.count(),
+                           sa.func.sum(refused))
+                 .where(AuditEvent.department.is_not(None))
+                 .group_by(AuditEvent.department, month).order_by(month, AuditEvent.department))
+        if since:
+            query = query.where(AuditEvent.at >= since)
+        if until:
+            query = query.where(AuditEvent.at < until)
+        return [{"department": dep, "month": m, "cases": int(c or 0), "events": int(n), "refused_or_failed": int(r or 0)}
+                for dep, m, c, n, r in s.execute(query)]
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

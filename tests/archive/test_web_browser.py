@@ -19,7 +19,8 @@ from tests.archive.databases import temp_database
 from tests.archive.world import LOCAL, OTHER, OWN, World
 from tests.support.archive_process import ArchiveProcess
 from tests.support.browser import chromium, thumbnails_decoded  # noqa: F401  (the fixture)
-from tests.support.web import PASSWORD, Site, ingest_media, jpeg_with_metadata
+from tests.support.pki import throwaway_certificate
+from tests.support.web import PASSWORD, Site, ingest_media, jpeg_with_metadata, sysadmin
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CLINICIAN = ["case.read", "case.sign", "case.revise", "case.print", "case.emergency_open"]
@@ -129,3 +130,25 @@ def test_confidential_case_until_emergency_open(served, chromium):
         opened = s.scalars(sa.select(AuditEvent).where(AuditEvent.action == "case.emergency_open",
                                                        AuditEvent.case_id == case_id)).all()
     assert opened and {e.why for e in opened} == {"Akut vård, patienten medvetslös"}
+
+
+def test_administrator_binds_an_agent_certificate(served, chromium, tmp_path):
+    site, base = served
+    pem = tmp_path / "kamera-pc-12.pem"
+    pem.write_bytes(throwaway_certificate("kamera-pc-12"))
+    with chromium.new_context(base_url=base) as context:
+        page = context.new_page()
+        page.goto("/admin")
+        log_in(page, sysadmin(site))
+        page.wait_for_selector("#bind-form")
+        page.fill("#agent-id", "kamera-pc-12")
+        page.select_option("#agent-department", OWN)
+        page.set_input_files("#agent-certificate", str(pem))
+        page.click("#bind")
+        page.wait_for_selector("#done")
+        row = page.wait_for_selector("tr[data-agent='kamera-pc-12']")
+        fingerprint = row.query_selector(".fingerprint").inner_text()
+    with site.world.db.read() as s:
+        bound = s.scalars(sa.select(AuditEvent).where(AuditEvent.action == "agent.bound",
+                                                      AuditEvent.target == "agent:kamera-pc-12")).one()
+    assert bound.details["fingerprint"] == fingerprint and bound.department == OWN

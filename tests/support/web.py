@@ -103,3 +103,14 @@ def jpeg_with_metadata(seed: int = 1) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", exif=exif.tobytes(), comment=b"kommentar 19121212-1212")
     return out.getvalue()
+
+
+def sysadmin(site: Site, name: str | None = None) -> str:
+    """A user with the built-in sysadmin role in OWN and a password."""
+    tag = uuid.uuid4().hex[:6]
+    name = name or f"admin-{tag}"
+    from tests.archive.world import OWN
+
+    admin.add_user(site.world.db, LOCAL, name, OWN, "sysadmin")
+    set_password(site.world.db, LOCAL, name, PASSWORD, LoginConfig())
+    return name
