@@ -46,6 +46,7 @@ from archive_server.errors import (
     InvalidArgument,
     NotFound,
 )
+from archive_server.metrics import AGENT_CALLS_REFUSED
 from archive_server.models import Agent, AgentBinding, Department, utcnow
 
 if TYPE_CHECKING:
@@ -264,6 +265,7 @@ class AgentGate:
             caller = self._identify(fingerprint)
             yield caller
         except AgentRefused as refusal:
+            AGENT_CALLS_REFUSED.labels(reason=refusal.reason).inc()
             self._audit(refusal, method, peer, fingerprint, caller)
             raise
 

@@ -330,11 +330,12 @@ def fleet_for(db: "Database", principal: Principal, department: str | None = Non
 
 
 def list_agents(db: "Database", now: dt.datetime | None = None,
-                department: str | None = None) -> list[dict[str, Any]]:
+                department: str | None = None, *, refusals: bool = True) -> list[dict[str, Any]]:
     """The fleet, by agent id: every agent bound to a certificate (the expected
     fleet, also those never heard from) and every agent that ever spoke (a
     heartbeat or an ingest), each with its ``liveness`` (:data:`LIVENESS`).
-    ``department``: only that department's agents (its HSA-id)."""
+    ``department``: only that department's agents (its HSA-id); ``refusals``
+    False leaves out the refused cards (``[]``; the metrics need none)."""
     now = now or utcnow()
     out: list[dict[str, Any]] = []
     with db.read() as s:
@@ -342,10 +343,10 @@ def list_agents(db: "Database", now: dt.datetime | None = None,
         statuses = {st.agent_id: st for st in s.scalars(sa.select(AgentStatus))}
         bindings = {b.agent_id: b for b in s.scalars(sa.select(AgentBinding))}
         hsa_of: dict[int, str] = {i: h for i, h in s.execute(sa.select(Department.id, Department.hsa_id))}
-        refusals: dict[str, list[dict[str, Any]]] = {}
-        for ref in s.scalars(sa.select(AgentRefusal).order_by(
+        refused: dict[str, list[dict[str, Any]]] = {}
+        for ref in () if not refusals else s.scalars(sa.select(AgentRefusal).order_by(
                 AgentRefusal.agent_id, AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc())):
-            refusals.setdefault(ref.agent_id, []).append({
+            refused.setdefault(ref.agent_id, []).append({
                 "card_key": ref.card_key, "reader": ref.reader, "reason": ref.reason,
                 "refused_at": _iso(ref.refused_at), "files": ref.file_count,
             })
@@ -379,7 +380,7 @@ def list_agents(db: "Database", now: dt.datetime | None = None,
             "last_error": status.last_error if status is not None else None,
             "archive_reachable": status.archive_reachable if status is not None else None,
             "in_progress": status.in_progress if status is not None else [],
-            "refused": refusals.get(agent_id, []),
+            "refused": refused.get(agent_id, []),
             "started_at": _iso(status.started_at) if status is not None else None,
             "first_seen": _iso(agent.first_seen) if agent is not None else None,
             "clock_skew_s": status.clock_skew_s if status is not None else None,

@@ -91,6 +91,9 @@ class ArchiveConfig:
     # X-Forwarded-For/-Proto are believed (the client's address for the audit
     # and the login throttle); none by default.
     http_trusted_proxies: tuple[str, ...] = ()
+    # GET /metrics (Prometheus): with a token file, only with "Authorization:
+    # Bearer <its content>"; without one, only to clients on a loopback address.
+    metrics_token_file: pathlib.Path | None = None
     login: LoginConfig = LoginConfig()
     oidc: OidcConfig | None = None
     # SQLAlchemy URL; None: sqlite:///DATA_DIR/archive.sqlite3
@@ -149,9 +152,9 @@ class ArchiveConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-_PATHS = {"data_dir"}
+_PATHS = {"data_dir", "metrics_token_file"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
-    "data_dir": str, "listen": str, "http": str, "db_url": str, "blobs_url": str,
+    "data_dir": str, "listen": str, "http": str, "db_url": str, "blobs_url": str, "metrics_token_file": str,
     "insecure": bool, "accept_unknown_departments": bool, "max_blob_bytes": int,
     "max_message_bytes": int, "max_workers": int, "max_concurrent_rpcs": int,
     "grace_period_s": (int, float), "health_check_interval_s": (int, float),
@@ -216,6 +219,8 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
     for key in ("http", "db_url", "blobs_url"):
         if values.get(key) == "":
             values[key] = None
+    if str(values.get("metrics_token_file", "")) in ("", "."):
+        values.pop("metrics_token_file", None)
     config = ArchiveConfig(**values)
     validate(config, source)
     return config

@@ -41,6 +41,7 @@ from archive_server import validation as v
 from archive_server.agentcerts import AgentCaller
 from archive_server.audit import append_audit
 from archive_server import blobs as catalogue
+from archive_server import metrics
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.config import ArchiveConfig
 from archive_server.db import Database, retry_on_conflict
@@ -372,15 +373,20 @@ class IngestCore:
                        caller: AgentCaller | None = None) -> pb.CommitSessionResponse:
         v.session_id(request.session_id)
         self._session_info(request.session_id, caller)  # the caller's own session, or refused
-        response, created = retry_on_conflict(lambda: self._commit(request.session_id, caller))
+        response, created, (department, size) = retry_on_conflict(lambda: self._commit(request.session_id, caller))
         if created:
+            metrics.CASES_INGESTED.labels(department=department).inc()
+            metrics.BYTES_INGESTED.labels(department=department).inc(size)
             self.blobs.discard_session(request.session_id)  # leftovers of deduplicated blobs
             log.info("case ingested", extra={"session_id": request.session_id,
                                              "case_id": response.case_id,
                                              "files": len(response.receipts)})
         return response
 
-    def _commit(self, session_id: str, caller: AgentCaller | None) -> tuple[pb.CommitSessionResponse, bool]:
+    def _commit(self, session_id: str, caller: AgentCaller | None
+                ) -> tuple[pb.CommitSessionResponse, bool, tuple[str, int]]:
+        """The receipts, whether this call made the case, and (for the
+        metrics) its department and the bytes of its media."""
         with self.db.write() as s:
             sess = s.execute(
                 sa.select(IngestSession).where(IngestSession.session_id == session_id).with_for_update()
@@ -388,7 +394,7 @@ class IngestCore:
             if sess is None:
                 raise NotFound(f"unknown session {session_id}")
             if sess.status == "committed":
-                return self._receipts(s, sess), False
+                return self._receipts(s, sess), False, ("", 0)
             manifest: list[dict[str, Any]] = sess.manifest
             # Share-locked until the case is committed, so that no purge can
             # tombstone them meanwhile; each confirmed in the store (issue 13).
@@ -442,7 +448,7 @@ class IngestCore:
             append_audit(s, actor, "case.ingested", case_id=case.id, patient=sess.patient_id,
                          department=department.hsa_id if department else None, details=details)
             s.flush()
-            return self._receipts(s, sess), True
+            return self._receipts(s, sess), True, (details["department"] or "", details["bytes"])
 
     @staticmethod
     def _receipts(s: Session, sess: IngestSession) -> pb.CommitSessionResponse:

@@ -3,7 +3,8 @@
 :class:`ErrorInterceptor` wraps every handler of every servicer (Ingest,
 Cases, AgentRegistry): domain errors (:mod:`archive_server.errors`) become
 status codes here and nowhere else, and every call is logged with its outcome
-and duration.
+and duration and counted in ``bildsluss_archive_rpc_duration_seconds``
+(:mod:`archive_server.metrics`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import grpc
 from sqlalchemy import exc as sa_exc
 
 from archive_server.errors import ArchiveError, OutOfRange
+from archive_server.metrics import RPC_SECONDS
 from bildsluss_common.identity.masking import mask_numbers_in_text
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> 
             # The client cancelled or the deadline passed while we read its stream.
             log.info("rpc cancelled", extra={"method": method, "peer": context.peer(),
                                              "ms": _ms(start)})
+            _observe(method, "CANCELLED", start)
             raise
         except Exception as error:  # noqa: BLE001 - this is the one boundary
             code, message = status_for(error)
@@ -87,7 +90,9 @@ def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> 
                 log.info("rpc refused", extra=extra)
             if isinstance(error, OutOfRange):
                 context.set_trailing_metadata(((COMMITTED_SIZE_KEY, str(error.committed_size)),))
+            _observe(method, code.name, start)
             context.abort(code, message)
+        _observe(method, "OK" if context.is_active() else "CANCELLED", start)
         if not context.is_active():
             log.info("rpc cancelled", extra={"method": method, "peer": context.peer(), "ms": _ms(start)})
         elif not method.startswith(_QUIET_WHEN_OK):
@@ -99,6 +104,10 @@ def _wrap(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> 
         return response
 
     return wrapped
+
+
+def _observe(method: str, code: str, start: float) -> None:
+    RPC_SECONDS.labels(method=method, code=code).observe(time.monotonic() - start)
 
 
 def _ms(start: float) -> int:

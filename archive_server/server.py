@@ -20,13 +20,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from archive_server import devices
+from archive_server import devices, metrics
 from archive_server.audit import configure_syslog
 from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore, open_blobstore
@@ -122,6 +123,7 @@ class ArchiveServer:
         archive_pb2_grpc.add_CasesServicer_to_server(
             cases_service.CasesServicer(self.db, config, self.logins), self._server)
         self.http: HttpServer | None = None
+        metrics.INFO.labels(version=__version__).set(1)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 
     def start(self) -> int:
@@ -184,20 +186,26 @@ class ArchiveServer:
         log.info("archive stopped")
 
     def _check_health(self) -> None:
-        try:
-            self.db.ping()
-            self.blobs.check()
-        except ArchiveError as e:
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-            log.warning("not serving", extra={"reason": str(e)})
-        except Exception as e:  # noqa: BLE001 - a check that breaks must not stop the monitor
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-            log.exception("not serving: the health check failed", extra={"reason": repr(e)})
-        else:
-            status = health_pb2.HealthCheckResponse.SERVING
+        # Each checked on its own, so that /metrics tells which one is down.
+        database_ok, blobstore_ok = self._check("database", self.db.ping), self._check("blob store", self.blobs.check)
+        status = (health_pb2.HealthCheckResponse.SERVING if database_ok and blobstore_ok
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        metrics.health_seen(database_ok, blobstore_ok)
         # All three depend on the same database and blob store.
         for name in ("", ingest_service.SERVICE_NAME, agents_service.SERVICE_NAME, cases_service.SERVICE_NAME):
             self.health.set(name, status)
+
+    @staticmethod
+    def _check(what: str, check: Callable[[], object]) -> bool:
+        try:
+            check()
+        except ArchiveError as e:
+            log.warning("not serving", extra={"reason": str(e), "failed": what})
+            return False
+        except Exception as e:  # noqa: BLE001 - a check that breaks must not stop the monitor
+            log.exception("not serving: the health check failed", extra={"reason": repr(e), "failed": what})
+            return False
+        return True
 
     def _watch(self) -> None:
         last_sweep = time.monotonic()

@@ -305,12 +305,18 @@ class Daemon:
         services = [ControlServer(self.dconf.control_socket, self.board, self.contexts,
                                   allowed_gid=resolve_group(self.dconf.control_group),
                                   context_ttl_s=self.dconf.context_ttl_s)]
+        heartbeater = Heartbeater(self.config, self.board, devices=self.devices)
         if self.dconf.status_http:
+            from agent.desk.metrics import AgentMetrics
             from agent.desk.page import StatusHttpServer
 
-            services.append(StatusHttpServer(self.dconf.status_http, self.board, contexts=self.contexts))
+            metrics = AgentMetrics(self.board, self.config.spool_dir, clock_skew=lambda: heartbeater.clock_skew_s,
+                                   devices=lambda: len(self.devices.effective(self.config.devices)))
+            services.append(metrics)
+            services.append(StatusHttpServer(self.dconf.status_http, self.board, contexts=self.contexts,
+                                             metrics=metrics))
         services.append(Notifier(self.board, self.dconf.notify))
-        services.append(Heartbeater(self.config, self.board, devices=self.devices))
+        services.append(heartbeater)
         for service in services:
             service.start()
             self._services.append(service)

@@ -9,6 +9,8 @@ clients, no dependency worth adding) on a loopback address only:
     /events       Server-Sent Events: the page's body, re-rendered on every
                   change of the board (the page swaps it in; no polling)
     /status.json  the board's snapshot, for scripts
+    /metrics      Prometheus text format (:mod:`agent.desk.metrics`), for a
+                  scraper on this PC
     /app.js, /style.css
 
 The HTML is rendered here, escaped, from :func:`agent.desk.status.staff_view`, the
@@ -36,7 +38,10 @@ import threading
 import time
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from agent.desk.ehr_context import ContextStore
+from agent.desk.metrics import AgentMetrics
 from agent.desk.status import StatusBoard, staff_view
 from bildsluss_common.identity.masking import mask_patient
 from bildsluss_common.net import is_loopback_host, split_host_port
@@ -112,8 +117,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class StatusHttpServer:
     def __init__(self, address: str, board: StatusBoard, *, contexts: ContextStore | None = None,
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 max_clients: int = MAX_CLIENTS, metrics: AgentMetrics | None = None) -> None:
         self.host, self._port = parse_loopback(address)
+        self.metrics = metrics
         self.max_clients = max_clients
         self.board = board
         self.contexts = contexts
@@ -180,6 +186,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, "application/json", json.dumps(body, ensure_ascii=False).encode())
         elif path == "/events":
             self._events()
+        elif path == "/metrics" and page.metrics is not None:
+            self._send(200, CONTENT_TYPE_LATEST, page.metrics.render())
         elif path == "/app.js":
             self._send(200, "text/javascript; charset=utf-8", APP_JS.encode())
         elif path == "/style.css":

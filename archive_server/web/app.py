@@ -9,7 +9,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from archive_server.web import api, pages
+from archive_server.web import api, metrics, pages
 from archive_server.web.context import WebContext
 from archive_server.web.errors import HANDLERS
 from archive_server.web.templating import STATIC
@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 def create_app(context: WebContext) -> Starlette:
     """The ASGI app over ``context`` (also usable in-process by tests)."""
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
-    app = Starlette(routes=[*api.ROUTES, *pages.ROUTES, static], exception_handlers=dict(HANDLERS))
+    app = Starlette(routes=[*api.ROUTES, *pages.ROUTES, *metrics.ROUTES, static],
+                    exception_handlers=dict(HANDLERS))
     app.state.ctx = context
     app.add_middleware(BaseHeaders, hsts=context.tls)
     return app
