@@ -34,7 +34,14 @@ def _display_time(value: str | None) -> str:
     return value.replace("T", " ")[:16]
 
 
+def _patient(value: str | None) -> str:
+    """A 12-digit number as staff write it: YYYYMMDD-NNNN (others as stored)."""
+    text = value or ""
+    return f"{text[:8]}-{text[8:]}" if len(text) == 12 and text.isdigit() else text
+
+
 _env.filters["when"] = _display_time
+_env.filters["patient"] = _patient
 
 
 def render(request: Request, template_name: str, /, *, status: int = 200, who: Principal | None = None,

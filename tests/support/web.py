@@ -114,3 +114,8 @@ def sysadmin(site: Site, name: str | None = None) -> str:
     admin.add_user(site.world.db, LOCAL, name, OWN, "sysadmin")
     set_password(site.world.db, LOCAL, name, PASSWORD, LoginConfig())
     return name
+
+
+def shown(patient: str) -> str:
+    """A 12-digit number as the pages show it (YYYYMMDD-NNNN)."""
+    return f"{patient[:8]}-{patient[8:]}"
