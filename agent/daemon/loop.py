@@ -44,6 +44,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 from agent import __version__
 from agent.daemon import mount as mount_mod
@@ -59,6 +60,8 @@ from agent.card.pipeline import IngestOutcome, IngestRequest, ingest_card, stopp
 from agent.card.progress import Checkpoint, Resume, Stop
 from agent.card.reasons import Reason, staff_message
 from agent.card.spool import Spool
+from agent.desk.ehr_context import ContextStore
+from agent.desk.status import StatusBoard
 from bildsluss_common.identity.masking import mask_numbers_in_text
 
 log = logging.getLogger(__name__)
@@ -202,6 +205,14 @@ def _read_text(path: pathlib.Path) -> str | None:
 # --------------------------------------------------------------------------- the daemon
 
 
+class Service(Protocol):
+    """A thread the daemon starts after the journal is open and stops on the way out."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class StartError(Exception):
     """The daemon cannot start (a port in use, a folder it may not write); the message says which."""
 
@@ -230,10 +241,12 @@ class Daemon:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._hooks = _TestHooks()
-        self._services: list = []
+        self._services: list[Service] = []
         self._last_status = ""
-        self.board = None
-        self.contexts = None
+        # What staff and ops see, and the EHR's expected patients: plain state that the
+        # services started in :meth:`_start_services` share with the card loop.
+        self.board = StatusBoard(self.config.agent_id, __version__, self.department)
+        self.contexts = ContextStore(self.config.reserve_formats)
         # The archive's list of the department's registered devices, as last handed out (R6).
         self.devices = DeviceRegister(self.dconf.state_dir / DEVICES_FILE)
 
@@ -294,15 +307,11 @@ class Daemon:
 
     def _start_services(self) -> None:
         from agent.desk.control import ControlServer, resolve_group
-        from agent.desk.ehr_context import ContextStore
         from agent.daemon.heartbeat import Heartbeater
         from agent.desk.notify import Notifier
-        from agent.desk.status import StatusBoard
 
-        self.board = StatusBoard(self.config.agent_id, __version__, self.department)
         self.board.set_phase("starting")
-        self.contexts = ContextStore(self.config.reserve_formats)
-        services = [ControlServer(self.dconf.control_socket, self.board, self.contexts,
+        services: list[Service] = [ControlServer(self.dconf.control_socket, self.board, self.contexts,
                                   allowed_gid=resolve_group(self.dconf.control_group),
                                   context_ttl_s=self.dconf.context_ttl_s)]
         heartbeater = Heartbeater(self.config, self.board, devices=self.devices)
@@ -525,6 +534,7 @@ class Daemon:
         refuses the card. A resumed card keeps the context it started with.
         """
         assert job.card_key is not None
+        record: CardRecord | None
         if job.record_id is not None:
             record = self.journal.get(job.record_id)
         else:
