@@ -36,6 +36,7 @@ from agent.card.progress import NoProgress
 from bildsluss_common.identity.numbers import validate as validate_identity
 
 if TYPE_CHECKING:  # the pipeline (and its image libraries) loads only for commands that run it
+    from agent.card.camera import CameraRequest
     from agent.card.pipeline import IngestRequest
 
 EXIT_USAGE = 2
@@ -139,7 +140,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, s
     return cfg, department
 
 
-def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, IngestRequest]:
+def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, IngestRequest | CameraRequest]:
     from agent.card.pipeline import IngestRequest
 
     cfg, department = _resolve_config(args)
@@ -183,18 +184,20 @@ class _TerminalProgress(NoProgress):
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from agent.card.pipeline import ingest_card
+    from agent.card.pipeline import IngestRequest, ingest_card
 
     cfg, request = _resolve(args)
     progress = _TerminalProgress() if sys.stderr.isatty() else NoProgress()
     if args.camera is not None:
-        from agent.card.camera import CameraNotFound, ingest_camera
+        from agent.card.camera import CameraNotFound, CameraRequest, ingest_camera
 
+        assert isinstance(request, CameraRequest)
         try:
             outcome = ingest_camera(request, cfg, progress=progress)
         except CameraNotFound as exc:
             raise UsageError(f"{exc}: is the camera connected and switched on?") from None
     else:
+        assert isinstance(request, IngestRequest)
         outcome = ingest_card(request, cfg, progress=progress)
     if args.json:
         print(json.dumps(outcome.to_json(), ensure_ascii=False))

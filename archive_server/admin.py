@@ -7,7 +7,7 @@ needs is checked there and the change is audited (R18) with what changed.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -263,7 +263,8 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         case = s.execute(sa.select(Case).where(Case.id == case_id).with_for_update()).scalar_one_or_none()
         if case is None:
             raise NotFound(f"unknown case {case_id}")
-        op.department = s.get(Department, case.department_id).hsa_id
+        op.department = s.execute(sa.select(Department.hsa_id).where(Department.id == case.department_id)
+                                  ).scalar_one()
         # The patient's audit report shows the purge (R18, R19); a case once
         # filed under another number (corrected by a version) names it too.
         op.patient = case.patient_id
@@ -272,7 +273,8 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         shas = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.case_version_id.in_(version_ids))))
         shas |= set(s.scalars(sa.select(Consent.blob_sha256).where(Consent.case_id == case_id)))
         catalogue.lock_for_purge(s, shas)
-        media_rows = s.execute(sa.delete(MediaItem).where(MediaItem.case_version_id.in_(version_ids))).rowcount
+        media_deleted = s.execute(sa.delete(MediaItem).where(MediaItem.case_version_id.in_(version_ids)))
+        media_rows = cast("sa.CursorResult[Any]", media_deleted).rowcount  # a DELETE's result has a rowcount
         s.execute(sa.delete(Consent).where(Consent.case_id == case_id))
         s.execute(sa.delete(CaseVersion).where(CaseVersion.case_id == case_id))
         s.execute(sa.delete(SessionBlob).where(SessionBlob.session_id.in_(

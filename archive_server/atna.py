@@ -229,14 +229,16 @@ class SyslogSink:
             if self._sock is not None and _closed_by_peer(self._sock):
                 self._drop()  # else the first event after a collector restart vanishes in the old connection
             if self._sock is None:
-                self._sock = socket.create_connection(self.address, timeout=SEND_TIMEOUT_S)  # type: ignore[arg-type]
+                assert isinstance(self.address, tuple)  # a tcp:// URL parses to (host, port)
+                self._sock = socket.create_connection(self.address, timeout=SEND_TIMEOUT_S)
             self._sock.sendall(f"{len(message)} ".encode("ascii") + message)  # RFC 6587 octet counting
         elif self.scheme == "udp":
             if self._sock is None:
-                host, port = self.address  # type: ignore[misc]
+                assert isinstance(self.address, tuple)  # a udp:// URL parses to (host, port)
+                host, port = self.address
                 family, _, _, _, self._peer = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-                self._open(family, socket.SOCK_DGRAM)
-            self._sock.sendto(message, self._peer)  # type: ignore[union-attr]
+                self._sock = self._open(family, socket.SOCK_DGRAM)
+            self._sock.sendto(message, self._peer)
         else:
             if self._sock is None:
                 try:

@@ -88,7 +88,9 @@ def append_audit(
     seq = head.seq + 1
     content = dict(actor=actor, action=action, case_id=case_id, details=details, target=target,
                    department=department, patient=patient, why=why, outcome=outcome)
-    digest = event_hash(seq=seq, at=at, prev_hash=head.hash, **content)
+    digest = event_hash(seq=seq, at=at, prev_hash=head.hash, actor=actor, action=action, case_id=case_id,
+                        details=details, target=target, department=department, patient=patient, why=why,
+                        outcome=outcome)
     ev = AuditEvent(seq=seq, at=at, prev_hash=head.hash, hash=digest, **content)
     session.add(ev)
     head.seq = seq

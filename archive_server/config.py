@@ -215,7 +215,7 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
             raise ConfigError(f"{source}: {key} must be {_name(expected)}, not a boolean")
         if not isinstance(value, expected):
             raise ConfigError(f"{source}: {key} must be {_name(expected)}, got {value!r}")
-        values[key] = pathlib.Path(value) if key in _PATHS else value
+        values[key] = pathlib.Path(str(value)) if key in _PATHS else value
     for key in ("http", "db_url", "blobs_url"):
         if values.get(key) == "":
             values[key] = None

@@ -128,7 +128,8 @@ class Database:
         """A session in one write transaction, committed when the block ends
         without an exception and rolled back otherwise."""
         with _translate_errors(), self._sessions() as session:
-            session.connection(execution_options={_WRITE: True})
+            # our own option key, read back in the begin hook: not among SQLAlchemy's typed ones
+            session.connection(execution_options={_WRITE: True})  # type: ignore[misc]
             try:
                 yield session
                 session.commit()

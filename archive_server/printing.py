@@ -247,7 +247,7 @@ def _printable(name: str, data: bytes) -> _Printable | None:
     except Exception as exc:  # not an image Pillow can show: listed by name instead
         log.info("print: %s not shown as an image: %s", name, exc)
         return None
-    rgb.thumbnail((PRINT_SIDE_PX, PRINT_SIDE_PX), Image.LANCZOS)
+    rgb.thumbnail((PRINT_SIDE_PX, PRINT_SIDE_PX), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=JPEG_QUALITY)
     return _Printable(buf.getvalue(), rgb.width, rgb.height)

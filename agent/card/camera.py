@@ -49,8 +49,9 @@ import shutil
 import socket
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from agent.card import devices as device_policy
 from agent.card.model import Device, Evidence, MediaFile, Method, Mode, StageError
@@ -84,10 +85,11 @@ class CameraNotFound(Exception):
     """No camera answers at the port (unplugged, switched off, another program holds it)."""
 
 
-def _gphoto2():
-    import gphoto2 as gp  # the native library loads only when a camera is used
+def _gphoto2() -> ModuleType:
+    import gphoto2  # the native library loads only when a camera is used
 
-    return gp
+    module: ModuleType = gphoto2
+    return module
 
 
 # --------------------------------------------------------------------------- who is there
@@ -118,7 +120,7 @@ class CameraInfo:
         return (self.manufacturer, self.model, self.serial, self.body_serial) == (
             other.manufacturer, other.model, other.serial, other.body_serial)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"port": self.port, "model": self.driver, "manufacturer": self.manufacturer or None,
                 "device_model": self.model or None, "serial": self.best_serial or None,
                 "version": self.version or None}
@@ -260,7 +262,7 @@ def check_name(part: str, where: str) -> None:
 class CameraConnection:
     """One open libgphoto2 session with a camera; use :meth:`open` as a context manager."""
 
-    def __init__(self, port: str, camera, gp) -> None:
+    def __init__(self, port: str, camera: Any, gp: ModuleType) -> None:  # camera: a gphoto2.Camera
         self.port = port
         self._camera = camera
         self._gp = gp
@@ -386,7 +388,8 @@ class CameraConnection:
 
     @property
     def error(self) -> type[Exception]:
-        return self._gp.GPhoto2Error
+        error: type[Exception] = self._gp.GPhoto2Error
+        return error
 
 
 # --------------------------------------------------------------------------- the private download folder
@@ -436,10 +439,11 @@ def remove_stale_downloads(spool_root: pathlib.Path) -> list[pathlib.Path]:
 # --------------------------------------------------------------------------- wipe = delete on the camera
 
 
-Opener = Callable[[], contextlib.AbstractContextManager]
+Opener = Callable[[], contextlib.AbstractContextManager[CameraConnection]]
 
 
-def camera_wiper(open_camera: Opener, first: CameraInfo, listed: Mapping[str, CameraEntry]):
+def camera_wiper(open_camera: Opener, first: CameraInfo, listed: Mapping[str, CameraEntry]
+                 ) -> Callable[[pathlib.Path, Sequence[MediaFile]], WipeResult]:
     """The pipeline's wipe step for a camera (see the module docstring, step 4)."""
 
     def wipe_camera(root: pathlib.Path, media: Sequence[MediaFile]) -> WipeResult:
@@ -497,7 +501,7 @@ def _check_unchanged(media: Sequence[MediaFile], listed: Mapping[str, CameraEntr
         raise StageError(Reason.CARD_CHANGED, "; ".join(f"{p}: {why}" for p, why in changed))
 
 
-def _sidecars_of(deleted: Sequence[str], entries) -> list[CameraEntry]:
+def _sidecars_of(deleted: Sequence[str], entries: Iterable[CameraEntry]) -> list[CameraEntry]:
     stems = {p.rsplit(".", 1)[0].casefold() for p in deleted}
     return [e for e in entries
             if e.name.casefold().endswith(_SIDECARS)
@@ -565,7 +569,7 @@ def ingest_camera(request: CameraRequest, config: AgentConfig, *, progress: Card
 
     progress = progress or NoProgress()
 
-    def open_camera():
+    def open_camera() -> contextlib.AbstractContextManager[CameraConnection]:
         return CameraConnection.open(request.port, request.model)
 
     with download_area(config.spool_dir) as folder:
@@ -637,7 +641,7 @@ def _for_camera(outcome: IngestOutcome, judgement: CameraJudgement,
 # --------------------------------------------------------------------------- what is connected
 
 
-def list_cameras(ptpip_hosts: Sequence[str] = (), *, probe_timeout_s: float = 1.0) -> list[dict]:
+def list_cameras(ptpip_hosts: Sequence[str] = (), *, probe_timeout_s: float = 1.0) -> list[dict[str, Any]]:
     """Cameras on USB (libgphoto2's autodetection) and the configured PTP/IP cameras.
 
     ``disk:`` ports (mounted cards that look like cameras) are left out: the

@@ -25,10 +25,11 @@ def verify_receipts(sent: Sequence[SentFile], receipts: Sequence[Receipt]) -> No
     for extra in sorted(set(by_path) - expected):
         problems.append(f"receipt for a file that was not sent: {extra}")
     for f in sent:
-        r = by_path.get(f.relative_path)
-        if r is None:
+        found = by_path.get(f.relative_path)
+        if found is None:
             problems.append(f"no receipt for {f.relative_path}")
             continue
+        r = found
         if r.sha256 != f.sha256:
             problems.append(f"{f.relative_path}: archive holds sha256 {r.sha256}, sent {f.sha256}")
         if r.size != f.size:

@@ -14,8 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:  # PyAV is imported where a video is read, not at start
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
 
 
 class VideoUnreadable(Exception):
@@ -42,7 +48,7 @@ class VideoInfo:
     rotation: int  # degrees counter-clockwise to show it upright (display matrix), 0 when none
 
 
-def _open(path: pathlib.Path):
+def _open(path: pathlib.Path) -> InputContainer:
     import av
 
     try:
@@ -55,11 +61,11 @@ def _open(path: pathlib.Path):
     return container
 
 
-def _duration(container, stream) -> float:
+def _duration(container: InputContainer, stream: VideoStream) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
-        return container.duration / 1_000_000  # av.time_base
+        return float(container.duration) / 1_000_000  # av.time_base
     return 0.0
 
 
@@ -93,8 +99,8 @@ def probe(path: pathlib.Path) -> VideoInfo:
         container.close()
 
 
-def _upright(frame) -> Image.Image:
-    img = frame.to_image()
+def _upright(frame: VideoFrame) -> Image.Image:
+    img: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]  # PyAV leaves it unannotated
     rotation = int(getattr(frame, "rotation", 0) or 0) % 360
     if rotation:
         # `rotation` is counter-clockwise to display; PIL rotates counter-clockwise too.
@@ -102,23 +108,26 @@ def _upright(frame) -> Image.Image:
     return img
 
 
-def _frame_index(frame, stream, fps: float) -> int:
+def _frame_index(frame: VideoFrame, stream: VideoStream, fps: float) -> int:
     if frame.pts is None or stream.time_base is None or not fps:
         return -1
     start = stream.start_time or 0
     return int(round(float((frame.pts - start) * stream.time_base) * fps))
 
 
-def _decode_window(container, stream, path: pathlib.Path, t0: float, t1: float | None, targets: list[float],
+def _decode_window(container: InputContainer, stream: VideoStream, path: pathlib.Path, t0: float, t1: float | None, targets: list[float],
                    fps: float, seek: bool) -> list[tuple[int, float, Image.Image]]:
     """Decode frames with time in [t0, t1) (t1 None: to the end); for each target time,
     keep the first frame at or after it; also keep the window's last frame."""
     import av
 
     start = stream.start_time or 0
+    time_base = stream.time_base
+    if time_base is None:
+        raise VideoUnreadable(path, "the video stream has no time base")
     if seek and t0 > 0:
         try:
-            container.seek(int(t0 / stream.time_base) + start, stream=stream, backward=True, any_frame=False)
+            container.seek(int(t0 / time_base) + start, stream=stream, backward=True, any_frame=False)
         except av.FFmpegError as e:
             raise VideoUnreadable(path, f"cannot seek to {t0:.2f} s: {e}") from e
     picked: list[tuple[int, float, Image.Image]] = []
@@ -128,7 +137,7 @@ def _decode_window(container, stream, path: pathlib.Path, t0: float, t1: float |
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            t = float((frame.pts - start) * stream.time_base)
+            t = float((frame.pts - start) * time_base)
             if t < t0 - 1e-6:
                 continue
             if t1 is not None and t >= t1:

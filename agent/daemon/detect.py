@@ -35,8 +35,13 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agent.daemon import mount as mount_mod
+
+if TYPE_CHECKING:  # imported by the backend that uses them, when it starts
+    import pyudev
+    from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +257,7 @@ class UdevBackend(_BlockEvents):
 
     def __init__(self, policy: BlockPolicy, on_event: EventFn) -> None:
         super().__init__(policy, on_event)
-        self._observer = None
+        self._observer: pyudev.MonitorObserver | None = None
 
     def start(self) -> None:
         import pyudev
@@ -270,8 +275,9 @@ class UdevBackend(_BlockEvents):
             except Exception:
                 log.exception("error handling a udev event", extra={"devpath": device.device_path})
 
-        self._observer = pyudev.MonitorObserver(monitor, callback=on_device, name="udev")
-        self._observer.start()
+        observer = pyudev.MonitorObserver(monitor, callback=on_device, name="udev")
+        observer.start()
+        self._observer = observer
         self.coldplug()
 
     def stop(self) -> None:
@@ -302,7 +308,7 @@ class WatchBackend:
     def __init__(self, root: pathlib.Path, on_event: EventFn) -> None:
         self.root = root
         self.on_event = on_event
-        self._observer = None
+        self._observer: BaseObserver | None = None
 
     def start(self) -> None:
         from watchdog.events import FileSystemEventHandler
@@ -323,9 +329,10 @@ class WatchBackend:
 
         if not self.root.is_dir():
             raise FileNotFoundError(f"watch root {self.root} is not a folder")
-        self._observer = Observer()
-        self._observer.schedule(Handler(), str(self.root), recursive=False)
-        self._observer.start()
+        observer = Observer()
+        observer.schedule(Handler(), str(self.root), recursive=False)
+        observer.start()
+        self._observer = observer
         for child in sorted(self.root.iterdir()):
             self._appeared(child, child.is_dir())
 

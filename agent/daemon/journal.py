@@ -214,7 +214,8 @@ class Journal:
                 " updated_at) VALUES (?, ?, ?, 'detected', ?, ?, ?, ?)",
                 (card_key, reader, source, mode, expect, now, now),
             )
-            card_id = int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT on a rowid table
+            card_id = cur.lastrowid
             self._db.execute("INSERT INTO transitions VALUES (?, 'detected', ?, NULL)", (card_id, now))
         return self.get(card_id)
 

@@ -25,6 +25,7 @@ import os
 import pathlib
 import queue
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from agent.card.reasons import Reason, staff_message_sv, title_sv
@@ -86,14 +87,14 @@ def notification_for(event: dict[str, Any] | None) -> Notification | None:
     return None
 
 
-def session_bus_address(environ: dict[str, str] | None = None, uid: int | None = None) -> str | None:
+def session_bus_address(environ: Mapping[str, str] | None = None, uid: int | None = None) -> str | None:
     """The session bus to notify on: $DBUS_SESSION_BUS_ADDRESS, else the user's
     /run/user/UID/bus (systemd's per-user bus); None when there is none."""
-    environ = os.environ if environ is None else environ
-    address = environ.get("DBUS_SESSION_BUS_ADDRESS")
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    address = env.get("DBUS_SESSION_BUS_ADDRESS")
     if address:
         return address
-    runtime = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid() if uid is None else uid}"
+    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid() if uid is None else uid}"
     bus = pathlib.Path(runtime) / "bus"
     return f"unix:path={bus}" if bus.is_socket() else None
 

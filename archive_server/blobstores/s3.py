@@ -175,7 +175,7 @@ class S3BlobStore:
     def open(self, sha256: str) -> BinaryIO:
         key = self._key(blob_key(sha256))
         with _s3_errors(f"blob {sha256} is not in the store"):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[no-any-return]
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
 
     def delete(self, sha256: str) -> bool:
         key = self._key(blob_key(sha256))

@@ -36,11 +36,15 @@ import dataclasses
 import pathlib
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from bildsluss_common.readers import Method, Reading
+
+if TYPE_CHECKING:  # pydicom is imported where a DICOM file is read, not at start
+    from pydicom.dataset import Dataset
 
 # Frames OCR'd per file at most (the rest are compared with an OCR'd frame).
 MAX_OCR_FRAMES = 30
@@ -85,7 +89,7 @@ class DicomIdentity:
     sop_class_uid: str
     burned_in_annotation: str  # "YES", "NO" or "" (absent; note: not to be trusted)
     other_patient_ids: tuple[str, ...] = ()
-    _dataset: object = dataclasses.field(default=None, repr=False, compare=False)
+    _dataset: Dataset | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def has_pixels(self) -> bool:
@@ -95,6 +99,7 @@ class DicomIdentity:
         """Frame ``index`` as an 8-bit PIL image ("L" or "RGB"). Raises DicomUnreadable."""
         if not 0 <= index < self.number_of_frames:
             raise IndexError(f"frame {index} of {self.number_of_frames}")
+        assert self._dataset is not None  # frames exist only on a read dataset
         return _decode_frame(self.path, self._dataset, index, self.number_of_frames)
 
     def frames(self, max_frames: int | None = None) -> Iterator[Image.Image]:
@@ -104,7 +109,7 @@ class DicomIdentity:
             yield self.frame(i)
 
 
-def _text(ds, keyword: str) -> str:
+def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     if value is None:
         return ""
@@ -165,7 +170,7 @@ def read_dicom(path: pathlib.Path) -> DicomIdentity:
         raise DicomUnreadable(path, f"DICOM header has invalid values: {type(e).__name__}: {e}") from e
 
 
-def _to_8bit(arr: np.ndarray, ds, path: pathlib.Path) -> Image.Image:
+def _to_8bit(arr: np.ndarray, ds: Dataset, path: pathlib.Path) -> Image.Image:
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
@@ -200,7 +205,7 @@ def _to_8bit(arr: np.ndarray, ds, path: pathlib.Path) -> Image.Image:
     return Image.fromarray(out.clip(0, 255).round().astype(np.uint8), "L")
 
 
-def _decode_frame(path: pathlib.Path, ds, index: int, n_frames: int) -> Image.Image:
+def _decode_frame(path: pathlib.Path, ds: Dataset, index: int, n_frames: int) -> Image.Image:
     from pydicom.pixels import pixel_array
 
     try:

@@ -123,6 +123,7 @@ import re
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -164,14 +165,15 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 UID_LABEL = "bildsluss/strip-dicom/v1"
 
 
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - a typo in the lists below
+        raise KeyError(keyword)
+    return int(tag)
+
+
 def _tags(*keywords: str) -> frozenset[int]:
-    out = set()
-    for kw in keywords:
-        tag = tag_for_keyword(kw)
-        if tag is None:  # pragma: no cover - a typo in the lists below
-            raise KeyError(kw)
-        out.add(int(tag))
-    return frozenset(out)
+    return frozenset(_tag(kw) for kw in keywords)
 
 
 PIXEL_TAGS = _tags("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -200,7 +202,7 @@ KEEP = _tags(
 
 #: Whitelists of the items of the kept sequences.
 ITEM_KEEP: Mapping[int, frozenset[int]] = {
-    int(tag_for_keyword("SequenceOfUltrasoundRegions")): _tags(
+    _tag("SequenceOfUltrasoundRegions"): _tags(
         "RegionSpatialFormat", "RegionDataType", "RegionFlags",
         "RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1",
         "ReferencePixelX0", "ReferencePixelY0", "PhysicalUnitsXDirection",
@@ -217,7 +219,7 @@ ITEM_KEEP: Mapping[int, frozenset[int]] = {
         "NumberOfTableBreakPoints", "TableOfXBreakPoints", "TableOfYBreakPoints",
         "NumberOfTableEntries", "TableOfPixelValues", "TableOfParameterValues",
     ),
-    int(tag_for_keyword("VOILUTSequence")): _tags("LUTDescriptor", "LUTData"),
+    _tag("VOILUTSequence"): _tags("LUTDescriptor", "LUTData"),
 }
 
 META_KEEP = _tags(
@@ -357,7 +359,7 @@ def _encode(ds: Dataset, syntax: UID, sop_class: UID, instance_uid: UID) -> byte
 # --- verification --------------------------------------------------------------------
 
 
-def _values(elem: DataElement) -> list:
+def _values(elem: DataElement) -> list[Any]:
     """The element's values; empty ones (a type 2 element left blank) left out."""
     v = elem.value
     values = list(v) if isinstance(v, (list, tuple, MultiValue)) else [v]
@@ -402,7 +404,7 @@ def _level_problems(ds: Dataset, keep: frozenset[int], where: str, allowed_uids:
 def _same_value(a: DataElement, b: DataElement) -> bool:
     if a.VR == "SQ":
         return False  # sequences are compared item by item by the caller
-    return a.value == b.value
+    return bool(a.value == b.value)
 
 
 def verify_copy(src: Dataset, written: bytes, *, instance_uid: UID,
@@ -433,8 +435,7 @@ def verify_copy(src: Dataset, written: bytes, *, instance_uid: UID,
             problems.append(f"{_name(tag)} present")
     # Completeness: every whitelisted element of the original, with its value.
     for tag in sorted(int(t) for t in src.keys()):
-        if tag not in KEEP or tag in (int(tag_for_keyword("SOPInstanceUID")),
-                                      int(tag_for_keyword("FrameIncrementPointer"))):
+        if tag not in KEEP or tag in (_tag("SOPInstanceUID"), _tag("FrameIncrementPointer")):
             continue
         a = src[tag]
         if tag not in out:

@@ -40,7 +40,7 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _png_image_data(chunks: Sequence[tuple[bytes, bytes]]) -> tuple:
+def _png_image_data(chunks: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     return (tuple((k, v) for k, v in chunks if k in _PNG_IMAGE),
             b"".join(v for k, v in chunks if k == b"IDAT"))
 

@@ -8,6 +8,7 @@ import hashlib
 import pathlib
 import re
 import uuid
+from typing import Literal
 
 from agent.card.model import MediaFile
 from agent.card.strip.common import Written, fail, read_card, write_new
@@ -125,7 +126,7 @@ def _exif_orientation(payload: bytes) -> int | None:
     tiff = payload[6:]
     if tiff[:4] not in (b"II*\x00", b"MM\x00*") or len(tiff) < 8:
         return None
-    order = "little" if tiff[:2] == b"II" else "big"
+    order: Literal["little", "big"] = "little" if tiff[:2] == b"II" else "big"
     ifd = int.from_bytes(tiff[4:8], order)
     if ifd + 2 > len(tiff):
         return None
