@@ -44,8 +44,16 @@ from archive_server import validation as v
 from archive_server.agentcerts import AgentCaller
 from archive_server.audit import append_audit
 from archive_server.authz import NotPermitted, Principal, authorize, load_grants
-from archive_server.errors import AgentUnauthenticated, InvalidArgument
-from archive_server.models import Agent, AgentBinding, AgentRefusal, AgentStatus, Department, utcnow
+from archive_server.errors import AgentUnauthenticated, InvalidArgument, NotFound
+from archive_server.models import (
+    Agent,
+    AgentBinding,
+    AgentHistory,
+    AgentRefusal,
+    AgentStatus,
+    Department,
+    utcnow,
+)
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from bildsluss.v1 import agents_pb2 as pb
 
@@ -63,6 +71,8 @@ MAX_INTERVAL_S = 300.0
 ALIVE_INTERVALS = 3
 MAX_ITEMS = 50
 MAX_REFUSALS_KEPT = 100
+# History entries kept per agent (its ops page shows the newest).
+HISTORY_KEPT = 200
 _REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _STATES = {
     pb.AGENT_STATE_IDLE: "idle",
@@ -133,6 +143,7 @@ class AgentRegistryCore:
             department_id = (caller.department_id if caller is not None else
                              self._department_for(s, r.department_hsa_id, f"agent:{r.agent_id}").id)
             agent = s.get(Agent, r.agent_id)
+            previous_version = agent.version if agent is not None else None
             if agent is None:
                 agent = Agent(agent_id=r.agent_id, department_id=department_id, version=r.agent_version,
                               first_seen=now, last_seen=now)
@@ -149,6 +160,7 @@ class AgentRegistryCore:
             if status is None:
                 status = AgentStatus(agent_id=r.agent_id, heartbeats=0)
                 s.add(status)
+            history = _changes(status if status.heartbeats else None, previous_version, r, now)
             status.host = masked(r.host, r.agent_id)
             status.state = _STATES.get(r.state, "unknown")
             status.queue_length = r.queue_length
@@ -161,10 +173,26 @@ class AgentRegistryCore:
             status.last_heartbeat = now
             status.heartbeats = (status.heartbeats or 0) + 1
             status.clock_skew_s = skew
+            status.spool_free_bytes = r.spool_free_bytes if r.HasField("spool_free_bytes") else None
+            status.spool_bytes = r.spool_bytes if r.HasField("spool_bytes") else None
+            self._store_history(s, r.agent_id, history, now)
             self._store_refusals(s, r)
         if skew is not None and abs(skew) > CLOCK_SKEW_WARN_S:
             log.warning("agent clock skewed", extra={"agent_id": r.agent_id, "skew_s": round(skew, 1)})
         return now, skew
+
+    @staticmethod
+    def _store_history(s: Session, agent_id: str, changes: list[tuple[str, dict[str, Any]]],
+                       now: dt.datetime) -> None:
+        if not changes:
+            return
+        for kind, detail in changes:
+            s.add(AgentHistory(agent_id=agent_id, at=now, kind=kind, detail=detail))
+        s.flush()
+        keep = sa.select(AgentHistory.id).where(AgentHistory.agent_id == agent_id).order_by(
+            AgentHistory.id.desc()).limit(HISTORY_KEPT)
+        s.execute(sa.delete(AgentHistory).where(
+            AgentHistory.agent_id == agent_id, AgentHistory.id.not_in(keep.scalar_subquery())))
 
     @staticmethod
     def _store_refusals(s: Session, r: pb.HeartbeatRequest) -> None:
@@ -196,6 +224,32 @@ class AgentRegistryCore:
             AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc()).limit(MAX_REFUSALS_KEPT)
         s.execute(sa.delete(AgentRefusal).where(
             AgentRefusal.agent_id == r.agent_id, AgentRefusal.id.not_in(keep.scalar_subquery())))
+
+
+def _changes(before: AgentStatus | None, version: str | None, r: pb.HeartbeatRequest,
+             now: dt.datetime) -> list[tuple[str, dict[str, Any]]]:
+    """What this heartbeat changed, for the agent's history (kind, detail)."""
+    state = _STATES.get(r.state, "unknown")
+    if before is None:
+        return [("first_heartbeat", {"state": state, "version": r.agent_version})]
+    out: list[tuple[str, dict[str, Any]]] = []
+    silent_s = (now - _aware(before.last_heartbeat)).total_seconds()
+    if silent_s > ALIVE_INTERVALS * bounded_interval(before.interval_s):
+        out.append(("returned", {"silent_s": round(silent_s, 1)}))
+    started = r.started_at.ToDatetime(dt.timezone.utc) if r.HasField("started_at") else None
+    if started is not None and before.started_at is not None and abs(
+            (started - _aware(before.started_at)).total_seconds()) > 1:
+        out.append(("restarted", {"version": r.agent_version}))
+    if version is not None and version != r.agent_version:
+        out.append(("version", {"from": version, "to": r.agent_version}))
+    if state != before.state:
+        out.append(("state", {"from": before.state, "to": state}))
+    if r.HasField("last_error"):
+        error = _error_json(r.last_error, r.agent_id)
+        old = before.last_error or {}
+        if (error["at"], error["code"]) != (old.get("at"), old.get("code")):
+            out.append(("error", error))
+    return out
 
 
 # -- validation --------------------------------------------------------------------
@@ -329,6 +383,16 @@ def fleet_for(db: "Database", principal: Principal, department: str | None = Non
     return list_agents(db, now, department)
 
 
+def agent_for(db: "Database", principal: Principal, agent_id: str,
+              now: dt.datetime | None = None) -> dict[str, Any]:
+    """One agent of the fleet and its recent history (``ops.read``, as :func:`fleet_for`)."""
+    v.agent_id(agent_id)
+    found = [a for a in fleet_for(db, principal, now=now) if a["agent_id"] == agent_id]
+    if not found:
+        raise NotFound(f"no agent {agent_id} is bound or has spoken to this archive")
+    return {**found[0], "history": agent_history(db, agent_id)}
+
+
 def list_agents(db: "Database", now: dt.datetime | None = None,
                 department: str | None = None, *, refusals: bool = True) -> list[dict[str, Any]]:
     """The fleet, by agent id: every agent bound to a certificate (the expected
@@ -384,12 +448,23 @@ def list_agents(db: "Database", now: dt.datetime | None = None,
             "started_at": _iso(status.started_at) if status is not None else None,
             "first_seen": _iso(agent.first_seen) if agent is not None else None,
             "clock_skew_s": status.clock_skew_s if status is not None else None,
+            "spool_free_bytes": status.spool_free_bytes if status is not None else None,
+            "spool_bytes": status.spool_bytes if status is not None else None,
             "bound": binding is not None and binding.revoked_at is None,
             "certificate_not_after": _iso(not_after),
             "certificate_days_left": (round((not_after - now).total_seconds() / 86400, 2)
                                       if not_after is not None else None),
         })
     return out
+
+
+def agent_history(db: "Database", agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The agent's recent history, newest first: ``at``, ``kind`` (first_heartbeat,
+    returned, restarted, version, state, error) and its ``detail``."""
+    with db.read() as s:
+        rows = s.scalars(sa.select(AgentHistory).where(AgentHistory.agent_id == agent_id)
+                         .order_by(AgentHistory.id.desc()).limit(limit)).all()
+        return [{"at": _iso(h.at), "kind": h.kind, "detail": h.detail} for h in rows]
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

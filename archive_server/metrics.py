@@ -126,6 +126,8 @@ def _fleet(agents: list[dict[str, Any]]) -> list[Metric]:
                                 "as it reports them (resets when it restarts)", labels=[*labels, "outcome"])
     reachable = GaugeMetricFamily("bildsluss_agent_archive_reachable",
                                   "1 when the agent's last ingest call reached the archive", labels=labels)
+    spool_free = GaugeMetricFamily("bildsluss_agent_spool_free_bytes",
+                                   "bytes free on the file system of the agent's spool", labels=labels)
     totals: dict[tuple[str, str], int] = {}
     for a in agents:
         key = [a["agent_id"], a["department"] or ""]
@@ -139,13 +141,15 @@ def _fleet(agents: list[dict[str, Any]]) -> list[Metric]:
             reachable.add_metric(key, 1 if a["archive_reachable"] else 0)
         if a["clock_skew_s"] is not None:
             skew.add_metric(key, a["clock_skew_s"])
+        if a["spool_free_bytes"] is not None:
+            spool_free.add_metric(key, a["spool_free_bytes"])
         if a["certificate_not_after"] is not None and a["bound"]:
             expiry.add_metric(key, dt.datetime.fromisoformat(a["certificate_not_after"]).timestamp())
         for outcome, n in sorted((a["counts"] or {}).items()):
             cards.add_metric([*key, outcome], n)
     for (department, state), n in sorted(totals.items()):
         count.add_metric([department, state], n)
-    return [count, liveness, age, interval, skew, expiry, queue, cards, reachable]
+    return [count, liveness, age, interval, skew, expiry, queue, cards, reachable, spool_free]
 
 
 class Exporter:

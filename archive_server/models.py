@@ -384,6 +384,24 @@ class AgentStatus(Base):
     # The agent's clock minus the archive's at the last heartbeat, in seconds
     # (None: the heartbeat carried no sent_at).
     clock_skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The agent's spool: bytes free on its file system and bytes held (None: not reported).
+    spool_free_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    spool_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AgentHistory(Base):
+    """What changed in an agent's heartbeats, for its ops page (R21): it
+    started, came back after a silence, changed state or version, reported a
+    new error. ``detail`` holds codes and counts, never a patient. The newest
+    ``agents.HISTORY_KEPT`` per agent are kept."""
+
+    __tablename__ = "agent_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class DepartmentDevice(Base):

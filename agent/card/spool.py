@@ -45,6 +45,23 @@ class Spool:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
+    def usage(self) -> tuple[int | None, int | None]:
+        """(bytes held below the spool, bytes free on its file system), for
+        operations (heartbeats, metrics); None where it cannot be read. Never
+        creates the folder."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None, None
+        used = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                try:
+                    used += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    pass  # removed while we walked
+        return used, st.f_bavail * st.f_frsize
+
     def check_room(self, card_bytes: int) -> None:
         """Raise SpoolFull unless the card's copies and the headroom fit."""
         free = self.free_bytes()

@@ -35,6 +35,7 @@ from google.protobuf import timestamp_pb2
 from agent import __version__
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from agent.card.model import Device
+from agent.card.spool import Spool
 from agent.config import AgentConfig
 from agent.daemon.registered_devices import DeviceRegister
 from agent.desk.status import StatusBoard
@@ -78,7 +79,9 @@ def _ts(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 def build_request(snapshot: dict[str, Any], *, department: str, host: str, interval_s: float,
-                  now: float | None = None, state: str | None = None) -> pb.HeartbeatRequest:
+                  now: float | None = None, state: str | None = None,
+                  spool: tuple[int | None, int | None] = (None, None)) -> pb.HeartbeatRequest:
+    """``spool``: (bytes held, bytes free) of the spool, None where unknown."""
     """The heartbeat for one board snapshot (plain data in, a message out)."""
     now = time.time() if now is None else now
     counts = snapshot.get("counts") or {}
@@ -97,6 +100,10 @@ def build_request(snapshot: dict[str, Any], *, department: str, host: str, inter
     if snapshot.get("started_at"):
         request.started_at.CopyFrom(_ts(snapshot["started_at"]))
     request.sent_at.CopyFrom(_ts(now))
+    if spool[0] is not None:
+        request.spool_bytes = spool[0]
+    if spool[1] is not None:
+        request.spool_free_bytes = spool[1]
     error = snapshot.get("last_error")
     if error:
         request.last_error.CopyFrom(pb.AgentError(code=_code(error.get("code")),
@@ -201,7 +208,7 @@ class Heartbeater:
         try:
             request = build_request(self.board.snapshot(), department=str(self.config.department),
                                     host=self.host, interval_s=self.config.daemon.heartbeat_s, state=state,
-                                    now=self._clock())
+                                    now=self._clock(), spool=Spool(self.config.spool_dir).usage())
             timeout = timeout_s or max(1.0, min(self.config.archive.call_timeout_s, self.interval_s * 2))
             response = self._stub.Heartbeat(request, timeout=timeout)
         except grpc.RpcError as exc:

@@ -13,7 +13,6 @@ outcome. Nothing names a patient.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import queue
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent.card.spool import Spool
 from agent.desk.status import StatusBoard
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class _BoardCollector:
                                     "1 when the last call to the archive reached it", value=1 if reachable else 0)
         yield GaugeMetricFamily("bildsluss_agent_started_timestamp_seconds", "when the daemon started",
                                 value=float(snap.get("started_at") or 0))
-        used, free = spool_usage(self.spool_dir)
+        used, free = Spool(self.spool_dir).usage()
         if used is not None:
             yield GaugeMetricFamily("bildsluss_agent_spool_bytes", "bytes in the spool (stripped copies)", value=used)
         if free is not None:
@@ -142,20 +142,3 @@ class _BoardCollector:
             yield GaugeMetricFamily("bildsluss_agent_registered_devices",
                                     "capture devices registered here ([[devices]]) and by the archive",
                                     value=self.devices())
-
-
-def spool_usage(root: pathlib.Path) -> tuple[int | None, int | None]:
-    """(bytes held below ``root``, bytes free on its file system); None where unreadable."""
-    try:
-        st = os.statvfs(root)
-        free: int | None = st.f_bavail * st.f_frsize
-    except OSError:
-        return None, None
-    used = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            try:
-                used += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass  # removed while we walked
-    return used, free

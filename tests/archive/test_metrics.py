@@ -6,7 +6,6 @@ text parses as Prometheus exposition. Access: only loopback without a token,
 only with the token when ``metrics_token_file`` is set."""
 from __future__ import annotations
 
-import asyncio
 import pathlib
 import time
 import uuid
@@ -14,6 +13,7 @@ import uuid
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 
 from agent.config import AgentConfig, ArchiveConfig as AgentArchiveConfig, DaemonConfig
 from agent.daemon.heartbeat import Heartbeater
@@ -129,13 +129,12 @@ def test_without_a_token_only_loopback_clients_are_answered(tmp_path: pathlib.Pa
     try:
         app = create_app(WebContext.for_archive(db, ArchiveConfig(data_dir=tmp_path)))
 
-        async def get_from(host: str) -> httpx.Response:
-            transport = httpx.ASGITransport(app=app, client=(host, 50000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://archive") as client:
-                return await client.get("/metrics")
+        def get_from(host: str) -> httpx.Response:
+            with TestClient(app, client=(host, 50000)) as client:
+                return client.get("/metrics")
 
-        response = asyncio.run(get_from("10.1.2.3"))
+        response = get_from("10.1.2.3")
         assert response.status_code == 403 and response.json()["reason"] == "METRICS_LOOPBACK_ONLY"
-        assert asyncio.run(get_from("127.0.0.1")).status_code == 200
+        assert get_from("127.0.0.1").status_code == 200
     finally:
         db.dispose()

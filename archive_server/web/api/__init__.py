@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount
 
-from archive_server.web.api import cases, openapi, session
+from archive_server.web.api import agents, cases, openapi, session
 
 PREFIX = "/api/v1"
-ROUTES: list[BaseRoute] = [Mount(PREFIX, routes=[*session.ROUTES, *cases.ROUTES, *openapi.ROUTES])]
+ROUTES: list[BaseRoute] = [Mount(PREFIX, routes=[*session.ROUTES, *cases.ROUTES, *agents.ROUTES, *openapi.ROUTES])]

@@ -51,6 +51,19 @@ PATHS: dict[str, Any] = {
                                   "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
         "responses": {"200": {"description": "the bytes; Cache-Control: no-store",
                               "content": {"application/octet-stream": {}}}, **_ERRORS}}},
+    "/agents": {"get": {
+        "summary": "The fleet (ops.read): every bound agent and every agent that spoke, with liveness "
+                   "(alive, silent, never_seen, revoked), version, department, state, cards in progress, queue, "
+                   "last error, refused cards with reason codes, spool space, clock skew, certificate expiry",
+        "parameters": [{"name": "department", "in": "query", "required": False, "schema": {"type": "string"}},
+                       {"name": "liveness", "in": "query", "required": False,
+                        "schema": {"enum": ["alive", "silent", "never_seen", "revoked"]}}],
+        "responses": {"200": {"description": "{agents: [...], now}", **_JSON}, **_ERRORS}}},
+    "/agents/{agent_id}": {"get": {
+        "summary": "One agent of the fleet (ops.read) with its recent history, newest first",
+        "parameters": [{"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the agent as in /agents, plus history: [{at, kind, detail}]",
+                              **_JSON}, **_ERRORS}}},
 }
 
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ildsluss/v1/agents.proto\x12\x0c\x62ildsluss.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\nCardCounts\x12\x10\n\x08\x64\x65tected\x18\x01 \x01(\x04\x12\x10\n\x08\x61rchived\x18\x02 \x01(\x04\x12\x0f\n\x07refused\x18\x03 \x01(\x04\x12\x10\n\x08\x64\x65\x66\x65rred\x18\x04 \x01(\x04\x12\x13\n\x0binterrupted\x18\x05 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x04\"\xe2\x01\n\x0e\x43\x61rdInProgress\x12\x10\n\x08\x63\x61rd_key\x18\x01 \x01(\t\x12\x0e\n\x06reader\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x12\n\nfiles_done\x18\x05 \x01(\r\x12\x13\n\x0b\x66iles_total\x18\x06 \x01(\r\x12\x12\n\nbytes_done\x18\x07 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x08 \x01(\x04\x12)\n\x05since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breason_code\x18\n \x01(\t\"\x88\x01\n\x0bRefusedCard\x12\x10\n\x08\x63\x61rd_key\x18\x01 \x01(\t\x12\x0e\n\x06reader\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12.\n\nrefused_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nfile_count\x18\x05 \x01(\r\"S\n\nAgentError\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xe6\x03\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x19\n\x11\x64\x65partment_hsa_id\x18\x04 \x01(\t\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.bildsluss.v1.AgentState\x12\x14\n\x0cqueue_length\x18\x06 \x01(\r\x12(\n\x06\x63ounts\x18\x07 \x01(\x0b\x32\x18.bildsluss.v1.CardCounts\x12,\n\nlast_error\x18\x08 \x01(\x0b\x32\x18.bildsluss.v1.AgentError\x12*\n\x07refused\x18\t \x03(\x0b\x32\x19.bildsluss.v1.RefusedCard\x12\x31\n\x0bin_progress\x18\n \x03(\x0b\x32\x1c.bildsluss.v1.CardInProgress\x12\x12\n\ninterval_s\x18\x0b \x01(\x01\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x61rchive_reachable\x18\x0e \x01(\x08\"\xbb\x01\n\x11HeartbeatResponse\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fnext_interval_s\x18\x02 \x01(\x01\x12\x19\n\x0c\x63lock_skew_s\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x30\n\x07\x64\x65vices\x18\x04 \x01(\x0b\x32\x1f.bildsluss.v1.RegisteredDevicesB\x0f\n\r_clock_skew_s\"D\n\x11RegisteredDevices\x12/\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1e.bildsluss.v1.RegisteredDevice\"?\n\x10RegisteredDevice\x12\x0c\n\x04make\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\t*\xa3\x01\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GENT_STATE_IDLE\x10\x01\x12\x14\n\x10\x41GENT_STATE_BUSY\x10\x02\x12\x18\n\x14\x41GENT_STATE_DEFERRED\x10\x03\x12\x18\n\x14\x41GENT_STATE_STARTING\x10\x04\x12\x18\n\x14\x41GENT_STATE_STOPPING\x10\x05\x32]\n\rAgentRegistry\x12L\n\tHeartbeat\x12\x1e.bildsluss.v1.HeartbeatRequest\x1a\x1f.bildsluss.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ildsluss/v1/agents.proto\x12\x0c\x62ildsluss.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\nCardCounts\x12\x10\n\x08\x64\x65tected\x18\x01 \x01(\x04\x12\x10\n\x08\x61rchived\x18\x02 \x01(\x04\x12\x0f\n\x07refused\x18\x03 \x01(\x04\x12\x10\n\x08\x64\x65\x66\x65rred\x18\x04 \x01(\x04\x12\x13\n\x0binterrupted\x18\x05 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x04\"\xe2\x01\n\x0e\x43\x61rdInProgress\x12\x10\n\x08\x63\x61rd_key\x18\x01 \x01(\t\x12\x0e\n\x06reader\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x12\n\nfiles_done\x18\x05 \x01(\r\x12\x13\n\x0b\x66iles_total\x18\x06 \x01(\r\x12\x12\n\nbytes_done\x18\x07 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x08 \x01(\x04\x12)\n\x05since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breason_code\x18\n \x01(\t\"\x88\x01\n\x0bRefusedCard\x12\x10\n\x08\x63\x61rd_key\x18\x01 \x01(\t\x12\x0e\n\x06reader\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12.\n\nrefused_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nfile_count\x18\x05 \x01(\r\"S\n\nAgentError\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xc4\x04\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x19\n\x11\x64\x65partment_hsa_id\x18\x04 \x01(\t\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.bildsluss.v1.AgentState\x12\x14\n\x0cqueue_length\x18\x06 \x01(\r\x12(\n\x06\x63ounts\x18\x07 \x01(\x0b\x32\x18.bildsluss.v1.CardCounts\x12,\n\nlast_error\x18\x08 \x01(\x0b\x32\x18.bildsluss.v1.AgentError\x12*\n\x07refused\x18\t \x03(\x0b\x32\x19.bildsluss.v1.RefusedCard\x12\x31\n\x0bin_progress\x18\n \x03(\x0b\x32\x1c.bildsluss.v1.CardInProgress\x12\x12\n\ninterval_s\x18\x0b \x01(\x01\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x61rchive_reachable\x18\x0e \x01(\x08\x12\x1d\n\x10spool_free_bytes\x18\x0f \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0bspool_bytes\x18\x10 \x01(\x04H\x01\x88\x01\x01\x42\x13\n\x11_spool_free_bytesB\x0e\n\x0c_spool_bytes\"\xbb\x01\n\x11HeartbeatResponse\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fnext_interval_s\x18\x02 \x01(\x01\x12\x19\n\x0c\x63lock_skew_s\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x30\n\x07\x64\x65vices\x18\x04 \x01(\x0b\x32\x1f.bildsluss.v1.RegisteredDevicesB\x0f\n\r_clock_skew_s\"D\n\x11RegisteredDevices\x12/\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1e.bildsluss.v1.RegisteredDevice\"?\n\x10RegisteredDevice\x12\x0c\n\x04make\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\t*\xa3\x01\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GENT_STATE_IDLE\x10\x01\x12\x14\n\x10\x41GENT_STATE_BUSY\x10\x02\x12\x18\n\x14\x41GENT_STATE_DEFERRED\x10\x03\x12\x18\n\x14\x41GENT_STATE_STARTING\x10\x04\x12\x18\n\x14\x41GENT_STATE_STOPPING\x10\x05\x32]\n\rAgentRegistry\x12L\n\tHeartbeat\x12\x1e.bildsluss.v1.HeartbeatRequest\x1a\x1f.bildsluss.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bildsluss.v1.agents_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATE']._serialized_start=1466
-  _globals['_AGENTSTATE']._serialized_end=1629
+  _globals['_AGENTSTATE']._serialized_start=1560
+  _globals['_AGENTSTATE']._serialized_end=1723
   _globals['_CARDCOUNTS']._serialized_start=76
   _globals['_CARDCOUNTS']._serialized_end=196
   _globals['_CARDINPROGRESS']._serialized_start=199
@@ -43,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTERROR']._serialized_start=566
   _globals['_AGENTERROR']._serialized_end=649
   _globals['_HEARTBEATREQUEST']._serialized_start=652
-  _globals['_HEARTBEATREQUEST']._serialized_end=1138
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1141
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1328
-  _globals['_REGISTEREDDEVICES']._serialized_start=1330
-  _globals['_REGISTEREDDEVICES']._serialized_end=1398
-  _globals['_REGISTEREDDEVICE']._serialized_start=1400
-  _globals['_REGISTEREDDEVICE']._serialized_end=1463
-  _globals['_AGENTREGISTRY']._serialized_start=1631
-  _globals['_AGENTREGISTRY']._serialized_end=1724
+  _globals['_HEARTBEATREQUEST']._serialized_end=1232
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1235
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1422
+  _globals['_REGISTEREDDEVICES']._serialized_start=1424
+  _globals['_REGISTEREDDEVICES']._serialized_end=1492
+  _globals['_REGISTEREDDEVICE']._serialized_start=1494
+  _globals['_REGISTEREDDEVICE']._serialized_end=1557
+  _globals['_AGENTREGISTRY']._serialized_start=1725
+  _globals['_AGENTREGISTRY']._serialized_end=1818
 # @@protoc_insertion_point(module_scope)

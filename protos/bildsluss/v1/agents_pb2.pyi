@@ -90,7 +90,7 @@ class AgentError(_message.Message):
     def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "host", "agent_version", "department_hsa_id", "state", "queue_length", "counts", "last_error", "refused", "in_progress", "interval_s", "started_at", "sent_at", "archive_reachable")
+    __slots__ = ("agent_id", "host", "agent_version", "department_hsa_id", "state", "queue_length", "counts", "last_error", "refused", "in_progress", "interval_s", "started_at", "sent_at", "archive_reachable", "spool_free_bytes", "spool_bytes")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,8 @@ class HeartbeatRequest(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     host: str
     agent_version: str
@@ -119,7 +121,9 @@ class HeartbeatRequest(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     sent_at: _timestamp_pb2.Timestamp
     archive_reachable: bool
-    def __init__(self, agent_id: _Optional[str] = ..., host: _Optional[str] = ..., agent_version: _Optional[str] = ..., department_hsa_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., queue_length: _Optional[int] = ..., counts: _Optional[_Union[CardCounts, _Mapping]] = ..., last_error: _Optional[_Union[AgentError, _Mapping]] = ..., refused: _Optional[_Iterable[_Union[RefusedCard, _Mapping]]] = ..., in_progress: _Optional[_Iterable[_Union[CardInProgress, _Mapping]]] = ..., interval_s: _Optional[float] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archive_reachable: _Optional[bool] = ...) -> None: ...
+    spool_free_bytes: int
+    spool_bytes: int
+    def __init__(self, agent_id: _Optional[str] = ..., host: _Optional[str] = ..., agent_version: _Optional[str] = ..., department_hsa_id: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., queue_length: _Optional[int] = ..., counts: _Optional[_Union[CardCounts, _Mapping]] = ..., last_error: _Optional[_Union[AgentError, _Mapping]] = ..., refused: _Optional[_Iterable[_Union[RefusedCard, _Mapping]]] = ..., in_progress: _Optional[_Iterable[_Union[CardInProgress, _Mapping]]] = ..., interval_s: _Optional[float] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archive_reachable: _Optional[bool] = ..., spool_free_bytes: _Optional[int] = ..., spool_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("server_time", "next_interval_s", "clock_skew_s", "devices")
