@@ -74,7 +74,7 @@ class PreviewCache:
 
 def _jpeg(img: Image.Image, side: int) -> bytes:
     img = _to_8bit(img)
-    img.thumbnail((side, side), Image.LANCZOS)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     # A new image from the pixels: Pillow writes no EXIF, ICC or comment unless given one.
     Image.frombytes(img.mode, img.size, img.tobytes()).save(out, "JPEG", quality=JPEG_QUALITY)
@@ -137,7 +137,7 @@ def dicom_frame(data: bytes, frame: int, side: int) -> bytes:
         img = Image.fromarray(a.astype(np.uint8), "L")
     else:
         img = Image.fromarray(pixels.astype(np.uint8)[..., :3], "RGB")
-    img.thumbnail((side, side), Image.LANCZOS)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     img.save(out, "PNG")
     return out.getvalue()

@@ -132,8 +132,9 @@ def monthly(db: Database, principal: Principal, *, since: dt.datetime | None = N
             query = query.where(AuditEvent.at >= since)
         if until:
             query = query.where(AuditEvent.at < until)
-        return [{"department": dep, "month": m, "cases": int(c or 0), "events": int(n), "refused_or_failed": int(r or 0)}
-                for dep, m, c, n, r in s.execute(query)]
+        rows: list[tuple[Any, ...]] = [tuple(row) for row in s.execute(query)]
+        return [{"department": dep, "month": m, "cases": int(c or 0), "events": int(n or 0),
+                 "refused_or_failed": int(r or 0)} for dep, m, c, n, r in rows]
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
