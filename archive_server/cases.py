@@ -103,6 +103,7 @@ def case_json(s: Session, case: Case, version: CaseVersion | None = None) -> dic
         "edited_at": iso(v.edited_at),
         "form_template": v.form_template,
         "form": dict(v.form or {}),
+        "annotations": dict(v.annotations or {}),
         "media_count": len(media),
         "media": media,
         "fields": v.fields,
@@ -204,14 +205,19 @@ def media_of_case(db: Database, principal: Principal, case_id: str, sha256: str,
     thumb, preview, frame) before a byte leaves. Unknown to the case: NotFound."""
     with operation(db, principal, "case.media") as op:
         case = op.case(case_id, "case.read", emergency_reason=emergency_reason)
-        item = op.session.execute(
-            sa.select(MediaItem).join(CaseVersion, CaseVersion.id == MediaItem.case_version_id)
+        found = op.session.execute(
+            sa.select(MediaItem, CaseVersion.version, CaseVersion.annotations)
+            .join(CaseVersion, CaseVersion.id == MediaItem.case_version_id)
             .where(CaseVersion.case_id == case.id, MediaItem.blob_sha256 == sha256)
-            .options(selectinload(MediaItem.blob)).limit(1)).scalar_one_or_none()
-        if item is None:
+            .order_by(CaseVersion.version.desc())
+            .options(selectinload(MediaItem.blob)).limit(1)).one_or_none()
+        if found is None:
             raise NotFound(f"case {case_id} has no media {sha256[:64]}")
+        item, version, annotations = found
         op.details.update(sha256=sha256, use=use)
-        return media_json(item)
+        # The newest version holding the item, and its annotation layer on it.
+        return {**media_json(item), "version": version, "latest": version == case.current_version,
+                "annotations": list((annotations or {}).get(sha256, []))}
 
 
 def read_media(blobs: BlobStore, media: dict[str, Any]) -> bytes:

@@ -212,6 +212,10 @@ class CaseVersion(Base):
     # Who last edited this (unsigned) version in place, and when.
     edited_by: Mapped[str | None] = mapped_column(String(255))
     edited_at: Mapped[dt.datetime | None] = mapped_column()
+    # The annotation layer (issue 11): media SHA-256 -> shapes (arrow, circle,
+    # text, length) in coordinates relative to the picture; never burned into
+    # the stored file, versioned like the form (annotations.py).
+    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     case: Mapped[Case] = relationship(back_populates="versions")
     media: Mapped[list["MediaItem"]] = relationship(

@@ -100,7 +100,9 @@ def revise_case(
             target = CaseVersion(case_id=case.id, version=latest.version + 1, created_at=utcnow(),
                                  created_by=principal.actor, fields=dict(latest.fields),
                                  patient_id=new_patient, status="unsigned", reason=reason.strip(),
-                                 form_template=template.name, form=form)
+                                 form_template=template.name, form=form,
+                                 annotations={sha: shapes for sha, shapes in (latest.annotations or {}).items()
+                                              if sha in {m.blob_sha256 for m in kept}})
             s.add(target)
             s.flush()
             for position, m in enumerate(kept):
@@ -134,6 +136,24 @@ def revise_case(
                 "case": case_json(s, case, load_version(s, case, target.version))}
 
 
+def next_version(s: Any, case: Any, latest: CaseVersion, principal: Principal, reason: str) -> CaseVersion:
+    """A new unsigned version: a copy of the signed ``latest`` (form, media,
+    annotations), with who and why; the case points at it."""
+    target = CaseVersion(case_id=case.id, version=latest.version + 1, created_at=utcnow(),
+                         created_by=principal.actor, fields=dict(latest.fields), patient_id=latest.patient_id,
+                         status="unsigned", reason=reason, form_template=latest.form_template,
+                         form=dict(latest.form or {}), annotations=dict(latest.annotations or {}))
+    s.add(target)
+    s.flush()
+    for position, m in enumerate(latest.media):
+        s.add(MediaItem(id=str(uuid.uuid4()), case_version_id=target.id, blob_sha256=m.blob_sha256,
+                        relative_path=m.relative_path, kind=m.kind, media_type=m.media_type,
+                        capture_time=m.capture_time, device_make=m.device_make, device_model=m.device_model,
+                        device_serial=m.device_serial, position=position))
+    case.current_version, case.status = target.version, "unsigned"
+    return target
+
+
 def case_history(db: Database, principal: Principal, case_id: str, *,
                  emergency_reason: str | None = None) -> list[dict[str, Any]]:
     """Every version of the case, oldest first, each as ``case show`` gives it."""
@@ -162,6 +182,10 @@ def diff_versions(db: Database, principal: Principal, case_id: str, first: int, 
     for key in sorted(set(a["form"]) | set(b["form"])):
         if a["form"].get(key) != b["form"].get(key):
             changed[f"form.{key}"] = {"from": a["form"].get(key), "to": b["form"].get(key)}
+    for sha in sorted(set(a["annotations"]) | set(b["annotations"])):
+        if a["annotations"].get(sha) != b["annotations"].get(sha):
+            changed[f"annotations.{sha[:12]}"] = {"from": len(a["annotations"].get(sha, [])),
+                                                  "to": len(b["annotations"].get(sha, []))}
     media_a = {m["sha256"]: m for m in a["media"]}
     media_b = {m["sha256"]: m for m in b["media"]}
     return {

@@ -152,3 +152,32 @@ def test_administrator_binds_an_agent_certificate(served, chromium, tmp_path):
         bound = s.scalars(sa.select(AuditEvent).where(AuditEvent.action == "agent.bound",
                                                       AuditEvent.target == "agent:kamera-pc-12")).one()
     assert bound.details["fingerprint"] == fingerprint and bound.department == OWN
+
+
+def test_clinician_draws_an_arrow_on_a_picture(served, chromium):
+    site, base = served
+    user = site.person(OWN, CLINICIAN)
+    case_id, _ = a_case(site)
+    with chromium.new_context(base_url=base) as context:
+        page = context.new_page()
+        page.goto(f"/cases/{case_id}")
+        log_in(page, user)
+        page.click(".thumb >> nth=0")
+        page.wait_for_selector("#annotate-form")
+        page.wait_for_load_state("load")
+        box = page.query_selector("#layer").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=5)
+        page.mouse.up()
+        assert len(page.query_selector_all("#layer .shape")) == 1
+        page.fill("#annotate-reason", "Markera sårkanten")
+        page.click("#annotate-save")
+        page.wait_for_selector("#annotate .ok")
+        assert len(page.query_selector_all("#layer line.shape")) == 1
+    with site.world.db.read() as s:
+        from archive_server.models import Case, CaseVersion
+
+        version = s.scalars(sa.select(CaseVersion).join(Case).where(Case.id == case_id)).one()
+        (shapes,) = version.annotations.values()
+    assert shapes[0]["type"] == "arrow" and abs(shapes[0]["x1"] - 0.2) < 0.02 and abs(shapes[0]["y2"] - 0.5) < 0.02

@@ -222,3 +222,52 @@ def test_every_api_route_is_in_the_openapi_document():
     routes = [r for mount in api.ROUTES for r in getattr(mount, "routes", [])]
     described = {r.path for r in routes if r.path != "/openapi.json"}
     assert described and described <= set(PATHS)
+
+
+def test_annotations_are_a_versioned_layer_never_in_the_stored_file(site):
+    import hashlib
+    import json
+
+    user = site.person(OWN, CLINICIAN)
+    case_id, _ = new_case(site)
+    image = sha_of_kind(site, case_id, "image")
+    client = site.logged_in(user)
+    view = client.get(f"/cases/{case_id}/view/{image}")
+    assert view.status_code == 200 and 'id="annotate-form"' in view.text
+    token = csrf_of(view.text)
+    shapes = [{"type": "arrow", "x1": 0.1, "y1": 0.1, "x2": 0.5, "y2": 0.5},
+              {"type": "circle", "cx": 0.5, "cy": 0.5, "r": 0.2},
+              {"type": "text", "x": 0.2, "y": 0.8, "text": "<b>sårkant</b>"},
+              {"type": "length", "x1": 0.1, "y1": 0.9, "x2": 0.6, "y2": 0.9, "value": 3.5, "unit": "cm"}]
+    url = f"/cases/{case_id}/view/{image}/annotations"
+    assert client.post(url, data={"shapes": json.dumps(shapes), "csrf": token}).status_code == 400  # no reason
+    saved = client.post(url, data={"shapes": json.dumps(shapes), "reason": "Markera sårkant", "csrf": token})
+    assert saved.status_code == 303
+    view = client.get(saved.headers["location"])
+    assert view.text.count('class="shape"') == 4 and "&lt;b&gt;sårkant&lt;/b&gt;" in view.text
+    assert "3.5 cm" in view.text
+    one = client.get(f"/api/v1/cases/{case_id}", headers={"Accept": "application/json"}).json()
+    assert (one["version"], len(one["annotations"][image])) == (1, 4)
+    original = client.get(f"/api/v1/cases/{case_id}/media/{image}").content
+    assert hashlib.sha256(original).hexdigest() == image and original == jpeg_with_metadata(1)
+
+    for bad in ([{"type": "arrow", "x1": 2, "y1": 0, "x2": 0, "y2": 0}], [{"type": "laser"}],
+                [{"type": "length", "x1": 0, "y1": 0, "x2": 1, "y2": 1, "value": 3, "unit": "tum"}], "not json"):
+        sent = bad if isinstance(bad, str) else json.dumps(bad)
+        refused = client.post(url, data={"shapes": sent, "reason": "x", "csrf": token})
+        assert refused.status_code == 400
+    refusals = [e.details["reason"] for e in site.world.events(action="case.annotate", outcome="refused")
+                if e.case_id == case_id]
+    assert refusals == ["REASON_REQUIRED", *["BAD_ANNOTATION"] * 4]
+
+    # Signed, the layer changes only as a new version, like the form.
+    client.post(f"/cases/{case_id}/form", data={**FORM, "reason": "Komplettering", "csrf": token})
+    assert client.post(f"/cases/{case_id}/sign", data={"csrf": token}).status_code == 303
+    again = client.post(url, data={"shapes": json.dumps(shapes[:1]), "reason": "Bara pilen", "csrf": token})
+    assert again.status_code == 303
+    two = client.get(f"/api/v1/cases/{case_id}", headers={"Accept": "application/json"}).json()
+    assert (two["version"], two["status"], len(two["annotations"][image])) == (2, "unsigned", 1)
+    first = client.get(f"/api/v1/cases/{case_id}?version=1", headers={"Accept": "application/json"}).json()
+    assert len(first["annotations"][image]) == 4 and first["status"] == "signed"
+    compared = client.get(f"/cases/{case_id}/compare?a=1&b=2")
+    assert f"annotations.{image[:12]}" in compared.text

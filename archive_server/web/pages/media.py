@@ -4,6 +4,7 @@
     GET /cases/{id}/media/{sha256}/preview        the full-view picture of a photo
     GET /cases/{id}/media/{sha256}/frame/{n}      DICOM frame n (0-based) as PNG
     GET /cases/{id}/view/{sha256}                 the full view: zoom, play, step through frames
+    POST /cases/{id}/view/{sha256}/annotations    the picture's annotation layer (annotations.py)
 
 Pictures are made from the stored bytes by ``archive_server.previews`` (no
 metadata survives) and cached in memory; every answer is one audited read
@@ -17,13 +18,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import json
+
 from archive_server import previews
+from archive_server.annotations import MAX_SHAPES, UNITS, annotate
 from archive_server.authz import Principal
 from archive_server.cases import media_of_case, read_media
 from archive_server.errors import InvalidArgument
 from archive_server.web import emergency
 from archive_server.web.auth import ctx
-from archive_server.web.pages.common import page
+from archive_server.web.formdata import read_form, text_field
+from archive_server.web.pages.common import page, see_other
 from archive_server.web.pages.ids import case_id_of, sha_of
 from archive_server.web.templating import render
 
@@ -82,7 +87,23 @@ async def view(request: Request, who: Principal) -> Response:
     media, frames = await run_in_threadpool(_frames, request, who, case_id, sha)
     shown = request.query_params.get("frame", "0")
     current = int(shown) if shown.isdigit() and int(shown) < max(frames, 1) else 0
-    return render(request, "view.html", who=who, case_id=case_id, media=media, frames=frames, frame=current)
+    return render(request, "view.html", who=who, case_id=case_id, media=media, frames=frames, frame=current,
+                  shapes_json=json.dumps(media["annotations"], ensure_ascii=False), units=UNITS,
+                  max_shapes=MAX_SHAPES, saved=request.query_params.get("saved") == "1")
+
+
+@page
+async def save_annotations(request: Request, who: Principal) -> Response:
+    case_id, sha = await case_id_of(request, who), await sha_of(request, who)
+    form = await read_form(request, who)
+    try:
+        shapes = json.loads(text_field(form, "shapes") or "[]")
+    except ValueError:
+        shapes = None  # refused (and audited) by annotate's check
+    await run_in_threadpool(lambda: annotate(ctx(request).db, who, case_id, sha, shapes,
+                                             reason=text_field(form, "reason"),
+                                             emergency_reason=emergency.reason_for(request, case_id)))
+    return see_other(f"/cases/{case_id}/view/{sha}?saved=1")
 
 
 ROUTES = [
@@ -90,4 +111,5 @@ ROUTES = [
     Route("/cases/{case_id}/media/{sha256}/preview", preview, methods=["GET"]),
     Route("/cases/{case_id}/media/{sha256}/frame/{frame}", frame, methods=["GET"]),
     Route("/cases/{case_id}/view/{sha256}", view, methods=["GET"]),
+    Route("/cases/{case_id}/view/{sha256}/annotations", save_annotations, methods=["POST"]),
 ]
