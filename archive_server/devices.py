@@ -48,7 +48,7 @@ def _department(s: "Session", hsa_id: str) -> Department:
     return dep
 
 
-def _match(dep: Department, make: str, model: str, serial: str) -> sa.Select[tuple[DepartmentDevice]]:
+def _match(dep: Department, make: str, model: str, serial: str) -> "sa.Select[DepartmentDevice]":
     return sa.select(DepartmentDevice).where(
         DepartmentDevice.department_id == dep.id, DepartmentDevice.make_key == make.casefold(),
         DepartmentDevice.model_key == model.casefold(), DepartmentDevice.serial_key == serial.casefold())
