@@ -55,6 +55,39 @@ def seed(site: Site) -> tuple[str, str, str]:
     return case_id, hidden, site.person(OWN, CLINICIAN, name="anna")
 
 
+def fleet(site: Site, address: str) -> list:
+    """Capture-PC agents for the ops page: two beating (one with a refused card and
+    one card uploading), one that stopped (silent), one bound but never seen."""
+    import time
+
+    from agent.config import AgentConfig, ArchiveConfig as AgentArchive, DaemonConfig
+    from agent.daemon.heartbeat import Heartbeater
+    from agent.desk.status import StatusBoard
+    from archive_server import agentcerts
+    from tests.support.pki import throwaway_certificate
+
+    agentcerts.bind_agent(site.world.db, LOCAL, "hud-pc-4", OWN, throwaway_certificate("hud-pc-4"))
+    beaters = []
+    for agent_id in ("hud-pc-1", "hud-pc-2", "hud-pc-3"):
+        board = StatusBoard(agent_id, "0.1.0", OWN)
+        if agent_id == "hud-pc-1":
+            board.card_detected("sdb1", "usb-1", "udev")
+            board.card_finished("sdb1", {"outcome": "refused", "reason": "UNREGISTERED_DEVICE",
+                                         "message": "a phone", "files": [{"status": "refused"}] * 3})
+            board.card_detected("sdc1", "usb-2", "udev")
+            board.progress("sdc1", "upload", {"files_done": 7, "files_total": 12, "bytes_done": 7, "bytes_total": 12})
+        config = AgentConfig(agent_id=agent_id, department=OWN, daemon=DaemonConfig(heartbeat_s=1.0),
+                             archive=AgentArchive(address=address, insecure=True, call_timeout_s=10.0))
+        beater = Heartbeater(config, board, host=agent_id)
+        beater.start()
+        beaters.append(beater)
+    while not all(b.sent for b in beaters):
+        time.sleep(0.1)
+    beaters.pop().stop()  # hud-pc-3 falls silent
+    time.sleep(4)
+    return beaters
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
@@ -116,6 +149,18 @@ def main() -> int:
                 shot(page, "audit")
                 page.goto("/statistics")
                 shot(page, "statistics")
+                assert archive.address
+                beaters = fleet(site, archive.address)
+                try:
+                    page.goto("/ops")
+                    page.wait_for_selector("tr.liveness-silent")
+                    shot(page, "ops")
+                    page.click("tr[data-agent='hud-pc-1'] a")
+                    page.wait_for_selector("#history")
+                    shot(page, "ops-agent")
+                finally:
+                    for beater in beaters:
+                        beater.stop()
                 context.close()
                 browser.close()
         finally:

@@ -74,7 +74,7 @@
         : `${(a.spool_free_bytes / 1e9).toFixed(1)} GB`);
       const days = a.certificate_days_left;
       cell(tr, days === null ? "" : days.toFixed(0), days !== null && days < 30 ? "warn" : "");
-      const skew = a.clock_skew_s;
+      const skew = a.clock_skew_s === null ? null : Math.round(a.clock_skew_s * 10) / 10 || 0;  // no "-0.0"
       cell(tr, skew === null ? "" : `${skew.toFixed(1)} s`, skew !== null && Math.abs(skew) > 60 ? "warn" : "");
       return tr;
     });
