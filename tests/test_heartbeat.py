@@ -321,3 +321,43 @@ def test_heartbeats_use_the_uploaders_mutual_tls(tmp_path):
         finally:
             plain.stop()
         assert plain.sent == 0 and plain_board.snapshot()["archive"]["reachable"] is False
+
+
+def test_registry_keeps_a_history_of_what_changed(registry):
+    core, db, clock = registry
+    from archive_server.agents import agent_history
+
+    start = dt.datetime(2026, 11, 26, 11, 0, tzinfo=dt.timezone.utc)
+
+    def beat(started: dt.datetime = start, **fields) -> None:
+        request = heartbeat(**fields)
+        request.started_at.FromDatetime(started)
+        core.heartbeat(request)
+
+    beat(state=pb.AGENT_STATE_IDLE)
+    beat(state=pb.AGENT_STATE_IDLE)  # nothing changed: no entry
+    beat(state=pb.AGENT_STATE_BUSY, last_error=pb.AgentError(code="NO_ID_FOUND", message="no label"))
+    clock["now"] += dt.timedelta(seconds=60)  # 12 intervals of 5 s without a word
+    beat(state=pb.AGENT_STATE_BUSY, agent_version="0.2.0", started=start + dt.timedelta(minutes=61))
+    kinds = [(h["kind"], h["detail"]) for h in reversed(agent_history(db, "pc-1"))]
+    assert kinds == [
+        ("first_heartbeat", {"state": "idle", "version": "0.1.0"}),
+        ("state", {"from": "idle", "to": "busy"}),
+        ("error", {"at": None, "code": "NO_ID_FOUND", "message": "no label"}),
+        ("returned", {"silent_s": 60.0}),
+        ("restarted", {"version": "0.2.0"}),
+        ("version", {"from": "0.1.0", "to": "0.2.0"}),
+    ]
+
+
+def test_clock_skew_is_measured_from_sent_at_and_unknown_without_it(registry):
+    core, db, clock = registry
+    request = heartbeat()
+    request.sent_at.FromDatetime(clock["now"] + dt.timedelta(seconds=-90.5))
+    assert core.heartbeat(request).clock_skew_s == -90.5
+    assert list_agents(db, now=clock["now"])[0]["clock_skew_s"] == -90.5
+    response = core.heartbeat(heartbeat())  # an older agent: no sent_at
+    assert not response.HasField("clock_skew_s") and list_agents(db, now=clock["now"])[0]["clock_skew_s"] is None
+    garbage = heartbeat()
+    garbage.sent_at.FromSeconds(0)  # 1970: not a clock, not stored as a skew of 56 years
+    assert not core.heartbeat(garbage).HasField("clock_skew_s")
