@@ -31,6 +31,7 @@ from archive_server.models import (
     MediaItem,
     Role,
     SessionBlob,
+    TeachingItem,
     User,
     utcnow,
 )
@@ -283,6 +284,7 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         s.execute(sa.delete(Case).where(Case.id == case_id))
         still_used = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.blob_sha256.in_(shas))))
         still_used |= set(s.scalars(sa.select(Consent.blob_sha256).where(Consent.blob_sha256.in_(shas))))
+        still_used |= set(s.scalars(sa.select(TeachingItem.blob_sha256).where(TeachingItem.blob_sha256.in_(shas))))
         orphans = sorted(shas - still_used)
         # Tombstones: from here until each blob's bytes and row are deleted
         # below, no upload can adopt them (issue 13, "purge races upload").

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.db import Database, retry_on_conflict
 from archive_server.errors import Aborted, DataLoss
-from archive_server.models import Blob, Consent, MediaItem, utcnow
+from archive_server.models import Blob, Consent, MediaItem, TeachingItem, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def finish_purge(db: Database, blobs: BlobStore, sha: str) -> bool:
         if row is None or row.state != PURGING:
             return False
         used = s.execute(sa.select(MediaItem.id).where(MediaItem.blob_sha256 == sha).limit(1)).first() or \
-            s.execute(sa.select(Consent.id).where(Consent.blob_sha256 == sha).limit(1)).first()
+            s.execute(sa.select(Consent.id).where(Consent.blob_sha256 == sha).limit(1)).first() or \
+            s.execute(sa.select(TeachingItem.id).where(TeachingItem.blob_sha256 == sha).limit(1)).first()
         if used:
             log.error("a blob marked for purge is in use; kept", extra={"sha256": sha})
             row.state = STORED

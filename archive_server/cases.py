@@ -312,6 +312,23 @@ def teaching_copy(db: Database, blobs: BlobStore, principal: Principal, case_id:
     to ``out`` under neutral names with no link to the patient. Refused
     without a recorded consent; the originals are untouched. Confidential
     cases are never copied for teaching."""
+    copies = make_teaching_copies(db, blobs, principal, case_id, media=media, destination=str(out.resolve()))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, copy in enumerate(copies, start=1):
+        suffix = ".png" if copy.media_type == "image/png" else ".jpg"
+        target = out / f"teaching-{uuid.uuid4().hex[:8]}-{n:02d}{suffix}"
+        _write_new(target, copy.data)
+        written.append({"file": target.name, "masked_regions": len(copy.masked)})
+    return {"files": written}
+
+
+def make_teaching_copies(db: Database, blobs: BlobStore, principal: Principal, case_id: str, *,
+                         media: list[str] | None, destination: str) -> list[Any]:
+    """The de-identified copies (``deidentify.Copy``) of the case's chosen
+    images, made inside the audited ``case.teaching_copy`` operation (which
+    needs teaching.copy and a recorded consent); ``destination`` says in the
+    audit where they go (a folder, or the teaching collection)."""
     from archive_server.deidentify import DeidentifyError, deidentify_image
 
     with operation(db, principal, "case.teaching_copy") as op:
@@ -331,7 +348,7 @@ def teaching_copy(db: Database, blobs: BlobStore, principal: Principal, case_id:
             raise FailedPrecondition(f"case {case_id} has no images to copy for teaching")
         plan = [(m.blob_sha256, m.blob.size) for m in chosen]
         op.details.update(version=version.version, media=[sha for sha, _ in plan],
-                          consents=[c.id for c in consents], output=str(out.resolve()))
+                          consents=[c.id for c in consents], output=destination)
         # Every copy is made before anything is written, inside the audited
         # operation: an image that cannot be masked safely refuses the whole
         # request (audited as such) instead of leaving a partial set behind.
@@ -343,14 +360,7 @@ def teaching_copy(db: Database, blobs: BlobStore, principal: Principal, case_id:
                 raise FailedPrecondition(
                     f"image {sha[:12]} of case {case_id} cannot be de-identified safely ({exc}); "
                     "no teaching copy was written. Choose other images with --media.") from None
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for n, copy in enumerate(copies, start=1):
-        suffix = ".png" if copy.media_type == "image/png" else ".jpg"
-        target = out / f"teaching-{uuid.uuid4().hex[:8]}-{n:02d}{suffix}"
-        _write_new(target, copy.data)
-        written.append({"file": target.name, "masked_regions": len(copy.masked)})
-    return {"files": written}
+        return copies
 
 
 # -- blobs -------------------------------------------------------------------------------

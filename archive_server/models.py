@@ -223,6 +223,23 @@ class CaseVersion(Base):
     )
 
 
+class TeachingItem(Base):
+    """R20: a picture of the teaching collection: a de-identified teaching copy
+    (made from a case with recorded consent) or other non-patient material.
+    Deliberately without a link to any case or patient; which case a copy was
+    made from is in the audit log only (``case.teaching_copy``, ``teaching.added``)."""
+
+    __tablename__ = "teaching_items"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    media_type: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(String(16))  # teaching_copy | information
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
 class MediaItem(Base):
     """One file of a case version: a reference to a blob plus the facts that
     would otherwise have been file metadata (R7)."""

@@ -22,6 +22,8 @@ RIGHTS: dict[str, str] = {
     "case.emergency_open": "open a confidential case of the department in an emergency (nödöppning), with a reason",
     "consent.record": "record a patient's written consent to teaching use with a case",
     "teaching.copy": "make a de-identified teaching copy of a case with recorded consent",
+    "teaching.read": "browse the teaching collection (de-identified teaching copies, information images) "
+                     "and add information images to it",
     "case.purge": "delete a case, all its versions and media for good (gallring); sysadmin only",
     "case.mark_confidential": "mark a patient's cases confidential (spärr) or lift it",
     "forms.manage": "add and change form templates",

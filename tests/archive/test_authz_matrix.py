@@ -145,6 +145,13 @@ def op_teaching_copy(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
     return probe
 
 
+def op_teaching_list(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
+    from archive_server import teaching
+
+    teaching.list_items(ctx.w.db, who)
+    return lambda: True
+
+
 def op_purge(ctx: Ctx, who: Principal, dep: str, fresh: bool) -> Probe:
     case_id = ctx.case_for(dep, fresh)
     probe = lambda: ctx.get(Case, case_id) is None  # noqa: E731
@@ -233,6 +240,7 @@ OPERATIONS: dict[str, tuple[str, Callable[[Ctx, Principal, str, bool], Probe], s
     "emergency_open": ("case.emergency_open", op_emergency_open, "case.show"),
     "consent": ("consent.record", op_consent, "consent.checked"),
     "teaching_copy": ("teaching.copy", op_teaching_copy, "case.teaching_copy"),
+    "teaching_list": ("teaching.read", op_teaching_list, "teaching.list"),
     "purge": ("case.purge", op_purge, "case.purged"),
     "mark_confidential": ("case.mark_confidential", op_mark_confidential, "patient.confidential_on"),
     "add_form": ("forms.manage", op_add_form, "form.added"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -271,3 +272,33 @@ def test_annotations_are_a_versioned_layer_never_in_the_stored_file(site):
     assert len(first["annotations"][image]) == 4 and first["status"] == "signed"
     compared = client.get(f"/cases/{case_id}/compare?a=1&b=2")
     assert f"annotations.{image[:12]}" in compared.text
+
+
+def test_consent_then_a_teaching_copy_into_the_collection_without_the_patient(site):
+    user = site.person(OWN, [*CLINICIAN, "consent.record", "teaching.copy", "teaching.read"])
+    case_id, patient = new_case(site)
+    client = site.logged_in(user)
+    token = csrf_of(client.get(f"/cases/{case_id}").text)
+    before = client.get("/teaching")
+    assert before.status_code == 200 and 'id="teaching-empty"' in before.text or "data-item" in before.text
+    known = set(re.findall(r'data-item="([^"]+)"', before.text))
+    no_consent = client.post(f"/cases/{case_id}/teaching", data={"title": "Bensår", "csrf": token})
+    assert no_consent.status_code == 409  # a teaching copy needs the written consent first
+    scan = b"%PDF-1.4 skannat samtycke " + patient.encode()
+    stored = client.post(f"/cases/{case_id}/consent", data={"csrf": token},
+                         files={"document": ("samtycke.pdf", scan, "application/pdf")})
+    assert stored.status_code == 303
+    copied = client.post(f"/cases/{case_id}/teaching", data={"title": "Bensår, dag 3", "csrf": token})
+    assert copied.status_code == 303 and copied.headers["location"].endswith("done=teaching")
+    page = client.get("/teaching")
+    new = set(re.findall(r'data-item="([^"]+)"', page.text)) - known
+    assert len(new) == 1 and "Bensår, dag 3" in page.text and shown(patient) not in page.text
+    picture = client.get(f"/teaching/{new.pop()}/image")
+    assert picture.status_code == 200 and picture.headers["cache-control"] == "no-store"
+    with Image.open(io.BytesIO(picture.content)) as img:
+        assert not img.getexif() and "comment" not in img.info
+    assert b"SecretCam" not in picture.content and patient.encode() not in picture.content
+    outsider = site.logged_in(site.person(OWN, ["case.read"]))
+    assert outsider.get("/teaching").status_code == 403
+    added = [e for e in site.world.events(action="teaching.added") if e.details.get("case_id") == case_id]
+    assert len(added) == 1 and added[0].actor == user

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from archive_server.web.pages import admin, audit, case, media, oidc, ops, search, session
+from archive_server.web.pages import admin, audit, case, media, oidc, ops, search, session, teaching
 
-ROUTES: list[BaseRoute] = [*session.ROUTES, *search.ROUTES, *case.ROUTES, *media.ROUTES, *admin.ROUTES, *audit.ROUTES, *ops.ROUTES, *oidc.ROUTES]
+ROUTES: list[BaseRoute] = [*session.ROUTES, *search.ROUTES, *case.ROUTES, *media.ROUTES, *admin.ROUTES, *audit.ROUTES, *ops.ROUTES, *teaching.ROUTES,
+                           *oidc.ROUTES]

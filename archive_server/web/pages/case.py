@@ -36,7 +36,8 @@ from archive_server.web.pages.common import page, see_other
 from archive_server.web.pages.ids import case_id_of
 from archive_server.web.templating import render
 
-DONE = {"saved": "done.saved", "signed": "done.signed", "new_version": "done.new_version"}
+DONE = {"saved": "done.saved", "signed": "done.signed", "new_version": "done.new_version",
+        "consent": "done.consent", "teaching": "done.teaching"}
 
 
 def _int(text_value: str | None, name: str) -> int | None:

@@ -21,10 +21,11 @@ def nav_for(context: WebContext, who: Principal) -> dict[str, bool]:
         try:
             grants = load_grants(s, who)
         except Exception:  # an unknown user still sees the page that tells them so
-            return {"admin": False, "audit": False, "stats": False, "ops": False}
+            return {"admin": False, "audit": False, "stats": False, "ops": False, "teaching": False}
     admin_rights = ("admin.users", "admin.roles", "admin.departments", "admin.agents", "case.mark_confidential")
     return {"admin": any(grants.allows(r) for r in admin_rights), "audit": grants.allows("audit.read"),
-            "stats": grants.allows("statistics.read"), "ops": grants.allows("ops.read")}
+            "stats": grants.allows("statistics.read"), "ops": grants.allows("ops.read"),
+            "teaching": grants.allows("teaching.read")}
 
 
 def page(endpoint: PageEndpoint) -> Callable[[Request], Awaitable[Response]]:
