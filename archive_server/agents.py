@@ -363,8 +363,14 @@ def _card_json(c: pb.CardInProgress, agent_id: str) -> dict[str, Any]:
     }
 
 
+# Refused cards per agent in the fleet view (the ops page shows the newest
+# three and the count; an agent's own page all that are kept).
+FLEET_REFUSALS = 10
+
+
 def fleet_for(db: "Database", principal: Principal, department: str | None = None,
-              now: dt.datetime | None = None) -> list[dict[str, Any]]:
+              now: dt.datetime | None = None, *, agent_id: str | None = None,
+              refusals: int = FLEET_REFUSALS) -> list[dict[str, Any]]:
     """:func:`list_agents` for a user with the right ``ops.read`` (the ops page
     and ``GET /api/v1/agents``). A refusal is audited; a permitted read is
     not: the fleet holds no patient data, and the ops page polls it every few
@@ -380,40 +386,53 @@ def fleet_for(db: "Database", principal: Principal, department: str | None = Non
         raise
     if department is not None:
         v.hsa_id(department, "department")
-    return list_agents(db, now, department)
+    return list_agents(db, now, department, refusals=refusals, agent_id=agent_id)
 
 
 def agent_for(db: "Database", principal: Principal, agent_id: str,
               now: dt.datetime | None = None) -> dict[str, Any]:
     """One agent of the fleet and its recent history (``ops.read``, as :func:`fleet_for`)."""
     v.agent_id(agent_id)
-    found = [a for a in fleet_for(db, principal, now=now) if a["agent_id"] == agent_id]
+    found = fleet_for(db, principal, now=now, agent_id=agent_id, refusals=MAX_REFUSALS_KEPT)
     if not found:
         raise NotFound(f"no agent {agent_id} is bound or has spoken to this archive")
     return {**found[0], "history": agent_history(db, agent_id)}
 
 
-def list_agents(db: "Database", now: dt.datetime | None = None,
-                department: str | None = None, *, refusals: bool = True) -> list[dict[str, Any]]:
+def list_agents(db: "Database", now: dt.datetime | None = None, department: str | None = None, *,
+                refusals: int = MAX_REFUSALS_KEPT, agent_id: str | None = None) -> list[dict[str, Any]]:
     """The fleet, by agent id: every agent bound to a certificate (the expected
     fleet, also those never heard from) and every agent that ever spoke (a
     heartbeat or an ingest), each with its ``liveness`` (:data:`LIVENESS`).
-    ``department``: only that department's agents (its HSA-id); ``refusals``
-    False leaves out the refused cards (``[]``; the metrics need none)."""
+    ``department``: only that department's agents (its HSA-id); ``agent_id``:
+    only that one. ``refused`` holds the newest ``refusals`` refused cards of
+    each (0: none; the metrics need none), ``refused_count`` how many are kept."""
     now = now or utcnow()
     out: list[dict[str, Any]] = []
     with db.read() as s:
-        agents = {a.agent_id: a for a in s.scalars(sa.select(Agent))}
-        statuses = {st.agent_id: st for st in s.scalars(sa.select(AgentStatus))}
-        bindings = {b.agent_id: b for b in s.scalars(sa.select(AgentBinding))}
+        def only(query: Any, column: Any) -> Any:
+            return query if agent_id is None else query.where(column == agent_id)
+
+        agents = {a.agent_id: a for a in s.scalars(only(sa.select(Agent), Agent.agent_id))}
+        statuses = {st.agent_id: st for st in s.scalars(only(sa.select(AgentStatus), AgentStatus.agent_id))}
+        bindings = {b.agent_id: b for b in s.scalars(only(sa.select(AgentBinding), AgentBinding.agent_id))}
         hsa_of: dict[int, str] = {i: h for i, h in s.execute(sa.select(Department.id, Department.hsa_id))}
+        counts: dict[str, int] = {a: n for a, n in s.execute(only(
+            sa.select(AgentRefusal.agent_id, sa.func.count()).group_by(AgentRefusal.agent_id), AgentRefusal.agent_id))}
         refused: dict[str, list[dict[str, Any]]] = {}
-        for ref in () if not refusals else s.scalars(sa.select(AgentRefusal).order_by(
-                AgentRefusal.agent_id, AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc())):
-            refused.setdefault(ref.agent_id, []).append({
-                "card_key": ref.card_key, "reader": ref.reader, "reason": ref.reason,
-                "refused_at": _iso(ref.refused_at), "files": ref.file_count,
-            })
+        if refusals > 0:
+            # The newest ``refusals`` per agent, chosen by the database (a window
+            # function: SQLite and PostgreSQL), not 100 per agent read and dropped.
+            rank = sa.func.row_number().over(partition_by=AgentRefusal.agent_id, order_by=(
+                AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc())).label("rank")
+            ranked = only(sa.select(AgentRefusal.id, rank), AgentRefusal.agent_id).subquery()
+            for ref in s.scalars(sa.select(AgentRefusal).join(ranked, ranked.c.id == AgentRefusal.id)
+                                 .where(ranked.c.rank <= refusals).order_by(
+                                     AgentRefusal.agent_id, AgentRefusal.refused_at_ms.desc(), AgentRefusal.id.desc())):
+                refused.setdefault(ref.agent_id, []).append({
+                    "card_key": ref.card_key, "reader": ref.reader, "reason": ref.reason,
+                    "refused_at": _iso(ref.refused_at), "files": ref.file_count,
+                })
     for agent_id in sorted(set(agents) | set(bindings)):
         agent, status, binding = agents.get(agent_id), statuses.get(agent_id), bindings.get(agent_id)
         # The binding names the department an agent belongs to; an unbound
@@ -445,6 +464,7 @@ def list_agents(db: "Database", now: dt.datetime | None = None,
             "archive_reachable": status.archive_reachable if status is not None else None,
             "in_progress": status.in_progress if status is not None else [],
             "refused": refused.get(agent_id, []),
+            "refused_count": counts.get(agent_id, 0),
             "started_at": _iso(status.started_at) if status is not None else None,
             "first_seen": _iso(agent.first_seen) if agent is not None else None,
             "clock_skew_s": status.clock_skew_s if status is not None else None,

@@ -90,7 +90,7 @@ class FleetCollector:
 
         up = GaugeMetricFamily("bildsluss_fleet_scrape_ok", "1 when the database answered this read")
         try:
-            agents = list_agents(self.db, refusals=False)
+            agents = list_agents(self.db, refusals=0)
             with self.db.read() as s:
                 chain = s.execute(sa.select(AuditHead.seq)).scalar()
         except Exception:  # noqa: BLE001 - a scrape must answer; the log and database_up tell why

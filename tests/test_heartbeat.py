@@ -274,6 +274,10 @@ def test_registry_keeps_refusals_once_and_at_most_a_hundred(registry):
     refused = list_agents(db)[0]["refused"]
     assert len(refused) == MAX_REFUSALS_KEPT
     assert refused[0]["card_key"] == "card-2-49" and refused[-1]["card_key"] == "card-1-0"
+    (fleet_view,) = list_agents(db, refusals=3)  # the ops page's view: the newest few, and the count
+    assert [r["card_key"] for r in fleet_view["refused"]] == ["card-2-49", "card-2-48", "card-2-47"]
+    assert fleet_view["refused_count"] == MAX_REFUSALS_KEPT
+    assert list_agents(db, refusals=0)[0]["refused"] == []
 
 
 def test_registry_masks_number_shaped_text(registry):

@@ -96,6 +96,7 @@ def test_the_api_shows_an_agent_go_silent_and_refuses_who_may_not_see(served):
         agent = mine()
         assert agent["liveness"] == "alive" and agent["department"] == OWN and agent["version"] == "0.1.0"
         assert agent["refused"][0]["reason"] == "UNREGISTERED_DEVICE" and agent["refused"][0]["files"] == 2
+        assert agent["refused_count"] == 1
         assert agent["in_progress"][0]["stage"] == "upload" and agent["in_progress"][0]["files_done"] == 1
         assert agent["spool_free_bytes"] > 0 and abs(agent["clock_skew_s"]) < 5
     finally:

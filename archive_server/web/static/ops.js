@@ -32,7 +32,7 @@
 
   function refused(a) {
     const recent = (a.refused || []).slice(0, 3).map((r) => `${r.reason} (${r.files})`).join(", ");
-    return a.refused && a.refused.length ? `${a.refused.length}: ${recent}` : "";
+    return a.refused_count ? `${a.refused_count}: ${recent}` : "";
   }
 
   function matches(a) {
