@@ -183,3 +183,14 @@ def test_a_person_the_archive_does_not_know_is_refused(site):
     last = audit(site, "auth.login")[-1]
     assert (last.outcome, last.details["reason"], last.details["subject"]) == \
         ("refused", "NO_ARCHIVE_USER", "SE2321000016-9BER")
+
+
+def test_the_login_page_offers_the_regions_login_and_hsts(site):
+    """The web client's login page (issue 11): the region's login beside the
+    local one, leading to /auth/oidc/login with the page to come back to."""
+    with browser(site) as client:
+        page = client.get("/login?next=/cases", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "Logga in med regionens inloggning" in page.text
+    assert 'href="/auth/oidc/login?next=/cases"' in page.text
+    assert page.headers["strict-transport-security"].startswith("max-age=")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
