@@ -52,6 +52,22 @@ def seed(site: Site) -> tuple[str, str, str]:
     hidden = ingest_media(site.world, {"DCIM/100CANON/IMG_0010.JPG": (photo(5), "image", "image/jpeg")},
                           patient=HIDDEN, department=OWN)
     admin.set_confidential(site.world.db, LOCAL, HIDDEN, True)
+    # An annotation layer on the first photo, and a consented teaching copy of the case.
+    import hashlib
+
+    from archive_server import annotations, teaching
+    from archive_server.cases import record_consent
+
+    annotations.annotate(site.world.db, LOCAL, case_id, hashlib.sha256(photo(1)).hexdigest(), [
+        {"type": "arrow", "x1": 0.2, "y1": 0.7, "x2": 0.4, "y2": 0.5},
+        {"type": "circle", "cx": 0.49, "cy": 0.48, "r": 0.16},
+        {"type": "text", "x": 0.62, "y": 0.3, "text": "sårkant"},
+        {"type": "length", "x1": 0.35, "y1": 0.72, "x2": 0.63, "y2": 0.72, "value": 3.5, "unit": "cm"}],
+        reason="Markera sårkanten")
+    scan = site.world.data / "samtycke.pdf"
+    scan.write_bytes(b"%PDF-1.4 skannat samtycke")
+    record_consent(site.world.db, site.world.blobs, LOCAL, case_id, scan)
+    teaching.copy_case(site.world.db, site.world.blobs, LOCAL, case_id, title="Bensår, dag 3")
     return case_id, hidden, site.person(OWN, CLINICIAN, name="anna")
 
 
@@ -133,6 +149,11 @@ def main() -> int:
                 page.wait_for_selector("#full")
                 page.wait_for_load_state("networkidle")
                 shot(page, "dicom")
+                page.goto(f"/cases/{case_id}")
+                page.click(".thumb:nth-child(1)")
+                page.wait_for_selector("#layer .shape")
+                page.wait_for_load_state("networkidle")
+                shot(page, "annotations")
                 page.goto(f"/cases/{hidden}")
                 shot(page, "confidential")
                 context.close()
@@ -149,6 +170,9 @@ def main() -> int:
                 shot(page, "audit")
                 page.goto("/statistics")
                 shot(page, "statistics")
+                page.goto("/teaching")
+                page.wait_for_load_state("networkidle")
+                shot(page, "teaching")
                 assert archive.address
                 beaters = fleet(site, archive.address)
                 try:
