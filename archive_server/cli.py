@@ -692,7 +692,7 @@ def cmd_agents(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
             alive = agent["liveness"] if agent["liveness"] == "alive" else agent["liveness"].upper()
             refused = ", ".join(r["reason"] for r in agent["refused"][:3]) or "-"
             print(f"{agent['agent_id']}  {alive}  {agent['state'] or '-'}  {agent['department'] or '-'}  "
-                  f"v{agent['version']}  queue {agent['queue']}  last seen {agent['last_seen']}  "
+                  f"v{agent['version'] or '-'}  queue {agent['queue']}  last seen {agent['last_seen']}  "
                   f"refused: {refused}")
     return 0
 

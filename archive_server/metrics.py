@@ -20,6 +20,7 @@ Nothing here names a patient: agents, departments, reason codes and counts.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ INFO = Gauge("bildsluss_archive_info", "the archive's version (always 1)", ["ver
 
 # Database reads at most this often per process, however often it is scraped.
 CACHE_S = 10.0
+log = logging.getLogger(__name__)
 _LIVENESS = ("alive", "silent", "never_seen", "revoked")
 
 
@@ -93,7 +95,8 @@ class FleetCollector:
             agents = list_agents(self.db, refusals=0)
             with self.db.read() as s:
                 chain = s.execute(sa.select(AuditHead.seq)).scalar()
-        except Exception:  # noqa: BLE001 - a scrape must answer; the log and database_up tell why
+        except Exception as e:  # noqa: BLE001 - a scrape must answer; the log and database_up tell why
+            log.warning("metrics: the fleet could not be read", extra={"error": repr(e)})
             up.add_metric([], 0)
             return [up]
         up.add_metric([], 1)

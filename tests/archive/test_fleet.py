@@ -125,6 +125,12 @@ def test_the_expected_fleet_shows_never_seen_silent_alive_skew_and_expiry(fleet)
     assert agents["pc-alive"]["bound"] is True and agents["pc-revoked"]["bound"] is False
     only_kirurgi = fleet.agents("--department", KIRURGI)
     assert sorted(only_kirurgi) == ["pc-never", "pc-revoked"]
+    lines = subprocess.run([sys.executable, "-m", "archive_server.cli", "agents", *fleet.store], capture_output=True,
+                           text=True, timeout=60, check=True).stdout.splitlines()
+    marks = {line.split()[0]: line.split()[1] for line in lines}
+    # (pc-alive and pc-skewed stopped beating above: by now they may be silent too.)
+    assert (marks["pc-quiet"], marks["pc-never"], marks["pc-revoked"]) == ("SILENT", "NEVER_SEEN", "REVOKED")
+    assert "v-" in next(line for line in lines if line.startswith("pc-never"))
 
 
 def test_departments_devices_reach_their_agents_and_only_theirs(fleet):
