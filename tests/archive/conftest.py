@@ -26,6 +26,10 @@ from bildsluss.v1 import ingest_pb2_grpc as pb_grpc
 from tests.archive.client import ingest_stub
 from tests.archive.databases import BACKENDS, temp_database
 from tests.support.archive_process import ArchiveProcess
+# One headless Chromium per test worker for every browser test module (a
+# fixture imported into two modules would be two, and Playwright's sync API
+# cannot run two at once in one process).
+from tests.support.browser import chromium  # noqa: F401
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

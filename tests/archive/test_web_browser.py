@@ -18,7 +18,7 @@ from tests.archive.client import personnummer
 from tests.archive.databases import temp_database
 from tests.archive.world import LOCAL, OTHER, OWN, World
 from tests.support.archive_process import ArchiveProcess
-from tests.support.browser import chromium, thumbnails_decoded  # noqa: F401  (the fixture)
+from tests.support.browser import thumbnails_decoded
 from tests.support.pki import throwaway_certificate
 from tests.support.web import shown, PASSWORD, Site, ingest_media, jpeg_with_metadata, sysadmin
 
@@ -181,3 +181,28 @@ def test_clinician_draws_an_arrow_on_a_picture(served, chromium):
         version = s.scalars(sa.select(CaseVersion).join(Case).where(Case.id == case_id)).one()
         (shapes,) = version.annotations.values()
     assert shapes[0]["type"] == "arrow" and abs(shapes[0]["x1"] - 0.2) < 0.02 and abs(shapes[0]["y2"] - 0.5) < 0.02
+
+
+def test_consent_and_a_teaching_copy_reach_the_collection(served, chromium, tmp_path):
+    site, base = served
+    user = site.person(OWN, [*CLINICIAN, "consent.record", "teaching.copy", "teaching.read"])
+    case_id, patient = a_case(site)
+    scan = tmp_path / "samtycke.pdf"
+    scan.write_bytes(b"%PDF-1.4 skannat samtycke")
+    title = f"Bensår {case_id[:8]}"
+    with chromium.new_context(base_url=base) as context:
+        page = context.new_page()
+        page.goto(f"/cases/{case_id}")
+        log_in(page, user)
+        page.wait_for_selector("#teaching")
+        page.set_input_files("#consent-document", str(scan))
+        page.click("#consent-save")
+        page.wait_for_selector("#done")
+        page.fill("#teaching-title", title)
+        page.click("#teaching-copy")
+        page.wait_for_selector("#done")
+        page.goto("/teaching")
+        items = page.query_selector_all(f"a.thumb:has-text('{title}')")
+        assert len(items) == 2  # both photos of the case
+        assert all(w > 0 for w in thumbnails_decoded(page))
+        assert shown(patient) not in page.content() and patient not in page.content()

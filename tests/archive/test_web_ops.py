@@ -25,7 +25,6 @@ from archive_server.models import AuditEvent
 from tests.archive.databases import temp_database
 from tests.archive.world import OWN, World
 from tests.support.archive_process import ArchiveProcess
-from tests.support.browser import chromium  # noqa: F401  (the fixture)
 from tests.support.web import PASSWORD, Site
 
 SILENT_RED = "rgb(198, 40, 40)"
