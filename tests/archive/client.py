@@ -44,7 +44,7 @@ def personnummer(birth: str | None = None, serial: str | None = None) -> str:
     if birth is None:
         birth = f"{1950 + rnd % 50}{1 + (rnd >> 8) % 12:02d}{1 + (rnd >> 16) % 28:02d}"
     if serial is None:
-        serial = f"{(rnd >> 24) % 1000:03d}"
+        serial = f"{1 + (rnd >> 24) % 999:03d}"  # 000 is never issued
     nine = birth[2:] + serial
     return birth + serial + luhn_digit(nine)
 
