@@ -302,3 +302,23 @@ def test_consent_then_a_teaching_copy_into_the_collection_without_the_patient(si
     assert outsider.get("/teaching").status_code == 403
     added = [e for e in site.world.events(action="teaching.added") if e.details.get("case_id") == case_id]
     assert len(added) == 1 and added[0].actor == user
+
+
+def test_media_answers_one_byte_range_for_seeking(site):
+    user = site.person(OWN, ["case.read"])
+    case_id, _ = new_case(site)
+    image = sha_of_kind(site, case_id, "image")
+    whole = jpeg_with_metadata(1)
+    client = site.logged_in(user)
+    url = f"/api/v1/cases/{case_id}/media/{image}"
+    part = client.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == whole[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(whole)}" and part.headers["accept-ranges"] == "bytes"
+    tail = client.get(url, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == whole[-5:]
+    rest = client.get(url, headers={"Range": f"bytes={len(whole) - 3}-"})
+    assert rest.content == whole[-3:]
+    assert client.get(url, headers={"Range": f"bytes={len(whole)}-"}).status_code == 416
+    assert client.get(url, headers={"Range": "bytes=0-1,5-6"}).content == whole  # several: the whole
+    reads = [e for e in site.world.events(action="case.media") if e.case_id == case_id]
+    assert len(reads) == 5 and all(e.outcome == "permitted" for e in reads)

@@ -3,7 +3,8 @@
     GET /api/v1/cases?patient=ID              the latest versions the user may read; confidential ones masked
     GET /api/v1/cases/{case_id}[?version=N]   one version (default the latest); a confidential case is refused
                                               (403 CONFIDENTIAL) unless opened in emergency in the browser
-    GET /api/v1/cases/{case_id}/media/{sha256}  the stored bytes, audited as a read (case.media, use original)
+    GET /api/v1/cases/{case_id}/media/{sha256}  the stored bytes, audited as a read (case.media, use original);
+                                              one Range (bytes=…) is answered 206, so a <video> can seek
 """
 from __future__ import annotations
 
@@ -56,19 +57,55 @@ async def get_media(request: Request, who: Principal) -> Response:
     assert blobs is not None
     media = await run_in_threadpool(media_of_case, context.db, who, case_id, sha, use="original",
                                     emergency_reason=emergency.reason_for(request, case_id))
+    size = int(media["size"])
+    wanted = byte_range(request.headers.get("range"), size)
+    if wanted == "unsatisfiable":
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}", "Cache-Control": "no-store"})
+    start, end = wanted if isinstance(wanted, tuple) else (0, size - 1)
     source = await run_in_threadpool(blobs.open, sha)
 
     def blocks() -> Iterator[bytes]:
         with source:
-            while block := source.read(_BLOCK):
+            if start and source.seekable():
+                source.seek(start)
+            else:  # a store that only streams (S3): read past what was not asked for
+                skip = start
+                while skip and (block := source.read(min(_BLOCK, skip))):
+                    skip -= len(block)
+            left = end - start + 1
+            while left > 0 and (block := source.read(min(_BLOCK, left))):
+                left -= len(block)
                 yield block
 
     media_type = str(media["media_type"] or "")
     if not media_type.startswith(_SHOWN_TYPES) or media_type.startswith("image/svg"):
         media_type = "application/octet-stream"
-    return StreamingResponse(blocks(), media_type=media_type, headers={
-        "Cache-Control": "no-store", "Content-Length": str(media["size"]),
-        "Content-Disposition": f'inline; filename="{sha[:16]}"'})
+    headers = {"Cache-Control": "no-store", "Content-Length": str(end - start + 1), "Accept-Ranges": "bytes",
+               "Content-Disposition": f'inline; filename="{sha[:16]}"'}
+    if isinstance(wanted, tuple):
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(blocks(), status_code=206 if isinstance(wanted, tuple) else 200,
+                             media_type=media_type, headers=headers)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """One ``Range: bytes=…`` (what a <video> element asks to seek) as (first,
+    last) inclusive; None for the whole (no header, several ranges, another
+    unit: answered 200); "unsatisfiable" past the end (416)."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, sep, last = header[6:].strip().partition("-")
+    if not sep or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
+            or (last and not last.isdigit()):
+        return None
+    if not first:  # the last N bytes
+        n = int(last)
+        return (max(0, size - n), size - 1) if n and size else "unsatisfiable"
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return "unsatisfiable"
+    return start, end
 
 
 ROUTES = [

@@ -50,7 +50,9 @@ PATHS: dict[str, Any] = {
         "parameters": [_CASE_ID, {"name": "sha256", "in": "path", "required": True,
                                   "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
         "responses": {"200": {"description": "the bytes; Cache-Control: no-store",
-                              "content": {"application/octet-stream": {}}}, **_ERRORS}}},
+                              "content": {"application/octet-stream": {}}},
+                      "206": {"description": "one Range (bytes=first-last, first-, -suffix) of the bytes"},
+                      "416": {"description": "the range lies past the end"}, **_ERRORS}}},
     "/agents": {"get": {
         "summary": "The fleet (ops.read): every bound agent and every agent that spoke, with liveness "
                    "(alive, silent, never_seen, revoked), version, department, state, cards in progress, queue, "
