@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import pathlib
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore
 from archive_server.db import Database
 from archive_server.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from archive_server.localfiles import Destination, relative_parts
 from archive_server.models import Case, CaseVersion, Consent, FormTemplate, MediaItem, utcnow
 from bildsluss_common.identity import patient_id
 from bildsluss_common.identity.reserve import ReserveFormat
@@ -231,23 +231,28 @@ def export_case(
 ) -> list[pathlib.Path]:
     """Write the media of the case's latest version under ``dest`` at their
     original relative paths, verifying each SHA-256 while copying. Existing
-    files are never overwritten. The export is logged before any byte leaves."""
+    files are never overwritten. The export is logged before any byte leaves.
+    Files are written 0600 through the held destination folder (localfiles):
+    a folder swapped for a symlink meanwhile writes nothing outside it."""
     dest = dest.resolve()
     with operation(db, principal, "case.exported") as op:
         case = op.case(case_id, "case.export", emergency_reason=emergency_reason)
         version = load_version(op.session, case)
-        plan = [(m.blob_sha256, m.blob.size, _target(dest, m.relative_path)) for m in version.media]
-        existing = [str(p) for _, _, p in plan if p.exists() or p.is_symlink()]
-        if existing:
-            raise FailedPrecondition(f"refusing to overwrite existing file(s): {', '.join(existing[:5])}")
+        plan = [(m.blob_sha256, m.blob.size, m.relative_path) for m in version.media]
+        for _, _, relative in plan:
+            relative_parts(relative)
+        if dest.is_dir():
+            with Destination(dest) as out:
+                for _, _, relative in plan:
+                    out.check(relative)
         op.details.update({
             "version": version.version, "destination": str(dest),
             "files": [{"path": m.relative_path, "sha256": m.blob_sha256} for m in version.media],
         })
     written: list[pathlib.Path] = []
-    for sha, size, target in plan:
-        _copy_verified(blobs, sha, size, target)
-        written.append(target)
+    with Destination(dest) as out:
+        for sha, size, relative in plan:
+            written.append(_copy_verified(blobs, sha, size, out, relative))
     return written
 
 
@@ -257,7 +262,7 @@ def print_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
     (R18). The reason is required; the print is logged before the file is written."""
     from archive_server.printing import render_case_pdf
 
-    if out.exists():
+    if out.exists() or out.is_symlink():
         raise FailedPrecondition(f"refusing to overwrite existing file {out}")
     at = utcnow()
     with operation(db, principal, "case.print", why=reason.strip() or None) as op:
@@ -273,7 +278,8 @@ def print_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
     images = [(name, _read_verified(blobs, sha, size)) for name, sha, size in plan]
     pdf = render_case_pdf({**view, "media": view["media_count"]}, images, printed_by=principal.actor,
                           printed_at=at, reason=reason)
-    _write_new(out, pdf)
+    with Destination(out.parent) as folder:
+        folder.write_new(out.name, pdf)
     return {"case_id": case_id, "version": view["version"], "out": str(out.resolve()), "bytes": len(pdf)}
 
 
@@ -313,13 +319,13 @@ def teaching_copy(db: Database, blobs: BlobStore, principal: Principal, case_id:
     without a recorded consent; the originals are untouched. Confidential
     cases are never copied for teaching."""
     copies = make_teaching_copies(db, blobs, principal, case_id, media=media, destination=str(out.resolve()))
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for n, copy in enumerate(copies, start=1):
-        suffix = ".png" if copy.media_type == "image/png" else ".jpg"
-        target = out / f"teaching-{uuid.uuid4().hex[:8]}-{n:02d}{suffix}"
-        _write_new(target, copy.data)
-        written.append({"file": target.name, "masked_regions": len(copy.masked)})
+    with Destination(out) as folder:
+        for n, copy in enumerate(copies, start=1):
+            suffix = ".png" if copy.media_type == "image/png" else ".jpg"
+            name = f"teaching-{uuid.uuid4().hex[:8]}-{n:02d}{suffix}"
+            folder.write_new(name, copy.data)
+            written.append({"file": name, "masked_regions": len(copy.masked)})
     return {"files": written}
 
 
@@ -374,17 +380,6 @@ def _read_verified(blobs: BlobStore, sha: str, size: int) -> bytes:
     return data
 
 
-def _write_new(target: pathlib.Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(target, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except FileExistsError:
-        raise FailedPrecondition(f"refusing to overwrite existing file {target}") from None
-
-
 def _guess_type(data: bytes) -> str:
     if data.startswith(b"%PDF"):
         return "application/pdf"
@@ -397,34 +392,20 @@ def _guess_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def _target(dest: pathlib.Path, relative_path: str) -> pathlib.Path:
-    target = (dest / relative_path).resolve()
-    if dest != target and dest not in target.parents:
-        raise FailedPrecondition(f"media path {relative_path!r} escapes the destination")
-    return target
-
-
-def _copy_verified(blobs: BlobStore, sha: str, size: int, target: pathlib.Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _copy_verified(blobs: BlobStore, sha: str, size: int, out: Destination, relative: str) -> pathlib.Path:
+    """Copy a stored blob to a new file below ``out``, hashing it on the way; the
+    file is removed again unless every byte matched."""
     digest = hashlib.sha256()
     total = 0
-    try:
-        with blobs.open(sha) as src, open(target, "xb") as out:
-            for block in _blocks(src):
-                digest.update(block)
-                total += len(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-    except FileExistsError:
-        raise FailedPrecondition(f"refusing to overwrite existing file {target}") from None
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    if total != size or digest.hexdigest() != sha:
-        target.unlink(missing_ok=True)
-        raise DataLoss(f"stored blob {sha} does not match its hash ({total} bytes read); "
-                       f"{target} was not written. Report this: the archive copy is damaged")
+    with blobs.open(sha) as src, out.create(relative) as target:
+        for block in _blocks(src):
+            digest.update(block)
+            total += len(block)
+            target.write(block)
+        if total != size or digest.hexdigest() != sha:
+            raise DataLoss(f"stored blob {sha} does not match its hash ({total} bytes read); "
+                           f"{target.path} was not written. Report this: the archive copy is damaged")
+    return target.path
 
 
 def _blocks(fh: Any) -> Iterator[bytes]:

@@ -44,6 +44,7 @@ from archive_server.cases import (
 )
 from archive_server.config import ArchiveConfig, TlsConfig
 from archive_server.db import Database
+from archive_server.localfiles import private_data_dir
 from archive_server.errors import ArchiveError, ConfigError
 from archive_server.forms import parse_assignment
 
@@ -323,6 +324,7 @@ def load_config(args: argparse.Namespace) -> ArchiveConfig:
 
 
 def _database(cfg: ArchiveConfig) -> Database:
+    private_data_dir(cfg)
     db = Database(cfg.effective_db_url, pool_size=2, max_overflow=2,
                   busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
     db.upgrade_schema()
@@ -396,6 +398,7 @@ def cmd_fsck(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
 def cmd_db(cfg: ArchiveConfig, args: argparse.Namespace) -> int:
     from archive_server import schema
 
+    private_data_dir(cfg)
     db = Database(cfg.effective_db_url, pool_size=1, max_overflow=1, busy_timeout_ms=cfg.sqlite_busy_timeout_ms)
     try:
         if args.action == "upgrade":

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
+from archive_server.localfiles import private_dir, private_file
 from archive_server.models import AuditHead
 
 if TYPE_CHECKING:
@@ -52,7 +53,13 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: SQLite gives the WAL and SHM the
+            # database file's mode (issue 13: readable by every local user before).
+            path = pathlib.Path(database)
+            private_dir(path.parent, tighten=False)
+            private_file(path)
+            for side in ("-wal", "-shm", "-journal"):
+                private_file(path.with_name(path.name + side), create=False)
         engine = sa.create_engine(
             parsed, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
         )

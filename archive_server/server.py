@@ -33,6 +33,7 @@ from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore, open_blobstore
 from archive_server.config import ArchiveConfig, parse_listen
 from archive_server.db import Database
+from archive_server.localfiles import private_data_dir
 from archive_server.errors import ArchiveError, ConfigError, Unavailable
 from archive_server.agentcerts import AgentGate
 from archive_server.agents import AgentRegistryCore
@@ -86,6 +87,7 @@ class ArchiveServer:
     def __init__(self, config: ArchiveConfig) -> None:
         check_transport(config)
         self.config = config
+        private_data_dir(config)
         self.db = Database(
             config.effective_db_url, pool_size=config.db_pool_size,
             max_overflow=config.db_max_overflow, busy_timeout_ms=config.sqlite_busy_timeout_ms,

@@ -37,6 +37,7 @@ from archive_server.blobstores.base import (
     classify,
 )
 from archive_server.errors import DataLoss, NotFound, OutOfRange, Unavailable
+from archive_server.localfiles import DIR_MODE, private_dir
 
 _BLOCK = 1 << 20
 
@@ -47,8 +48,8 @@ class FolderBlobStore:
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root.resolve()
         self.url = self.root.as_uri()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
-        (self.root / PARTIAL_DIR).mkdir(exist_ok=True, mode=0o750)
+        private_dir(self.root)  # 0700 and blobs 0600, whatever the umask (issue 13)
+        private_dir(self.root / PARTIAL_DIR)
 
     # -- stored blobs -------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class FolderBlobStore:
         key = f"{QUARANTINE_DIR}/{sha256}.{time.time_ns()}"
         target = self.root / key
         with _storage_errors():
-            target.parent.mkdir(exist_ok=True, mode=0o750)
+            target.parent.mkdir(exist_ok=True, mode=DIR_MODE)
             try:
                 os.rename(path, target)
             except FileNotFoundError:
@@ -196,7 +197,7 @@ class FolderBlobStore:
         one partial never interleave, even across server processes."""
         flags = os.O_RDWR | os.O_APPEND
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            private_dir(path.parent, tighten=False)
             flags |= os.O_CREAT
         while True:
             try:
@@ -310,7 +311,7 @@ def _makedirs_durably(path: pathlib.Path, root: pathlib.Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir(mode=0o750)
+            d.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue
         _fsync_dir(d.parent)
