@@ -12,12 +12,13 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from archive_server import forms
+from archive_server import faults
 from archive_server import validation as v
 from archive_server.authz import Grants, NotPermitted, Principal, ReasonRequired, operation
 from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore
 from archive_server.cases import iso
-from archive_server.db import Database
+from archive_server.db import Database, lock_patient
 from archive_server.errors import FailedPrecondition, InvalidArgument, NotFound
 from archive_server.models import (
     Case,
@@ -198,6 +199,9 @@ def set_confidential(db: Database, principal: Principal, patient: str, on: bool)
         op.require("case.mark_confidential")
         op.patient = patient
         s = op.session
+        # The patient's lock first: a case being filed for them right now either
+        # committed before (and is updated below) or sees this mark (issue 13).
+        lock_patient(s, patient)
         marked = s.get(ConfidentialPatient, patient)
         if on and marked is None:
             s.add(ConfidentialPatient(patient_id=patient, marked_by=principal.actor, marked_at=utcnow()))
@@ -212,6 +216,7 @@ def set_confidential(db: Database, principal: Principal, patient: str, on: bool)
             if case.confidential != still:
                 case.confidential = still
                 changed.append(case.id)
+        faults.reach("confidential.cases_marked")
         op.details.update(cases=sorted(case_ids), changed=sorted(changed))
         return {"patient_marked": on, "cases": len(case_ids), "changed": len(changed)}
 
@@ -257,6 +262,7 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
     keeps what, who, when and the decision, not the content."""
     if not decision.strip():
         raise ReasonRequired("a purge needs the decision it follows (--decision REF)")
+    faults.reach("purge.begin")
     with operation(db, principal, "case.purged", target=f"case:{case_id}", why=decision.strip()) as op:
         op.require("case.purge")
         op.case_id = case_id
@@ -274,6 +280,7 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         shas = set(s.scalars(sa.select(MediaItem.blob_sha256).where(MediaItem.case_version_id.in_(version_ids))))
         shas |= set(s.scalars(sa.select(Consent.blob_sha256).where(Consent.case_id == case_id)))
         catalogue.lock_for_purge(s, shas)
+        faults.reach("purge.blobs_locked")
         media_deleted = s.execute(sa.delete(MediaItem).where(MediaItem.case_version_id.in_(version_ids)))
         media_rows = cast("sa.CursorResult[Any]", media_deleted).rowcount  # a DELETE's result has a rowcount
         s.execute(sa.delete(Consent).where(Consent.case_id == case_id))
@@ -292,6 +299,8 @@ def purge_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         op.details.update(patients=sorted(p for p in patients | {case.patient_id} if p),
                           decision=decision.strip(), versions=len(version_ids), media_items=media_rows,
                           blobs_deleted=len(orphans), blobs_kept=len(shas) - len(orphans))
+        faults.reach("purge.rows_deleted")
+    faults.reach("purge.committed")
     # The case is gone; now each unused blob's bytes, then its row. One that
     # cannot be deleted now keeps its tombstone: the server's sweep and
     # `fsck --repair` finish it.

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from archive_server import faults
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.db import Database, retry_on_conflict
 from archive_server.errors import Aborted, DataLoss
@@ -128,8 +129,11 @@ def finish_purge(db: Database, blobs: BlobStore, sha: str) -> bool:
             log.error("a blob marked for purge is in use; kept", extra={"sha256": sha})
             row.state = STORED
             return False
+        faults.reach("purge.blob_locked")
         blobs.delete(sha)
+        faults.reach("purge.blob_deleted")
         s.delete(row)
+    faults.reach("purge.blob_forgotten")
     return True
 
 

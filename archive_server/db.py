@@ -10,6 +10,7 @@ that cannot be reached surfaces as :class:`~archive_server.errors.Unavailable`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import pathlib
 import sqlite3
@@ -168,6 +169,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def lock_patient(s: Session, patient_id: str) -> None:
+    """Hold the patient's lock until the transaction ends. Filing a case and
+    marking its patient confidential (R17) take it before they read or write
+    the mark, so that one of them always sees the other: on PostgreSQL (READ
+    COMMITTED) a transaction-level advisory lock keyed by the number; on SQLite
+    the one write lock (BEGIN IMMEDIATE) already orders them (issue 13)."""
+    if s.get_bind().dialect.name != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(f"bildsluss.patient:{patient_id}".encode()).digest()[:8],
+                         "big", signed=True)
+    s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def retry_on_conflict(fn: Callable[[], T], attempts: int = 3) -> T:

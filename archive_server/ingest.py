@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from archive_server import faults
 from archive_server import validation as v
 from archive_server.agentcerts import AgentCaller
 from archive_server.audit import append_audit
@@ -44,7 +45,7 @@ from archive_server import blobs as catalogue
 from archive_server import metrics
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.config import ArchiveConfig
-from archive_server.db import Database, retry_on_conflict
+from archive_server.db import Database, lock_patient, retry_on_conflict
 from archive_server.errors import (
     AgentUnauthenticated,
     AlreadyExists,
@@ -346,12 +347,15 @@ class IngestCore:
                                           f"{size}-byte blob")
                 if message.data:
                     writer.write(message.offset, message.data)
+                    faults.reach("write.chunk_written")
                 elif message.offset != writer.offset:
                     raise OutOfRange(f"write at offset {message.offset}, but the committed "
                                      f"size is {writer.committed_size}", writer.committed_size)
                 if message.finish_write:
                     storage_key = writer.commit(sha, size)
+                    faults.reach("write.blob_committed")
                     catalogue.record(self.db, self.blobs, sha, size, storage_key)
+                    faults.reach("write.blob_recorded")
                     self._sent(key)
                     log.info("blob stored", extra={"session_id": key.session_id, "sha256": sha,
                                                    "size": size})
@@ -374,10 +378,12 @@ class IngestCore:
         v.session_id(request.session_id)
         self._session_info(request.session_id, caller)  # the caller's own session, or refused
         response, created, (department, size) = retry_on_conflict(lambda: self._commit(request.session_id, caller))
+        faults.reach("commit.committed")
         if created:
             metrics.CASES_INGESTED.labels(department=department).inc()
             metrics.BYTES_INGESTED.labels(department=department).inc(size)
             self.blobs.discard_session(request.session_id)  # leftovers of deduplicated blobs
+            faults.reach("commit.partials_discarded")
             log.info("case ingested", extra={"session_id": request.session_id,
                                              "case_id": response.case_id,
                                              "files": len(response.receipts)})
@@ -387,6 +393,7 @@ class IngestCore:
                 ) -> tuple[pb.CommitSessionResponse, bool, tuple[str, int]]:
         """The receipts, whether this call made the case, and (for the
         metrics) its department and the bytes of its media."""
+        faults.reach("commit.begin")
         with self.db.write() as s:
             sess = s.execute(
                 sa.select(IngestSession).where(IngestSession.session_id == session_id).with_for_update()
@@ -395,14 +402,17 @@ class IngestCore:
                 raise NotFound(f"unknown session {session_id}")
             if sess.status == "committed":
                 return self._receipts(s, sess), False, ("", 0)
+            faults.reach("commit.session_locked")
             manifest: list[dict[str, Any]] = sess.manifest
             # Share-locked until the case is committed, so that no purge can
             # tombstone them meanwhile; each confirmed in the store (issue 13).
             stored = catalogue.lock_stored(s, {e["sha256"] for e in manifest})
+            faults.reach("commit.blobs_locked")
             # Only blobs this session may file: its department's, or sent by it.
             held = _held_by(s, session_id, sess.department_id, set(stored))
             present = {sha for sha, b in stored.items()
                        if sha in held and catalogue.present(self.blobs, sha, b.size)}
+            faults.reach("commit.blobs_confirmed")
             missing = [e for e in manifest if e["sha256"] not in present]
             if missing:
                 listed = ", ".join(f"{e['relative_path']} ({e['sha256']})" for e in missing[:_MAX_LISTED])
@@ -415,7 +425,10 @@ class IngestCore:
             now = utcnow()
             actor = f"agent:{sess.agent_id}"
             # R17: a patient marked confidential stays so for cases ingested later.
+            # The patient's lock first: a mark being made right now is seen.
+            lock_patient(s, sess.patient_id)
             confidential = s.get(ConfidentialPatient, sess.patient_id) is not None
+            faults.reach("commit.patient_locked")
             case = Case(id=str(uuid.uuid4()), patient_id=sess.patient_id,
                         department_id=sess.department_id, status="unsigned", confidential=confidential,
                         created_at=now, current_version=1, source_session_id=session_id)
@@ -424,6 +437,7 @@ class IngestCore:
                                   fields=case_fields(sess), patient_id=sess.patient_id,
                                   status="unsigned", form_template=DEFAULT_TEMPLATE["name"], form={})
             s.add_all([case, version])
+            faults.reach("commit.case_added")
             for position, e in enumerate(manifest):
                 device = e.get("device") or {}
                 s.add(MediaItem(
@@ -434,9 +448,11 @@ class IngestCore:
                     device_serial=device.get("serial", ""), position=position,
                 ))
             s.flush()
+            faults.reach("commit.media_flushed")
             sess.status = "committed"
             sess.case_id = case.id
             sess.committed_at = now
+            faults.reach("commit.session_marked")
             department = s.get(Department, sess.department_id)
             details: dict[str, Any] = {
                 "session_id": session_id, "patient_id": sess.patient_id,
@@ -448,6 +464,7 @@ class IngestCore:
             append_audit(s, actor, "case.ingested", case_id=case.id, patient=sess.patient_id,
                          department=department.hsa_id if department else None, details=details)
             s.flush()
+            faults.reach("commit.audited")
             return self._receipts(s, sess), True, (details["department"] or "", details["bytes"])
 
     @staticmethod
