@@ -116,6 +116,14 @@ class ArchiveConfig:
     max_message_bytes: int = 8 << 20
     max_workers: int = 32
     max_concurrent_rpcs: int = 256
+    # Denial of service (issue 13, archive_server/limits.py): Write streams at
+    # once (fewer than max_workers: the rest serve other calls and health), and
+    # per agent: streams, uncommitted sessions of the last 24 h, bytes they declare.
+    max_write_streams: int = 24
+    agent_max_write_streams: int = 4
+    agent_max_open_sessions: int = 16
+    agent_max_declared_bytes: int = 1 << 40
+    write_idle_timeout_s: float = 30.0
     grace_period_s: float = 10.0
     health_check_interval_s: float = 5.0
     partial_max_age_days: float = 7.0
@@ -157,6 +165,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "data_dir": str, "listen": str, "http": str, "db_url": str, "blobs_url": str, "metrics_token_file": str,
     "insecure": bool, "accept_unknown_departments": bool, "max_blob_bytes": int,
     "max_message_bytes": int, "max_workers": int, "max_concurrent_rpcs": int,
+    "max_write_streams": int, "agent_max_write_streams": int, "agent_max_open_sessions": int,
+    "agent_max_declared_bytes": int, "write_idle_timeout_s": (int, float),
     "grace_period_s": (int, float), "health_check_interval_s": (int, float),
     "partial_max_age_days": (int, float),
     "db_pool_size": int, "db_max_overflow": int, "sqlite_busy_timeout_ms": int, "log_level": str,
@@ -227,9 +237,14 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
 
 
 def validate(config: ArchiveConfig, source: str = "configuration") -> None:
-    for key in ("max_blob_bytes", "max_message_bytes", "max_workers", "max_concurrent_rpcs", "db_pool_size"):
+    for key in ("max_blob_bytes", "max_message_bytes", "max_workers", "max_concurrent_rpcs", "db_pool_size",
+                "max_write_streams", "agent_max_write_streams", "agent_max_open_sessions",
+                "agent_max_declared_bytes", "write_idle_timeout_s"):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{source}: {key} must be positive")
+    if config.max_write_streams > config.max_workers - 4:
+        raise ConfigError(f"{source}: max_write_streams must leave at least 4 of the max_workers threads "
+                          "for other calls and the health check")
     if config.max_message_bytes < (1 << 20) + 4096:
         raise ConfigError(f"{source}: max_message_bytes must hold a 1 MiB chunk plus overhead")
     parse_listen(config.listen)

@@ -63,6 +63,14 @@ class DataLoss(ArchiveError):
     code = "DATA_LOSS"
 
 
+class ResourceExhausted(ArchiveError):
+    """An agent (or all of them) holds as much of the archive as it may at once:
+    open sessions, declared bytes, concurrent uploads (``limits``). Retry with
+    backoff, after committing what is open."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Unavailable(ArchiveError):
     """Storage or database cannot serve now. Retry with backoff."""
 

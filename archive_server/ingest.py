@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from archive_server import faults
+from archive_server import faults, limits
 from archive_server import validation as v
 from archive_server.agentcerts import AgentCaller
 from archive_server.audit import append_audit
@@ -113,6 +113,8 @@ class IngestCore:
         self.blobs = blobs
         self.config = config
         self._reserve_formats = config.reserve_formats
+        self.streams = limits.WriteStreams(config.max_write_streams, config.agent_max_write_streams,
+                                           config.write_idle_timeout_s)
 
     # -- OpenSession ------------------------------------------------------------------
 
@@ -154,6 +156,12 @@ class IngestCore:
                 )
             department_id = (caller.department_id if caller is not None else
                              self._department(s, request.department_hsa_id, f"agent:{request.agent_id}").id)
+            open_sizes = [_declared(m) for m in s.scalars(sa.select(IngestSession.manifest).where(
+                IngestSession.agent_id == request.agent_id, IngestSession.status == "open",
+                IngestSession.opened_at >= now - limits.OPEN_WINDOW))]
+            limits.check_open_sessions(request.agent_id, open_sizes, _declared(manifest),
+                                       max_sessions=self.config.agent_max_open_sessions,
+                                       max_bytes=self.config.agent_max_declared_bytes)
             self._touch_agent(s, request, department_id, now)
             s.add(IngestSession(
                 session_id=request.session_id, agent_id=request.agent_id,
@@ -307,7 +315,9 @@ class IngestCore:
 
     # -- Write ------------------------------------------------------------------------
 
-    def write(self, requests: Iterator[pb.WriteRequest], caller: AgentCaller | None = None) -> pb.WriteResponse:
+    def write(self, requests: Iterator[pb.WriteRequest], caller: AgentCaller | None = None,
+              stream: limits.StreamHandle | None = None) -> pb.WriteResponse:
+        """``stream``: the counted stream this call is (``limits``), held to its agent's limit."""
         first = next(requests, None)
         if first is None:
             raise InvalidArgument("empty Write stream: the first message names the session and blob")
@@ -317,6 +327,8 @@ class IngestCore:
         sha, size = v.sha256(first.blob.sha256, "blob.sha256"), first.blob.size_bytes
         info = self._session_info(first.session_id, caller)
         _require_in_manifest(info, first.blob)
+        if stream is not None:
+            stream.belongs_to(info.agent_id)
         if self._held(info, {sha}):
             return pb.WriteResponse(committed_size=size, complete=True)
         # A committed session's blob whose stored bytes are gone (a disk fault, an
@@ -339,6 +351,9 @@ class IngestCore:
                         raise InvalidArgument("a Write message names another session than the first")
                     if message.HasField("blob") and message.blob != first.blob:
                         raise InvalidArgument("a Write message names another blob than the first")
+                if len(message.data) > limits.MAX_CHUNK_BYTES:
+                    raise InvalidArgument(f"a chunk of {len(message.data)} bytes; at most "
+                                          f"{limits.MAX_CHUNK_BYTES} (1 MiB) per WriteRequest")
                 end = message.offset + len(message.data)
                 if message.offset < 0:
                     raise InvalidArgument(f"negative offset {message.offset}")
@@ -510,6 +525,11 @@ class IngestCore:
         with self.db.read() as s:
             held = _held_by(s, info.session_id, info.department_id, shas)
         return catalogue.confirmed(self.db, self.blobs, held)
+
+
+def _declared(manifest: list[dict[str, Any]]) -> int:
+    """The bytes a session's manifest declares, each blob once."""
+    return sum({e["sha256"]: e["size"] for e in manifest}.values())
 
 
 def _held_by(s: Session, session_id: str, department_id: int, shas: set[str]) -> set[str]:

@@ -35,6 +35,9 @@ _RETRYABLE = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
+    # The archive cancels a Write stream that stalled (write_idle_timeout_s); the
+    # upload resumes from the committed size.
+    grpc.StatusCode.CANCELLED,
 }
 # A blob whose bytes arrive corrupted is sent again from the start this often.
 _DATA_LOSS_RETRIES = 2

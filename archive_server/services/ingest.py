@@ -42,8 +42,11 @@ class IngestServicer(pb_grpc.IngestServicer):
             return self.core.query_write_status(request, caller)
 
     def Write(self, request_iterator: Iterator[pb.WriteRequest], context: grpc.ServicerContext) -> pb.WriteResponse:
-        with self.gate.call(peer_of(context), "Ingest.Write") as caller:
-            return self.core.write(request_iterator, caller)
+        # Counted before the first message is read: an idle stream holds a thread
+        # (limits.WriteStreams keeps threads for every other call and health).
+        with self.gate.call(peer_of(context), "Ingest.Write") as caller, \
+                self.core.streams.stream(context.cancel) as stream:
+            return self.core.write(stream.messages(request_iterator), caller, stream)
 
     def CommitSession(
         self, request: pb.CommitSessionRequest, context: grpc.ServicerContext

@@ -73,8 +73,12 @@ class IngestServicer:
         Errors:
         * INVALID_ARGUMENT: bad session_id, agent_id, department_hsa_id,
         patient_id or mode; an empty manifest; a bad digest; a duplicate or
-        unsafe relative_path.
+        unsafe relative_path; a manifest declaring more bytes than one agent
+        may have open (agent_max_declared_bytes: it never fits).
         * ALREADY_EXISTS: the session_id is known with different content.
+        * RESOURCE_EXHAUSTED: the agent already has agent_max_open_sessions
+        uncommitted sessions of the last 24 hours, or they and this one would
+        declare more than agent_max_declared_bytes. Commit those, or retry later.
         * FAILED_PRECONDITION: (plaintext archive) the department is not
         registered and the archive does not register unknown ones.
         * UNAUTHENTICATED: (TLS) the certificate is not bound, or revoked.
@@ -120,7 +124,12 @@ class IngestServicer:
         Errors:
         * NOT_FOUND: unknown session.
         * INVALID_ARGUMENT: no blob in the first message, or a later message
-        names another session or blob; data beyond the declared size.
+        names another session or blob; data beyond the declared size; a chunk
+        of more than 1 MiB (1048576 bytes) of data.
+        * RESOURCE_EXHAUSTED: the archive is receiving max_write_streams uploads,
+        or this agent agent_max_write_streams; retry with backoff.
+        * CANCELLED: the stream sent nothing for write_idle_timeout_s (30 s by
+        default); what was durable stays: QueryWriteStatus, then resume.
         * FAILED_PRECONDITION: the blob is not in the session's manifest.
         (A committed session's blob is accepted when its stored bytes are
         gone: the agent restores it from the card before it wipes.)
