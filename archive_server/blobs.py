@@ -6,6 +6,9 @@ Rules kept here (issue 13):
   its row says "stored" and the store has the bytes at their size
   (:func:`confirmed`); FindMissingBlobs, Write and CommitSession ask this, so
   a blob lost from the store is reported missing and uploaded again.
+* Bytes another card sent stand for a session's file only once hashed
+  (:func:`whole`): a rotten copy (same size, other bytes) is quarantined and
+  so missing, and the card at hand sends it again before it is wiped.
 * Purge (R19) and adoption of the same bytes never interleave. The row is the
   lock: a purge marks the rows of unused blobs "purging" (a tombstone) in its
   transaction, then deletes each blob's bytes and row while holding that row
@@ -20,6 +23,7 @@ Rules kept here (issue 13):
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -30,10 +34,11 @@ from sqlalchemy.orm import Session
 from archive_server import faults
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.db import Database, retry_on_conflict
-from archive_server.errors import Aborted, DataLoss
+from archive_server.errors import Aborted, DataLoss, NotFound
 from archive_server.models import Blob, Consent, MediaItem, TeachingItem, utcnow
 
 log = logging.getLogger(__name__)
+_BLOCK = 1 << 20
 
 STORED = "stored"
 PURGING = "purging"
@@ -164,3 +169,51 @@ def tombstone(db: Database, sha: str, size: int) -> bool:
     except sa.exc.IntegrityError:
         return False
 
+
+def whole(db: Database, blobs: BlobStore, shas: Iterable[str]) -> set[str]:
+    """Those of ``shas`` (confirmed stored) whose bytes hash to their name. A
+    session is answered "you need not send it" for bytes another card sent only
+    after this: a rotten copy (same size, other bytes) is quarantined here, so
+    the blob is missing and the card at hand sends it again before any wipe."""
+    good = set()
+    with db.read() as s:
+        sizes = dict(s.execute(sa.select(Blob.sha256, Blob.size).where(Blob.sha256.in_(set(shas)))).all())
+    for sha, size in sizes.items():
+        if sha256_of(blobs, sha) == sha:
+            good.add(sha)
+        else:
+            log.error("a stored blob does not match its hash", extra={"sha256": sha})
+            quarantine_corrupt(db, blobs, sha, size)
+    return good
+
+
+def quarantine_corrupt(db: Database, blobs: BlobStore, sha: str, size: int) -> str | None:
+    """Move a stored blob whose bytes do not hash to its name aside (the row stays,
+    so it is missing until an upload or a restore brings the bytes back). Returns
+    where it went, or None when there was nothing to move."""
+    # With the row locked no upload can record these bytes meanwhile; an upload
+    # that replaced them since we hashed is seen by hashing again.
+    with db.write() as s:
+        row = s.execute(sa.select(Blob).where(Blob.sha256 == sha).with_for_update()).scalar_one_or_none()
+        if row is None or row.state != STORED:
+            return None
+        found = blobs.stat(sha)
+        if found is None:
+            return None
+        if found.size == size and sha256_of(blobs, sha) == sha:
+            return "replaced by a good copy meanwhile"
+        key = blobs.quarantine(sha)
+    log.warning("corrupt blob quarantined", extra={"sha256": sha, "key": key})
+    return f"moved to {key}" if key else None
+
+
+def sha256_of(blobs: BlobStore, sha: str) -> str | None:
+    """The SHA-256 of the stored bytes named ``sha`` (None: not in the store)."""
+    digest = hashlib.sha256()
+    try:
+        with blobs.open(sha) as fh:
+            while block := fh.read(_BLOCK):
+                digest.update(block)
+    except NotFound:
+        return None
+    return digest.hexdigest()

@@ -119,9 +119,9 @@ class ArchiveConfig:
     # Denial of service (issue 13, archive_server/limits.py): Write streams at
     # once (fewer than max_workers: the rest serve other calls and health), and
     # per agent: streams, uncommitted sessions of the last 24 h, bytes they declare.
-    max_write_streams: int = 24
+    max_write_streams: int | None = None  # None: three quarters of max_workers
     agent_max_write_streams: int = 4
-    agent_max_open_sessions: int = 16
+    agent_max_open_sessions: int = 64
     agent_max_declared_bytes: int = 1 << 40
     write_idle_timeout_s: float = 30.0
     grace_period_s: float = 10.0
@@ -141,6 +141,11 @@ class ArchiveConfig:
     @property
     def registers_unknown_departments(self) -> bool:
         return not self.tls.enabled and self.accept_unknown_departments is not False
+
+    @property
+    def effective_max_write_streams(self) -> int:
+        """Write streams at once: as configured, else three quarters of the workers."""
+        return self.max_write_streams or max(1, self.max_workers * 3 // 4)
 
     @property
     def effective_db_url(self) -> str:
@@ -238,11 +243,11 @@ def from_dict(raw: dict[str, Any], source: str = "configuration") -> ArchiveConf
 
 def validate(config: ArchiveConfig, source: str = "configuration") -> None:
     for key in ("max_blob_bytes", "max_message_bytes", "max_workers", "max_concurrent_rpcs", "db_pool_size",
-                "max_write_streams", "agent_max_write_streams", "agent_max_open_sessions",
+                "agent_max_write_streams", "agent_max_open_sessions",
                 "agent_max_declared_bytes", "write_idle_timeout_s"):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{source}: {key} must be positive")
-    if config.max_write_streams > config.max_workers - 4:
+    if config.max_write_streams is not None and not 0 < config.max_write_streams <= config.max_workers - 4:
         raise ConfigError(f"{source}: max_write_streams must leave at least 4 of the max_workers threads "
                           "for other calls and the health check")
     if config.max_message_bytes < (1 << 20) + 4096:

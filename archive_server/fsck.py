@@ -22,7 +22,6 @@ store, or re-ingest the card.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -33,11 +32,9 @@ import sqlalchemy as sa
 from archive_server import blobs as catalogue
 from archive_server.blobstores import BlobStore, StoredObject
 from archive_server.db import Database
-from archive_server.errors import NotFound
 from archive_server.models import Blob
 
 log = logging.getLogger(__name__)
-_BLOCK = 1 << 20
 KINDS = ("missing", "corrupt", "orphaned", "foreign", "purging")
 
 
@@ -158,7 +155,7 @@ def _both(db: Database, blobs: BlobStore, report: Report, row: tuple[str, int, s
     elif quick:
         return
     else:
-        hashed = _hash(blobs, sha)
+        hashed = catalogue.sha256_of(blobs, sha)
         report.bytes_hashed += obj.size
         if hashed == sha:
             return
@@ -166,7 +163,7 @@ def _both(db: Database, blobs: BlobStore, report: Report, row: tuple[str, int, s
     finding = Finding("corrupt", obj.key, sha, problem)
     report.findings.append(finding)
     if repair:
-        finding.repaired = _quarantine(db, blobs, sha, size)
+        finding.repaired = catalogue.quarantine_corrupt(db, blobs, sha, size)
 
 
 def _stalled_purge(db: Database, blobs: BlobStore, report: Report, sha: str, repair: bool) -> None:
@@ -174,31 +171,3 @@ def _stalled_purge(db: Database, blobs: BlobStore, report: Report, sha: str, rep
     report.findings.append(finding)
     if repair and catalogue.finish_purge(db, blobs, sha):
         finding.repaired = "purge finished"
-
-
-def _quarantine(db: Database, blobs: BlobStore, sha: str, size: int) -> str | None:
-    # With the row locked no upload can record these bytes meanwhile; an upload
-    # that replaced them since we hashed is seen by hashing again.
-    with db.write() as s:
-        row = s.execute(sa.select(Blob).where(Blob.sha256 == sha).with_for_update()).scalar_one_or_none()
-        if row is None or row.state != catalogue.STORED:
-            return None
-        found = blobs.stat(sha)
-        if found is None:
-            return None
-        if found.size == size and _hash(blobs, sha) == sha:
-            return "replaced by a good copy meanwhile"
-        key = blobs.quarantine(sha)
-    log.warning("corrupt blob quarantined", extra={"sha256": sha, "key": key})
-    return f"moved to {key}" if key else None
-
-
-def _hash(blobs: BlobStore, sha: str) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with blobs.open(sha) as fh:
-            while block := fh.read(_BLOCK):
-                digest.update(block)
-    except NotFound:
-        return None
-    return digest.hexdigest()

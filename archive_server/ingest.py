@@ -113,7 +113,7 @@ class IngestCore:
         self.blobs = blobs
         self.config = config
         self._reserve_formats = config.reserve_formats
-        self.streams = limits.WriteStreams(config.max_write_streams, config.agent_max_write_streams,
+        self.streams = limits.WriteStreams(config.effective_max_write_streams, config.agent_max_write_streams,
                                            config.write_idle_timeout_s)
 
     # -- OpenSession ------------------------------------------------------------------
@@ -524,7 +524,11 @@ class IngestCore:
         confirmed in the store."""
         with self.db.read() as s:
             held = _held_by(s, info.session_id, info.department_id, shas)
-        return catalogue.confirmed(self.db, self.blobs, held)
+            sent = set(s.scalars(sa.select(SessionBlob.sha256).where(
+                SessionBlob.session_id == info.session_id, SessionBlob.sha256.in_(held))))
+        confirmed = catalogue.confirmed(self.db, self.blobs, held)
+        # Bytes another card sent stand for this one only once hashed (issue 13).
+        return (confirmed & sent) | catalogue.whole(self.db, self.blobs, confirmed - sent)
 
 
 def _declared(manifest: list[dict[str, Any]]) -> int:

@@ -10,7 +10,7 @@ status code and a sentence saying what to do (``archive.toml``):
   ``OPEN_WINDOW`` per agent, and ``agent_max_declared_bytes`` declared by them:
   RESOURCE_EXHAUSTED (a session declaring more than the limit on its own:
   INVALID_ARGUMENT, it never fits);
-* ``max_write_streams`` Write streams at once over all agents, fewer than the
+* ``max_write_streams`` (¾ of the workers) Write streams at once over all agents, fewer than the
   worker threads, so that every other call and the health check keep threads;
   ``agent_max_write_streams`` of them for one agent: RESOURCE_EXHAUSTED. What
   an agent has in flight is then at most that many chunks in memory, and on

@@ -323,6 +323,7 @@ def _storage_errors() -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.ENOENT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES,
+                       errno.ENOENT):
             raise Unavailable(f"blob store cannot serve: {e}") from e
         raise

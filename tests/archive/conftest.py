@@ -97,7 +97,11 @@ def running_archive(
     config = data.parent / "archive.toml"
     # The region's reserve numbers (Region Stockholm's format) are accepted as
     # patient ids; S3's smallest part, so that resume tests cross parts cheaply.
-    config.write_text(f'[identity]\nreserve_formats = ["sll"]\n\n[blobs]\npart_size_mib = {S3_PART >> 20}\n')
+    # Every test's sessions come from one agent id ("test-agent"), many at once and
+    # many left open: its per-agent limits are lifted here (tests/archive/test_limits.py
+    # tests them on an archive of its own).
+    config.write_text('agent_max_open_sessions = 100000\nagent_max_write_streams = 24\n'
+                      f'[identity]\nreserve_formats = ["sll"]\n\n[blobs]\npart_size_mib = {S3_PART >> 20}\n')
     proc = ArchiveProcess(data=data, db=archive_db_url, blobs=blobs, http="127.0.0.1:0",
                           extra_args=("--config", str(config))).start()
     try:
