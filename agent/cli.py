@@ -18,6 +18,7 @@ wiped (do not reuse the card).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,8 +26,7 @@ import pathlib
 import re
 import sqlite3
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent import config as config_mod
@@ -169,36 +169,28 @@ def _resolve(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, IngestRe
     return cfg, IngestRequest(root=args.path.resolve(), department=department, mode=mode, expect=expect)
 
 
-class _TerminalProgress(NoProgress):
-    """Stage lines on standard error when it is a terminal (issue 12 makes this a bar)."""
-
-    def stage(self, stage: str, info: Mapping[str, object]) -> None:
-        if stage == "upload" and "files_done" in info:
-            mib = int(info["bytes_done"]) / (1 << 20)  # type: ignore[call-overload]
-            total = int(info["bytes_total"]) / (1 << 20)  # type: ignore[call-overload]
-            print(f"  upload {info['files_done']}/{info['files_total']} files, "
-                  f"{mib:.1f}/{total:.1f} MiB", file=sys.stderr, flush=True)
-        else:
-            print(f"- {stage} {' '.join(f'{k}={v}' for k, v in info.items())}".rstrip(),
-                  file=sys.stderr, flush=True)
-
-
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from agent.card.pipeline import IngestRequest, ingest_card
 
     cfg, request = _resolve(args)
-    progress = _TerminalProgress() if sys.stderr.isatty() else NoProgress()
-    if args.camera is not None:
-        from agent.card.camera import CameraNotFound, CameraRequest, ingest_camera
+    # A bar on standard error when a person watches it; standard output stays the outcome.
+    progress: contextlib.AbstractContextManager[Any] = contextlib.nullcontext(NoProgress())
+    if sys.stderr.isatty():
+        from agent.desk.terminal import TerminalProgress
 
-        assert isinstance(request, CameraRequest)
-        try:
-            outcome = ingest_camera(request, cfg, progress=progress)
-        except CameraNotFound as exc:
-            raise UsageError(f"{exc}: is the camera connected and switched on?") from None
-    else:
-        assert isinstance(request, IngestRequest)
-        outcome = ingest_card(request, cfg, progress=progress)
+        progress = TerminalProgress()
+    with progress as shown:
+        if args.camera is not None:
+            from agent.card.camera import CameraNotFound, CameraRequest, ingest_camera
+
+            assert isinstance(request, CameraRequest)
+            try:
+                outcome = ingest_camera(request, cfg, progress=shown)
+            except CameraNotFound as exc:
+                raise UsageError(f"{exc}: is the camera connected and switched on?") from None
+        else:
+            assert isinstance(request, IngestRequest)
+            outcome = ingest_card(request, cfg, progress=shown)
     if args.json:
         print(json.dumps(outcome.to_json(), ensure_ascii=False))
     else:

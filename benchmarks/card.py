@@ -80,13 +80,22 @@ def _log_stages(stderr: str) -> dict[str, float]:
     return out
 
 
-def agent_run(template: pathlib.Path, work: pathlib.Path, run: int) -> tuple[float, dict[str, float]]:
+def agent_command(source: pathlib.Path | None) -> list[str]:
+    """The installed agent, or the one in another checkout (its code, this virtualenv)."""
+    if source is None:
+        return list(AGENT)
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(source)!r}); "
+            "from agent.cli import main; sys.exit(main())"]
+
+
+def agent_run(template: pathlib.Path, work: pathlib.Path, run: str,
+              source: pathlib.Path | None = None) -> tuple[float, dict[str, float]]:
     card = work / f"card-{run}"
     shutil.copytree(template, card)
     with ArchiveProcess(data=work / f"archive-{run}") as archive:
         start = time.perf_counter()
         result = subprocess.run(
-            [*AGENT, "ingest", str(card), "--archive", archive.address, "--department", DEPARTMENT,
+            [*agent_command(source), "ingest", str(card), "--archive", archive.address, "--department", DEPARTMENT,
              "--insecure", "--json", "--spool", str(work / f"spool-{run}")],
             capture_output=True, text=True)
         took = time.perf_counter() - start
@@ -109,6 +118,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=pathlib.Path, help="write the card here once and reuse it")
+    parser.add_argument("--before", type=pathlib.Path, metavar="CHECKOUT",
+                        help="also run the agent of another checkout (e.g. a git worktree of the "
+                             "commit before a change), alternating, for a before/after ratio")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-card-") as tmp:
@@ -124,18 +136,27 @@ def main() -> int:
               f"{load_before[1]:.2f} {load_before[2]:.2f} on {os.cpu_count()} CPUs "
               "(other sessions share this machine)", flush=True)
 
-        naive, agent, stages = [], [], []
+        naive, agent, stages, before = [], [], [], []
         for run in range(args.repeat):
             naive.append(naive_chain(template, work))
-            took, split = agent_run(template, work, run)
+            took, split = agent_run(template, work, str(run))
             agent.append(took)
             stages.append(split)
             print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   agent {took:6.2f} s   "
                   + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
+            if args.before:
+                took, split = agent_run(template, work, f"before-{run}", args.before)
+                before.append(took)
+                print(f"         before {took:6.2f} s   " + " ".join(f"{k} {v:.2f}" for k, v in split.items()),
+                      flush=True)
         n, a = statistics.median(naive), statistics.median(agent)
         print(f"\nnaive   cp -r + exiftool -all= + sync   {n:7.2f} s  {mib / n:7.1f} MiB/s")
         print(f"agent   bildsluss-agent ingest          {a:7.2f} s  {mib / a:7.1f} MiB/s   "
               f"{a / n:5.1f}x the naive chain (target <= 5x)")
+        if before:
+            b = statistics.median(before)
+            print(f"before  {args.before}   {b:7.2f} s  {mib / b:7.1f} MiB/s   "
+                  f"{b / n:5.1f}x the naive chain; now {a / b:.2f}x its time")
         names = list(dict.fromkeys(k for s in stages for k in s))
         print("stages (median wall s): " + ", ".join(
             f"{k} {statistics.median(s.get(k, 0.0) for s in stages):.2f}" for k in names))

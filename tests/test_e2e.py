@@ -105,8 +105,8 @@ def test_refused_cards_stay_byte_identical(archive, tmp_path, kind):
     assert out["wiped"] is False and out["case_id"] is None and out["message"]
     assert all(f["status"] in ("refused", "ignored") and f["sha256"] is None for f in out["files"])
     assert snapshot(card) == before
-    # A refused card stopped at identify: no stage after it ran.
-    assert list(out["timings"]) == ["scan", "identify"]
+    # A refused card was stripped into the spool while it was read, but nothing was sent (R4).
+    assert list(out["timings"]) == ["scan", "identify", "strip"]
 
 
 def _free_port() -> int:

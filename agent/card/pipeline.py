@@ -26,8 +26,6 @@ from typing import Any
 
 from agent.card import decide as decide_stage
 from agent.card import devices as device_policy
-from agent.card import identify as identify_stage
-from agent.card import scan as scan_stage
 from agent.card import strip as strip_stage
 from agent.card.metadata import MetadataReader
 from agent.card.model import Decision, Evidence, MediaFile, Mode, ScanResult, StageError, StrippedFile
@@ -40,6 +38,7 @@ from agent.card.reasons import Reason, staff_message
 from agent.card.spool import FULL_ERRNOS, Spool, SpoolFull
 from agent.card.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.card.verify import verify_receipts
+from agent.card.workers import CardReaders
 from bildsluss_common.identity.masking import mask_numbers_in_text
 from agent.card.wipe import WipeResult, remove_housekeeping, wipe
 from agent.config import AgentConfig
@@ -257,9 +256,13 @@ class _CardRun:
             self.timings[name] = self.timings.get(name, 0.0) + (now - since)
         self._current = (stage, now) if stage is not None else None
 
-    def _stage(self, stage: str, info: Mapping[str, object]) -> None:
+    def _report(self, stage: str, info: Mapping[str, object]) -> None:
+        """Progress for people only (where a stop must wait for the step's end)."""
         self._time_stage(stage)
         self.progress.stage(stage, info)
+
+    def _stage(self, stage: str, info: Mapping[str, object]) -> None:
+        self._report(stage, info)
         if stage != "wipe":  # a wipe under way is finished: stopping it halfway helps nobody
             stop = self.progress.should_stop()
             if stop is not None and stop.now:
@@ -277,31 +280,80 @@ class _CardRun:
 
     def _ingest(self) -> IngestOutcome:
         request, config, resume = self.request, self.config, self.resume
-        with MetadataReader() as reader:
-            self._stage("scan", {"root": str(request.root)})
-            self.scan = scan = scan_stage.scan(request.root, reader=reader)
-            log.info("scanned card", extra={
-                "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
-            manifest = {m.relative_path: m.sha256 for m in scan.media}
-            if resume is not None and resume.confirmed and resume.session_id and resume.sent:
-                if set(manifest.items()) <= set(resume.originals.items()):
-                    return self._finish_confirmed(resume)
-                log.warning("card differs from the one the archive confirmed; reading it anew",
-                            extra={"session_id": resume.session_id})
-            self._reached(Scanned(manifest))
-            self._refuse_what_the_scan_refused(scan)
-            # Before any work on the card: its stripped copies must fit in the spool.
-            Spool(config.spool_dir).check_room(sum(m.size for m in scan.media))
-            self._judge_devices(scan)
-            decision = self._decide(scan, manifest)
-            with Spool(config.spool_dir).session(str(uuid.uuid4())) as spool_dir:
-                self._stage("strip", {"files": len(scan.media)})
-                stripped = strip_stage.strip_all(scan.media, spool_dir, tool=reader)
-                for f in stripped:
-                    os.chmod(f.spool_path, 0o600)  # R11: the agent's user only
-                self.session_id = session_id_for(config.agent_id, request, decision, stripped)
-                self._reached(Stripped(self.session_id, tuple(SentFile.of(f) for f in stripped)))
-                return self._upload_verify_wipe(stripped)
+        spool = Spool(config.spool_dir)
+        with spool.session(str(uuid.uuid4())) as spool_dir:
+            # The readers first: forked workers must not inherit the exiftool process's pipes.
+            with CardReaders(request.root, spool_dir, request.mode, budget_s=config.identify_budget_s,
+                             reserve_formats=config.reserve_formats) as readers, MetadataReader() as reader:
+                self._stage("scan", {"root": str(request.root)})
+                readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
+                self.scan = scan = readers.scan(request.root, reader=reader)
+                log.info("scanned card", extra={
+                    "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
+                manifest = {m.relative_path: m.sha256 for m in scan.media}
+                if resume is not None and resume.confirmed and resume.session_id and resume.sent:
+                    if set(manifest.items()) <= set(resume.originals.items()):
+                        return self._finish_confirmed(resume)
+                    log.warning("card differs from the one the archive confirmed; reading it anew",
+                                extra={"session_id": resume.session_id})
+                self._reached(Scanned(manifest))
+                self._refuse_what_the_scan_refused(scan)
+                # Before any work on the card: its stripped copies must fit in the spool.
+                spool.check_room(sum(m.size for m in scan.media))
+                self._judge_devices(scan)
+                decision, stripped = self._decide_and_strip(scan, manifest, readers, spool_dir, reader)
+            for f in stripped:
+                os.chmod(f.spool_path, 0o600)  # R11: the agent's user only
+            self.session_id = session_id_for(config.agent_id, request, decision, stripped)
+            self._reached(Stripped(self.session_id, tuple(SentFile.of(f) for f in stripped)))
+            return self._upload_verify_wipe(stripped)
+
+    def _decide_and_strip(self, scan: ScanResult, manifest: Mapping[str, str], readers: CardReaders,
+                          spool_dir: pathlib.Path, reader: MetadataReader
+                          ) -> tuple[Decision, list[StrippedFile]]:
+        """Identify in the reader processes while this process strips into the spool.
+
+        The card's decision comes first: a refused card's copies are removed with
+        the spool folder and nothing is sent (R4); a strip failure counts only
+        for a card that was accepted, as when the stages ran one after another."""
+        wait = self._start_identify(scan, manifest, readers)
+        files, size = len(scan.media), sum(m.size for m in scan.media)
+        self._stage("strip", {"files": files, "bytes": size})
+        stripped: list[StrippedFile] = []
+        strip_failed: Exception | None = None
+        try:
+            stripped = strip_stage.strip_all(
+                scan.media, spool_dir, tool=reader, progress=lambda done, done_bytes: self._report(
+                    "strip", {"files_total": files, "files_done": done, "bytes_total": size, "bytes_done": done_bytes}))
+        except Exception as exc:  # held until the card is decided (see above)
+            strip_failed = exc
+        decision = self._decide(scan, wait)
+        if strip_failed is not None:
+            raise strip_failed
+        return decision, stripped
+
+    def _start_identify(self, scan: ScanResult, manifest: Mapping[str, str], readers: CardReaders
+                        ) -> Callable[[], Decision] | Decision:
+        """The earlier accepted decision (an unchanged card resumed), or the reading started."""
+        resume = self.resume
+        if (resume is not None and resume.decision is not None and bool(scan.media)
+                and dict(manifest) == dict(resume.originals)):
+            # The same bytes as when the identity was read and accepted: the
+            # earlier decision holds (and is what the archive's session has).
+            self._stage("identify", {"files": len(scan.media), "resumed": True})
+            return resume.decision
+        self._stage("identify", {"files": len(scan.media)})
+        waiting = readers.start_identify(scan)
+
+        def decided() -> Decision:
+            request, config = self.request, self.config
+            identified = waiting(lambda done, total: self._stage(
+                "identify", {"files_total": total, "files_done": done}))
+            self._reached(Identified())
+            return decide_stage.decide(scan, identified, request.mode, expect=request.expect,
+                                       reserve_formats=config.reserve_formats)
+
+        return decided
 
     def _refuse_what_the_scan_refused(self, scan: ScanResult) -> None:
         refused = scan.refused
@@ -320,25 +372,9 @@ class _CardRun:
                 self.file_reasons[m.relative_path] = (Reason.UNREGISTERED_DEVICE, why)
             raise StageError(Reason.UNREGISTERED_DEVICE, "; ".join(f"{m.relative_path}: {why}" for m, why in bad))
 
-    def _decide(self, scan: ScanResult, manifest: Mapping[str, str]) -> Decision:
-        request, config, resume = self.request, self.config, self.resume
-        reuse = (resume is not None and resume.decision is not None and bool(scan.media)
-                 and dict(manifest) == dict(resume.originals))
-        if reuse and resume is not None and resume.decision is not None:
-            # The same bytes as when the identity was read and accepted: the
-            # earlier decision holds (and is what the archive's session has).
-            self._stage("identify", {"files": len(scan.media), "resumed": True})
-            self.decision = decision = resume.decision
-        else:
-            self._stage("identify", {"files": len(scan.media)})
-            identified = identify_stage.identify(
-                scan, request.mode, expect=request.expect, budget_s=config.identify_budget_s,
-                reserve_formats=config.reserve_formats,
-            )
-            self._reached(Identified())
-            self.decision = decision = decide_stage.decide(
-                scan, identified, request.mode, expect=request.expect, reserve_formats=config.reserve_formats
-            )
+    def _decide(self, scan: ScanResult, started: Callable[[], Decision] | Decision) -> Decision:
+        reuse = isinstance(started, Decision)
+        self.decision = decision = started if isinstance(started, Decision) else started()
         if not decision.accepted:
             assert decision.reason is not None
             raise StageError(decision.reason, decision.detail)

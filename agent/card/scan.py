@@ -111,7 +111,7 @@ import re
 import stat
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from PIL import Image, ImageFile
 
@@ -423,6 +423,15 @@ class _Probed:
     unsafe: str = ""  # detail of an UNSAFE_PATH refusal
     capture_time: dt.datetime | None = None
     device: Device | None = None  # set by the decoder when it knows better than exiftool
+    # A JPEG's reduced decode (``reduce``'s result) when the caller asked for one:
+    # it was the content check, and identify reads it instead of decoding again.
+    reduced: tuple[Image.Image, float] | None = None
+
+
+# Decodes a JPEG at reduced scale (agent.card.identify.open_reduced): libjpeg's
+# DCT scaling still decodes every entropy-coded block, so the decode is the
+# content check (R8), and what it returns is the picture identify reads.
+Reduce = Callable[[io.BytesIO], tuple[Image.Image, float]]
 
 
 class _Changed(Exception):
@@ -467,7 +476,7 @@ def _hash_fd(fd: int, size: int) -> str:
     return digest.hexdigest()
 
 
-def _probe(entry: _Entry, max_pixels: int) -> _Probed:
+def _probe(entry: _Entry, max_pixels: int, reduce: Reduce | None = None) -> _Probed:
     result = _Probed(entry)
     try:
         fd = _open(entry)
@@ -494,7 +503,8 @@ def _probe(entry: _Entry, max_pixels: int) -> _Probed:
         if fmt.name == "HEIF":
             pass  # never decoded: refused after its metadata is read (see scan())
         elif fmt.kind == MediaKind.IMAGE:
-            result.refusal = _decode_image(data, fd, fmt, max_pixels)
+            use = reduce if reduce is not None and fmt.name == "JPEG" and data is not None else None
+            result.refusal, result.reduced = _decode_image(data, fd, fmt, max_pixels, use)
         elif fmt.kind == MediaKind.DICOM:
             result.refusal = _decode_dicom(data, fd, result)
         else:
@@ -508,8 +518,11 @@ def _probe(entry: _Entry, max_pixels: int) -> _Probed:
         os.close(fd)
 
 
-def _decode_image(data: bytes | None, fd: int, fmt: _Format, max_pixels: int) -> str:
-    """'' when the image decodes fully, else why not."""
+def _decode_image(data: bytes | None, fd: int, fmt: _Format, max_pixels: int,
+                  reduce: Reduce | None = None) -> tuple[str, tuple[Image.Image, float] | None]:
+    """('', …) when the image decodes fully, else (why not, None). With ``reduce``
+    (a JPEG in memory) the decode is ``reduce``'s, whose picture is returned."""
+    reduced = None
     source = io.BytesIO(data) if data is not None else os.fdopen(os.dup(fd), "rb")
     try:
         # Pillow warns (DecompressionBombWarning) above its MAX_IMAGE_PIXELS and
@@ -521,20 +534,24 @@ def _decode_image(data: bytes | None, fd: int, fmt: _Format, max_pixels: int) ->
         with Image.open(source, formats=[fmt.name]) as im:
             width, height = im.size
             if width <= 0 or height <= 0:
-                return "image has no pixels"
+                return "image has no pixels", None
             if width * height > max_pixels:
-                return f"decompression bomb: {width}x{height} pixels exceeds the limit"
+                return f"decompression bomb: {width}x{height} pixels exceeds the limit", None
             if getattr(im, "n_frames", 1) > 1 and fmt.name == "TIFF":
-                return "multi-page TIFF is not accepted"
-            im.load()
+                return "multi-page TIFF is not accepted", None
+            if reduce is not None and isinstance(source, io.BytesIO):
+                source.seek(0)
+                reduced = reduce(source)
+            else:
+                im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return f"decompression bomb: {exc}"
+        return f"decompression bomb: {exc}", None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError,
             Image.UnidentifiedImageError, struct.error, ZeroDivisionError) as exc:
-        return f"{fmt.name} that cannot be decoded: {exc}"
+        return f"{fmt.name} that cannot be decoded: {exc}", None
     finally:
         source.close()
-    return ""
+    return "", reduced
 
 
 def _decode_dicom(data: bytes | None, fd: int, result: _Probed) -> str:
@@ -683,18 +700,24 @@ def scan(
     reader: MetadataReader | None = None,
     max_pixels: int = MAX_PIXELS,
     workers: int | None = None,
+    probe_all: Callable[[pathlib.Path, Sequence[_Entry], int], list[_Probed]] | None = None,
 ) -> ScanResult:
     """Find the media on the card at ``root``; see the module docstring.
 
-    Raises StageError CARD_REMOVED (root gone, I/O error) or CARD_CHANGED (a
-    file vanished or changed while it was read). Never writes to the card.
+    ``probe_all(root, entries, max_pixels)`` probes the files (:func:`probe_entry`
+    each, in order) where the caller has processes for it (:mod:`agent.card.workers`);
+    by default threads do. Raises StageError CARD_REMOVED (root gone, I/O error)
+    or CARD_CHANGED (a file vanished or changed while it was read). Never writes to the card.
     """
     root = pathlib.Path(root)
     skipped: list[SkippedFile] = []
     entries = list(_walk(root, skipped))
-    workers = workers or min(4, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        probes = list(pool.map(lambda e: _probe_checked(root, e, max_pixels), entries))
+    if probe_all is not None:
+        probes = probe_all(root, entries, max_pixels)
+    else:
+        workers = workers or min(4, os.cpu_count() or 1)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            probes = list(pool.map(lambda e: _probe_checked(root, e, max_pixels), entries))
 
     candidates = [p for p in probes if not p.refusal and not p.unsafe]
     for p in probes:
@@ -781,9 +804,17 @@ def _media_type(p: _Probed) -> str:
     return p.fmt.media_type
 
 
-def _probe_checked(root: pathlib.Path, entry: _Entry, max_pixels: int) -> _Probed:
+def probe_entry(root: pathlib.Path, entry: _Entry, max_pixels: int = MAX_PIXELS, *,
+                reduce: Reduce | None = None) -> _Probed:
+    """One file of the card probed as :func:`scan` does (for a worker process).
+    ``reduce``: decode a JPEG with it (see :data:`Reduce`) and keep its picture."""
+    return _probe_checked(root, entry, max_pixels, reduce)
+
+
+def _probe_checked(root: pathlib.Path, entry: _Entry, max_pixels: int,
+                   reduce: Reduce | None = None) -> _Probed:
     try:
-        return _probe(entry, max_pixels)
+        return _probe(entry, max_pixels, reduce)
     except FileNotFoundError:
         if _card_gone(root):
             _raise_removed(root, f"gone while reading {entry.rel}")

@@ -83,7 +83,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from agent.card.metadata import MetadataReader
 from agent.card.model import MediaFile, StrippedFile
@@ -135,7 +135,8 @@ def _write_one(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader
 
 
 def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
-              tool: MetadataReader | None = None) -> list[StrippedFile]:
+              tool: MetadataReader | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list[StrippedFile]:
     """Write a verified metadata-free copy of every file into ``spool_dir``.
 
     Each copy is written and checked (structure, image data, pixels or
@@ -150,8 +151,12 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
     written: list[Written] = []
     try:
         with _reader(tool) as reader:
+            done_bytes = 0
             for m in media:
                 written.append(_write_one(m, spool_dir, reader))
+                done_bytes += m.size
+                if progress is not None:
+                    progress(len(written), done_bytes)
             read_back(written, reader)
         done = []
         for w in written:

@@ -1,0 +1,285 @@
+"""Reading a card on every core (issue 12): one reader process per core.
+
+The scan (hash, format, the content check of R8) and the identify stage (R3,
+R4) parse what anyone can put on a card, and zxing-cpp holds the GIL: threads
+do not help, processes do. :class:`CardReaders` is a process pool for one card:
+
+- one worker per core (``os.sched_getaffinity``), each holding at most one
+  file and its decode at a time (memory bounded by the number of cores); the
+  pool lives as long as the card's reading and is shut down with it;
+- the workers start when the pool is entered, so that they inherit no
+  descriptor opened later (enter it before the exiftool reader starts);
+- each worker is confined before it reads a byte (:func:`agent.card.sandbox.confine`
+  as the pool's initializer): as root it becomes the parser user when that user
+  can reach the card and the spool folder, else it stays root but keeps only
+  Landlock, seccomp and a new network namespace (a folder under root's 0700
+  home given to ``ingest``); what is needed is imported first;
+- tesseract runs single-threaded in every worker (``OMP_THREAD_LIMIT=1``): the
+  reading budget is CPU time and decides how long a frame is read, never what
+  is read; an idle and a loaded PC get the same outcome, and the cores are
+  used by reading several frames at once instead.
+
+**One decode per file.** A JPEG's content check is its reduced decode
+(:func:`agent.card.identify.open_reduced`: DCT-scaled, every entropy-coded
+block is still decoded), and the same worker reads that picture for identity
+at once (:func:`agent.card.identify.read_media` with ``reduced``), so a middle
+frame is decoded once. Whether a picture must show the number (R3: the first
+and last of a series) is only known once the whole card is ordered: those
+few are read again, as :func:`agent.card.identify.identify` would, and their
+early reading is dropped; every other reading is exactly the serial one.
+
+A worker that dies (BrokenProcessPool) or a file not read within
+:data:`FILE_TIMEOUT_S` stops the card with ``INTERNAL_ERROR`` (card untouched):
+a card is never judged on files that were not read.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import logging
+import multiprocessing
+import os
+import pathlib
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from agent.card import identify as identify_stage
+from agent.card import sandbox
+from agent.card import scan as scan_stage
+from agent.card.identify import FileReading, IdentifyResult
+from agent.card.model import MediaFile, MediaKind, Mode, ScanResult, StageError
+from agent.card.reasons import Reason
+
+log = logging.getLogger(__name__)
+
+# A hang guard only (a parser stuck in a loop): reading budgets are CPU seconds
+# per frame and a video or DICOM file has many frames; a loaded PC stretches wall time.
+FILE_TIMEOUT_S = 600.0
+
+# What a worker imports before it is confined (it may lose access to the Python
+# installation afterwards); the optional readers only if installed.
+_PRELOAD = ("agent.card.identify", "agent.card.scan", "agent.card.metadata",
+            "bildsluss_common.readers.barcode")
+_OPTIONAL = ("bildsluss_common.readers.ocr", "bildsluss_common.readers.dicom", "agent.card.video",
+             "pydicom", "numpy")
+
+Progress = Callable[[int, int], None]  # (files done, files in all)
+
+
+def cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# -- in the worker ---------------------------------------------------------------------
+
+
+def _start_worker(confinement: sandbox.Confinement | None) -> None:
+    os.environ["OMP_THREAD_LIMIT"] = "1"  # tesseract, one thread (see the module notes)
+    from PIL import Image
+
+    Image.init()  # every plugin, before the installation may be out of reach
+    for name in _PRELOAD:
+        importlib.import_module(name)
+    for name in _OPTIONAL:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    if confinement is not None:
+        sandbox.confine(confinement)
+
+
+def _early_required(mode: Mode) -> bool | None:
+    """How a JPEG is read at once, before the card's order is known: with
+    ``required`` False (the photo series' middle frames), True (assault: every
+    picture), None: not at once (ultrasound reads the overlay on a full decode)."""
+    if mode is Mode.ULTRASOUND:
+        return None
+    return mode is Mode.ASSAULT
+
+
+def _probe_and_read(root: pathlib.Path, entry: Any, max_pixels: int, mode: Mode, budget_s: float,
+                    reserve_formats: Sequence[Any]) -> tuple[Any, FileReading | None]:
+    """Scan one file and, for a JPEG, read it for identity from the same decode."""
+    required = _early_required(mode)
+    reduce = identify_stage.open_reduced if required is not None else None
+    probed = scan_stage.probe_entry(root, entry, max_pixels, reduce=reduce)
+    reduced, probed.reduced = probed.reduced, None  # the picture stays here
+    reading = None
+    if reduced is not None and not probed.refusal and not probed.unsafe and probed.fmt is not None:
+        media = MediaFile(path=entry.path, relative_path=entry.rel, kind=MediaKind.IMAGE,
+                          media_type=probed.fmt.media_type, size=entry.st.st_size, sha256=probed.sha256,
+                          mtime_ns=entry.st.st_mtime_ns)
+        reading = identify_stage.read_media(media, mode, required=bool(required), budget_s=budget_s,
+                                            reserve_formats=reserve_formats, reduced=reduced)
+    return probed, reading
+
+
+def _read(media: MediaFile, mode: Mode, required: bool, budget_s: float,
+          reserve_formats: Sequence[Any]) -> FileReading | None:
+    return identify_stage.read_media(media, mode, required=required, budget_s=budget_s,
+                                     reserve_formats=reserve_formats)
+
+
+# -- in the pipeline -------------------------------------------------------------------
+
+
+def _reachable_by(path: pathlib.Path, uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` may enter every folder down to ``path`` and list it."""
+    def allows(st: os.stat_result, bits: tuple[int, int, int]) -> bool:
+        if st.st_uid == uid:
+            return bool(st.st_mode & bits[0])
+        if st.st_gid == gid:
+            return bool(st.st_mode & bits[1])
+        return bool(st.st_mode & bits[2])
+
+    try:
+        path = path.resolve()
+        for folder in [*reversed(path.parents), path]:
+            if not allows(os.stat(folder), (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)):
+                return False
+        return allows(os.stat(path), (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH))
+    except OSError:
+        return False
+
+
+def confinement_for(card: pathlib.Path, spool_dir: pathlib.Path) -> sandbox.Confinement | None:
+    """The workers' confinement; None when not root (the agent's own user reads)."""
+    if os.geteuid() != 0:
+        return None
+    confinement = sandbox.confinement_for(card, spool_dir)
+    assert confinement.uid is not None and confinement.gid is not None
+    if _reachable_by(card, confinement.uid, confinement.gid) and \
+            _reachable_by(spool_dir.parent, confinement.uid, confinement.gid):
+        sandbox.hand_over(confinement)
+        return confinement
+    log.warning("the parser user cannot reach the card or the spool; card parsed as root, "
+                "confined by Landlock and seccomp only", extra={"card": str(card)})
+    return sandbox.Confinement(confinement.read, confinement.write)
+
+
+class CardReaders:
+    """The reader processes of one card (a context manager); see the module notes."""
+
+    def __init__(self, card: pathlib.Path, spool_dir: pathlib.Path, mode: Mode, *, budget_s: float,
+                 reserve_formats: Sequence[Any] = (), workers: int | None = None) -> None:
+        self.card, self.mode, self.budget_s = card, mode, budget_s
+        self.reserve_formats = tuple(reserve_formats)
+        self.workers = workers or cores()
+        self.confinement = confinement_for(card, spool_dir)
+        self._early: dict[tuple[str, str], FileReading | None] = {}
+        self.on_probed: Progress | None = None  # files probed, files on the card (for people)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> CardReaders:
+        # fork is cheapest (the parent's imports are inherited) but safe only in a
+        # process without threads (the CLI); the daemon has threads (gRPC, the desk,
+        # other cards): its workers come from a clean fork server with the imports preloaded.
+        if threading.active_count() == 1:
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([*_PRELOAD, *_OPTIONAL])
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=context, initializer=_start_worker,
+            initargs=(self.confinement,))
+        # Forked workers start now, at the first task: before the caller opens
+        # anything a confined reader must not inherit (the exiftool process's pipes).
+        self._pool.submit(os.getpid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(failed=exc[0] is not None)
+
+    def close(self, *, failed: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if failed:
+            # A hung parser must not outlive the card: stop the workers now.
+            processes = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
+        else:
+            pool.shutdown(wait=True)
+
+    # -- the stages ------------------------------------------------------------------
+
+    def probe_all(self, root: pathlib.Path, entries: Sequence[Any], max_pixels: int) -> list[Any]:
+        """``scan.scan``'s ``probe_all``: each file probed, a JPEG read at once."""
+        futures = [self._submit(_probe_and_read, root, e, max_pixels, self.mode, self.budget_s,
+                                self.reserve_formats) for e in entries]
+        probes = []
+        for entry, future in zip(entries, futures):
+            probed, reading = self._result(future, entry.rel)
+            if reading is not None:
+                self._early[(entry.rel, probed.sha256)] = reading
+            probes.append(probed)
+            if self.on_probed is not None:
+                self.on_probed(len(probes), len(entries))
+        return probes
+
+    def scan(self, root: pathlib.Path, **options: Any) -> ScanResult:
+        return scan_stage.scan(root, probe_all=self.probe_all, **options)
+
+    def start_identify(self, scan: ScanResult) -> Callable[[Progress | None], IdentifyResult]:
+        """Submit what is left to read of the card; returns the function that waits for it.
+
+        The caller may do other work meanwhile (strip the files into the spool)."""
+        positions = identify_stage.required_positions(scan.media, self.mode)
+        early_required = _early_required(self.mode)
+        plan: list[tuple[MediaFile, FileReading | None | concurrent.futures.Future[Any]]] = []
+        for m in scan.media:
+            required = m.relative_path in positions
+            key = (m.relative_path, m.sha256)
+            if key in self._early and early_required == required and m.kind is MediaKind.IMAGE:
+                plan.append((m, self._early[key]))
+            elif m.kind is not MediaKind.AUDIO:  # audio: the EHR context names the patient
+                plan.append((m, self._submit(_read, m, self.mode, required, self.budget_s,
+                                             self.reserve_formats)))
+
+        def wait(progress: Progress | None = None) -> IdentifyResult:
+            readings: list[FileReading | None] = []
+            for done, (m, planned) in enumerate(plan, 1):
+                if isinstance(planned, concurrent.futures.Future):
+                    planned = self._result(planned, m.relative_path)
+                readings.append(planned)
+                if progress is not None:
+                    progress(done, len(plan))
+            return identify_stage.gather(readings)
+
+        return wait
+
+    # -- futures -----------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        if self._pool is None:
+            raise RuntimeError("CardReaders used outside its with block")
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool as exc:
+            raise self._died(exc) from exc
+
+    def _result(self, future: concurrent.futures.Future[Any], what: str) -> Any:
+        try:
+            return future.result(timeout=FILE_TIMEOUT_S)
+        except BrokenProcessPool as exc:
+            raise self._died(exc) from exc
+        except concurrent.futures.TimeoutError:
+            raise StageError(Reason.INTERNAL_ERROR,
+                             f"{what}: not read within {FILE_TIMEOUT_S:.0f} s; the card was not judged") from None
+        except sandbox.SandboxError as exc:
+            raise StageError(Reason.INTERNAL_ERROR, f"a reader could not be confined: {exc}") from exc
+
+    @staticmethod
+    def _died(exc: BaseException) -> StageError:
+        log.error("a reader process died while reading the card", extra={"detail": str(exc)})
+        return StageError(Reason.INTERNAL_ERROR, f"a reader process died while reading the card: {exc}")
