@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -88,17 +89,24 @@ def agent_command(source: pathlib.Path | None) -> list[str]:
             "from agent.cli import main; sys.exit(main())"]
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def agent_run(template: pathlib.Path, work: pathlib.Path, run: str,
-              source: pathlib.Path | None = None) -> tuple[float, dict[str, float]]:
+              source: pathlib.Path | None = None) -> tuple[float, float, dict[str, float]]:
+    """Wall seconds, CPU seconds (the agent, its reader processes, exiftool, tesseract:
+    every process it waited for; not the archive) and the stage split of one run."""
     card = work / f"card-{run}"
     shutil.copytree(template, card)
     with ArchiveProcess(data=work / f"archive-{run}") as archive:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         result = subprocess.run(
             [*agent_command(source), "ingest", str(card), "--archive", archive.address, "--department", DEPARTMENT,
              "--insecure", "--json", "--spool", str(work / f"spool-{run}")],
             capture_output=True, text=True)
-        took = time.perf_counter() - start
+        took, cpu = time.perf_counter() - start, _children_cpu() - cpu
     try:
         out = json.loads(result.stdout)
     except json.JSONDecodeError:
@@ -108,7 +116,7 @@ def agent_run(template: pathlib.Path, work: pathlib.Path, run: str,
     shutil.rmtree(card)
     shutil.rmtree(work / f"archive-{run}", ignore_errors=True)
     stages = out.get("timings") or _log_stages(result.stderr)
-    return took, {k: float(v) for k, v in stages.items()}
+    return took, cpu, {k: float(v) for k, v in stages.items()}
 
 
 def main() -> int:
@@ -136,27 +144,30 @@ def main() -> int:
               f"{load_before[1]:.2f} {load_before[2]:.2f} on {os.cpu_count()} CPUs "
               "(other sessions share this machine)", flush=True)
 
-        naive, agent, stages, before = [], [], [], []
+        naive, agent, stages, before, cpus, before_cpus = [], [], [], [], [], []
         for run in range(args.repeat):
             naive.append(naive_chain(template, work))
-            took, split = agent_run(template, work, str(run))
+            took, cpu, split = agent_run(template, work, str(run))
             agent.append(took)
+            cpus.append(cpu)
             stages.append(split)
-            print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   agent {took:6.2f} s   "
+            print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   agent {took:6.2f} s ({cpu:6.1f} s CPU)   "
                   + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
             if args.before:
-                took, split = agent_run(template, work, f"before-{run}", args.before)
+                took, cpu, split = agent_run(template, work, f"before-{run}", args.before)
                 before.append(took)
-                print(f"         before {took:6.2f} s   " + " ".join(f"{k} {v:.2f}" for k, v in split.items()),
-                      flush=True)
+                before_cpus.append(cpu)
+                print(f"         before {took:6.2f} s ({cpu:6.1f} s CPU)   "
+                      + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
         n, a = statistics.median(naive), statistics.median(agent)
         print(f"\nnaive   cp -r + exiftool -all= + sync   {n:7.2f} s  {mib / n:7.1f} MiB/s")
         print(f"agent   bildsluss-agent ingest          {a:7.2f} s  {mib / a:7.1f} MiB/s   "
-              f"{a / n:5.1f}x the naive chain (target <= 5x)")
+              f"{a / n:5.1f}x the naive chain (target <= 5x); {statistics.median(cpus):.1f} s CPU")
         if before:
             b = statistics.median(before)
             print(f"before  {args.before}   {b:7.2f} s  {mib / b:7.1f} MiB/s   "
-                  f"{b / n:5.1f}x the naive chain; now {a / b:.2f}x its time")
+                  f"{b / n:5.1f}x the naive chain; {statistics.median(before_cpus):.1f} s CPU; "
+                  f"now {a / b:.2f}x its time")
         names = list(dict.fromkeys(k for s in stages for k in s))
         print("stages (median wall s): " + ", ".join(
             f"{k} {statistics.median(s.get(k, 0.0) for s in stages):.2f}" for k in names))
