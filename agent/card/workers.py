@@ -38,6 +38,7 @@ import concurrent.futures
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.context
 import os
 import pathlib
 import stat
@@ -181,11 +182,13 @@ class CardReaders:
         # fork is cheapest (the parent's imports are inherited) but safe only in a
         # process without threads (the CLI); the daemon has threads (gRPC, the desk,
         # other cards): its workers come from a clean fork server with the imports preloaded.
+        context: multiprocessing.context.BaseContext
         if threading.active_count() == 1:
             context = multiprocessing.get_context("fork")
         else:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([*_PRELOAD, *_OPTIONAL])
+            server = multiprocessing.get_context("forkserver")
+            server.set_forkserver_preload([*_PRELOAD, *_OPTIONAL])
+            context = server
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=context, initializer=_start_worker,
             initargs=(self.confinement,))
