@@ -121,6 +121,10 @@ install -m 0644 "$here/tmpfiles.d/bildsluss.conf" "$work/bildsluss-agent/usr/lib
 install -m 0644 "$here/udev/90-bildsluss.rules" "$work/bildsluss-agent/lib/udev/rules.d/90-bildsluss.rules"
 install -m 0644 "$here/xdg-autostart/bildsluss-notify-relay.desktop" \
   "$work/bildsluss-agent/etc/xdg/autostart/bildsluss-notify-relay.desktop"
+# Prometheus alert rules (with their promtool tests) and the Grafana dashboard, as examples.
+mkdir -p "$work/bildsluss-archive/usr/share/doc/bildsluss-archive/examples/prometheus"
+install -m 0644 "$here/prometheus/alerts.yml" "$here/prometheus/alerts_test.yml" \
+  "$here/prometheus/grafana-dashboard.json" "$work/bildsluss-archive/usr/share/doc/bildsluss-archive/examples/prometheus/"
 
 build_package bildsluss-agent agent bildsluss-agent
 build_package bildsluss-archive archive bildsluss-archive
