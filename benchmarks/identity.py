@@ -92,7 +92,7 @@ sys.path.insert(0, str(ROOT))
 import zxingcpp  # noqa: E402
 
 from agent.card import identify  # noqa: E402
-from bildsluss_common.readers import barcode, ocr  # noqa: E402
+from bildsluss_common.readers import barcode, ocr, regions  # noqa: E402
 from agent.card.model import Method  # noqa: E402
 from tests.support import cardgen, labels  # noqa: E402
 
@@ -135,7 +135,7 @@ log = logging.getLogger("benchmarks.identity")
 class Spec:
     """One synthetic frame: everything needed to render it again."""
 
-    kind: str  # "barcode" | "print" | "overlay"
+    kind: str  # "barcode" | "print" | "overlay" | "middle" | "plain"
     index: int
     seed: int  # the renderer's seed
     truth: str  # canonical 12 digits
@@ -171,7 +171,7 @@ class Spec:
         return d
 
 
-_KIND_CODE = {"barcode": 1, "print": 2, "overlay": 3}
+_KIND_CODE = {"barcode": 1, "print": 2, "overlay": 3, "middle": 4, "plain": 5}
 
 
 def _number(rng: np.random.Generator) -> tuple[str, bool]:
@@ -206,6 +206,8 @@ def make_spec(kind: str, index: int, seed: int) -> Spec:
                     name=str(rng.choice(NAMES)), coordination=coordination, form=form,
                     overlay_size=(w, h), grey=int(rng.integers(180, 256)), hospital=str(rng.choice(HOSPITALS)))
     symbology = SYMBOLOGIES[index % len(SYMBOLOGIES)] if kind == "barcode" else None
+    if kind == "middle":  # another patient's label mid-card: barcode labels and print-only in turn
+        symbology = SYMBOLOGIES[(index // 2) % len(SYMBOLOGIES)] if index % 2 == 0 else None
     return Spec(
         kind, index, render_seed, truth, _printed(number, form),
         symbology=symbology,
@@ -298,6 +300,9 @@ def _perspective(img: Image.Image, amount: float, label_box: tuple[int, int, int
 
 def render(spec: Spec) -> Image.Image:
     """The frame as the camera (or ultrasound machine) would store it, encoded and decoded once."""
+    if spec.kind == "plain":  # an ordinary clinical photograph: skin, a lesion, hairs; no label
+        rng = np.random.default_rng(spec.seed)
+        return cardgen._photograph(cardgen._scene(*labels.SCENE_12MP, rng), rng, spec.blur)
     if spec.kind == "overlay":
         w, h = spec.overlay_size
         img = labels.render_overlay(spec.name, spec.printed, "2026-03-14", w, h, spec.seed, font_name=spec.font,
@@ -352,12 +357,15 @@ class Stages:
         self._wrap(barcode, "locate", "bc_locate")
         self._wrap(ocr, "_ocr_words", "tesseract")
         self._wrap(ocr, "read_printed_numbers", "ocr_printed")
+        self._wrap(ocr, "read_label_text", "ocr_label")
+        self._wrap(regions, "find_label_regions", "regions")
 
     def reset(self) -> None:
         self.t: dict[str, float] = defaultdict(float)
         self.calls: Counter = Counter()
         self.read_by: str | None = None
         self.inside_reduced = False
+        self.found = 0  # label-like regions found (middle frames)
 
     def _wrap(self, module, attr: str, key: str) -> None:
         fn = getattr(module, attr)
@@ -373,6 +381,8 @@ class Stages:
                 self.calls[key] += 1
                 if outer:
                     self.inside_reduced = False
+            if key == "regions":
+                self.found += len(out)
             if key.startswith("bc_") and key != "bc_locate" and (outer or not self.inside_reduced) and (
                     out.readings if outer else out) and self.read_by is None:
                 self.read_by = key[3:]
@@ -426,9 +436,13 @@ def measure(spec: Spec, path: str, budget_s: float, stages: Stages, baseline: bo
         image = identify.open_upright(path)
         evidence = agent_read_ultrasound(image, budget_s)
         image.close()
+    elif spec.kind in MIDDLE_KINDS:
+        evidence = identify.read_picture(path, "frame", required=False, budget_s=budget_s)
     else:
         evidence = agent_read_picture(path, budget_s)
     t_total, cpu_total = time.perf_counter() - t0, _cpu() - c0
+    if spec.kind in MIDDLE_KINDS:
+        return middle_record(spec, evidence, t_total, cpu_total, stages)
     fallback = stages.calls["ocr_printed"] > 0
     outcome, wrong, method = classify(evidence, spec.truth)
     barcode_ok = any(e.patient_id == spec.truth and e.method == Method.BARCODE for e in evidence)
@@ -452,6 +466,119 @@ def measure(spec: Spec, path: str, budget_s: float, stages: Stages, baseline: bo
         rec["zxing_ok"] = any(r.text == spec.truth for r in plain)
         image.close()
     return rec
+
+
+# --------------------------------------------------------------------------- middle frames (issue 12)
+
+MIDDLE_KINDS = ("middle", "plain")
+# The card's own patient, on its first and last picture (the middle frame's label is another's).
+CARD_PATIENT = "191212121212"
+# Ordinary photographs of the corpus read as middle frames (no label; decodable, 300 px or more).
+CORPUS_PHOTOS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus")) / "exif" / "exif-samples"
+
+
+def card_decision(evidence: list):
+    """What the decide stage makes of a three-picture photo card whose first and last
+    picture show the card's patient by barcode and whose middle picture read ``evidence``."""
+    from agent.card.decide import decide
+    from agent.card.identify import IdentifyResult
+    from agent.card.model import Evidence, MediaFile, MediaKind, Mode, ScanResult
+
+    paths = ("first.jpg", "frame", "last.jpg")
+    media = tuple(MediaFile(path=pathlib.Path(p), relative_path=p, kind=MediaKind.IMAGE, media_type="image/jpeg",
+                            size=1, sha256="", mtime_ns=0) for p in paths)
+    ends = [Evidence(relative_path=p, frame=0, method=Method.BARCODE, text=CARD_PATIENT, patient_id=CARD_PATIENT)
+            for p in (paths[0], paths[2])]
+    identified = IdentifyResult(evidence=(ends[0], *evidence, ends[1]), examined=paths)
+    return decide(ScanResult(root=pathlib.Path("."), media=media, skipped=()), identified, Mode.PHOTO, expect=None)
+
+
+def middle_record(spec: Spec, evidence: list, t_total: float, cpu_total: float, stages: Stages) -> dict:
+    """A middle frame: is the card refused (a label of another patient) or archived (a plain photo)?"""
+    decision = card_decision(evidence)
+    valid = {e.patient_id for e in evidence if e.patient_id}
+    how = ("barcode" if any(e.patient_id == spec.truth and e.method == Method.BARCODE for e in evidence)
+           else "ocr" if spec.truth in valid
+           else "unread_label" if any(e.method == Method.UNREAD_LABEL for e in evidence)
+           else "invalid" if any(e.invalid for e in evidence) else None)
+    return dict(id=spec.id, kind=spec.kind, symbology=spec.symbology, truth=spec.truth,
+                refused=not decision.accepted, reason=decision.reason.value if decision.reason else None,
+                how=how, wrong=sorted(valid - {spec.truth}), t_total=t_total, cpu_total=cpu_total,
+                regions=stages.calls["regions"], found=stages.found, ocr_label=stages.calls["ocr_label"],
+                decoded_full=stages.calls["decode_full"] > 0, stages=dict(stages.t), params=spec.params())
+
+
+def run_plain_corpus(budget_s: float, stages: Stages) -> list[dict]:
+    """The corpus's ordinary photographs (no label) as middle frames: what the label search costs."""
+    out = []
+    for p in sorted(CORPUS_PHOTOS.glob("**/*")):
+        if p.suffix.lower() not in (".jpg", ".jpeg", ".tif", ".tiff"):
+            continue
+        with Image.open(p) as im:
+            if max(im.size) < 300:
+                continue
+        stages.reset()
+        c0, t0 = _cpu(), time.perf_counter()
+        evidence = identify.read_picture(p, "frame", required=False, budget_s=budget_s)
+        t, c = time.perf_counter() - t0, _cpu() - c0
+        out.append(dict(id=str(p.relative_to(CORPUS_PHOTOS)), refused=not card_decision(evidence).accepted,
+                        regions=stages.calls["regions"], found=stages.found, ocr_label=stages.calls["ocr_label"],
+                        decoded_full=stages.calls["decode_full"] > 0, t_total=t, cpu_total=c))
+    return out
+
+
+def report_middle(records: list[dict], corpus_plain: list[dict] | None) -> tuple[dict, list]:
+    """The middle-frame figures and targets (issue 12)."""
+    out: dict = {}
+    targets = []
+    mid = [r for r in records if r["kind"] == "middle"]
+    plain = [r for r in records if r["kind"] == "plain"]
+    if mid:
+        print()
+        print("== Middle-frame labels: another patient's label in the middle of a card (read as a middle "
+              "picture, then decide on a card whose first/last show the card's patient)")
+        print(f"{'group':<22}{'n':>5}{'refused':>9}{'ARCHIVED':>10}{'by barcode':>12}{'by OCR':>8}"
+              f"{'unread lbl':>12}{'invalid':>9}{'wrong':>7}{'CPU med':>9}{'p95 ms':>8}")
+        for name, rs in (("barcode labels", [r for r in mid if r["symbology"]]),
+                         ("print-only labels", [r for r in mid if not r["symbology"]]), ("all", mid)):
+            if not rs:
+                continue
+            tc = [r["cpu_total"] for r in rs]
+            c = Counter(r["how"] for r in rs)
+            print(f"{name:<22}{len(rs):>5}{sum(r['refused'] for r in rs):>9}{sum(not r['refused'] for r in rs):>10}"
+                  f"{c['barcode']:>12}{c['ocr']:>8}{c['unread_label']:>12}{c['invalid']:>9}"
+                  f"{sum(bool(r['wrong']) for r in rs):>7}{_ms(statistics.median(tc)):>9}{_ms(_q(tc, .95)):>8}")
+        archived = [r for r in mid if not r["refused"]]
+        for r in archived:
+            print(f"   ARCHIVED {r['id']} truth {r['truth']} {json.dumps(r['params'], ensure_ascii=False)}")
+        out["middle"] = dict(n=len(mid), refused=sum(r["refused"] for r in mid), archived=[r["id"] for r in archived],
+                             how=dict(Counter(r["how"] for r in mid)),
+                             reasons=dict(Counter(r["reason"] for r in mid)))
+        targets.append(("middle-frame labels: every card refused, 0 archived", f"{len(archived)} archived of {len(mid)}",
+                        not archived))
+    for name, rs in (("generated skin photos (12 MP)", plain), ("corpus photos", corpus_plain or [])):
+        if not rs:
+            continue
+        print()
+        print(f"== Ordinary middle frames, no label: {name}")
+        tc = [r["cpu_total"] for r in rs]
+        found = sum(r["found"] > 0 for r in rs)
+        ocr_n = sum(r["ocr_label"] > 0 for r in rs)
+        refused = [r["id"] for r in rs if r["refused"]]
+        print(f"   {len(rs)} frames: a label-like region found on {found}, OCR of a crop on {ocr_n}, "
+              f"full decode on {sum(r['decoded_full'] for r in rs)}, card refused {len(refused)} {refused or ''}")
+        print(f"   CPU per frame (decode included): median {_ms(statistics.median(tc)).strip()} ms, "
+              f"p95 {_ms(_q(tc, .95)).strip()} ms, mean {_ms(statistics.mean(tc)).strip()} ms")
+        out[name] = dict(n=len(rs), with_region=found, ocr=ocr_n, refused=refused,
+                         cpu_median=statistics.median(tc), cpu_p95=_q(tc, .95), cpu_mean=statistics.mean(tc))
+        if name.startswith("generated"):
+            targets.append(("plain skin middle frames: 0 refused", f"{len(refused)} refused of {len(rs)}", not refused))
+    regions_t = [r["stages"].get("regions", 0.0) for r in [*mid, *plain]]
+    if regions_t:
+        print(f"   label-region search (find_label_regions) wall per frame: median {_ms(statistics.median(regions_t)).strip()} ms, "
+              f"max {_ms(max(regions_t)).strip()} ms")
+        out["region_search_ms"] = dict(median=1000 * statistics.median(regions_t), max=1000 * max(regions_t))
+    return out, targets
 
 
 # --------------------------------------------------------------------------- corpus
@@ -800,7 +927,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=500,
                     help="synthetic barcode labels (print-only: count/5, overlays: count/10); default 500")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 36 barcode + 12 print-only + 12 overlays, no corpus")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 36 barcode + 12 print-only + 12 overlays, "
+                    "12 middle-frame labels + 6 plain middle frames, no corpus")
+    ap.add_argument("--middle", type=int, default=200,
+                    help="middle-frame labels of another patient (barcode and print-only in turn); default 200")
+    ap.add_argument("--plain", type=int, default=50, help="plain 12 MP skin photos read as middle frames; default 50")
+    ap.add_argument("--middle-only", action="store_true",
+                    help="only the middle-frame sets (labels, plain frames, corpus photos)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=len(_ALL_CPUS), help="generation processes (timing: one core)")
     ap.add_argument("--budget", type=float, default=2.0, help="per-frame budget, s (agent default 2.0)")
@@ -820,6 +953,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     n_bc, n_pr, n_ov = (36, 12, 12) if args.quick else (args.count, args.count // 5, args.count // 10)
+    n_mid, n_plain = (12, 6) if args.quick else (args.middle, args.plain)
+    if args.middle_only:
+        n_bc = n_pr = n_ov = 0
     if args.only:
         specs = []
         for item in args.only.split(","):
@@ -828,8 +964,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         specs = ([make_spec("barcode", i, args.seed) for i in range(n_bc)]
                  + [make_spec("print", i, args.seed) for i in range(n_pr)]
-                 + [make_spec("overlay", i, args.seed) for i in range(n_ov)])
-    run_corpus_now = not (args.no_corpus or args.quick or args.only)
+                 + [make_spec("overlay", i, args.seed) for i in range(n_ov)]
+                 + [make_spec("middle", i, args.seed) for i in range(n_mid)]
+                 + [make_spec("plain", i, args.seed) for i in range(n_plain)])
+    run_corpus_now = not (args.no_corpus or args.quick or args.only or args.middle_only)
 
     missing_fonts = [name for name, path in labels.FONTS.items() if not path.is_file()]
     if missing_fonts:
@@ -839,6 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = dict(
         started=dt.datetime.now().isoformat(timespec="seconds"), seed=args.seed, budget_s=args.budget,
         counts=dict(barcode=sum(s.kind == "barcode" for s in specs), print=sum(s.kind == "print" for s in specs),
+                    middle=sum(s.kind == "middle" for s in specs), plain=sum(s.kind == "plain" for s in specs),
                     overlay=sum(s.kind == "overlay" for s in specs)),
         cpus=sorted(_ALL_CPUS), timing_cpu=_TIMING_CPU, omp_thread_limit=os.environ.get("OMP_THREAD_LIMIT"),
         loadavg_start=os.getloadavg(), python=platform.python_version(),
@@ -860,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = render(make_spec("print", 10**6, args.seed))
     barcode.read_barcodes(warm, budget_s=0.5)
     ocr.read_printed_numbers(warm, budget_s=1.0)
+    regions.find_label_regions(barcode.to_grey(warm))
     zxingcpp.read_barcodes(warm)
 
     folder = pathlib.Path(tempfile.mkdtemp(prefix="bildsluss-identity-bench-"))
@@ -909,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
                                   baseline=spec.index % max(1, args.baseline_every) == 0)
                     records.append(rec)
                     if args.only:
-                        print(f"{spec.id}: {rec['outcome']} texts {rec['texts']} wrong {rec['wrong']} "
+                        print(f"{spec.id}: {rec.get('outcome', rec.get('reason'))} texts {rec.get('texts', rec.get('how'))} wrong {rec['wrong']} "
                               f"cpu {rec['cpu_total'] * 1000:.0f} ms wall {rec['t_total'] * 1000:.0f} ms  {json.dumps(spec.params(), ensure_ascii=False)}")
                     if args.keep:
                         args.keep.mkdir(parents=True, exist_ok=True)
@@ -933,7 +1073,16 @@ def main(argv: list[str] | None = None) -> int:
         meta["corpus_s"] = time.perf_counter() - t0
     meta.update(waited_for_generation_s=waited, overlap=overlap, total_s=time.perf_counter() - t_start, loadavg_end=os.getloadavg(),
                 loadavg_1min_during=dict(min=min(loads), median=statistics.median(loads), max=max(loads)) if loads else None)
-    out = report(records, corpus, args, meta)
+    corpus_plain = None
+    if not (args.no_corpus or args.only) and CORPUS_PHOTOS.is_dir() and (n_mid or n_plain):
+        corpus_plain = run_plain_corpus(args.budget, stages)
+    main_records = [r for r in records if r["kind"] not in MIDDLE_KINDS]
+    out = report(main_records, corpus, args, meta) if main_records or corpus else {"meta": meta}
+    middle, middle_targets = report_middle(records, corpus_plain)
+    for name, value, ok in middle_targets:
+        print(f"  {_verdict(ok)}  {name:<52} {value}")
+    out["middle"] = middle
+    out["targets"] = out.get("targets", []) + [dict(target=n, value=v, passed=ok) for n, v, ok in middle_targets]
     print()
     print(f"run: {meta['total_s'] / 60:.1f} min ({args.jobs} generator processes, waited for them "
           f"{waited / 60:.1f} min; {'overlapping timing on the other CPUs' if overlap else 'never during timing'}); "

@@ -34,11 +34,16 @@ refusal refuses the whole card, so the order only chooses the sentence.
    another patient's number read wrong: we cannot tell, so we refuse (R1)
    rather than ignore it, even when the rest of the card is consistent.
    Barcodes that hold no number-like text (a product code, a URL) are ignored.
-9. ``NO_ID_FOUND``: no valid number anywhere; or (photo series, video) the first
+9. ``UNREADABLE_LABEL_MID_CARD``: a middle picture or clip (where the number is
+   not required) shows a label-like region from which no number could be read
+   although OCR saw a number-like line there, or could not finish, or no OCR
+   reader is installed (``method`` ``unread_label`` evidence, issue 12). The
+   label may be another patient's; we cannot tell, so we refuse (R1, R4).
+10. ``NO_ID_FOUND``: no valid number anywhere; or (photo series, video) the first
    or the last position shows none. R3 wants the label both first and last; a
    missing one is "not found" rather than "mismatch" (nothing disagrees; the
    fix is to photograph the label again), and the detail names the file.
-10. ``ID_MISSING_ON_FRAME``: assault or ultrasound: a picture (or DICOM file) without
+11. ``ID_MISSING_ON_FRAME``: assault or ultrasound: a picture (or DICOM file) without
    the number; a clip whose first or last seconds do not show it (assault), or an
    ultrasound cine with a sampled frame that does not (its overlay is on every frame).
 
@@ -143,6 +148,11 @@ def decide(
     if invalid:
         return refuse(Reason.INVALID_ID, "a number that does not validate: " + "; ".join(
             f"{e.relative_path}{_frame(e)}: {e.text!r} ({e.method.value})" for e in invalid[:_DETAIL_FILES]))
+
+    unread = [e for e in evidence if e.method == Method.UNREAD_LABEL]
+    if unread:
+        return refuse(Reason.UNREADABLE_LABEL_MID_CARD, "a label that could not be read: " + "; ".join(
+            f"{e.relative_path}{_frame(e)}: {e.text}" for e in unread[:_DETAIL_FILES]))
 
     gaps = [(p, pos, part) for p, poss in positions.items() for pos in poss
             for part in _parts(pos, kinds[p], mode, windows.get(p))

@@ -61,12 +61,14 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageOps
 
-from bildsluss_common.readers import Reading
+from bildsluss_common.readers import Method, Reading
 
 from bildsluss_common.identity import numbers
 from bildsluss_common.readers import barcode as barcode_reader
+from bildsluss_common.readers import regions as label_regions
 from bildsluss_common.readers.budget import Budget
 from agent.card.model import Evidence, MediaFile, MediaKind, Mode, ScanResult, StageError
 from agent.card.reasons import Reason
@@ -78,6 +80,8 @@ BARCODE_SHARE = 0.5
 # Share of what is left that the full-resolution barcode passes may use when the
 # cheap passes on a reduced decode read nothing (they then mostly miss: small labels).
 REDUCED_MISS_SHARE = 0.3
+# Share of the frame's budget a middle frame's label-like regions get at least.
+MIDDLE_FLOOR = 0.5
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -267,12 +271,16 @@ def open_reduced(path) -> tuple[Image.Image, float]:
 
 def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], path: str, frame: int,
                 *, required: bool, reduced: barcode_reader.ReducedRead | None = None,
-                budget: Budget | None = None) -> None:
+                budget: Budget | None = None,
+                regions: Sequence[label_regions.LabelRegion] | None = None) -> None:
     """Barcodes on one photo or video frame; OCR of the printed number where required.
 
     ``image`` may be a function that decodes it, called only when needed;
     ``reduced`` what the cheap barcode passes read on a reduced decode, when the
-    caller ran them (:func:`barcode_reader.read_reduced`), within ``budget``.
+    caller ran them (:func:`barcode_reader.read_reduced`), within ``budget``;
+    ``regions`` the label-like regions found on that reduced decode. A frame that
+    is not required (a middle picture, a middle clip) is read by
+    :func:`_read_middle`: its label-like regions, fully.
     """
     budget = budget or Budget(ctx.budget_s)
     ocr_next = required and ctx.ocr is not None
@@ -282,6 +290,9 @@ def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], p
         if any(is_identity(e) for e in found):
             return
         seen = {(r.symbology, r.text) for r in reduced.readings}
+    if not required and reduced is not None:
+        _read_middle(ctx, image, path, frame, regions=regions, budget=budget, seen=seen)
+        return
     if callable(image):
         image = image()
     # After the cheap passes on a reduced copy read nothing, the full-resolution
@@ -295,6 +306,10 @@ def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], p
         found = ctx.add([r for r in readings if (r.symbology, r.text) not in seen], path, frame)
         if any(is_identity(e) for e in found):
             return
+        seen |= {(r.symbology, r.text) for r in readings}
+    if not required:  # a decoded middle video frame: its label-like regions, fully
+        _read_middle(ctx, image, path, frame, regions=None, budget=budget, seen=seen)
+        return
     if not ocr_next:
         return
     try:
@@ -303,6 +318,103 @@ def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], p
         log.warning("identity: OCR failed on %s frame %d: %s", path, frame, exc)
         return
     ctx.add(printed, path, frame)
+
+
+def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], path: str, frame: int,
+                 *, regions: Sequence[label_regions.LabelRegion] | None, budget: Budget,
+                 seen: set[tuple[str, str]]) -> None:
+    """A frame where the number is not required, after its barcode passes read none.
+
+    R4 still wants every frame checked for another patient. Each label-like region
+    (:mod:`bildsluss_common.readers.regions`; found on the reduced decode, or here
+    on a reduced copy of a decoded video frame) is read fully: a full-resolution
+    crop, every barcode pass on it, then OCR of the crop. A region from which
+    nothing identity-like is read although OCR saw a number-like word there (one
+    that is not the printed text of a product's barcode on the frame), or where
+    no OCR reader is installed, becomes an ``UNREAD_LABEL``
+    evidence: the decide stage refuses the card (UNREADABLE_LABEL_MID_CARD).
+    Without a label-like region the frame is done: no full decode is paid.
+    """
+    if regions is None:
+        if callable(image):
+            image = image()
+        grey, scale = reduced_grey(image)
+        regions = label_regions.find_label_regions(grey, scale=scale)
+    if not regions:
+        return
+    if callable(image):
+        image = image()
+    # A label found is read with at least this much of the frame's budget, so
+    # that a long cheap pass does not turn a readable label into a refusal.
+    budget = Budget(max(budget.left(), MIDDLE_FLOOR * ctx.budget_s))
+    for region in regions:
+        crop, (x0, y0) = _crop(image, region.box)
+        if crop is None:
+            continue
+        readings = barcode_reader.read_barcodes(crop, budget_s=budget.left() * BARCODE_SHARE / 2,
+                                                enough=ctx.has_identity)
+        readings = [_moved(r, x0, y0) for r in readings if (r.symbology, r.text) not in seen]
+        seen |= {(r.symbology, r.text) for r in readings}
+        if any(is_identity(e) for e in ctx.add(readings, path, frame)):
+            return
+        why = _read_label_crop(ctx, crop, (x0, y0), path, frame, budget, products=[t for _, t in seen])
+        if why is None:
+            return  # a number (valid or not) was read: decide judges it
+        if not why:
+            continue  # OCR saw no number-like text: not a label (a false find)
+        ctx.evidence.append(Evidence(relative_path=path, frame=frame, method=Method.UNREAD_LABEL,
+                                     text=why, patient_id=None, position=region.box))
+        log.info("identity: %s frame %d shows a label-like region at %s that could not be read (%s)",
+                 path, frame, region.box, why)
+
+
+def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], path: str, frame: int,
+                     budget: Budget, products: Sequence[str] = ()) -> str | None:
+    """OCR of one label-like crop. None when it read an identity-number-looking text
+    (added as evidence); otherwise why the region counts as an unread label, or ""
+    when OCR saw nothing number-like there (not a label: a false find).
+
+    ``products``: the texts of the frame's barcodes that hold no number (a
+    dressing's lot code). A number-like line that is part of one of them is the
+    barcode's printed text, not an unread patient number."""
+    if ctx.ocr is None or not hasattr(ctx.ocr, "read_label_text"):
+        return "a label-like region, and no OCR reader is installed to read it"
+    try:
+        text = ctx.ocr.read_label_text(crop, budget_s=max(budget.left(), 0.1))
+    except Exception as exc:  # OCR trouble is "could not read", never a pass
+        log.warning("identity: OCR failed on a label-like region of %s frame %d: %s", path, frame, exc)
+        return f"a label-like region; OCR failed: {type(exc).__name__}"
+    found = ctx.add([_moved(r, *origin) for r in text.readings], path, frame)
+    if any(is_identity(e) for e in found):
+        return None
+    unexplained = [t for t in text.number_like if not any(t in p for p in products)]
+    if unexplained:
+        return "a label-like region with a number-like line that is not a patient number"
+    return ""
+
+
+def _crop(image: Image.Image, box: tuple[int, int, int, int]) -> tuple[Image.Image | None, tuple[int, int]]:
+    """The region of the full-resolution frame, with a margin of a tenth of its size."""
+    x, y, w, h = box
+    m = max(w, h) // 10
+    x0, y0 = max(0, x - m), max(0, y - m)
+    x1, y1 = min(image.width, x + w + m), min(image.height, y + h + m)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None, (0, 0)
+    return image.crop((x0, y0, x1, y1)), (x0, y0)
+
+
+def _moved(r: Reading, dx: int, dy: int) -> Reading:
+    x, y, w, h = r.position
+    return dataclasses.replace(r, position=(x + dx, y + dy, w, h))
+
+
+def reduced_grey(image: Image.Image) -> tuple[np.ndarray, float]:
+    """A grey copy of a decoded frame about 2000 px wide (as a JPEG's reduced decode
+    is), for the label-region search; and the factor from its pixels to the frame's."""
+    factor = max(1, round(max(image.size) / 2000))
+    small = image.reduce(factor) if factor > 1 else image
+    return barcode_reader.to_grey(small), image.width / small.width
 
 
 def read_frame(
@@ -352,10 +464,14 @@ def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool,
     budget = Budget(ctx.budget_s)
     small, scale = reduced if reduced is not None else open_reduced(path)
     share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
-    reduced = barcode_reader.read_reduced(small, scale=scale, budget_s=budget.left() * share,
+    grey = barcode_reader.to_grey(small)
+    reduced = barcode_reader.read_reduced(grey, scale=scale, budget_s=budget.left() * share,
                                           enough=ctx.has_identity)
+    regions = None
+    if not required and not ctx.has_identity(list(reduced.readings)):
+        regions = label_regions.find_label_regions(grey, scale=scale)
     _read_frame(ctx, lambda: open_upright(path), relative_path, 0, required=required,
-                reduced=reduced, budget=budget)
+                reduced=reduced, budget=budget, regions=regions)
 
 
 def _read_image(ctx: _Context, media: MediaFile, *, required: bool,

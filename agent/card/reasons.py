@@ -35,6 +35,9 @@ class Reason(str, enum.Enum):
     CARD_UNREADABLE = "CARD_UNREADABLE"
     # Issue 17: the capture PC's spool has no room for the card's stripped copies.
     SPOOL_FULL = "SPOOL_FULL"
+    # Issue 12: a middle picture (or clip) shows a label-like region whose number
+    # could not be read: it may be another patient's label (R4).
+    UNREADABLE_LABEL_MID_CARD = "UNREADABLE_LABEL_MID_CARD"
 
     def __str__(self) -> str:  # so f"{reason}" prints the code
         return self.value
@@ -129,6 +132,12 @@ STAFF_MESSAGES: dict[Reason, str] = {
         "This computer has no room left to prepare the pictures. Nothing was sent and "
         "nothing was deleted; keep the card, do not reuse it, and contact IT."
     ),
+    Reason.UNREADABLE_LABEL_MID_CARD: (
+        "A picture in the middle of the card shows a patient label that could not be read, "
+        "so it may belong to another patient. Nothing was sent and nothing was deleted; look "
+        "at that picture, remove it if it shows another patient, or photograph the label again "
+        "sharp and close."
+    ),
 }
 
 
@@ -182,6 +191,7 @@ TITLES_SV: dict[Reason, str] = {
     Reason.CARD_UNREADABLE: "kortet kan inte läsas",
     Reason.FORMAT_NOT_ACCEPTED: "bildformatet tas inte emot (HEIC/HEIF)",
     Reason.SPOOL_FULL: "datorn har inte plats för bilderna",
+    Reason.UNREADABLE_LABEL_MID_CARD: "oläslig patientetikett mitt på kortet",
 }
 
 STAFF_MESSAGES_SV: dict[Reason, str] = {
@@ -263,6 +273,11 @@ STAFF_MESSAGES_SV: dict[Reason, str] = {
     Reason.SPOOL_FULL: (
         "Datorn har inte plats att förbereda bilderna. Inget skickades och inget raderades; "
         "behåll kortet, använd det inte igen och kontakta IT."
+    ),
+    Reason.UNREADABLE_LABEL_MID_CARD: (
+        "En bild mitt på kortet visar en patientetikett som inte gick att läsa, så den kan höra "
+        "till en annan patient. Inget skickades och inget raderades; titta på bilden, ta bort den "
+        "om den visar en annan patient, eller fotografera etiketten igen skarpt och nära."
     ),
 }
 

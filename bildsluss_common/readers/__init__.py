@@ -27,6 +27,10 @@ class Method(str, enum.Enum):
     # shown in the ingest outcome's evidence (the archive records the device
     # itself in the manifest).
     DEVICE = "device"
+    # Not an identity reading either: a label-like region on a middle picture or
+    # video frame from which no number could be read (issue 12). It refuses the
+    # card (UNREADABLE_LABEL_MID_CARD): the label may be another patient's (R4).
+    UNREAD_LABEL = "unread_label"
 
 
 @dataclasses.dataclass(frozen=True)

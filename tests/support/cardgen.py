@@ -199,6 +199,8 @@ def make_card(
     housekeeping: bool = True,
     printed_number: bool = True,
     barcode: bool = True,
+    print_only_at: Sequence[int] = (),
+    barcode_only_at: Sequence[int] = (),
     label_angle: float | None = None,
     label_scale: float = 0.30,
     payloads: dict[int, str] | None = None,
@@ -216,6 +218,8 @@ def make_card(
     printed text follows it. ``label_angle`` fixes the label's rotation in
     degrees (default: a random tilt within +-8). ``barcode=False`` prints the
     number only; ``printed_number=False`` leaves out the printed digits.
+    ``print_only_at`` and ``barcode_only_at`` do the same for single images
+    (0-based), e.g. another patient's print-only label in the middle of a card.
     """
     root = pathlib.Path(root)
     if n_images < 1:
@@ -248,17 +252,19 @@ def make_card(
         if label is not None:
             angle = label_angle if label_angle is not None else float(rng.uniform(-8, 8))
             printed = payloads[i] if payloads and i in payloads else label
+            coded = barcode and i not in print_only_at
             sticker = _sticker(
-                printed=printed, payload=payload if barcode else None, symbology=symbology,
+                printed=printed, payload=payload if coded else None, symbology=symbology,
                 name=TEST_NAME if label == TEST_PATIENT
                 else _NAMES[sum(map(ord, compact(label))) % len(_NAMES)],
-                printed_number=printed_number,
+                printed_number=printed_number and i not in barcode_only_at,
             )
             box = _place(scene, sticker, angle, label_scale, rng)
         img = _photograph(scene, rng, blur)
         img.save(root / rel, "JPEG", quality=90, optimize=False)
         when = start + dt.timedelta(seconds=37 * i + int(rng.integers(0, 20)))
-        specs.append(ImageSpec(rel, label, payload if barcode else None, when, box))
+        specs.append(ImageSpec(rel, label, payload if barcode and i not in print_only_at else None,
+                               when, box))
 
     exif_source = _write_metadata(root, specs, cam, rng) if exif else None
 

@@ -1,0 +1,157 @@
+"""No label in a middle picture goes unread (issue 12, R4).
+
+A middle picture of a photo series is not required to show the number, but it
+must not show another patient's. Its label-like regions are found on the
+reduced decode and read fully (barcode on a full-resolution crop, then OCR of
+the crop); a label that still reads as nothing refuses the card. Real cards
+(tests.support.cardgen), real corpus photos, real zxing-cpp and tesseract.
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from agent.card import scan as scan_stage
+from agent.card.decide import decide
+from agent.card.identify import identify, open_reduced, read_frame, read_picture
+from agent.card.model import Method, Mode
+from agent.card.reasons import Reason, STAFF_MESSAGES, STAFF_MESSAGES_SV, TITLES_SV
+from bildsluss_common.readers import barcode
+from bildsluss_common.readers.regions import find_label_regions
+from tests.support.cardgen import make_card, make_personnummer
+
+pytest.importorskip("bildsluss_common.readers.ocr")
+
+PATIENT = "19121212-1212"
+CANONICAL = "191212121212"
+OTHER = make_personnummer("19820415", "238")
+OTHER_CANONICAL = OTHER.replace("-", "")
+CORPUS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus"
+PHOTOS = CORPUS / "exif" / "exif-samples" / "jpg"
+# A generous budget: tesseract is slow on a busy machine, and a budget cut short
+# can only refuse a card, never pass one.
+BUDGET = 6.0
+
+
+def run(root: pathlib.Path, mode: Mode = Mode.PHOTO):
+    scan = scan_stage.scan(root)
+    identified = identify(scan, mode, budget_s=BUDGET)
+    return scan, identified, decide(scan, identified, mode, expect=None)
+
+
+def test_another_patients_print_only_label_in_the_middle_is_read(tmp_path):
+    # The issue's case: barcode labels first and last, another patient's label
+    # with no barcode in the middle. Before issue 12 it was never OCR'd, and the
+    # card was archived for the first patient.
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=4, megapixels=2.0, seed=11,
+                     extra_patient_at=2, extra_patient=OTHER, print_only_at=(2,), label_angle=4)
+    _, identified, decision = run(spec.root)
+    middle = identified.on(spec.files[2])
+    assert {e.patient_id for e in middle if e.patient_id} == {OTHER_CANONICAL}
+    assert {e.method for e in middle if e.patient_id} == {Method.OCR}
+    assert decision.reason == Reason.MIXED_PATIENTS and spec.files[2] in decision.detail
+    assert not decision.accepted
+
+
+def test_another_patients_barcode_only_label_in_the_middle_mixes_the_card(tmp_path):
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=12,
+                     extra_patient_at=1, extra_patient=OTHER, barcode_only_at=(1,))
+    _, identified, decision = run(spec.root)
+    assert {e.patient_id for e in identified.on(spec.files[1]) if e.patient_id} == {OTHER_CANONICAL}
+    assert decision.reason == Reason.MIXED_PATIENTS and spec.files[1] in decision.detail
+
+
+def test_a_middle_label_whose_number_cannot_be_read_refuses_the_card(tmp_path):
+    # The label's last four digits are covered ("19820415-XXXX"): a number-like
+    # line, but no number. It may be another patient: refuse, never archive.
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=13,
+                     extra_patient_at=1, extra_patient=OTHER, payloads={1: "19820415-XXXX"},
+                     print_only_at=(1,), label_angle=-3)
+    _, identified, decision = run(spec.root)
+    unread = [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]
+    assert [e.relative_path for e in unread] == [spec.files[1]]
+    assert "number-like" in unread[0].text and unread[0].patient_id is None
+    bx, by, bw, bh = spec.images[1].label_box
+    x, y, w, h = unread[0].position  # the region found covers the sticker
+    assert x <= bx + bw // 2 <= x + w and y <= by + bh // 2 <= y + h
+    assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD
+    assert spec.files[1] in decision.detail and not decision.accepted
+    assert unread[0].to_json()["method"] == "unread_label"
+
+
+def test_the_unreadable_label_reason_speaks_to_staff():
+    reason = Reason.UNREADABLE_LABEL_MID_CARD
+    assert "another patient" in STAFF_MESSAGES[reason] and "Nothing was sent" in STAFF_MESSAGES[reason]
+    assert "annan patient" in STAFF_MESSAGES_SV[reason] and TITLES_SV[reason]
+
+
+def _set_capture_time(path: pathlib.Path, when: str) -> None:
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-DateTimeOriginal={when}",
+                    f"-CreateDate={when}", str(path)], check=True)
+
+
+@pytest.mark.skipif(not PHOTOS.is_dir(), reason="the shared corpus is not here")
+def test_ordinary_photos_in_the_middle_are_archived(tmp_path):
+    # Real photos from the corpus (outdoor scenes with sky and foliage, which the
+    # label search finds label-like, and a phone photo) between the first and the
+    # last label, plus generated skin photos: no label, no refusal.
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=4, megapixels=2.0, seed=14)
+    folder = spec.root / "DCIM" / spec.camera.folder
+    _set_capture_time(spec.root / spec.files[-1], "2026:03:14 11:00:00")
+    photos = ["gps/DSCN0010.jpg", "gps/DSCN0025.jpg", "orientation/landscape_6.jpg", "mobile/jolla.jpg"]
+    for n, name in enumerate(photos):
+        target = folder / f"IMG_{9001 + n}.JPG"
+        shutil.copyfile(PHOTOS / name, target)
+        _set_capture_time(target, f"2026:03:14 10:{10 + n}:00")
+    scan, identified, decision = run(spec.root)
+    assert len(scan.media) == 8 and scan.media[-1].relative_path == spec.files[-1]
+    assert not [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]
+    assert decision.accepted and decision.patient_id == CANONICAL
+
+
+def test_a_middle_picture_without_a_label_skips_the_full_decode(tmp_path, monkeypatch):
+    # The middle picture of an ordinary card: its reduced decode shows no
+    # label-like region, so neither the full decode nor OCR is paid.
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=15)
+    from agent.card import identify as identify_module
+    calls = []
+    monkeypatch.setattr(identify_module, "open_upright",
+                        lambda path: calls.append(path) or pytest.fail("full decode of a plain middle picture"))
+    assert read_picture(spec.root / spec.files[1], spec.files[1], required=False) == []
+    assert calls == []
+
+
+def test_label_regions_are_found_on_the_reduced_decode(tmp_path):
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=12.0, seed=16,
+                     label_on=(1,), label_scale=0.15, print_only_at=(1,))
+    small, scale = open_reduced(spec.root / spec.files[1])
+    regions = find_label_regions(barcode.to_grey(small), scale=scale)
+    assert regions, "a 600 px print-only label on a 12 MP frame was not found"
+    bx, by, bw, bh = spec.images[1].label_box
+    x, y, w, h = regions[0].box
+    assert x <= bx + bw // 2 <= x + w and y <= by + bh // 2 <= y + h
+    for plain in (0, 2):  # skin only
+        small, scale = open_reduced(spec.root / spec.files[plain])
+        assert find_label_regions(barcode.to_grey(small), scale=scale) == []
+
+
+def test_odd_images_have_no_regions():
+    for shape in ((1, 1), (3, 500), (40, 40)):
+        assert find_label_regions(np.zeros(shape, np.uint8)) == []
+    assert find_label_regions(np.full((300, 400), 255, np.uint8)) == []  # glare: paper, no ink
+
+
+def test_a_middle_video_frame_with_a_print_only_label_is_read(tmp_path):
+    # Video frames (decoded, no reduced pass) in photo mode: a frame that is not
+    # required gets the same label search and reading as a middle picture.
+    spec = make_card(tmp_path / "card", patient=OTHER, n_images=1, megapixels=2.0, seed=17,
+                     print_only_at=(0,), label_angle=2)
+    from agent.card.identify import open_upright
+    image = open_upright(spec.root / spec.files[0])
+    evidence = read_frame(image, "clip.mp4", 12, required=False, budget_s=BUDGET)
+    assert {e.patient_id for e in evidence if e.patient_id} == {OTHER_CANONICAL}
+    assert all(e.frame == 12 for e in evidence)
