@@ -463,3 +463,39 @@ def test_expected_reservnummer_needs_the_configured_formats():
     assert accepted.accepted and accepted.patient_id == reserve
     refused = decide(s, r, Mode.PHOTO, expect=reserve)
     assert not refused.accepted and refused.reason == Reason.INVALID_ID
+
+
+# --------------------------------------------------------------------------- unread labels (issue 12)
+
+
+def unread(path: str) -> Evidence:
+    return Evidence(relative_path=path, frame=0, method=Method.UNREAD_LABEL,
+                    text="a label-like region with a number-like line that is not a patient number",
+                    patient_id=None, position=(10, 20, 300, 120))
+
+
+def test_an_unread_label_in_the_middle_refuses_the_card():
+    s = photos(4)
+    p = paths(s)
+    d = decide(s, result(s, ev(p[0], A), unread(p[2]), ev(p[3], A)), Mode.PHOTO, expect=None)
+    assert d.reason == Reason.UNREADABLE_LABEL_MID_CARD and not d.accepted
+    assert p[2] in d.detail and "number-like" in d.detail
+    assert d.evidence[1].to_json()["method"] == "unread_label"
+    # With the EHR's own patient on the ends, still refused: the label may be another's.
+    d = decide(s, result(s, ev(p[0], A), unread(p[2]), ev(p[3], A)), Mode.PHOTO, expect=A_TEXT)
+    assert d.reason == Reason.UNREADABLE_LABEL_MID_CARD
+
+
+def test_another_patient_read_elsewhere_says_mixed_before_unread():
+    s = photos(4)
+    p = paths(s)
+    d = decide(s, result(s, ev(p[0], A), unread(p[1]), ev(p[2], B), ev(p[3], A)), Mode.PHOTO, expect=None)
+    assert d.reason == Reason.MIXED_PATIENTS
+
+
+def test_a_misread_number_says_invalid_before_unread():
+    s = photos(3)
+    p = paths(s)
+    d = decide(s, result(s, ev(p[0], A), ev(p[1], None, text="19121212-1213", invalid=True),
+                         unread(p[1]), ev(p[2], A)), Mode.PHOTO, expect=None)
+    assert d.reason == Reason.INVALID_ID

@@ -13,15 +13,21 @@ below, ``_read_<kind>``):
   anywhere on it. Where the rules require the number (the first and last image
   of a photo series; every image in assault mode) and no identity-looking
   barcode was read there, the printed number is read by OCR
-  (:mod:`bildsluss_common.readers.ocr`) as the fallback. Middle images of a photo series
-  are not OCR'd: OCR is slow and the readers most likely to misread.
+  (:mod:`bildsluss_common.readers.ocr`) as the fallback. A middle image of a photo
+  series is not OCR'd whole (OCR is slow and the reader most likely to misread);
+  its label-like regions are (:func:`_read_middle`, issue 12): found cheaply on
+  the reduced decode, each is read fully (barcode on a full-resolution crop, then
+  OCR of the crop), and one that shows a number-like line but reads as no number
+  refuses the card (``unread_label`` evidence, UNREADABLE_LABEL_MID_CARD).
+  ``docs/identity-reading.md``.
 * **Ultrasound images and cine clips** (ultrasound mode): the burned-in overlay
   by OCR, on the image and on every sampled frame of a clip (an MP4 cine export).
 * **DICOM files**: the header's PatientID and the overlay of every frame
   (:mod:`bildsluss_common.readers.dicom`).
 * **Video**: the first and last seconds (:mod:`agent.card.video`), each
   sampled frame read like an image (barcode, then OCR on the frames of the
-  window where the number is required); in ultrasound mode like an ultrasound
+  window where the number is required; a middle clip's frames like a middle
+  image, label-like regions included); in ultrasound mode like an ultrasound
   image (its overlay).
 * **Audio**: nothing to read; the patient comes from the EHR context (decide).
 
