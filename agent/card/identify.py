@@ -471,13 +471,13 @@ def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool,
     small, scale = reduced if reduced is not None else open_reduced(path)
     share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
     grey = barcode_reader.to_grey(small)
-    reduced = barcode_reader.read_reduced(grey, scale=scale, budget_s=budget.left() * share,
-                                          enough=ctx.has_identity)
+    cheap = barcode_reader.read_reduced(grey, scale=scale, budget_s=budget.left() * share,
+                                        enough=ctx.has_identity)
     regions = None
-    if not required and not ctx.has_identity(list(reduced.readings)):
+    if not required and not ctx.has_identity(list(cheap.readings)):
         regions = label_regions.find_label_regions(grey, scale=scale)
     _read_frame(ctx, lambda: open_upright(path), relative_path, 0, required=required,
-                reduced=reduced, budget=budget, regions=regions)
+                reduced=cheap, budget=budget, regions=regions)
 
 
 def _read_image(ctx: _Context, media: MediaFile, *, required: bool,

@@ -79,7 +79,7 @@ def find_label_regions(grey: np.ndarray, *, scale: float = 1.0, limit: int = 4) 
         return []
     h, w = grey.shape
     factor = max(1, int(round(max(h, w) / WORK_SIDE)))
-    small = cv2.resize(grey, (w // factor, h // factor), interpolation=cv2.INTER_AREA) \
+    small: np.ndarray = cv2.resize(grey, (w // factor, h // factor), interpolation=cv2.INTER_AREA) \
         if factor > 1 else grey
     sh, sw = small.shape
     gh, gw = sh // CELL, sw // CELL
@@ -100,9 +100,8 @@ def find_label_regions(grey: np.ndarray, *, scale: float = 1.0, limit: int = 4) 
     # An ink cell counts only next to paper: a dark hair on skin is not print.
     near_paper = cv2.dilate(paper.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     ink &= near_paper
-    both = (paper | ink).astype(np.uint8)
-    both = cv2.morphologyEx(both, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(both, connectivity=8)
+    closed = cv2.morphologyEx((paper | ink).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     px = CELL * factor * scale  # full-picture pixels per cell
     min_cells = max(2, int(MIN_LABEL_PX / px))
     found: list[LabelRegion] = []
