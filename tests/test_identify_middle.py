@@ -155,3 +155,13 @@ def test_a_middle_video_frame_with_a_print_only_label_is_read(tmp_path):
     evidence = read_frame(image, "clip.mp4", 12, required=False, budget_s=BUDGET)
     assert {e.patient_id for e in evidence if e.patient_id} == {OTHER_CANONICAL}
     assert all(e.frame == 12 for e in evidence)
+
+
+def test_a_label_whose_reading_is_cut_short_refuses(tmp_path):
+    # A budget too small to read the label's print: unsure, so refused, never archived.
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=1, megapixels=2.0, seed=18,
+                     print_only_at=(0,), label_angle=5)
+    evidence = read_picture(spec.root / spec.files[0], spec.files[0], required=False, budget_s=0.05)
+    assert not any(e.patient_id for e in evidence)
+    assert [e.text for e in evidence if e.method == Method.UNREAD_LABEL] == [
+        "a label-like region that could not be read within the time budget"]

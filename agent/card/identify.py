@@ -86,8 +86,9 @@ BARCODE_SHARE = 0.5
 # Share of what is left that the full-resolution barcode passes may use when the
 # cheap passes on a reduced decode read nothing (they then mostly miss: small labels).
 REDUCED_MISS_SHARE = 0.3
-# Share of the frame's budget a middle frame's label-like regions get at least.
-MIDDLE_FLOOR = 0.5
+# A middle frame's label-like region is read within the frame's budget (CPU) of its
+# own; its wall-clock backstop is this many times that (budget.WALL_FACTOR is 4).
+MIDDLE_WALL_FACTOR = 10.0
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -336,8 +337,9 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
     on a reduced copy of a decoded video frame) is read fully: a full-resolution
     crop, every barcode pass on it, then OCR of the crop. A region from which
     nothing identity-like is read although OCR saw a number-like word there (one
-    that is not the printed text of a product's barcode on the frame), or where
-    no OCR reader is installed, becomes an ``UNREAD_LABEL``
+    that is not the printed text of a product's barcode on the frame), or whose
+    reading the budget cut short before print it saw (or anything) was read, or
+    where no OCR reader is installed, becomes an ``UNREAD_LABEL``
     evidence: the decide stage refuses the card (UNREADABLE_LABEL_MID_CARD).
     Without a label-like region the frame is done: no full decode is paid.
     """
@@ -350,10 +352,13 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
         return
     if callable(image):
         image = image()
-    # A label found is read with at least this much of the frame's budget, so
-    # that a long cheap pass does not turn a readable label into a refusal.
-    budget = Budget(max(budget.left(), MIDDLE_FLOOR * ctx.budget_s))
+    del budget  # the cheap passes' budget; each region gets its own below
     for region in regions:
+        # Each region found is read with the frame's whole budget of its own, and a
+        # wall-clock backstop MIDDLE_WALL_FACTOR times it: a region cut short is a
+        # refusal, so neither the cheap passes, nor a false find beside the label,
+        # nor a loaded PC may use up the time its reading needs.
+        budget = Budget(ctx.budget_s, wall_s=ctx.budget_s * MIDDLE_WALL_FACTOR + 1.0)
         crop, (x0, y0) = _crop(image, region.box)
         if crop is None:
             continue
@@ -386,7 +391,8 @@ def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], 
     if ctx.ocr is None or not hasattr(ctx.ocr, "read_label_text"):
         return "a label-like region, and no OCR reader is installed to read it"
     try:
-        text = ctx.ocr.read_label_text(crop, budget_s=max(budget.left(), 0.1))
+        text = ctx.ocr.read_label_text(crop, budget_s=max(budget.left(), 0.1),
+                                       wall_s=max(budget.wall_left(), 1.0))
     except Exception as exc:  # OCR trouble is "could not read", never a pass
         log.warning("identity: OCR failed on a label-like region of %s frame %d: %s", path, frame, exc)
         return f"a label-like region; OCR failed: {type(exc).__name__}"
@@ -396,6 +402,10 @@ def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], 
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
     if unexplained:
         return "a label-like region with a number-like line that is not a patient number"
+    if not text.complete and (text.printed or not text.words):
+        # Cut short by the budget (on a loaded PC, its wall-clock backstop) before
+        # print that was seen, or before anything at all, could be read: unsure.
+        return "a label-like region that could not be read within the time budget"
     return ""
 
 

@@ -796,6 +796,7 @@ class LabelText:
     number_like: tuple[str, ...]  # runs of 6+ digits (or look-alikes) seen: a number may be there
     printed: bool  # confident words: the crop shows print, not texture (_printed_text)
     complete: bool  # every pass ran; False when the budget ran out first
+    words: int = 0  # words OCR read on the crop, in every pass
 
 
 # Six or more digits or digit look-alikes in a row, as a personnummer's date part
@@ -834,7 +835,7 @@ def _printed_text(words: list[_Word]) -> bool:
     return sum(w.conf >= _PRINT_CONF and sum(ch.isalnum() for ch in w.text) >= 3 for w in words) >= 2
 
 
-def read_label_text(image: Image.Image, *, budget_s: float = 1.5) -> LabelText:
+def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float | None = None) -> LabelText:
     """OCR of a crop that looks like a label (a middle picture's label-like region).
 
     Reads like :func:`read_printed_numbers` (the crop's white regions, or the
@@ -843,9 +844,10 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5) -> LabelText:
     budget let every pass run: the identify stage refuses a card whose middle
     picture shows a label it could not read. The expensive line-by-line passes
     run only where the page pass saw print or a number-like word, so that a
-    false find (sky, foliage, a towel) costs one tesseract call.
+    false find (sky, foliage, a towel) costs one tesseract call. ``wall_s``: the
+    wall-clock backstop, when not the budget's default.
     """
-    deadline = _Deadline(budget_s)
+    deadline = _Deadline(budget_s, wall_s=wall_s)
     regions: list[LabelRegion | None] = list(label_regions(image)) or [None]
     readings: list[Reading] = []
     seen: list[_Word] = []
@@ -861,7 +863,7 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5) -> LabelText:
             break
     if not readings and deadline.left() < 0.1:
         complete = False  # a pass may have been cut short: unknown, not "nothing there"
-    return LabelText(tuple(readings), _number_like(seen), _printed_text(seen), complete)
+    return LabelText(tuple(readings), _number_like(seen), _printed_text(seen), complete, len(seen))
 
 
 # -- ultrasound overlays ------------------------------------------------------------
