@@ -338,7 +338,7 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
     crop, every barcode pass on it, then OCR of the crop. A region from which
     nothing identity-like is read although OCR saw a number-like word there (one
     that is not the printed text of a product's barcode on the frame), or whose
-    reading the budget cut short before print it saw (or anything) was read, or
+    reading the budget cut short before OCR read anything, or
     where no OCR reader is installed, becomes an ``UNREAD_LABEL``
     evidence: the decide stage refuses the card (UNREADABLE_LABEL_MID_CARD).
     Without a label-like region the frame is done: no full decode is paid.
@@ -402,9 +402,9 @@ def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], 
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
     if unexplained:
         return "a label-like region with a number-like line that is not a patient number"
-    if not text.complete and (text.printed or not text.words):
+    if not text.complete and not text.words:
         # Cut short by the budget (on a loaded PC, its wall-clock backstop) before
-        # print that was seen, or before anything at all, could be read: unsure.
+        # OCR read a word: whether it is a label is unknown, so unsure.
         return "a label-like region that could not be read within the time budget"
     return ""
 
