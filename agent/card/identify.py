@@ -338,7 +338,8 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
     crop, every barcode pass on it, then OCR of the crop. A region from which
     nothing identity-like is read although OCR saw a number-like word there (one
     that is not the printed text of a product's barcode on the frame), or whose
-    reading the budget cut short before OCR read anything, or
+    reading the budget cut short before OCR read anything or before print it saw
+    was read (unless a barcode without a number was read there: a product), or
     where no OCR reader is installed, becomes an ``UNREAD_LABEL``
     evidence: the decide stage refuses the card (UNREADABLE_LABEL_MID_CARD).
     Without a label-like region the frame is done: no full decode is paid.
@@ -368,7 +369,10 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
         seen |= {(r.symbology, r.text) for r in readings}
         if any(is_identity(e) for e in ctx.add(readings, path, frame)):
             return
-        why = _read_label_crop(ctx, crop, (x0, y0), path, frame, budget, products=[t for _, t in seen])
+        product_label = any(e.method == Method.BARCODE and e.relative_path == path and e.frame == frame
+                            and _inside(e.position, region.box) for e in ctx.evidence)
+        why = _read_label_crop(ctx, crop, (x0, y0), path, frame, budget, products=[t for _, t in seen],
+                               product_label=product_label)
         if why is None:
             return  # a number (valid or not) was read: decide judges it
         if not why:
@@ -380,7 +384,7 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
 
 
 def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], path: str, frame: int,
-                     budget: Budget, products: Sequence[str] = ()) -> str | None:
+                     budget: Budget, products: Sequence[str] = (), product_label: bool = False) -> str | None:
     """OCR of one label-like crop. None when it read an identity-number-looking text
     (added as evidence); otherwise why the region counts as an unread label, or ""
     when OCR saw nothing number-like there (not a label: a false find).
@@ -402,9 +406,10 @@ def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], 
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
     if unexplained:
         return "a label-like region with a number-like line that is not a patient number"
-    if not text.complete and not text.words:
+    if not text.complete and (not text.words or (text.printed and not product_label)):
         # Cut short by the budget (on a loaded PC, its wall-clock backstop) before
-        # OCR read a word: whether it is a label is unknown, so unsure.
+        # OCR read a word, or before the print it saw was read line by line: unsure.
+        # A region whose barcode was read and holds no number is a product's label.
         return "a label-like region that could not be read within the time budget"
     return ""
 
@@ -418,6 +423,12 @@ def _crop(image: Image.Image, box: tuple[int, int, int, int]) -> tuple[Image.Ima
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None, (0, 0)
     return image.crop((x0, y0, x1, y1)), (x0, y0)
+
+
+def _inside(position: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> bool:
+    """Whether the middle of ``position`` lies in ``box`` (both x, y, w, h)."""
+    cx, cy = position[0] + position[2] / 2, position[1] + position[3] / 2
+    return box[0] <= cx <= box[0] + box[2] and box[1] <= cy <= box[1] + box[3]
 
 
 def _moved(r: Reading, dx: int, dy: int) -> Reading:
