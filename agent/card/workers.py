@@ -87,9 +87,10 @@ def _start_worker(confinement: sandbox.Confinement | None) -> None:
     Image.init()  # every plugin, before the installation may be out of reach
     for name in _PRELOAD:
         importlib.import_module(name)
-    # A worker that stays its user can import a reader when a file needs it (a
-    # photo card needs neither PyAV nor pydicom: a second of CPU per worker saved).
-    for name in _OPTIONAL if confinement is not None and confinement.uid is not None else ():
+    # Landlock lets a confined worker read no Python source outside the system paths
+    # (an editable install, a developer's pyenv): every reader is imported first. An
+    # unconfined worker (not root) imports one when a file needs it.
+    for name in _OPTIONAL if confinement is not None else ():
         try:
             importlib.import_module(name)
         except ImportError:
