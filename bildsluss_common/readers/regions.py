@@ -29,6 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 
+# Imported here, not where used: the identify stage's worker processes import
+# every reader before they are confined (agent/card/workers.py), and a confined
+# worker may no longer read the installation's files.
+import cv2  # opencv-python-headless: a project dependency
 import numpy as np
 
 # Long side, in pixels, of the copy the search works on.
@@ -73,8 +77,6 @@ def find_label_regions(grey: np.ndarray, *, scale: float = 1.0, limit: int = 4) 
     ``scale`` maps its pixels to the full picture's, so that boxes refer to the
     full picture. Never raises for an odd image: a tiny or flat one has none.
     """
-    import cv2  # opencv-python-headless: a project dependency; imported where used
-
     if grey.ndim != 2 or min(grey.shape) < 4 * CELL:
         return []
     h, w = grey.shape
