@@ -174,7 +174,10 @@ class SyslogSink:
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SyslogSink:
         """``udp://host:port``, ``tcp://host:port`` or ``unix:///dev/log``."""
-        parsed = urllib.parse.urlparse(url)
+        try:
+            parsed = urllib.parse.urlparse(url)
+        except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+            raise ConfigError(f"syslog address {url!r} is not a URL: {exc}") from None
         if parsed.scheme in ("udp", "tcp"):
             try:
                 port = parsed.port

@@ -247,3 +247,9 @@ def test_an_event_that_cannot_be_formatted_never_raises_either(caplog):
         sink = SyslogSink.from_url(f"udp://127.0.0.1:{listener.getsockname()[1]}")
         assert sink.emit({**EVENT, "who": Unprintable()}) is False
         sink.close()
+
+
+def test_a_syslog_address_that_is_not_a_url_is_a_config_error():
+    # Found by the archive_config fuzz target: urlparse raised ValueError on "[".
+    with pytest.raises(ConfigError, match="not a URL"):
+        SyslogSink.from_url("udp://[::1")
