@@ -11,21 +11,16 @@ import pytest
 
 from archive_server.models import AgentBinding, AuditEvent, Case, Department
 from tests.archive.client import personnummer
-from tests.archive.databases import temp_database
-from tests.archive.world import OTHER, OWN, World
+from tests.archive.world import OTHER, OWN
 from tests.support.pki import throwaway_certificate
-from tests.support.web import Site, csrf_of, sysadmin
+from tests.support.web import fresh_site, Site, csrf_of, sysadmin
 
 
 @pytest.fixture(scope="module")
 def site(db_backend, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"webadmin-{db_backend}")
-    with temp_database(db_backend, directory / "db") as url:
-        world = World.create(url, directory / "data")
-        try:
-            yield Site.create(world)
-        finally:
-            world.close()
+    with fresh_site(db_backend, directory) as site:
+        yield site
 
 
 def test_administrator_manages_departments_users_roles_marks_and_agents(site):

@@ -17,9 +17,8 @@ from PIL import Image
 from archive_server import admin
 from archive_server.models import Case, CaseVersion
 from tests.archive.client import personnummer
-from tests.archive.databases import temp_database
-from tests.archive.world import LOCAL, OTHER, OWN, World
-from tests.support.web import shown, Site, csrf_of, ingest_media, jpeg_with_metadata
+from tests.archive.world import LOCAL, OTHER, OWN
+from tests.support.web import fresh_site, shown, Site, csrf_of, ingest_media, jpeg_with_metadata
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 ULTRASOUND = CORPUS / "dicom" / "ultrasound" / "OBXXXX1A_rle_2frame.dcm"
@@ -31,12 +30,8 @@ FORM = {"field.what": "Sår vänster underben", "field.why": "Uppföljning", "fi
 @pytest.fixture(scope="module")
 def site(db_backend, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"webcases-{db_backend}")
-    with temp_database(db_backend, directory / "db") as url:
-        world = World.create(url, directory / "data")
-        try:
-            yield Site.create(world)
-        finally:
-            world.close()
+    with fresh_site(db_backend, directory) as site:
+        yield site
 
 
 def new_case(site: Site, department: str = OWN, patient: str | None = None, dicom: bool = False) -> tuple[str, str]:

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.archive.databases import temp_database
-from tests.archive.world import OWN, World
-from tests.support.web import HTML, PASSWORD, Site, csrf_of
+from tests.archive.world import OWN
+from tests.support.web import fresh_site, HTML, PASSWORD, Site, csrf_of
 
 
 @pytest.fixture(scope="module")
 def site(db_backend, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"web-{db_backend}")
-    with temp_database(db_backend, directory / "db") as url:
-        world = World.create(url, directory / "data")
-        try:
-            yield Site.create(world)
-        finally:
-            world.close()
+    with fresh_site(db_backend, directory) as site:
+        yield site
 
 
 def test_login_page_headers_and_a_local_login(site):

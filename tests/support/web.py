@@ -4,7 +4,10 @@ the real ingest code), the Starlette app over it, and browsers as
 ``TestClient``s on https://testserver (the session cookie is ``Secure``)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import pathlib
+from collections.abc import Iterator
 import re
 import uuid
 
@@ -17,6 +20,7 @@ from archive_server.logins import Logins, set_password
 from archive_server.models import AuditEvent
 from archive_server.web import create_app
 from archive_server.web.context import WebContext
+from tests.archive.databases import temp_database
 from tests.archive.world import LOCAL, World
 
 PASSWORD = "ett långt lösenord 4711"
@@ -119,3 +123,14 @@ def sysadmin(site: Site, name: str | None = None) -> str:
 def shown(patient: str) -> str:
     """A 12-digit number as the pages show it (YYYYMMDD-NNNN)."""
     return f"{patient[:8]}-{patient[8:]}"
+
+
+@contextlib.contextmanager
+def fresh_site(db_backend: str, directory: pathlib.Path) -> Iterator[Site]:
+    """A :class:`Site` over a new :class:`World` in a database of its own (a module's fixture)."""
+    with temp_database(db_backend, directory / "db") as url:
+        world = World.create(url, directory / "data")
+        try:
+            yield Site.create(world)
+        finally:
+            world.close()
