@@ -111,7 +111,7 @@ def test_zero_rows_refused(tmp_path):
 
 
 CHILD = """
-import hashlib, json, resource, sys, warnings
+import hashlib, json, sys, warnings
 warnings.simplefilter("ignore")
 from agent.card.strip.dicom import deidentify
 data = open(sys.argv[1], "rb").read()
@@ -120,7 +120,10 @@ try:
     outcome = "stripped"
 except ValueError as exc:
     outcome = str(exc)
-print(json.dumps({"outcome": outcome, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve from the
+# forking process, so a pytest worker that once held 700 MB would be measured here.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"outcome": outcome, "peak_kib": peak}))
 """
 
 
