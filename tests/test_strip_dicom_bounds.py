@@ -110,6 +110,16 @@ def test_zero_rows_refused(tmp_path):
     assert "declared pixel size 0 x" in _refused(_save(ds, tmp_path / "zero.dcm"), tmp_path / "spool")
 
 
+def test_transfer_syntax_that_is_not_a_uid_refused(tmp_path):
+    """Found by fuzzing: the file meta's Transfer Syntax UID re-typed from UI to US
+    (explicit VR) reads as a list of numbers; it is refused, not a TypeError."""
+    path = _save(pydicom.dcmread(DICOM / "ultrasound/US1_UNCR.dcm"), tmp_path / "us.dcm")
+    data = path.read_bytes()
+    at = data.index(b"\x02\x00\x10\x00UI")  # (0002,0010) with its VR
+    path.write_bytes(data[:at + 4] + b"US" + data[at + 6:])
+    assert "transfer syntax is not one UID" in _refused(path, tmp_path / "spool")
+
+
 CHILD = """
 import hashlib, json, sys, warnings
 warnings.simplefilter("ignore")
