@@ -34,7 +34,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from archive_server.db import Database
 
 log = logging.getLogger(__name__)
+_Select = TypeVar("_Select", bound="sa.Select")  # a select of any columns
 
 # The interval the archive keeps to (and tells the agent to keep): what the
 # agent asked for, at least MIN and at most MAX. At most 5 minutes, so that an
@@ -410,7 +411,7 @@ def list_agents(db: "Database", now: dt.datetime | None = None, department: str 
     now = now or utcnow()
     out: list[dict[str, Any]] = []
     with db.read() as s:
-        def only(query: Any, column: Any) -> Any:
+        def only(query: _Select, column: Any) -> _Select:
             return query if agent_id is None else query.where(column == agent_id)
 
         agents = {a.agent_id: a for a in s.scalars(only(sa.select(Agent), Agent.agent_id))}

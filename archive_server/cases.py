@@ -13,7 +13,7 @@ import hashlib
 import pathlib
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
@@ -213,7 +213,7 @@ def media_of_case(db: Database, principal: Principal, case_id: str, sha256: str,
             .options(selectinload(MediaItem.blob)).limit(1)).one_or_none()
         if found is None:
             raise NotFound(f"case {case_id} has no media {sha256[:64]}")
-        item, version, annotations = found
+        item, version, annotations = cast("tuple[MediaItem, int, dict[str, Any] | None]", tuple(found))
         op.details.update(sha256=sha256, use=use)
         # The newest version holding the item, and its annotation layer on it.
         return {**media_json(item), "version": version, "latest": version == case.current_version,

@@ -239,7 +239,8 @@ def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     """The profile is dropped with the metadata, so its colours are converted first."""
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        converted = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        return converted if converted is not None else img  # None only when converted in place
     except Exception as exc:  # a broken profile: the pixels as they are
         log.warning("deidentify: ICC profile not applied: %s", exc)
         return img
@@ -323,10 +324,10 @@ def _ocr_passes(image: Image.Image) -> list[tuple[list[_Word], float]]:
     scale = 1.0
     if max(grey.size) > OCR_SIDE:
         scale = max(grey.size) / OCR_SIDE
-        grey = grey.resize((round(grey.width / scale), round(grey.height / scale)), Image.LANCZOS)
+        grey = grey.resize((round(grey.width / scale), round(grey.height / scale)), Image.Resampling.LANCZOS)
     elif max(grey.size) < SMALL_SIDE:
         # Small frames (a 640x480 ultrasound export): tesseract wants 20+ px text.
-        grey = grey.resize((grey.width * 2, grey.height * 2), Image.BICUBIC)
+        grey = grey.resize((grey.width * 2, grey.height * 2), Image.Resampling.BICUBIC)
         scale = 0.5
     images = [grey]
     if float(np.median(np.asarray(grey))) < DARK_MEDIAN:
@@ -378,7 +379,7 @@ def _labels_holding(image: Image.Image, found: list[MaskedRegion]) -> list[Maske
 def _face_cascade():
     import cv2  # imported here: only teaching copies need OpenCV
 
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + FACE_CASCADE)
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + FACE_CASCADE)  # type: ignore[attr-defined]  # not in cv2's stubs
     if cascade.empty():
         raise DeidentifyError(f"OpenCV's face cascade {FACE_CASCADE} is missing; "
                               "install opencv-python-headless < 5")
@@ -390,7 +391,7 @@ def _faces(image: Image.Image) -> list[Box]:
 
     W, H = image.size
     factor = FACE_SIDE / max(W, H)
-    small = image.convert("L").resize((max(1, round(W * factor)), max(1, round(H * factor))), Image.BILINEAR)
+    small = image.convert("L").resize((max(1, round(W * factor)), max(1, round(H * factor))), Image.Resampling.BILINEAR)
     a = cv2.equalizeHist(np.asarray(small))
     side = max(24, min(a.shape) // 20)
     hits = _face_cascade().detectMultiScale(a, scaleFactor=1.1, minNeighbors=FACE_NEIGHBOURS,

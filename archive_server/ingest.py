@@ -156,9 +156,10 @@ class IngestCore:
                 )
             department_id = (caller.department_id if caller is not None else
                              self._department(s, request.department_hsa_id, f"agent:{request.agent_id}").id)
-            open_sizes = [_declared(m) for m in s.scalars(sa.select(IngestSession.manifest).where(
+            open_manifests: list[list[dict[str, Any]]] = list(s.scalars(sa.select(IngestSession.manifest).where(
                 IngestSession.agent_id == request.agent_id, IngestSession.status == "open",
-                IngestSession.opened_at >= now - limits.OPEN_WINDOW))]
+                IngestSession.opened_at >= now - limits.OPEN_WINDOW)))
+            open_sizes = [_declared(m) for m in open_manifests]
             limits.check_open_sessions(request.agent_id, open_sizes, _declared(manifest),
                                        max_sessions=self.config.agent_max_open_sessions,
                                        max_bytes=self.config.agent_max_declared_bytes)

@@ -62,10 +62,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -78,6 +79,9 @@ from bildsluss_common.readers import regions as label_regions
 from bildsluss_common.readers.budget import Budget
 from agent.card.model import Evidence, MediaFile, MediaKind, Mode, ScanResult, StageError
 from agent.card.reasons import Reason
+
+# A picture as Pillow opens it: a file's path, or its bytes already read (the scan's).
+PictureSource = str | os.PathLike[str] | IO[bytes]
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +144,15 @@ def evidence_from_reading(
     text holds nothing that looks like a number (recorded, ignored by decide).
     """
     text = reading.text
-    base = dict(relative_path=relative_path, frame=frame, method=reading.method, text=text,
-                symbology=reading.symbology, position=reading.position)
     out: list[Evidence] = []
     seen: set[tuple[str | None, bool]] = set()
 
     def add(patient_id: str | None, invalid: bool) -> None:
         if (patient_id, invalid) not in seen:
             seen.add((patient_id, invalid))
-            out.append(Evidence(patient_id=patient_id, invalid=invalid, **base))
+            out.append(Evidence(patient_id=patient_id, invalid=invalid, relative_path=relative_path,
+                                frame=frame, method=reading.method, text=text,
+                                symbology=reading.symbology, position=reading.position))
 
     find = getattr(numbers, "find_candidates", None)
     if find is not None:
@@ -244,7 +248,7 @@ class _Context:
 _ORIENTATION = 0x0112  # EXIF Orientation
 
 
-def open_upright(path) -> Image.Image:
+def open_upright(path: PictureSource) -> Image.Image:
     """Decode a picture and apply its EXIF orientation, as staff saw it."""
     with Image.open(path) as img:
         img.load()
@@ -256,7 +260,7 @@ def open_upright(path) -> Image.Image:
             return img
 
 
-def open_reduced(path) -> tuple[Image.Image, float]:
+def open_reduced(path: PictureSource) -> tuple[Image.Image, float]:
     """An upright copy of a picture at about half size, cheaply: a JPEG is decoded
     at reduced scale and in grey (``Image.draft``: about a quarter of the full
     decode's CPU time). Other formats are decoded as they are (scale 1).
@@ -266,7 +270,7 @@ def open_reduced(path) -> tuple[Image.Image, float]:
         if img.format == "JPEG":
             img.draft("L", (img.width // 2, img.height // 2))
         img.load()
-        small = img
+        small: Image.Image = img
         scale = full_width / small.width
         try:
             if img.getexif().get(_ORIENTATION, 1) not in (0, 1):
@@ -318,6 +322,9 @@ def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], p
         _read_middle(ctx, image, path, frame, regions=None, budget=budget, seen=seen)
         return
     if not ocr_next:
+        return
+    if ctx.ocr is None:  # OCR not installed: nothing read, which decides as "no number"
+        log.warning("identity: OCR is not available for %s frame %d", path, frame)
         return
     try:
         printed = ctx.ocr.read_printed_numbers(image, budget_s=max(budget.left(), 0.3 * ctx.budget_s))
@@ -466,7 +473,7 @@ def read_frame(
 
 
 def read_picture(
-    path,
+    path: PictureSource,
     relative_path: str = "",
     *,
     required: bool = True,
@@ -483,7 +490,7 @@ def read_picture(
     return ctx.evidence
 
 
-def _read_picture(ctx: _Context, path, relative_path: str, *, required: bool,
+def _read_picture(ctx: _Context, path: PictureSource, relative_path: str, *, required: bool,
                   reduced: tuple[Image.Image, float] | None = None) -> None:
     # Most labels read on a half-size copy in 20-150 ms: the full 12 MP decode
     # (about 100 ms) and the full-resolution passes are spent only on the rest.

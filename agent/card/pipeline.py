@@ -21,7 +21,7 @@ import os
 import pathlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from agent.card import decide as decide_stage
@@ -453,7 +453,7 @@ class _CardRun:
                 return self._outcome(Outcome.ARCHIVED, Reason.WIPE_FAILED, detail)
         return outcome
 
-    def _verify(self, sent: Sequence[SentFile], receipts: Sequence[Any], still_missing: Sequence[str]) -> None:
+    def _verify(self, sent: Sequence[SentFile], receipts: Sequence[Any], still_missing: Collection[str]) -> None:
         try:
             verify_receipts(sent, receipts)
             if still_missing:

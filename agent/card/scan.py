@@ -111,7 +111,8 @@ import re
 import stat
 import struct
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from PIL import Image, ImageFile
 
@@ -209,7 +210,8 @@ class _Format:
     exiftool_types: frozenset[str] = frozenset()  # File:FileType values that agree
 
 
-def _f(kind, media_type, name, ffmpeg="", types=()):
+def _f(kind: MediaKind | None, media_type: str, name: str, ffmpeg: str = "",
+       types: Iterable[str] = ()) -> _Format:
     return _Format(kind, media_type, name, ffmpeg, frozenset(types))
 
 
@@ -581,7 +583,7 @@ def _decode_dicom(data: bytes | None, fd: int, result: _Probed) -> str:
     return ""
 
 
-def _dicom_time(ds) -> dt.datetime | None:
+def _dicom_time(ds: Any) -> dt.datetime | None:
     adt = str(ds.get("AcquisitionDateTime", "") or "")
     if len(adt) >= 14 and adt[:14].isdigit():
         return md.parse_exif_datetime(f"{adt[:4]}:{adt[4:6]}:{adt[6:8]} {adt[8:10]}:{adt[10:12]}:{adt[12:14]}")
@@ -636,14 +638,14 @@ def _probe_av(fd: int, fmt: _Format) -> tuple[str, MediaKind | None]:
     return "", MediaKind.VIDEO if "video" in kinds else MediaKind.AUDIO
 
 
-def _seconds(value) -> float:
+def _seconds(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
 
 
-def _av_bomb(info: dict, streams: list[dict]) -> str:
+def _av_bomb(info: dict[str, Any], streams: list[dict[str, Any]]) -> str:
     """Why a video/audio file exceeds the limits, or ''."""
     duration = max([_seconds((info.get("format") or {}).get("duration"))]
                    + [_seconds(s.get("duration")) for s in streams])
@@ -678,7 +680,7 @@ def dcf_sequence(relative_path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in _DIGITS.findall(relative_path))
 
 
-def natural_key(relative_path: str) -> tuple:
+def natural_key(relative_path: str) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.casefold())
                  for t in re.split(r"(\d+)", relative_path) if t)
 
@@ -765,7 +767,7 @@ def scan(
         else:
             fields = tuple(f"DICOM:{k}={v}" for k, v in (
                 ("Manufacturer", dev.make), ("ManufacturerModelName", dev.model),
-                ("DeviceSerialNumber", dev.serial)) if dev and v)
+                ("DeviceSerialNumber", dev.serial)) if v) if dev else ()
             traits = ()
         media.append(MediaFile(
             path=p.entry.path, relative_path=p.entry.rel, kind=p.kind,

@@ -62,6 +62,7 @@ import math
 import pathlib
 import warnings
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -74,7 +75,7 @@ log = logging.getLogger(__name__)
 try:
     import zxingcpp
 except ImportError:  # pragma: no cover - a dependency; without it only ZBar reads
-    zxingcpp = None
+    zxingcpp = None  # type: ignore[assignment]
 
 try:
     from pyzbar import pyzbar
@@ -99,7 +100,7 @@ _MAX_PATCHES = 8
 _QUICK_SIDE = 2000
 
 
-def _zxing_formats():
+def _zxing_formats() -> Any:
     if zxingcpp is None:
         return None
     with warnings.catch_warnings():  # '|' on formats is deprecated in zxing-cpp 3
@@ -296,7 +297,7 @@ def _stretch(a: np.ndarray) -> np.ndarray:
     if hi - lo < 8:
         return a
     out = (a.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return cast(np.ndarray, np.clip(out, 0, 255).astype(np.uint8))
 
 
 # --------------------------------------------------------------------------- readers
@@ -443,9 +444,9 @@ def _pass_located(grey: np.ndarray, budget: Budget,
         if max(crop.size) < 600:
             scale = min(3.0, 600 / max(crop.size))
             crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
-                               Image.BICUBIC)
+                               Image.Resampling.BICUBIC)
         fill = int(np.median(np.asarray(crop)))
-        turned = crop.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=fill) \
+        turned = crop.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill) \
             if abs(angle) > 2 else crop
         found, reader = _read_patch(turned, scale)
         if not found:
@@ -486,7 +487,7 @@ def _pass_rotations(grey: np.ndarray, budget: Budget) -> list[Reading]:
     for angle in (12, -12, 24, -24):
         if budget.spent():
             break
-        turned = base.rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=fill)
+        turned = base.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=fill)
         found = _zxing(np.asarray(turned))
         if found:
             t = _patch_transform(0, 0, 1 / factor, base.size, turned.size, angle)
@@ -587,7 +588,7 @@ def bar_angle(patch: np.ndarray) -> float | None:
     if weight[near].sum() < 0.3 * weight.sum():
         return None
     angle = centre + float(np.average(diff[near], weights=weight[near]))
-    return (angle + 90) % 180 - 90
+    return float((angle + 90) % 180 - 90)
 
 
 def _gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -603,7 +604,7 @@ def _cell_sum(v: np.ndarray, cell: int) -> np.ndarray:
     ch, cw = v.shape[0] // cell, v.shape[1] // cell
     v = v[: ch * cell, : cw * cell].reshape(ch, cell, cw, cell).sum(axis=(1, 3))
     p = np.pad(v, 1, mode="edge")
-    return sum(p[i:i + ch, j:j + cw] for i in range(3) for j in range(3))
+    return cast(np.ndarray, sum(p[i:i + ch, j:j + cw] for i in range(3) for j in range(3)))
 
 
 def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:

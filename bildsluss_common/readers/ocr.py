@@ -43,6 +43,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Callable
+from typing import cast
 import math
 import re
 
@@ -236,7 +237,7 @@ def glyph_sequence(image: Image.Image, box: tuple[int, int, int, int]) -> list[s
         return None
     _, ink = cv2.threshold(crop, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
-    comps = [(i, *(int(v) for v in stats[i][:4])) for i in range(1, n)]
+    comps = [(i, int(stats[i][0]), int(stats[i][1]), int(stats[i][2]), int(stats[i][3])) for i in range(1, n)]
     # Glyphs whose middle lies in the number's box (not a neighbouring line).
     comps = [c for c in comps if pad <= c[2] + c[4] / 2 <= pad + h]
     if not comps:
@@ -347,7 +348,8 @@ def _rotation_inverse(angle: float, in_size: tuple[int, int], out_size: tuple[in
     a = math.radians(angle)
     c, s = math.cos(a), math.sin(a)
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=float)
-    return _translate(in_size[0] / 2, in_size[1] / 2) @ rot @ _translate(-out_size[0] / 2, -out_size[1] / 2)
+    return cast(np.ndarray, _translate(in_size[0] / 2, in_size[1] / 2) @ rot
+                @ _translate(-out_size[0] / 2, -out_size[1] / 2))
 
 
 # -- label regions ------------------------------------------------------------------
@@ -366,7 +368,7 @@ def _hsv_mask(rgb: np.ndarray) -> np.ndarray:
     """Bright, unsaturated pixels: paper, not skin."""
     mx = rgb.max(axis=2).astype(np.int16)
     mn = rgb.min(axis=2).astype(np.int16)
-    return (mx >= 130) & ((mx - mn) * 100 <= 22 * np.maximum(mx, 1))
+    return cast(np.ndarray, (mx >= 130) & ((mx - mn) * 100 <= 22 * np.maximum(mx, 1)))
 
 
 def _components(cells: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -395,7 +397,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Cells not reachable from the border through non-mask cells are holes (text, barcode)."""
     h, w = mask.shape
     outside = np.zeros_like(mask)
-    q = collections.deque()
+    q: collections.deque[tuple[int, int]] = collections.deque()
     for y in range(h):
         for x in (0, w - 1):
             if not mask[y, x] and not outside[y, x]:
@@ -478,7 +480,7 @@ def _whiten_background(crop: Image.Image, region: LabelRegion | None, box: tuple
         cells[:, 1:] |= region.mask[:, :-1]
         cells[:, :-1] |= region.mask[:, 1:]
         m = Image.fromarray(cells.astype(np.uint8) * 255)
-        m = m.resize((max(1, int(round(m.width * k))), max(1, int(round(m.height * k)))), Image.NEAREST)
+        m = m.resize((max(1, int(round(m.width * k))), max(1, int(round(m.height * k)))), Image.Resampling.NEAREST)
         canvas = Image.new("L", crop.size, 0)
         canvas.paste(m, (int(round((region.origin[0] - box[0]) * pre)), int(round((region.origin[1] - box[1]) * pre))))
         grey[np.asarray(canvas) == 0] = 255
@@ -494,11 +496,11 @@ def _ink(grey: Image.Image) -> np.ndarray:
 def _skew(grey: Image.Image) -> float:
     """Angle (degrees, counter-clockwise) by which the text is turned: projection profile."""
     f = max(1.0, max(grey.size) / 300)
-    small = grey.resize((max(8, int(grey.width / f)), max(8, int(grey.height / f))), Image.BILINEAR)
+    small = grey.resize((max(8, int(grey.width / f)), max(8, int(grey.height / f))), Image.Resampling.BILINEAR)
     ink = Image.fromarray((_ink(small) * 255).astype(np.uint8))
 
     def score(a: float) -> float:
-        r = np.asarray(ink.rotate(-a, resample=Image.NEAREST, expand=True), dtype=np.float32)
+        r = np.asarray(ink.rotate(-a, resample=Image.Resampling.NEAREST, expand=True), dtype=np.float32)
         rows = r.sum(axis=1)
         return float(np.sum(np.diff(rows) ** 2))
 
@@ -517,9 +519,9 @@ def _flatten(grey: Image.Image) -> Image.Image:
     b = max(8, min(grey.size) // 12)
     h, w = g.shape
     gh, gw = max(1, h // b), max(1, w // b)
-    blocks = np.asarray(grey.resize((gw * b, gh * b), Image.NEAREST), dtype=np.uint8).reshape(gh, b, gw, b).max(axis=(1, 3))
+    blocks = np.asarray(grey.resize((gw * b, gh * b), Image.Resampling.NEAREST), dtype=np.uint8).reshape(gh, b, gw, b).max(axis=(1, 3))
     bg_small = Image.fromarray(blocks, "L").filter(ImageFilter.BoxBlur(1))
-    bg = np.asarray(bg_small.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    bg = np.asarray(bg_small.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     out = np.clip(g / np.maximum(bg, 1) * 255, 0, 255)
     return Image.fromarray(out.astype(np.uint8), "L")
 
@@ -565,12 +567,12 @@ def _prepare_label(image: Image.Image, region: LabelRegion | None) -> tuple[Imag
     # Work at no more than ~1600 px on the long side: enough for text of any size we scale to.
     pre = min(1.0, 1600 / max(w, h))
     if pre < 1.0:
-        crop = crop.resize((max(1, int(w * pre)), max(1, int(h * pre))), Image.BILINEAR)
+        crop = crop.resize((max(1, int(w * pre)), max(1, int(h * pre))), Image.Resampling.BILINEAR)
         aff = aff.then(_scale(1 / pre))
     grey = _whiten_background(crop, region, box, pre)
     angle = _skew(grey)
     if abs(angle) >= 0.5:
-        rotated = grey.rotate(-angle, resample=Image.BICUBIC, expand=True, fillcolor=255)
+        rotated = grey.rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
         aff = aff.then(_rotation_inverse(-angle, grey.size, rotated.size))
         grey = rotated
     grey = _flatten(grey)
@@ -596,7 +598,7 @@ def _prepare_label(image: Image.Image, region: LabelRegion | None) -> tuple[Imag
     aff = aff.then(_translate(x0, y0))
     s = min(4.0, max(0.25, TARGET_LINE_PX / max(1, line_h)))
     if abs(s - 1) > 0.1:
-        grey = grey.resize((max(1, int(grey.width * s)), max(1, int(grey.height * s))), Image.BICUBIC)
+        grey = grey.resize((max(1, int(grey.width * s)), max(1, int(grey.height * s))), Image.Resampling.BICUBIC)
         aff = aff.then(_scale(1 / s))
     grey = ImageOps.expand(grey, border=20, fill=255)
     aff = aff.then(_translate(-20, -20))
@@ -634,7 +636,7 @@ def _read_region(image: Image.Image, region: LabelRegion | None, deadline: _Dead
             break
         img, a = ocr_img, aff
         if k != 1.0:
-            img = ocr_img.resize((max(1, int(ocr_img.width * k)), max(1, int(ocr_img.height * k))), Image.BICUBIC)
+            img = ocr_img.resize((max(1, int(ocr_img.width * k)), max(1, int(ocr_img.height * k))), Image.Resampling.BICUBIC)
             a = aff.then(_scale(1 / k))
         for top, bottom in _text_rows(_ink(img)):
             if any(f.valid for f in found) or deadline.left() < 0.1:
@@ -879,7 +881,7 @@ def _overlay_image(image: Image.Image, *, suppress_content: bool) -> tuple[Image
         g = np.where(near_black >= 150, g, 0).astype(np.uint8)
         grey = Image.fromarray(g, "L")
     s = 2 if max(grey.size) <= 1400 else 1
-    big = grey.resize((grey.width * s, grey.height * s), Image.BICUBIC) if s > 1 else grey
+    big = grey.resize((grey.width * s, grey.height * s), Image.Resampling.BICUBIC) if s > 1 else grey
     inv = ImageOps.expand(ImageOps.invert(big), border=10, fill=255)
     aff = _Affine().then(_scale(1 / s)).then(_translate(-10, -10))
     return inv, aff

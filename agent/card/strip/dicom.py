@@ -650,6 +650,7 @@ def deidentify(data: bytes, sha256: str) -> tuple[bytes, UID, list[str]]:
         raise ValueError("DICOM file without a transfer syntax in its file meta")
     if not isinstance(src_syntax, str):  # e.g. re-typed US in explicit VR: a list of numbers
         raise ValueError(f"DICOM file meta's transfer syntax is not one UID: {src_syntax!r:.80}")
+    src_syntax = UID(src_syntax)
     if not [t for t in PIXEL_TAGS if t in src]:
         raise ValueError("DICOM without pixel data (not an image)")
     if "SOPClassUID" not in src:

@@ -49,13 +49,14 @@ async def consent(request: Request, who: Principal) -> Response:
     form = await read_form(request, who, max_bytes=MAX_CONSENT_BYTES + (64 << 10))
     data, name = await _upload(form, "document", MAX_CONSENT_BYTES)
     context = ctx(request)
-    assert context.blobs is not None
+    blobs = context.blobs
+    assert blobs is not None
 
     def store() -> None:
         with tempfile.TemporaryDirectory(prefix="bildsluss-consent-") as folder:
             document = pathlib.Path(folder) / name
             document.write_bytes(data)
-            record_consent(context.db, context.blobs, who, case_id, document,
+            record_consent(context.db, blobs, who, case_id, document,
                            emergency_reason=emergency.reason_for(request, case_id))
 
     await run_in_threadpool(store)
@@ -67,8 +68,9 @@ async def copy_case(request: Request, who: Principal) -> Response:
     case_id = await case_id_of(request, who)
     form = await read_form(request, who)
     context = ctx(request)
-    assert context.blobs is not None
-    await run_in_threadpool(lambda: teaching.copy_case(context.db, context.blobs, who, case_id,
+    blobs = context.blobs
+    assert blobs is not None
+    await run_in_threadpool(lambda: teaching.copy_case(context.db, blobs, who, case_id,
                                                        title=text_field(form, "title")))
     return see_other(f"/cases/{case_id}?done=teaching")
 
@@ -84,8 +86,9 @@ async def add_information(request: Request, who: Principal) -> Response:
     form = await read_form(request, who, max_bytes=MAX_UPLOAD + (64 << 10))
     data, _ = await _upload(form, "image", MAX_UPLOAD)
     context = ctx(request)
-    assert context.blobs is not None
-    await run_in_threadpool(lambda: teaching.add_information(context.db, context.blobs, who, data,
+    blobs = context.blobs
+    assert blobs is not None
+    await run_in_threadpool(lambda: teaching.add_information(context.db, blobs, who, data,
                                                              title=text_field(form, "title")))
     return see_other("/teaching?added=1")
 
@@ -96,8 +99,9 @@ async def image(request: Request, who: Principal) -> Response:
     if not CASE_ID.match(item_id):
         raise InvalidArgument("a teaching item id is a UUID")
     context = ctx(request)
-    assert context.blobs is not None
-    data, media_type = await run_in_threadpool(teaching.item_bytes, context.db, context.blobs, who, item_id)
+    blobs = context.blobs
+    assert blobs is not None
+    data, media_type = await run_in_threadpool(teaching.item_bytes, context.db, blobs, who, item_id)
     return Response(data, media_type=media_type if media_type.startswith("image/") else "application/octet-stream",
                     headers={"Cache-Control": "no-store"})
 
