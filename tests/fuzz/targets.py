@@ -34,7 +34,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "jpeg": ("agent.card.strip.jpeg",),
     "png": ("agent.card.strip.images",),
     "wav": ("agent.card.strip.wav",),
-    "dicom": ("agent.card.strip.dicom",),
+    "dicom": ("agent.card.strip.dicom_bounds", "agent.card.strip.dicom"),
     "numbers": ("bildsluss_common.identity.numbers", "bildsluss_common.identity.reserve"),
     "agent_config": ("agent.config",),
     "archive_config": ("archive_server.config", "archive_server.errors"),
