@@ -12,9 +12,10 @@ import pathlib
 import pytest
 
 from agent.card.camera import (
-    CameraConnection, CameraEntry, CameraInfo, CameraNotFound, camera_message, camera_wiper,
-    check_name, download_area, judge_camera, maker_key, remove_stale_downloads, serial_matches,
+    CameraConnection, CameraEntry, CameraNotFound, camera_message, camera_wiper,
+    check_name, download_area, remove_stale_downloads,
 )
+from agent.card.camera_info import CameraInfo, judge_camera, maker_key, serial_matches
 from agent.card.model import Device, MediaFile, MediaKind, StageError
 from agent.card.reasons import Reason
 from tests.support.cardgen import make_card

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pathlib
 import re
 
-from agent.card.camera import DEVICEINFO_WIDGETS, CameraInfo
+from agent.card.camera_info import DEVICEINFO_WIDGETS, CameraInfo
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "ptp_deviceinfo"
 
