@@ -28,6 +28,11 @@ def open_channel(config: ArchiveConfig, options: Sequence[tuple[str, object]] = 
     if config.insecure:
         check_transport(config)
         return grpc.insecure_channel(config.address, options=list(options))
+    if config.tls_server_name:
+        # The certificate is checked against this name instead of the target's host
+        # (an ipv4: list of addresses names no host), and it is the calls' :authority.
+        options += [("grpc.ssl_target_name_override", config.tls_server_name),
+                    ("grpc.default_authority", config.tls_server_name)]
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(config.tls_ca),
         private_key=_read(config.tls_key),

@@ -2,7 +2,7 @@
 
     bildsluss-agent ingest PATH --archive HOST:PORT --department HSA-ID
                            [--mode MODE] [--expect ID] [--config FILE]
-                           [--insecure | --tls-cert F --tls-key F --tls-ca F] [--json]
+                           [--insecure | --tls-cert F --tls-key F --tls-ca F [--tls-server-name NAME]] [--json]
     bildsluss-agent ingest --camera PORT [--camera-model MODEL] …   (as for a card)
     bildsluss-agent cameras [--json]                          (agent.card.camera)
     bildsluss-agent run --config FILE [--archive HOST:PORT] [--department HSA-ID]
@@ -103,6 +103,9 @@ def _archive_options(p: argparse.ArgumentParser, *, config_required: bool) -> No
     tls.add_argument("--tls-cert", type=pathlib.Path, help="client certificate (PEM) for mTLS")
     p.add_argument("--tls-key", type=pathlib.Path, help="client private key (PEM)")
     p.add_argument("--tls-ca", type=pathlib.Path, help="CA certificate of the archive (PEM)")
+    p.add_argument("--tls-server-name", metavar="NAME",
+                   help="the host name the archive's certificate carries, when TARGET names none "
+                        "(an ipv4: list of addresses; default from config)")
 
 
 def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, str]:
@@ -119,6 +122,10 @@ def _resolve_config(args: argparse.Namespace) -> tuple[config_mod.AgentConfig, s
         archive = dataclasses.replace(
             archive, insecure=False, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca
         )
+    if args.tls_server_name:
+        if archive.insecure:
+            raise UsageError("--tls-server-name is for TLS, not with --insecure")
+        archive = dataclasses.replace(archive, tls_server_name=args.tls_server_name)
     if not archive.insecure and not archive.tls_ca:
         raise UsageError(
             "no transport security configured: give --tls-cert/--tls-key/--tls-ca, "

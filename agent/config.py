@@ -35,6 +35,9 @@ class ArchiveConfig:
     tls_cert: pathlib.Path | None = None
     tls_key: pathlib.Path | None = None
     tls_ca: pathlib.Path | None = None
+    # The name the archive's certificate must carry, when the target does not say it
+    # (an ``ipv4:H1:P1,H2:P2`` list of addresses); empty: the target's own host name.
+    tls_server_name: str = ""
     # Deadline of each unary call.
     call_timeout_s: float = 10.0
     # How long to wait for the first connection before the card is deferred.
@@ -193,7 +196,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "agent": {"id": "string", "department": "string", "mode": "string", "spool_dir": "path"},
     "archive": {
         "address": "string", "insecure": "boolean", "tls_cert": "path", "tls_key": "path",
-        "tls_ca": "path", "call_timeout_s": "number", "connect_timeout_s": "number",
+        "tls_ca": "path", "tls_server_name": "string", "call_timeout_s": "number", "connect_timeout_s": "number",
         "retry_budget_s": "number", "chunk_bytes": "integer",
     },
     "identity": {"budget_s": "number", "reserve_formats": "list of formats"},
@@ -281,6 +284,8 @@ def from_dict(data: dict[str, Any], source: str = "config") -> AgentConfig:
         if key in archive:
             archive[key] = float(archive[key])
     archive_cfg = ArchiveConfig(**archive)
+    if archive_cfg.tls_server_name and archive_cfg.insecure:
+        raise ConfigError(f"{source}: [archive] tls_server_name is for TLS; insecure = true sends plaintext")
     try:
         check_transport(archive_cfg)
     except ConfigError as exc:

@@ -35,6 +35,8 @@ def test_example_file_loads_and_sets_every_key():
         ("[archive]\nadress = 'x'\n", "[archive]"),
         ("[[devices]]\nmake = 'Canon'\n", "make and model are required"),
         ("[agent\n", "is not valid TOML"),
+        ("[archive]\ninsecure = true\ntls_server_name = 'archive.region.test'\n",
+         "tls_server_name is for TLS"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, text, message):
