@@ -276,8 +276,9 @@ def print_case(db: Database, blobs: BlobStore, principal: Principal, case_id: st
         op.details.update(version=view["version"], output=str(out.resolve()),
                           media=[sha for _, sha, _ in plan])
     images = [(name, _read_verified(blobs, sha, size)) for name, sha, size in plan]
+    layers = {name: view["annotations"].get(sha, []) for name, sha, _ in plan}
     pdf = render_case_pdf({**view, "media": view["media_count"]}, images, printed_by=principal.actor,
-                          printed_at=at, reason=reason)
+                          printed_at=at, reason=reason, layers=layers)
     with Destination(out.parent) as folder:
         folder.write_new(out.name, pdf)
     return {"case_id": case_id, "version": view["version"], "out": str(out.resolve()), "bytes": len(pdf)}

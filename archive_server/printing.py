@@ -17,10 +17,18 @@ Images are decoded with Pillow, turned upright, scaled to print resolution
 and re-encoded as JPEG, so that a 12 MP original does not make a 10 MB printout
 and an odd format (TIFF, 16-bit, CMYK, palette) prints like any other. What
 Pillow cannot show (video, audio, DICOM, damaged files) is listed by name.
+
+A picture's annotation layer (``archive_server.annotations``: arrows, circles,
+text, lengths) is drawn over it as PDF vector graphics and text, in the same
+picture-relative coordinates and colours as on screen, and listed in its
+caption. It is drawn on the printed copy only: the stored file is never
+changed (the layer is data beside it). Lengths print with a decimal comma
+(``archive_server.numbers``).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import datetime as dt
 import io
 import logging
@@ -42,6 +50,8 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas as pdfcanvas
 from reportlab.platypus import Image as PdfImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from archive_server.numbers import decimal
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +94,11 @@ def render_case_pdf(
     printed_at: dt.datetime,
     reason: str,
     display_zone: str = DISPLAY_ZONE,
+    layers: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> bytes:
     """The case as an A4 PDF: details, form, each image (or a line naming a file
-    that cannot be shown), and on every page the footer "Utskriven av …".
+    that cannot be shown) with its annotation layer from ``layers`` (by image
+    name) drawn over it, and on every page the footer "Utskriven av …".
 
     Raises ValueError when ``reason`` or ``printed_by`` is empty or whitespace
     (R18: printing needs a stated reason). Missing case keys print as "–".
@@ -133,14 +145,18 @@ def render_case_pdf(
     max_h = 0.5 * (height - MARGIN - FOOTER_SPACE) - 12 * mm
     for name, data in images:
         printable = _printable(name, data)
+        shapes = list((layers or {}).get(name, ()))
         caption = Paragraph(escape(name), styles["small"])
         if printable is None:
             story.append(Paragraph(escape(f"{name}: {_not_shown_why(name)}"), styles["body"]))
             continue
         scale = min(usable_w / printable.width, max_h / printable.height)
-        picture = PdfImage(io.BytesIO(printable.jpeg), width=printable.width * scale,
-                           height=printable.height * scale, hAlign="LEFT")
-        story.append(KeepTogether([caption, picture, Spacer(1, 4 * mm)]))
+        picture = AnnotatedImage(io.BytesIO(printable.jpeg), shapes, width=printable.width * scale,
+                                 height=printable.height * scale, hAlign="LEFT")
+        block: list[Any] = [caption, picture]
+        if shapes:
+            block.append(Paragraph(escape(_layer_caption(shapes)), styles["small"]))
+        story.append(KeepTogether([*block, Spacer(1, 4 * mm)]))
 
     out = io.BytesIO()
     doc = SimpleDocTemplate(
@@ -156,6 +172,100 @@ def render_case_pdf(
 MARGIN = 15 * mm
 FOOTER_SPACE = 28 * mm
 FOOTER_SIZE = 7.5
+
+
+# The layer's colours, as on screen (_layer.html): yellow marks, cyan lengths,
+# each over a dark edge so that they show on a light picture and on paper.
+MARK = colors.HexColor("#ffd400")
+MEASURE = colors.HexColor("#00e0ff")
+EDGE = colors.HexColor("#202020")
+_SHAPE_NAMES = {"arrow": "pil", "circle": "cirkel", "text": "text", "length": "längd"}
+
+
+class AnnotatedImage(PdfImage):
+    """A picture with its annotation layer drawn over it (coordinates 0..1 from
+    the top left, as stored; the PDF's y runs upwards)."""
+
+    def __init__(self, data: io.BytesIO, shapes: Sequence[Mapping[str, Any]], **kwargs: Any) -> None:
+        super().__init__(data, **kwargs)
+        self.shapes = list(shapes)
+
+    def draw(self) -> None:
+        super().draw()
+        if self.shapes:
+            _draw_layer(self.canv, self.shapes, float(getattr(self, "_offs_x", 0)),
+                        float(getattr(self, "_offs_y", 0)), float(self.drawWidth), float(self.drawHeight))
+
+
+def _draw_layer(canv: pdfcanvas.Canvas, shapes: Sequence[Mapping[str, Any]], left: float, bottom: float,
+                width: float, height: float) -> None:
+    def at(x: float, y: float) -> tuple[float, float]:
+        return left + x * width, bottom + (1 - y) * height
+
+    def stroke(colour: colors.Color, draw: Any, *corners: float) -> None:
+        for tone, line in ((EDGE, 3.2), (colour, 1.8)):
+            canv.setStrokeColor(tone)
+            canv.setLineWidth(line)
+            draw(*corners)
+
+    def label(x: float, y: float, text: str, colour: colors.Color, size: float) -> None:
+        words = canv.beginText(x, y)
+        words.setFont(FONT_BOLD, size)
+        words.setTextRenderMode(2)  # fill and stroke: a dark edge round light letters
+        canv.setFillColor(colour)
+        canv.setStrokeColor(EDGE)
+        canv.setLineWidth(size / 14)
+        words.textOut(text)
+        canv.drawText(words)
+
+    canv.saveState()
+    canv.setLineCap(1)
+    for shape in shapes:
+        kind = shape.get("type")
+        if kind in ("arrow", "length"):
+            x1, y1 = at(shape["x1"], shape["y1"])
+            x2, y2 = at(shape["x2"], shape["y2"])
+            stroke(MARK if kind == "arrow" else MEASURE, canv.line, x1, y1, x2, y2)
+            if kind == "arrow" and (x1, y1) != (x2, y2):
+                angle, head = math.atan2(y2 - y1, x2 - x1), 7.0
+                path = canv.beginPath()
+                path.moveTo(x2, y2)
+                for side in (-0.45, 0.45):
+                    path.lineTo(x2 - head * math.cos(angle + side), y2 - head * math.sin(angle + side))
+                path.close()
+                canv.setFillColor(MARK)
+                canv.setStrokeColor(EDGE)
+                canv.setLineWidth(0.8)
+                canv.drawPath(path, stroke=1, fill=1)
+            if kind == "length":
+                size = max(7.0, 0.036 * height)
+                label((x1 + x2) / 2, (y1 + y2) / 2 + 0.012 * height, _length(shape), MEASURE, size)
+        elif kind == "circle":
+            cx, cy = at(shape["cx"], shape["cy"])
+            rx, ry = shape["r"] * width, shape["r"] * height
+            stroke(MARK, canv.ellipse, cx - rx, cy - ry, cx + rx, cy + ry)
+        elif kind == "text":
+            x, y = at(shape["x"], shape["y"])
+            label(x, y, str(shape.get("text", "")), MARK, max(7.0, 0.04 * height))
+    canv.restoreState()
+
+
+def _length(shape: Mapping[str, Any]) -> str:
+    return f"{decimal(shape.get('value', 0))} {shape.get('unit', '')}"
+
+
+def _layer_caption(shapes: Sequence[Mapping[str, Any]]) -> str:
+    """The layer in words under the picture, e.g. "pil; längd 3,5 cm"."""
+    parts = []
+    for shape in shapes:
+        kind = str(shape.get("type"))
+        name = _SHAPE_NAMES.get(kind, kind)
+        if kind == "text":
+            name += f" ”{shape.get('text', '')}”"
+        elif kind == "length":
+            name += " " + _length(shape)
+        parts.append(name)
+    return "Markeringar (ritade på utskriften, inte i arkivfilen): " + "; ".join(parts)
 
 
 def _footed_canvas(footer: str) -> type[pdfcanvas.Canvas]:

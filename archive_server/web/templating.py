@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from archive_server.authz import Principal
+from archive_server.numbers import decimal
 from archive_server.web import csrf
 from archive_server.web.messages import text
 
@@ -42,6 +43,7 @@ def _patient(value: str | None) -> str:
 
 _env.filters["when"] = _display_time
 _env.filters["patient"] = _patient
+_env.filters["decimal"] = decimal  # every decimal a person reads: "3,5 cm"
 
 
 def render(request: Request, template_name: str, /, *, status: int = 200, who: Principal | None = None,

@@ -118,3 +118,49 @@ def test_a_sparse_case_and_odd_files_still_print():
     assert "broken.jpg: kan inte visas som bild" in text
     assert "label.eps: kan inte visas som bild" in text  # never handed to Ghostscript
     assert sum(len(page.images) for page in reader.pages) == 2
+
+
+LAYER = [{"type": "arrow", "x1": 0.1, "y1": 0.1, "x2": 0.5, "y2": 0.5},
+         {"type": "circle", "cx": 0.5, "cy": 0.5, "r": 0.2},
+         {"type": "text", "x": 0.2, "y": 0.8, "text": "sårkant"},
+         {"type": "length", "x1": 0.1, "y1": 0.9, "x2": 0.6, "y2": 0.9, "value": 1234.5, "unit": "mm"}]
+
+
+def picture_and_lines(pdf: bytes) -> tuple[tuple[float, ...], list[tuple[float, float, float, float]]]:
+    """The one picture's box (left, bottom, width, height) and every straight
+    line drawn on its page (x1, y1, x2, y2), in page coordinates."""
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    page = next(p for p in reader.pages if p.images)
+    ops = pypdf.generic.ContentStream(page.get_contents(), reader).operations
+    box, lines, matrices, start = None, [], [], None
+    for operands, op in ops:
+        if op == b"cm":
+            matrices.append([float(v) for v in operands])
+        elif op == b"Do" and box is None:
+            a, _, _, d, e, f = matrices[-1]
+            box = (e, f, a, d)
+        elif op == b"m":
+            start = tuple(float(v) for v in operands)
+        elif op == b"l" and start is not None:
+            lines.append((*start, *(float(v) for v in operands)))
+    assert box is not None
+    return box, lines
+
+
+def test_the_annotation_layer_is_drawn_over_its_picture_with_a_decimal_comma():
+    name, data = photos()[0]
+    plain = render_case_pdf(CASE, [(name, data)], printed_by="anna.a", printed_at=WHEN, reason="Remiss")
+    marked = render_case_pdf(CASE, [(name, data)], printed_by="anna.a", printed_at=WHEN, reason="Remiss",
+                             layers={name: LAYER, "other.jpg": [{"type": "text", "x": 0, "y": 0, "text": "annan bild"}]})
+    text = flat(" ".join(read_pdf(marked)[1]))
+    assert "1 234,5 mm" in text and "sårkant" in text and "1234.5" not in text and "annan bild" not in text
+    assert "Markeringar (ritade på utskriften, inte i arkivfilen): pil; cirkel; text ”sårkant”; längd" in text
+    assert "sårkant" not in flat(" ".join(read_pdf(plain)[1]))
+
+    (left, bottom, width, height), lines = picture_and_lines(marked)
+    def at(x, y):
+        return pytest.approx((left + x * width, bottom + (1 - y) * height), abs=0.05)
+    arrows = [line for line in lines if (line[:2], line[2:]) == (at(0.1, 0.1), at(0.5, 0.5))]
+    lengths = [line for line in lines if (line[:2], line[2:]) == (at(0.1, 0.9), at(0.6, 0.9))]
+    assert len(arrows) == 2 and len(lengths) == 2  # each over its dark edge
+    assert not [line for line in picture_and_lines(plain)[1] if (line[:2], line[2:]) == (at(0.1, 0.1), at(0.5, 0.5))]

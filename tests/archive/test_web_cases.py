@@ -10,6 +10,7 @@ import io
 import pathlib
 import re
 
+import pypdf
 import pytest
 import sqlalchemy as sa
 from PIL import Image
@@ -241,11 +242,20 @@ def test_annotations_are_a_versioned_layer_never_in_the_stored_file(site):
     assert saved.status_code == 303
     view = client.get(saved.headers["location"])
     assert view.text.count('class="shape"') == 4 and "&lt;b&gt;sårkant&lt;/b&gt;" in view.text
-    assert "3.5 cm" in view.text
+    assert "3,5 cm" in view.text and "3.5 cm" not in view.text  # shown with a decimal comma
     one = client.get(f"/api/v1/cases/{case_id}", headers={"Accept": "application/json"}).json()
     assert (one["version"], len(one["annotations"][image])) == (1, 4)
+    assert one["annotations"][image][3]["value"] == 3.5  # the API keeps the machine number
+
+    # The printout draws the layer over the picture; the stored file stays as it was.
+    printed = client.post(f"/cases/{case_id}/print", data={"reason": "Remiss med markeringar", "csrf": token})
+    assert printed.status_code == 200
+    text = " ".join(" ".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(printed.content)).pages).split())
+    assert "<b>sårkant</b>" in text and "längd 3,5 cm" in text and "3.5" not in text
     original = client.get(f"/api/v1/cases/{case_id}/media/{image}").content
     assert hashlib.sha256(original).hexdigest() == image and original == jpeg_with_metadata(1)
+    with site.world.blobs.open(image) as stored:  # the blob itself, not only what the API answers
+        assert stored.read() == jpeg_with_metadata(1)
 
     for bad in ([{"type": "arrow", "x1": 2, "y1": 0, "x2": 0, "y2": 0}], [{"type": "laser"}],
                 [{"type": "length", "x1": 0, "y1": 0, "x2": 1, "y2": 1, "value": 3, "unit": "tum"}], "not json"):

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from tests.support.archive_process import ArchiveProcess
 from tests.support.web import PASSWORD, Site
 
 SILENT_RED = "rgb(198, 40, 40)"
+# Free spool space as shown: "12,3 GB" (never "12.3 GB"; a no-break space between thousands).
+DECIMAL_GB = re.compile(r"\d{1,3}(\u00a0\d{3})*(,\d)? GB")
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +151,8 @@ def test_the_ops_page_turns_an_agent_red_when_its_heartbeats_stop(served, chromi
             cell = page.locator(f"{row} td").first
             assert cell.evaluate("td => getComputedStyle(td).backgroundColor") != SILENT_RED
             assert "UNREGISTERED_DEVICE" in page.inner_text(row)
+            (spool,) = [c for c in page.locator(f"{row} td").all_inner_texts() if c.endswith(" GB")]
+            assert DECIMAL_GB.fullmatch(spool), spool  # a decimal comma, as staff write it
             beater.stop()
             stopped = True
             # Heartbeats stop: within 3 intervals and a poll or two the row is red.
@@ -164,6 +169,7 @@ def test_the_ops_page_turns_an_agent_red_when_its_heartbeats_stop(served, chromi
             assert page.inner_text("#agent-liveness") == "Tyst"
             assert "UNREGISTERED_DEVICE" in page.inner_text("#refused")
             assert "Första hjärtslaget" in page.inner_text("#history")
+            assert DECIMAL_GB.fullmatch(page.inner_text("#agent-spool")), page.inner_text("#agent-spool")
     finally:
         if not stopped:
             beater.stop()

@@ -28,6 +28,8 @@ document.addEventListener("DOMContentLoaded", () => {
   try { shapes = JSON.parse(form.dataset.shapes || "[]"); } catch (e) { shapes = []; }
   holder.classList.add("editing");
   const NS = "http://www.w3.org/2000/svg";
+  // A length as archive_server/numbers.py writes it on the server (and in the print): "3,5 cm".
+  const decimal = (value) => new Intl.NumberFormat("sv-SE", {maximumFractionDigits: 2}).format(value);
   const el = (name, attrs, text) => {
     const node = document.createElementNS(NS, name);
     for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
@@ -45,7 +47,7 @@ document.addEventListener("DOMContentLoaded", () => {
       if (s.type === "length") {
         el("line", {class: "shape", x1: s.x1 * 1000, y1: s.y1 * 1000, x2: s.x2 * 1000, y2: s.y2 * 1000,
           stroke: "#00e0ff", "stroke-width": 4, "vector-effect": "non-scaling-stroke"});
-        el("text", {x: (s.x1 + s.x2) * 500, y: (s.y1 + s.y2) * 500 - 12, fill: "#00e0ff", "font-size": 36}, `${s.value} ${s.unit}`);
+        el("text", {x: (s.x1 + s.x2) * 500, y: (s.y1 + s.y2) * 500 - 12, fill: "#00e0ff", "font-size": 36}, `${decimal(s.value)} ${s.unit}`);
       }
     }
     field.value = JSON.stringify(shapes);

@@ -14,6 +14,9 @@
   const status = document.getElementById("fleet-status");
   const count = document.getElementById("fleet-count");
   let agents = [];
+  // Decimals as archive_server/numbers.py writes them on the server: "12,5 GB", "−0,3 s".
+  const decimal = (value, places) => new Intl.NumberFormat("sv-SE", {
+    maximumFractionDigits: places, signDisplay: "negative"}).format(value);
 
   function cell(row, value, className) {
     const td = document.createElement("td");
@@ -71,11 +74,11 @@
       cell(tr, error).title = error;
       cell(tr, refused(a));
       cell(tr, a.spool_free_bytes === null || a.spool_free_bytes === undefined ? ""
-        : `${(a.spool_free_bytes / 1e9).toFixed(1)} GB`);
+        : `${decimal(a.spool_free_bytes / 1e9, 1)} GB`);
       const days = a.certificate_days_left;
       cell(tr, days === null ? "" : days.toFixed(0), days !== null && days < 30 ? "warn" : "");
-      const skew = a.clock_skew_s === null ? null : Math.round(a.clock_skew_s * 10) / 10 || 0;  // no "-0.0"
-      cell(tr, skew === null ? "" : `${skew.toFixed(1)} s`, skew !== null && Math.abs(skew) > 60 ? "warn" : "");
+      const skew = a.clock_skew_s;
+      cell(tr, skew === null ? "" : `${decimal(skew, 1)} s`, skew !== null && Math.abs(skew) > 60 ? "warn" : "");
       return tr;
     });
     body.replaceChildren(...rows);
