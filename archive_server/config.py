@@ -112,6 +112,9 @@ class ArchiveConfig:
     # come from the certificates' bindings, never from a request, and setting
     # it true there is a configuration error. None: the default.
     accept_unknown_departments: bool | None = None
+    # A group given read access to what the archive writes on this machine
+    # (folders 2750, files 0640; localfiles.use_group). None: private, 0700/0600.
+    file_group: str | None = None
     max_blob_bytes: int = 16 << 30
     max_message_bytes: int = 8 << 20
     max_workers: int = 32
@@ -175,6 +178,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "grace_period_s": (int, float), "health_check_interval_s": (int, float),
     "partial_max_age_days": (int, float),
     "db_pool_size": int, "db_max_overflow": int, "sqlite_busy_timeout_ms": int, "log_level": str,
+    "file_group": str,
 }
 _TLS_KEYS = {"cert", "key", "client_ca"}
 _BLOBS_KEYS: dict[str, type] = {"url": str, "part_size_mib": int, "addressing_style": str, "profile": str}

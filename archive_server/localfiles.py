@@ -7,6 +7,11 @@ people through a held directory (issue 13).
   export, printout and teaching copy are 0600. Creation modes are given
   explicitly (a umask can only take bits away), and ``private_dir`` also
   tightens a folder that an older release or a permissive umask left open.
+* **Or a configured group** (``file_group`` in archive.toml, :func:`use_group`):
+  a backup operator, or the staff who collect exports, read what the archive
+  writes without being its user. Folders are then 2750 (setgid: what is made
+  inside inherits the group) and files 0640, each given that group as it is
+  made; nobody else reads anything, and nobody but the archive writes.
 * **Writing for people** (``Destination``): an export, a printout or a teaching
   copy goes to a folder a user names. The folder is opened once and held; every
   subfolder and file below it is opened relative to the held descriptor with
@@ -17,20 +22,76 @@ people through a held directory (issue 13).
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
+import grp
 import os
 import pathlib
 import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from archive_server.errors import FailedPrecondition
+from archive_server.errors import ConfigError, FailedPrecondition
 
 if TYPE_CHECKING:
     from archive_server.config import ArchiveConfig
 
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+@dataclasses.dataclass(frozen=True)
+class Modes:
+    """The modes (and group) of what the archive makes on its machine."""
+
+    dir: int = 0o700
+    file: int = 0o600
+    gid: int | None = None  # with a group: folders setgid and that group's
+
+    def own(self, fd: int, *, folder: bool = False) -> None:
+        """Give a just-made file or folder (open as ``fd``) its exact mode and group."""
+        if self.gid is not None:
+            os.fchown(fd, -1, self.gid)
+        os.fchmod(fd, self.dir if folder else self.file)  # after chown: it may clear setgid
+
+
+PRIVATE = Modes()
+_modes = PRIVATE
+
+
+def modes() -> Modes:
+    return _modes
+
+
+def use_group(name: str | None) -> Modes:
+    """Make folders 2750 and files 0640 of group ``name`` from now on (None: back to
+    private 0700/0600). ConfigError for a group this machine does not know, or one
+    the archive's user may not give its files (not a member, not root)."""
+    global _modes
+    if not name:
+        _modes = PRIVATE
+        return _modes
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"file_group {name!r} is not a group on this machine (see /etc/group)") from None
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise ConfigError(f"file_group {name!r}: the archive's user is not a member, so it cannot give "
+                          "its files that group; add the user to the group or remove the key")
+    _modes = Modes(dir=0o2750, file=0o640, gid=gid)
+    return _modes
+
+
+def new_folder(path: pathlib.Path, *, exist_ok: bool = False) -> None:
+    """``path`` made with the current folder mode and group, exactly (the umask
+    takes nothing away); an existing one is left as it is with ``exist_ok``."""
+    try:
+        os.mkdir(path, _modes.dir)
+    except FileExistsError:
+        if exist_ok:
+            return
+        raise
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        _modes.own(fd, folder=True)
+    finally:
+        os.close(fd)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 
@@ -46,21 +107,22 @@ def private_dir(path: pathlib.Path, *, tighten: bool = True) -> pathlib.Path:
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
-        try:
-            os.mkdir(d, DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(d, DIR_MODE)  # exactly 0700, whatever the umask took away
+        new_folder(d, exist_ok=True)  # exactly 0700 (or 2750), whatever the umask took away
     st = os.stat(path)
-    if (tighten or missing) and st.st_uid == os.geteuid() and not st.st_mode & stat.S_ISVTX \
-            and stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    if (tighten or missing) and st.st_uid == os.geteuid() and not st.st_mode & stat.S_ISVTX:
+        if _modes.gid is not None and (st.st_gid != _modes.gid or stat.S_IMODE(st.st_mode) != _modes.dir):
+            os.chown(path, -1, _modes.gid)
+            os.chmod(path, _modes.dir)
+        elif _modes.gid is None and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
     return path
 
 
 def private_data_dir(config: "ArchiveConfig") -> None:
-    """The archive's data folder, 0700, when the archive keeps anything there
-    (by default the SQLite database and the blob folder)."""
+    """The configured file group applied (:func:`use_group`), and the archive's data
+    folder 0700 (2750) when the archive keeps anything there (by default the
+    SQLite database and the blob folder)."""
+    use_group(config.file_group)
     if not (config.db_url and config.blobs_url):
         private_dir(config.data_dir)
 
@@ -68,18 +130,20 @@ def private_data_dir(config: "ArchiveConfig") -> None:
 def private_file(path: pathlib.Path, *, create: bool = True) -> None:
     """``path`` created empty with 0600 when missing (so that what opens it next,
     e.g. SQLite, keeps that mode); an existing file the archive owns is
-    tightened to 0600. Without ``create`` a missing file is left missing."""
+    tightened to 0600 (0640 of the configured group). Without ``create`` a
+    missing file is left missing."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(path, flags, FILE_MODE)
+        fd = os.open(path, flags, _modes.file)
     except FileNotFoundError:
         if create:
             raise
         return
     try:
         st = os.fstat(fd)
-        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o177:
-            os.fchmod(fd, FILE_MODE)
+        if st.st_uid == os.geteuid() and (stat.S_IMODE(st.st_mode) != _modes.file
+                                           or (_modes.gid is not None and st.st_gid != _modes.gid)):
+            _modes.own(fd)
     finally:
         os.close(fd)
 
@@ -99,7 +163,8 @@ class Destination:
 
     def __init__(self, folder: pathlib.Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        if not folder.is_dir():
+            private_dir(folder, tighten=False)
         # The folder itself is the user's choice (it may be a symlink they made);
         # everything below it is reached only through this descriptor.
         self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
@@ -156,21 +221,25 @@ class Destination:
         try:
             for part in parts[:-1]:
                 try:
-                    os.mkdir(part, DIR_MODE, dir_fd=fd)
+                    os.mkdir(part, _modes.dir, dir_fd=fd)
+                    made = True
                 except FileExistsError:
-                    pass
+                    made = False
                 try:
                     fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     raise self._refused(relative, exc) from None
                 opened.append(fd)
+                if made:
+                    _modes.own(fd, folder=True)
             parent = os.dup(fd)
             try:
                 out = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC,
-                              FILE_MODE, dir_fd=parent)
+                              _modes.file, dir_fd=parent)
             except OSError as exc:
                 os.close(parent)
                 raise self._refused(relative, exc) from None
+            _modes.own(out)
             return _NewFile(out, parent, parts[-1], self.folder / relative)
         finally:
             for held in opened:

@@ -37,7 +37,7 @@ from archive_server.blobstores.base import (
     classify,
 )
 from archive_server.errors import DataLoss, NotFound, OutOfRange, Unavailable
-from archive_server.localfiles import DIR_MODE, private_dir
+from archive_server.localfiles import modes, new_folder, private_dir
 
 _BLOCK = 1 << 20
 
@@ -96,7 +96,7 @@ class FolderBlobStore:
         key = f"{QUARANTINE_DIR}/{sha256}.{time.time_ns()}"
         target = self.root / key
         with _storage_errors():
-            target.parent.mkdir(exist_ok=True, mode=DIR_MODE)
+            new_folder(target.parent, exist_ok=True)
             try:
                 os.rename(path, target)
             except FileNotFoundError:
@@ -201,7 +201,7 @@ class FolderBlobStore:
             flags |= os.O_CREAT
         while True:
             try:
-                fd = os.open(path, flags, 0o600)
+                fd = os.open(path, flags, modes().file)
             except FileNotFoundError:
                 raise DataLoss(f"no bytes of blob {path.name} were received in this session; "
                                "send it from offset 0") from None
@@ -216,6 +216,8 @@ class FolderBlobStore:
                     current = None
                 if current != os.fstat(fd).st_ino:
                     continue
+                if create:
+                    modes().own(fd)  # the umask may have taken the group's read away
                 yield fd
                 return
             finally:
@@ -311,7 +313,7 @@ def _makedirs_durably(path: pathlib.Path, root: pathlib.Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir(mode=DIR_MODE)
+            new_folder(d)
         except FileExistsError:
             continue
         _fsync_dir(d.parent)

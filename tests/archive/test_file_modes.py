@@ -99,3 +99,72 @@ def test_exports_and_printouts_are_private_under_umask_0(world, tmp_path):
     folders = [p for p in dest.rglob("*") if p.is_dir()]
     assert len(folders) == 4 and {mode(p) for p in folders} == {0o700}
     assert mode(tmp_path / "case.pdf") == 0o600
+
+
+def _a_group_to_use() -> tuple[str, int]:
+    """A group this process may give its files that is not its own primary group."""
+    import grp
+
+    mine = os.getegid()
+    if os.geteuid() == 0:
+        candidates = [g for g in grp.getgrall() if g.gr_gid not in (0, mine)]
+    else:
+        candidates = [grp.getgrgid(g) for g in os.getgroups() if g != mine]
+    if not candidates:
+        pytest.skip("no second group this user may use")
+    return candidates[0].gr_name, candidates[0].gr_gid
+
+
+def test_a_configured_group_reads_what_the_archive_writes_and_nobody_else(tmp_path):
+    """file_group: folders 2750 and files 0640 of that group (database, WAL, blobs,
+    exports and printouts), whatever the umask; others still read nothing."""
+    name, gid = _a_group_to_use()
+    data = tmp_path / "archive"
+    config = tmp_path / "archive.toml"
+    config.write_text(f'file_group = "{name}"\n')
+    with umask(0o077):  # the strictest umask would take the group's read away
+        archive = ArchiveProcess(data=data, extra_args=("--config", str(config))).start()
+    try:
+        with ingest_stub(archive.address) as stub:
+            ingest_files(stub, {"DCIM/100/IMG_0001.JPG": os.urandom(5000)})
+        found = {p: (mode(p), p.stat().st_gid) for p in [data, *sorted(data.rglob("*"))]}
+        folders = {p: m for p, m in found.items() if p.is_dir()}
+        files = {p: m for p, m in found.items() if not p.is_dir()}
+        assert set(folders.values()) == {(0o2750, gid)}, folders
+        assert set(files.values()) == {(0o640, gid)}, files
+        assert any(len(p.name) == 64 for p in files) and data / "archive.sqlite3-wal" in files
+    finally:
+        archive.stop()
+
+
+def test_an_unknown_file_group_is_a_config_error(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "archive.toml"
+    config.write_text('file_group = "no-such-group-here"\n')
+    out = subprocess.run([sys.executable, "-m", "archive_server.cli", "serve", "--config", str(config),
+                          "--data", str(tmp_path / "data"), "--insecure", "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "no-such-group-here" in out.stderr and "not a group" in out.stderr
+    assert not (tmp_path / "data" / "archive.sqlite3").exists()
+
+
+def test_exports_and_printouts_of_a_configured_group(world, tmp_path):
+    from archive_server.localfiles import use_group
+
+    name, gid = _a_group_to_use()
+    case_id = world.ingest(files={"DCIM/100CANON/IMG_0001.JPG": world.files(1).popitem()[1]})
+    dest = tmp_path / "export"
+    use_group(name)
+    try:
+        with umask(0o077):
+            written = export_case(world.db, world.blobs, case_id, dest, LOCAL)
+            print_case(world.db, world.blobs, LOCAL, case_id, reason="Remiss", out=tmp_path / "case.pdf")
+    finally:
+        use_group(None)
+    made = [*written, tmp_path / "case.pdf"]
+    assert {(mode(p), p.stat().st_gid) for p in made} == {(0o640, gid)}
+    folders = [dest, *(p for p in dest.rglob("*") if p.is_dir())]
+    assert {(mode(p), p.stat().st_gid) for p in folders} == {(0o2750, gid)}
