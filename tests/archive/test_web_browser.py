@@ -20,6 +20,7 @@ from tests.archive.world import LOCAL, OTHER, OWN, World
 from tests.support.archive_process import ArchiveProcess
 from tests.support.browser import thumbnails_decoded
 from tests.support.pki import throwaway_certificate
+from tests.support.mediagen import write_video
 from tests.support.web import shown, PASSWORD, Site, ingest_media, jpeg_with_metadata, sysadmin
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -41,9 +42,11 @@ def served(db_backend, tmp_path_factory):
             world.close()
 
 
-def a_case(site: Site, department: str = OWN) -> tuple[str, str]:
+def a_case(site: Site, department: str = OWN, video: pathlib.Path | None = None) -> tuple[str, str]:
     patient = personnummer()
     files = {f"DCIM/100CANON/IMG_{n:04d}.JPG": (jpeg_with_metadata(n), "image", "image/jpeg") for n in (1, 2)}
+    if video is not None:
+        files[f"DCIM/100CANON/{video.name}"] = (video.read_bytes(), "video", "video/mp4")
     return ingest_media(site.world, files, patient=patient, department=department), patient
 
 
@@ -53,10 +56,11 @@ def log_in(page, user: str) -> None:
     page.click("#login")
 
 
-def test_clinician_from_launch_link_to_signed_and_printed(served, chromium):
+def test_clinician_from_launch_link_to_signed_and_printed(served, chromium, tmp_path):
     site, base = served
     user = site.person(OWN, CLINICIAN)
-    case_id, patient = a_case(site)
+    clip = write_video(tmp_path / "MVI_0003.MP4", first=None, last=None, seconds=2.0, size=(320, 240))
+    case_id, patient = a_case(site, video=clip)
     with chromium.new_context(base_url=base, accept_downloads=True) as context:
         page = context.new_page()
         page.goto(f"/launch?patient={patient[:8]}-{patient[8:]}&department={OWN}")
@@ -68,7 +72,8 @@ def test_clinician_from_launch_link_to_signed_and_printed(served, chromium):
         page.wait_for_selector("#case-patient")
         assert page.inner_text("#case-patient") == shown(patient)
         widths = thumbnails_decoded(page)
-        assert len(widths) == 2 and all(w > 0 for w in widths)
+        assert len(widths) == 3 and all(w > 0 for w in widths)  # two photos and the film's frame
+        assert page.eval_on_selector(".picture.video img", "img => img.naturalWidth") == 320
 
         page.fill("textarea[name='field.what']", "Sår vänster underben")
         page.fill("textarea[name='field.why']", "Uppföljning")

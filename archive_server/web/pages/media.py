@@ -1,15 +1,16 @@
 """A case's media in the browser: thumbnails, the full view, DICOM frames.
 
-    GET /cases/{id}/media/{sha256}/thumb          a thumbnail (JPEG; PNG for DICOM)
-    GET /cases/{id}/media/{sha256}/preview        the full-view picture of a photo
+    GET /cases/{id}/media/{sha256}/thumb          a thumbnail (JPEG; PNG for DICOM and an audio waveform)
+    GET /cases/{id}/media/{sha256}/preview        the full-view picture of a photo (a video's poster)
     GET /cases/{id}/media/{sha256}/frame/{n}      DICOM frame n (0-based) as PNG
     GET /cases/{id}/view/{sha256}                 the full view: zoom, play, step through frames
     POST /cases/{id}/view/{sha256}/annotations    the picture's annotation layer (annotations.py)
 
 Pictures are made from the stored bytes by ``archive_server.previews`` (no
 metadata survives) and cached in memory; every answer is one audited read
-(``case.media``, with its use) and carries ``Cache-Control: no-store``. Video
-and audio play from the API's original bytes (``/api/v1/cases/{id}/media/{sha256}``).
+(``case.media``, with its use) and carries ``Cache-Control: no-store``. A
+video's picture is a frame of it, an audio recording's its waveform; both play
+in the full view from the API's original bytes (``/api/v1/cases/{id}/media/{sha256}``).
 """
 from __future__ import annotations
 

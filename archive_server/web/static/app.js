@@ -6,6 +6,18 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const img of document.querySelectorAll("img.zoomable")) {
     img.addEventListener("click", () => img.classList.toggle("zoomed"));
   }
+  // A thumbnail the server cannot make (a damaged file: 400 NO_PREVIEW) becomes a
+  // tile naming the kind of media, never a broken picture.
+  const untiled = (img) => {
+    const tile = document.createElement("span");
+    tile.className = "tile";
+    tile.textContent = img.alt.replace(/ \d+$/, "");
+    (img.closest(".picture") || img).replaceWith(tile);
+  };
+  for (const img of document.querySelectorAll(".thumb .picture img")) {
+    if (img.complete && img.naturalWidth === 0) untiled(img);
+    else img.addEventListener("error", () => untiled(img));
+  }
   // Forms that ask before they act (sign, revoke): the question is in data-confirm.
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
