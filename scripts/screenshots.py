@@ -46,6 +46,13 @@ def photo(seed: int) -> bytes:
 def seed(site: Site) -> tuple[str, str, str]:
     files = {f"DCIM/100CANON/IMG_{n:04d}.JPG": (photo(n), "image", "image/jpeg") for n in (1, 2, 3)}
     files["US/IM_0001.DCM"] = (ULTRASOUND.read_bytes(), "dicom", "application/dicom")
+    # A film and a dictation after the DICOM item (the shots below click it as the 4th).
+    from tests.support.mediagen import write_m4a, write_video
+
+    clip = write_video(site.world.data / "MVI_0005.MP4", first=None, last=None, seconds=3.0, camera=None)
+    dictation = write_m4a(site.world.data / "DIKT_0006.M4A", seconds=42.0)
+    files["VIDEO/MVI_0005.MP4"] = (clip.read_bytes(), "video", "video/mp4")
+    files["VOICE/DIKT_0006.M4A"] = (dictation.read_bytes(), "audio", "audio/mp4")
     case_id = ingest_media(site.world, files, patient=PATIENT, department=OWN)
     ingest_media(site.world, {"DCIM/100CANON/IMG_0009.JPG": (photo(4), "image", "image/jpeg")},
                  patient=PATIENT, department=OWN)

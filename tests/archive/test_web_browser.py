@@ -24,6 +24,7 @@ from tests.support.mediagen import write_video
 from tests.support.web import shown, PASSWORD, Site, ingest_media, jpeg_with_metadata, sysadmin
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+STUB_MOV = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "exif" / "QuickTime.mov"
 CLINICIAN = ["case.read", "case.sign", "case.revise", "case.print", "case.emergency_open"]
 
 
@@ -47,6 +48,8 @@ def a_case(site: Site, department: str = OWN, video: pathlib.Path | None = None)
     files = {f"DCIM/100CANON/IMG_{n:04d}.JPG": (jpeg_with_metadata(n), "image", "image/jpeg") for n in (1, 2)}
     if video is not None:
         files[f"DCIM/100CANON/{video.name}"] = (video.read_bytes(), "video", "video/mp4")
+        # and the corpus's QuickTime.mov, a header without frames: a tile, not a broken picture
+        files["DCIM/100CANON/MVI_0009.MOV"] = (STUB_MOV.read_bytes(), "video", "video/quicktime")
     return ingest_media(site.world, files, patient=patient, department=department), patient
 
 
@@ -74,6 +77,7 @@ def test_clinician_from_launch_link_to_signed_and_printed(served, chromium, tmp_
         widths = thumbnails_decoded(page)
         assert len(widths) == 3 and all(w > 0 for w in widths)  # two photos and the film's frame
         assert page.eval_on_selector(".picture.video img", "img => img.naturalWidth") == 320
+        assert page.eval_on_selector_all(".thumb .tile", "tiles => tiles.map(t => t.textContent)") == ["Film"]
 
         page.fill("textarea[name='field.what']", "Sår vänster underben")
         page.fill("textarea[name='field.why']", "Uppföljning")
