@@ -43,6 +43,9 @@ CACHE_BYTES = 64 << 20
 # A video's frame is looked for among at most this many decoded after the seek
 # (a clip with few key frames decodes from the one before the middle).
 MAX_VIDEO_FRAMES = 600
+# The key frame before the middle will do when it lies this far into the clip
+# (a 1080p clip then decodes one frame, not the seconds up to the middle).
+MIDDLE_FROM = 0.3
 # An audio waveform: its size, the loudness resolution it is drawn from
 # (peaks of 10 ms), and how much of a recording is read for it at most.
 WAVE_SIZE = (THUMB_PX, 180)
@@ -175,7 +178,8 @@ def _video_container(data: bytes) -> object:
 
 
 def video_frame(data: bytes, side: int) -> bytes:
-    """A frame from the middle of the clip as an upright JPEG, at most ``side`` on its long side."""
+    """A frame from the middle of the clip (the first at or after 30 % of it, from
+    the key frame before the middle) as an upright JPEG, at most ``side`` on its long side."""
     import av
 
     container: Any = _video_container(data)
@@ -189,14 +193,14 @@ def video_frame(data: bytes, side: int) -> bytes:
         start, base = stream.start_time or 0, stream.time_base
         seconds = float(stream.duration * base) if stream.duration and base else \
             (container.duration or 0) / 1_000_000
-        middle = seconds / 2
+        middle, early = seconds / 2, seconds * MIDDLE_FROM
         if middle > 0 and base:
             container.seek(start + int(middle / base), stream=stream, backward=True, any_frame=False)
         picked = None
         for count, decoded in enumerate(container.decode(stream)):
             picked = decoded
             at = float((decoded.pts - start) * base) if decoded.pts is not None and base else middle
-            if at >= middle or count + 1 >= MAX_VIDEO_FRAMES:
+            if at >= early or count + 1 >= MAX_VIDEO_FRAMES:
                 break
         if picked is None:
             raise NoPreview("no frame of the video can be decoded")
