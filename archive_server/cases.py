@@ -110,8 +110,17 @@ def case_json(s: Session, case: Case, version: CaseVersion | None = None) -> dic
     }
 
 
-def listing_json(s: Session, case: Case) -> dict[str, Any]:
-    return masked(case) if case.confidential else case_json(s, case)
+def latest_versions(s: Session, cases: Sequence[Case]) -> dict[str, CaseVersion]:
+    """The latest version of each case (media and blobs with it) in three queries,
+    not three per case: a patient's search answers in a few round trips."""
+    keys = [(c.id, c.current_version) for c in cases]
+    if not keys:
+        return {}
+    found = s.scalars(
+        sa.select(CaseVersion)
+        .where(sa.tuple_(CaseVersion.case_id, CaseVersion.version).in_(keys))
+        .options(selectinload(CaseVersion.media).selectinload(MediaItem.blob)))
+    return {v.case_id: v for v in found}
 
 
 def search_cases(db: Database, principal: Principal, patient: str | None = None) -> list[dict[str, Any]]:
@@ -120,7 +129,8 @@ def search_cases(db: Database, principal: Principal, patient: str | None = None)
     with operation(db, principal, "case.search", details={"patient_id": patient}) as op:
         op.patient = patient
         cases = op.cases("case.read", patient)
-        results = [listing_json(op.session, c) for c in cases]
+        versions = latest_versions(op.session, [c for c in cases if not c.confidential])
+        results = [masked(c) if c.confidential else case_json(op.session, c, versions.get(c.id)) for c in cases]
         op.details["results"] = [c.id for c in cases]
     return results
 
