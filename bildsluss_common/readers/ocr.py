@@ -364,56 +364,42 @@ class LabelRegion:
     origin: tuple[float, float]  # original pixel position of the mask's cell (0, 0)
 
 
+def _channel_max_min(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel maximum and minimum over R, G and B, as int16. Element-wise over
+    the three planes: numpy's reduction over a last axis of three is about ten
+    times slower (it dominated a label crop's preparation)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (np.maximum(np.maximum(r, g), b).astype(np.int16),
+            np.minimum(np.minimum(r, g), b).astype(np.int16))
+
+
 def _hsv_mask(rgb: np.ndarray) -> np.ndarray:
     """Bright, unsaturated pixels: paper, not skin."""
-    mx = rgb.max(axis=2).astype(np.int16)
-    mn = rgb.min(axis=2).astype(np.int16)
+    mx, mn = _channel_max_min(rgb)
     return cast(np.ndarray, (mx >= 130) & ((mx - mn) * 100 <= 22 * np.maximum(mx, 1)))
 
 
-def _components(cells: np.ndarray) -> list[list[tuple[int, int]]]:
-    h, w = cells.shape
-    seen = np.zeros_like(cells, dtype=bool)
-    comps = []
-    ys, xs = np.nonzero(cells)
-    for y0, x0 in zip(ys.tolist(), xs.tolist()):
-        if seen[y0, x0]:
-            continue
-        seen[y0, x0] = True
-        q = collections.deque([(y0, x0)])
-        comp = []
-        while q:
-            y, x = q.popleft()
-            comp.append((y, x))
-            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < h and 0 <= nx < w and cells[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    q.append((ny, nx))
-        comps.append(comp)
-    return comps
+def _components(cells: np.ndarray) -> list[tuple[int, int, int, int, int, np.ndarray]]:
+    """4-connected groups of True cells: (x, y, w, h, cells, mask within the box) each,
+    in the order of their first cell (row by row). OpenCV's labelling: the Python
+    flood fill it replaces took 30-40 ms per 12 MP frame."""
+    import cv2  # opencv-python-headless: a project dependency; imported where used
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=4)
+    out = []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        out.append((x, y, w, h, area, labels[y:y + h, x:x + w] == i))
+    return out
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Cells not reachable from the border through non-mask cells are holes (text, barcode)."""
-    h, w = mask.shape
-    outside = np.zeros_like(mask)
-    q: collections.deque[tuple[int, int]] = collections.deque()
-    for y in range(h):
-        for x in (0, w - 1):
-            if not mask[y, x] and not outside[y, x]:
-                outside[y, x] = True
-                q.append((y, x))
-    for x in range(w):
-        for y in (0, h - 1):
-            if not mask[y, x] and not outside[y, x]:
-                outside[y, x] = True
-                q.append((y, x))
-    while q:
-        y, x = q.popleft()
-        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-            if 0 <= ny < h and 0 <= nx < w and not mask[ny, nx] and not outside[ny, nx]:
-                outside[ny, nx] = True
-                q.append((ny, nx))
+    import cv2  # opencv-python-headless: a project dependency; imported where used
+
+    _, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    outside = np.isin(labels, np.unique(border[border > 0]))
     return ~outside
 
 
@@ -436,17 +422,14 @@ def label_regions(image: Image.Image) -> list[LabelRegion]:
     cell_px = CELL * W / small.size[0]
     min_cells = (MIN_LABEL_SIDE / cell_px) ** 2 * 0.4
     regions = []
-    for comp in _components(cells):
-        if len(comp) < min_cells:
+    for x0, y0, cw, ch, count, comp in _components(cells):
+        if count < min_cells:
             continue
-        ys = [p[0] for p in comp]
-        xs = [p[1] for p in comp]
-        y0, y1, x0, x1 = min(ys), max(ys) + 1, min(xs), max(xs) + 1
+        y1, x1 = y0 + ch, x0 + cw
         if (x1 - x0) * cell_px < MIN_LABEL_SIDE or (y1 - y0) * cell_px < MIN_LABEL_SIDE * 0.4:
             continue
         m = np.zeros((y1 - y0 + 2, x1 - x0 + 2), dtype=bool)
-        for y, x in comp:
-            m[y - y0 + 1, x - x0 + 1] = True
+        m[1:-1, 1:-1] = comp
         m = _fill_holes(m)
         # One cell of margin on every side (the padding above).
         bx0 = max(0, int((x0 - 1) * cell_px))
@@ -467,8 +450,7 @@ def _whiten_background(crop: Image.Image, region: LabelRegion | None, box: tuple
     ``crop`` shows ``box`` of the original image, scaled by ``pre``.
     """
     rgb = np.asarray(crop.convert("RGB"))
-    mx = rgb.max(axis=2).astype(np.int16)
-    mn = rgb.min(axis=2).astype(np.int16)
+    mx, mn = _channel_max_min(rgb)
     grey = np.asarray(crop.convert("L")).copy()
     skin = (mx >= 70) & ((mx - mn) * 100 > 25 * np.maximum(mx, 1))
     grey[skin] = 255
