@@ -284,84 +284,112 @@ def _read_frame(ctx: _Context, image: Image.Image | Callable[[], Image.Image], p
                 *, required: bool, reduced: barcode_reader.ReducedRead | None = None,
                 budget: Budget | None = None,
                 regions: Sequence[label_regions.LabelRegion] | None = None) -> None:
-    """Barcodes on one photo or video frame; OCR of the printed number where required.
+    """Barcodes on one photo or video frame, then every label-like region not yet read.
 
     ``image`` may be a function that decodes it, called only when needed;
     ``reduced`` what the cheap barcode passes read on a reduced decode, when the
     caller ran them (:func:`barcode_reader.read_reduced`), within ``budget``;
-    ``regions`` the label-like regions found on that reduced decode. A frame that
-    is not required (a middle picture, a middle clip) is read by
-    :func:`_read_middle`: its label-like regions, fully.
+    ``regions`` the label-like regions found on that reduced decode.
+
+    A frame that shows two labels must show both (R4: a second patient's label
+    beside the first refuses the card), so a number read does not end the
+    frame: every label-like region that does not hold a number already read is
+    read fully (:func:`_read_regions`). Where the number is ``required`` (a
+    first/last picture, every picture in assault mode) and no region gave one,
+    the whole frame is read by OCR as before issue 12 (a close-up of the label,
+    or a label the search missed).
     """
     budget = budget or Budget(ctx.budget_s)
-    ocr_next = required and ctx.ocr is not None
     seen: set[tuple[str, str]] = set()
     if reduced is not None:
-        found = ctx.add(reduced.readings, path, frame)
-        if any(is_identity(e) for e in found):
-            return
+        ctx.add(reduced.readings, path, frame)
         seen = {(r.symbology, r.text) for r in reduced.readings}
-    if not required and reduced is not None:
-        _read_middle(ctx, image, path, frame, regions=regions, budget=budget, seen=seen)
-        return
-    if callable(image):
-        image = image()
-    # After the cheap passes on a reduced copy read nothing, the full-resolution
-    # passes mostly find small labels; where nothing barcode-like was located at
-    # all they find next to nothing, and OCR gets the time (print-only labels).
-    skip = reduced is not None and reduced.located == 0
-    if not skip:
-        share = (REDUCED_MISS_SHARE if reduced is not None else BARCODE_SHARE) if ocr_next else 1.0
-        readings = barcode_reader.read_barcodes(image, budget_s=budget.left() * share,
-                                                enough=ctx.has_identity, quick=reduced is None)
-        found = ctx.add([r for r in readings if (r.symbology, r.text) not in seen], path, frame)
-        if any(is_identity(e) for e in found):
-            return
+    if reduced is None:  # a decoded video frame: the quick passes at full size
+        readings = barcode_reader.read_barcodes(image() if callable(image) else image,
+                                                budget_s=budget.left() * (BARCODE_SHARE if required else 1.0),
+                                                enough=ctx.has_identity, quick=True)
+        ctx.add(readings, path, frame)
         seen |= {(r.symbology, r.text) for r in readings}
-    if not required:  # a decoded middle video frame: its label-like regions, fully
-        _read_middle(ctx, image, path, frame, regions=None, budget=budget, seen=seen)
-        return
-    if not ocr_next:
-        return
-    if ctx.ocr is None:  # OCR not installed: nothing read, which decides as "no number"
-        log.warning("identity: OCR is not available for %s frame %d", path, frame)
-        return
-    try:
-        printed = ctx.ocr.read_printed_numbers(image, budget_s=max(budget.left(), 0.3 * ctx.budget_s))
-    except Exception as exc:  # OCR trouble is "nothing read", never a pass
-        log.warning("identity: OCR failed on %s frame %d: %s", path, frame, exc)
-        return
-    ctx.add(printed, path, frame)
+    unread = _read_regions(ctx, image, path, frame, regions=regions, seen=seen)
+    if required and not _read_a_number(ctx, path, frame):
+        # Neither the cheap passes nor a label-like region gave a number: the whole
+        # frame, as before issue 12 (a close-up of the label, a small barcode the
+        # label search missed). The full-resolution passes find small labels; where
+        # the cheap passes located nothing barcode-like they find next to nothing,
+        # and OCR gets the time.
+        if callable(image):
+            image = image()
+        if reduced is not None and reduced.located != 0:
+            share = REDUCED_MISS_SHARE if ctx.ocr is not None else 1.0
+            readings = barcode_reader.read_barcodes(image, budget_s=budget.left() * share,
+                                                    enough=ctx.has_identity, quick=False)
+            ctx.add([r for r in readings if (r.symbology, r.text) not in seen], path, frame)
+        if ctx.ocr is not None and not _read_a_number(ctx, path, frame):
+            try:
+                printed = ctx.ocr.read_printed_numbers(image, budget_s=max(budget.left(), 0.3 * ctx.budget_s))
+            except Exception as exc:  # OCR trouble is "nothing read", never a pass
+                log.warning("identity: OCR failed on %s frame %d: %s", path, frame, exc)
+                printed = []
+            ctx.add(printed, path, frame)
+    # A region the whole-frame OCR read after all is no unread label. Where the
+    # number is required and none was read, the frame is refused for that
+    # (NO_ID_FOUND, ID_MISSING_ON_FRAME: photograph the label again); an unread
+    # region counts beside a number read (a second label).
+    read_at = _number_positions(ctx, path, frame)
+    if required and not read_at:
+        unread = []
+    for e in unread:
+        if not any(_inside(p, e.position) for p in read_at):
+            ctx.evidence.append(e)
+            log.info("identity: %s frame %d shows a label-like region at %s that could not be read (%s)",
+                     path, frame, e.position, e.text)
 
 
-def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], path: str, frame: int,
-                 *, regions: Sequence[label_regions.LabelRegion] | None, budget: Budget,
-                 seen: set[tuple[str, str]]) -> None:
-    """A frame where the number is not required, after its barcode passes read none.
+def _number_positions(ctx: _Context, path: str, frame: int) -> list[tuple[int, int, int, int]]:
+    """Where numbers (valid or not) were read on this frame."""
+    return [e.position for e in ctx.evidence
+            if e.relative_path == path and e.frame == frame and is_identity(e)]
 
-    R4 still wants every frame checked for another patient. Each label-like region
-    (:mod:`bildsluss_common.readers.regions`; found on the reduced decode, or here
-    on a reduced copy of a decoded video frame) is read fully: a full-resolution
-    crop, every barcode pass on it, then OCR of the crop. A region from which
-    nothing identity-like is read although OCR saw a number-like word there (one
-    that is not the printed text of a product's barcode on the frame), or whose
-    reading the budget cut short before OCR read anything or before print it saw
-    was read (unless a barcode without a number was read there: a product), or
-    where no OCR reader is installed, becomes an ``UNREAD_LABEL``
-    evidence: the decide stage refuses the card (UNREADABLE_LABEL_MID_CARD).
-    Without a label-like region the frame is done: no full decode is paid.
+
+def _read_a_number(ctx: _Context, path: str, frame: int) -> bool:
+    return bool(_number_positions(ctx, path, frame))
+
+
+def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image], path: str, frame: int,
+                  *, regions: Sequence[label_regions.LabelRegion] | None,
+                  seen: set[tuple[str, str]]) -> list[Evidence]:
+    """Every label-like region of a frame that holds no number read yet, read fully.
+
+    R4 wants every frame checked for another patient, and a frame may show two
+    labels. Each label-like region (:mod:`bildsluss_common.readers.regions`;
+    found on the reduced decode, or here on a reduced copy of a decoded video
+    frame) in which no number was read yet is read fully: a full-resolution
+    crop, every barcode pass on it, then OCR of the crop. A region from
+    which nothing identity-like is read although OCR saw a number-like word
+    there (one that is not the printed text of a product's barcode on the
+    frame), or whose reading the budget cut short before OCR read anything or
+    before print it saw was read (unless a barcode without a number was read
+    there: a product), or where no OCR reader is installed, is an unread label:
+    returned as ``UNREAD_LABEL`` evidence (not yet added; the caller drops one
+    that a later whole-frame reading explains), and the decide stage refuses
+    the card (UNREADABLE_LABEL_MID_CARD). Without a label-like region to read,
+    no full decode is paid.
     """
     if regions is None:
         if callable(image):
             image = image()
         grey, scale = reduced_grey(image)
         regions = label_regions.find_label_regions(grey, scale=scale)
-    if not regions:
-        return
+    read_at = _number_positions(ctx, path, frame)
+    todo = [r for r in regions if not any(_inside(p, r.box) for p in read_at)]
+    if not todo:
+        return []
     if callable(image):
         image = image()
-    del budget  # the cheap passes' budget; each region gets its own below
-    for region in regions:
+    unread: list[Evidence] = []
+    for region in todo:
+        if any(_inside(p, region.box) for p in _number_positions(ctx, path, frame)):
+            continue  # a region read beside it held this one's number too (they overlap)
         # Each region found is read with the frame's whole budget of its own, and a
         # wall-clock backstop MIDDLE_WALL_FACTOR times it: a region cut short is a
         # refusal, so neither the cheap passes, nor a false find beside the label,
@@ -370,46 +398,65 @@ def _read_middle(ctx: _Context, image: Image.Image | Callable[[], Image.Image], 
         crop, (x0, y0) = _crop(image, region.box)
         if crop is None:
             continue
-        readings = barcode_reader.read_barcodes(crop, budget_s=budget.left() * BARCODE_SHARE / 2,
-                                                enough=ctx.has_identity)
-        readings = [_moved(r, x0, y0) for r in readings if (r.symbology, r.text) not in seen]
-        seen |= {(r.symbology, r.text) for r in readings}
+        # Cheapest first: zxing-cpp once on the crop (milliseconds), then OCR of the
+        # crop (a print-only label: one tesseract call, usually); the harder
+        # barcode passes (hundreds of ms on a crop full of print, which they take
+        # for bars) only where OCR read no valid number.
+        readings = _new(barcode_reader.read_quick(crop), (x0, y0), seen)
         if any(is_identity(e) for e in ctx.add(readings, path, frame)):
-            return
+            continue  # this label is read; the next region may be another
+        text = _ocr_label_crop(ctx, crop, path, frame, budget)
+        printed = [_moved(r, x0, y0) for r in text.readings] if not isinstance(text, str) else []
+        found = [e for r in printed for e in evidence_from_reading(r, path, frame,
+                                                                    reserve_formats=ctx.reserve_formats)]
+        if not any(e.patient_id for e in found):
+            readings = _new(barcode_reader.read_barcodes(crop, budget_s=budget.left() * BARCODE_SHARE / 2,
+                                                         enough=ctx.has_identity, quick=False),
+                            (x0, y0), seen)
+            if any(is_identity(e) for e in ctx.add(readings, path, frame)):
+                # The barcode read what OCR misread (a number that does not validate).
+                continue
+        ctx.evidence.extend(found)
+        if any(is_identity(e) for e in found):
+            continue
         product_label = any(e.method == Method.BARCODE and e.relative_path == path and e.frame == frame
                             and _inside(e.position, region.box) for e in ctx.evidence)
-        why = _read_label_crop(ctx, crop, (x0, y0), path, frame, budget, products=[t for _, t in seen],
-                               product_label=product_label)
-        if why is None:
-            return  # a number (valid or not) was read: decide judges it
-        if not why:
-            continue  # OCR saw no number-like text: not a label (a false find)
-        ctx.evidence.append(Evidence(relative_path=path, frame=frame, method=Method.UNREAD_LABEL,
-                                     text=why, patient_id=None, position=region.box))
-        log.info("identity: %s frame %d shows a label-like region at %s that could not be read (%s)",
-                 path, frame, region.box, why)
+        why = _unread_why(text, products=[t for _, t in seen], product_label=product_label)
+        if why:
+            unread.append(Evidence(relative_path=path, frame=frame, method=Method.UNREAD_LABEL,
+                                   text=why, patient_id=None, position=region.box))
+    return unread
 
 
-def _read_label_crop(ctx: _Context, crop: Image.Image, origin: tuple[int, int], path: str, frame: int,
-                     budget: Budget, products: Sequence[str] = (), product_label: bool = False) -> str | None:
-    """OCR of one label-like crop. None when it read an identity-number-looking text
-    (added as evidence); otherwise why the region counts as an unread label, or ""
-    when OCR saw nothing number-like there (not a label: a false find).
+def _new(readings: Sequence[Reading], origin: tuple[int, int], seen: set[tuple[str, str]]) -> list[Reading]:
+    """A crop's barcode readings in the frame's pixels, less those already read; marks them seen."""
+    out = [_moved(r, *origin) for r in readings if (r.symbology, r.text) not in seen]
+    seen |= {(r.symbology, r.text) for r in out}
+    return out
 
-    ``products``: the texts of the frame's barcodes that hold no number (a
-    dressing's lot code). A number-like line that is part of one of them is the
-    barcode's printed text, not an unread patient number."""
+
+def _ocr_label_crop(ctx: _Context, crop: Image.Image, path: str, frame: int, budget: Budget) -> Any:
+    """OCR of one label-like crop (``ocr.read_label_text``), or why it could not run (a str)."""
     if ctx.ocr is None or not hasattr(ctx.ocr, "read_label_text"):
         return "a label-like region, and no OCR reader is installed to read it"
     try:
-        text = ctx.ocr.read_label_text(crop, budget_s=max(budget.left(), 0.1),
+        return ctx.ocr.read_label_text(crop, budget_s=max(budget.left(), 0.1),
                                        wall_s=max(budget.wall_left(), 1.0))
     except Exception as exc:  # OCR trouble is "could not read", never a pass
         log.warning("identity: OCR failed on a label-like region of %s frame %d: %s", path, frame, exc)
         return f"a label-like region; OCR failed: {type(exc).__name__}"
-    found = ctx.add([_moved(r, *origin) for r in text.readings], path, frame)
-    if any(is_identity(e) for e in found):
-        return None
+
+
+def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = False) -> str:
+    """Why a region from which no number was read counts as an unread label, or ""
+    when OCR saw nothing number-like there (not a label: a false find).
+
+    ``text``: what :func:`_ocr_label_crop` gave. ``products``: the texts of the
+    frame's barcodes that hold no number (a dressing's lot code). A number-like
+    line that is part of one of them is the barcode's printed text, not an
+    unread patient number."""
+    if isinstance(text, str):
+        return text
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
     if unexplained:
         return "a label-like region with a number-like line that is not a patient number"
@@ -499,11 +546,13 @@ def _read_picture(ctx: _Context, path: PictureSource, relative_path: str, *, req
     small, scale = reduced if reduced is not None else open_reduced(path)
     share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
     grey = barcode_reader.to_grey(small)
+    regions = label_regions.find_label_regions(grey, scale=scale)  # a few ms: every picture
+    # A required picture's located pass reads the barcode-like patches in its
+    # label-like regions only (a patch elsewhere is mostly skin texture, and a
+    # label the search missed is read by the whole-frame passes that follow).
+    within = [r.box for r in regions] if required and regions else None
     cheap = barcode_reader.read_reduced(grey, scale=scale, budget_s=budget.left() * share,
-                                        enough=ctx.has_identity)
-    regions = None
-    if not required and not ctx.has_identity(list(cheap.readings)):
-        regions = label_regions.find_label_regions(grey, scale=scale)
+                                        enough=ctx.has_identity, within=within)
     _read_frame(ctx, lambda: open_upright(path), relative_path, 0, required=required,
                 reduced=cheap, budget=budget, regions=regions)
 
