@@ -206,6 +206,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             print(f"  reason: {outcome.reason.value}")
         if outcome.detail:
             print(f"  detail: {outcome.detail}")
+        for shown in outcome.to_json()["patients_shown"]:
+            print(f"  {shown['patient']} on: {', '.join(shown['files'])}")
         if outcome.patient:
             print(f"  patient: {outcome.patient}")
         if outcome.case_id:

@@ -105,6 +105,13 @@ def test_refused_cards_stay_byte_identical(archive, tmp_path, kind):
     assert out["wiped"] is False and out["case_id"] is None and out["message"]
     assert all(f["status"] in ("refused", "ignored") and f["sha256"] is None for f in out["files"])
     assert snapshot(card) == before
+    # Which files show which (masked) number, so that staff can sort a card of two patients.
+    pictures = [f["path"] for f in out["files"] if f["status"] == "refused"]
+    other = "19820415-****"
+    expected = {"mixed": {"19121212-****": [pictures[0], pictures[3]], other: [pictures[2]]},
+                "first_last": {"19121212-****": [pictures[0]], other: [pictures[3]]}}.get(kind, {})
+    assert {s["patient"]: s["files"] for s in out["patients_shown"]} == expected
+    assert "191212121212" not in json.dumps(out["patients_shown"])
     # A refused card was stripped into the spool while it was read, but nothing was sent (R4).
     assert list(out["timings"]) == ["scan", "identify", "strip"]
 

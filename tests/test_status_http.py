@@ -149,3 +149,50 @@ def test_stop_ends_open_event_streams(board):
     stopper.join(timeout=30)
     assert not stopper.is_alive(), "stop() must not hang on an open page"
     assert response.read() == b"", "the stream ends"
+
+
+def test_a_refused_mixed_card_says_which_files_show_which_masked_number(page, board):
+    # The outcome as the pipeline writes it (IngestOutcome.to_json), through the
+    # board, on the real page, in the JSON and in `bildsluss-agent status`.
+    from agent.card.model import Evidence, Method
+    from agent.card.outcome import Outcome
+    from agent.card.pipeline import IngestOutcome
+    from agent.card.reasons import Reason
+    from agent.desk.commands import format_status
+
+    other = "198204152386"
+    files = ["DCIM/100CANON/IMG_0001.JPG", "DCIM/100CANON/IMG_0002.JPG", "DCIM/100CANON/IMG_0003.JPG"]
+    evidence = (Evidence(files[0], 0, Method.BARCODE, PATIENT, PATIENT),
+                Evidence(files[1], 0, Method.OCR, "19820415-2386", other),
+                Evidence(files[2], 0, Method.BARCODE, PATIENT, PATIENT),
+                Evidence(files[1], 0, Method.BARCODE, "lot 4711", None))
+    outcome = IngestOutcome(Outcome.REFUSED, Reason.MIXED_PATIENTS, "two patients",
+                            detail=f"2 patients on the card: {PATIENT} on ...", evidence=evidence).to_json()
+    assert outcome["patients_shown"] == [{"patient": "19121212-****", "files": [files[0], files[2]]},
+                                         {"patient": "19820415-****", "files": [files[1]]}]
+    board.card_detected("sdb1", "usb-1", "udev")
+    board.card_finished("sdb1", outcome)
+
+    body = get(page, "/")[2]
+    assert "Nekat: flera patienter på kortet" in body
+    assert (f"Bilder per patient: 19121212-**** på {files[0]}, {files[2]}; "
+            f"19820415-**** på {files[1]}.") in body
+    assert PATIENT not in body and other not in body
+    data = json.loads(get(page, "/status.json")[2])
+    assert data["recent"][0]["patients_shown"][1] == {"patient": "19820415-****", "files": [files[1]], "more": 0}
+    assert PATIENT not in json.dumps(data) and other not in json.dumps(data)
+    assert f"19820415-**** på {files[1]}" in format_status(board.snapshot())
+
+
+def test_numbers_shown_per_file_are_masked_on_the_board_whatever_it_is_given(page, board):
+    # Defence in depth: an outcome that carried an unmasked number, and a card of
+    # many pictures, still shows the masked number and a bounded list.
+    many = [f"IMG_{i:04d}.JPG" for i in range(30)]
+    outcome = {**finished("refused", "MIXED_PATIENTS"),
+               "patients_shown": [{"patient": PATIENT, "files": many}, {"patient": "19820415-2386", "files": ["X.JPG"]}]}
+    board.card_detected("sdb1", "usb-1", "udev")
+    board.card_finished("sdb1", outcome)
+    body = get(page, "/")[2]
+    assert PATIENT not in body and "198204152386" not in body and "19820415-2386" not in body
+    assert "19121212-**** på IMG_0000.JPG" in body and "IMG_0011.JPG och 18 till" in body
+    assert "IMG_0012.JPG" not in body

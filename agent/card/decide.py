@@ -178,6 +178,20 @@ def decide(
     return _accept(identified, ids[0], expected, audio)
 
 
+def patients_shown(evidence: Iterable[Evidence]) -> list[tuple[str, list[str]]]:
+    """Which files show which valid number, when a card shows more than one patient
+    (MIXED_PATIENTS, FIRST_LAST_MISMATCH): ``[(number, [file, ...]), ...]`` in the
+    order read, files in capture order; empty for a card with one patient or none.
+    So that staff can sort the card (issue 12); callers mask the numbers."""
+    shown: dict[str, list[str]] = {}
+    for e in evidence:
+        if e.patient_id is not None:
+            files = shown.setdefault(e.patient_id, [])
+            if e.relative_path not in files:
+                files.append(e.relative_path)
+    return list(shown.items()) if len(shown) > 1 else []
+
+
 def _accept(identified: IdentifyResult, patient: str | None, expected: str | None,
             audio: Sequence[str]) -> Decision:
     """The card's one patient. ``ehr_context``: ingest was started from the EHR and the

@@ -39,7 +39,7 @@ from agent.card.spool import FULL_ERRNOS, Spool, SpoolFull
 from agent.card.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.card.verify import verify_receipts
 from agent.card.workers import CardReaders
-from bildsluss_common.identity.masking import mask_numbers_in_text
+from bildsluss_common.identity.masking import mask_numbers_in_text, mask_patient
 from agent.card.wipe import WipeResult, remove_housekeeping, wipe
 from agent.config import AgentConfig
 
@@ -102,6 +102,9 @@ class IngestOutcome:
             "wiped": self.wiped,
             "files": [f.to_json() for f in self.files],
             "evidence": [e.to_json() for e in self.evidence],
+            # A card with more than one patient: which files show which (masked) number.
+            "patients_shown": [{"patient": mask_patient(number), "files": files}
+                               for number, files in decide_stage.patients_shown(self.evidence)],
             "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
         }
 

@@ -135,7 +135,7 @@ def format_status(snapshot: dict[str, Any], context: dict[str, Any] | None = Non
         lines.append("")
         lines.append(f"[{panel['reader']}] {panel['headline'].upper()}" if panel["reader"]
                      else panel["headline"].upper())
-        for key in ("progress", "text", "queued"):
+        for key in ("progress", "text", "shown", "queued"):
             if panel.get(key):
                 lines.append(f"  {panel[key]}")
     if view["recent"]:

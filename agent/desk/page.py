@@ -266,7 +266,7 @@ def render_body(snapshot: dict[str, Any], context: dict[str, Any] | None = None)
         if panel["reader"]:
             parts.append(f'<p class="name">{e(panel["reader"])}</p>')
         parts.append(f'<h1>{e(panel["headline"])}</h1>')
-        for key in ("progress", "text", "queued"):
+        for key in ("progress", "text", "shown", "queued"):
             if panel.get(key):
                 parts.append(f'<p class="{key}">{e(panel[key])}</p>')
         parts.append("</section>")

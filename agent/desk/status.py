@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bildsluss_common.identity.masking import mask_patient
+from bildsluss_common.identity.masking import mask_numbers_in_text, mask_patient
 from agent.card.reasons import Reason, staff_message_sv, title_sv
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class StatusBoard:
                 "message": outcome.get("message"), "patient": mask_patient(outcome.get("patient")),
                 "case_id": outcome.get("case_id"), "wiped": bool(outcome.get("wiped")),
                 "files": len(media), "started": card.get("since"), "finished": now,
+                "patients_shown": _patients_shown(outcome.get("patients_shown")),
             }
             self._recent.appendleft(entry)
             counted = _OUTCOME_COUNTS.get(entry["outcome"])
@@ -260,6 +261,34 @@ class StatusBoard:
         }
 
 
+# How many files per patient a refused mixed card lists on the board.
+SHOWN_FILES_KEPT = 12
+
+
+def _patients_shown(shown: Any) -> list[dict[str, Any]]:
+    """A refused mixed card's "which files show which number", masked again (the
+    outcome masks them already; nothing unmasked reaches the board) and bounded."""
+    out: list[dict[str, Any]] = []
+    for item in shown if isinstance(shown, list) else []:
+        if not isinstance(item, dict) or not item.get("patient"):
+            continue
+        files = [str(f) for f in item.get("files") or []]
+        number = str(item["patient"])
+        masked = mask_patient(number) if number.isdigit() else mask_numbers_in_text(number, keep_date=True)
+        out.append({"patient": masked,
+                    "files": files[:SHOWN_FILES_KEPT], "more": max(0, len(files) - SHOWN_FILES_KEPT)})
+    return out
+
+
+def shown_text(shown: list[dict[str, Any]]) -> str:
+    """"19121212-**** på IMG_0001.JPG, IMG_0003.JPG; 19820415-**** på IMG_0002.JPG"."""
+    parts = []
+    for item in shown:
+        files = ", ".join(item["files"]) + (f" och {item['more']} till" if item.get("more") else "")
+        parts.append(f"{item['patient']} på {files}")
+    return "; ".join(parts)
+
+
 def _count(value: Any) -> int | None:
     """A progress number, or None: a malformed report must not fail the card."""
     if isinstance(value, bool):
@@ -366,8 +395,11 @@ def outcome_panel(entry: dict[str, Any]) -> dict[str, Any]:
         return {"tone": "warn", "headline": "Sparat, men kortet är inte tömt – använd inte kortet",
                 "text": _sentence(code or "WIPE_FAILED", entry.get("message")), "progress": ""}
     if outcome == "refused":
-        return {"tone": "refused", "headline": f"Nekat: {_title(code)}",
-                "text": _sentence(code, entry.get("message")), "progress": ""}
+        panel = {"tone": "refused", "headline": f"Nekat: {_title(code)}",
+                 "text": _sentence(code, entry.get("message")), "progress": ""}
+        if entry.get("patients_shown"):  # so that staff can sort the card
+            panel["shown"] = "Bilder per patient: " + shown_text(entry["patients_shown"]) + "."
+        return panel
     if outcome == "deferred":
         return {"tone": "warn", "headline": held_headline(code),
                 "text": _sentence(code or "ARCHIVE_UNAVAILABLE", entry.get("message")), "progress": ""}
