@@ -2,7 +2,8 @@
 
 The slow suite: about 15 minutes on the 2-core machine (build 2-3 min, lintian 5-7 min over
 300 MB of wheels, debootstrap 2 min, the dependencies 3 min; it downloads from PyPI and the
-Debian mirror). Not part of `scripts/test.sh`: run it with `scripts/test-debian.sh`.
+Debian mirror). `scripts/test.sh` (CI) runs it as root beside the main suite (it is
+deselected by default: `-m debian`); alone: `scripts/test-debian.sh`.
 Needs root (debootstrap, chroot, mount namespaces).
 """
 from __future__ import annotations
