@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from archive_server.audit import append_audit
 from archive_server.db import Database
@@ -149,7 +149,7 @@ def load_grants(s: Session, principal: Principal) -> Grants:
         raise NotPermitted("UNKNOWN_USER", f"{principal.user} is not a user of this archive: "
                                            "an administrator must give them access to a department first.")
     rows = s.scalars(sa.select(DepartmentAccess).where(DepartmentAccess.user_id == user.id)
-                     .options(selectinload(DepartmentAccess.role))).all()
+                     .options(joinedload(DepartmentAccess.role, innerjoin=True))).all()
     archive_wide: set[str] = set()
     by_department: dict[int, frozenset[str]] = {}
     roles: dict[int, str] = {}
@@ -211,9 +211,11 @@ class Operation:
         case also needs ``case.emergency_open`` there and a reason (R17); for
         reading (``case.read``) in an emergency that right alone suffices."""
         self.case_id, self.target = case_id, f"case:{case_id}"
-        query = sa.select(Case).where(Case.id == case_id).options(selectinload(Case.department))
-        if lock:
-            query = query.with_for_update()
+        query = sa.select(Case).where(Case.id == case_id)
+        if lock:  # the case row only: a join would lock its department's row too
+            query = query.options(selectinload(Case.department)).with_for_update()
+        else:  # one round trip: the department comes in the case's row
+            query = query.options(joinedload(Case.department, innerjoin=True))
         case = self.session.execute(query).scalar_one_or_none()
         if case is None:
             raise NotFound(f"unknown case {case_id}")
@@ -246,7 +248,7 @@ class Operation:
         newest first, at most ``limit``), narrowed by patient, department
         (HSA-id), creation time [since, until) and status."""
         order = (Case.created_at.desc(), Case.id.desc()) if newest_first else (Case.created_at, Case.id)
-        query = sa.select(Case).options(selectinload(Case.department)).order_by(*order)
+        query = sa.select(Case).options(joinedload(Case.department, innerjoin=True)).order_by(*order)
         if patient is not None:
             query = query.where(Case.patient_id == patient)
         if department is not None:
