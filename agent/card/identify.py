@@ -10,16 +10,16 @@ below, ``_read_<kind>``):
 
 * **Images** (all modes but ultrasound): the barcodes of EVERY image, not only
   the first and last, because R4 refuses a card with more than one valid number
-  anywhere on it. Where the rules require the number (the first and last image
-  of a photo series; every image in assault mode) and no identity-looking
-  barcode was read there, the printed number is read by OCR
-  (:mod:`bildsluss_common.readers.ocr`) as the fallback. A middle image of a photo
-  series is not OCR'd whole (OCR is slow and the reader most likely to misread);
-  its label-like regions are (:func:`_read_middle`, issue 12): found cheaply on
-  the reduced decode, each is read fully (barcode on a full-resolution crop, then
-  OCR of the crop), and one that shows a number-like line but reads as no number
-  refuses the card (``unread_label`` evidence, UNREADABLE_LABEL_MID_CARD).
-  ``docs/identity-reading.md``.
+  anywhere on it. Every image's label-like regions (:func:`_read_regions`,
+  issue 12), found cheaply on the reduced decode, are read fully where no
+  number was read in them yet (barcode on a full-resolution crop, OCR of the
+  crop): a frame may show two labels. A region that shows a number-like line
+  but reads as no number refuses the card (``unread_label`` evidence,
+  UNREADABLE_LABEL_MID_CARD). Where the rules require the number (the first
+  and last image of a photo series; every image in assault mode) and neither
+  the barcodes nor a region gave one, the whole frame is read (full-resolution
+  barcode passes, then OCR of the printed number,
+  :mod:`bildsluss_common.readers.ocr`). ``docs/identity-reading.md``.
 * **Ultrasound images and cine clips** (ultrasound mode): the burned-in overlay
   by OCR, on the image and on every sampled frame of a clip (an MP4 cine export).
 * **DICOM files**: the header's PatientID and the overlay of every frame
@@ -55,7 +55,8 @@ the OCR fallback is simply skipped.
 seconds, not wall-clock (:mod:`bildsluss_common.readers.budget`: other load on the PC must
 not turn into refusals); frames are read one after another (zxing-cpp holds the
 GIL, so threads do not help). A picture is first decoded at half size for the
-cheap barcode pass; the full decode is paid only when that pass read no number.
+cheap barcode pass; the full decode is paid only where a label-like region is
+read or a required frame read no number.
 """
 from __future__ import annotations
 
