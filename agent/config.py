@@ -45,6 +45,8 @@ class ArchiveConfig:
     # How long to keep retrying an unavailable archive within one ingest.
     retry_budget_s: float = 30.0
     chunk_bytes: int = 1 << 20
+    # Write streams at once (files sent in parallel; the archive fsyncs each blob).
+    upload_streams: int = 4
 
 
 def check_transport(archive: ArchiveConfig) -> None:
@@ -197,7 +199,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "archive": {
         "address": "string", "insecure": "boolean", "tls_cert": "path", "tls_key": "path",
         "tls_ca": "path", "tls_server_name": "string", "call_timeout_s": "number", "connect_timeout_s": "number",
-        "retry_budget_s": "number", "chunk_bytes": "integer",
+        "retry_budget_s": "number", "chunk_bytes": "integer", "upload_streams": "integer",
     },
     "identity": {"budget_s": "number", "reserve_formats": "list of formats"},
     "daemon": {

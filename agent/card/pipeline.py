@@ -35,7 +35,7 @@ from agent.card.progress import (
     Stripped, Uploading, Wiped,
 )
 from agent.card.reasons import Reason, staff_message
-from agent.card.spool import FULL_ERRNOS, Spool, SpoolFull
+from agent.card.spool import FULL_ERRNOS, HEADROOM_BYTES, Spool, SpoolFull
 from agent.card.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.card.verify import verify_receipts
 from agent.card.workers import CardReaders
@@ -181,6 +181,8 @@ class _CardRun:
         self.left_on_card: set[str] = set()  # archived, but the wipe could not delete them
         self.timings: dict[str, float] = {}  # stage -> wall seconds, closed when the next starts
         self._current: tuple[str, float] | None = None
+        # JPEG copies stripped while the card was read: (path, sha256) -> copy.
+        self._stripped_ahead: dict[tuple[str, str], strip_stage.Written] = {}
 
     # -- the boundary: every way a card stops becomes an outcome -----------------------
 
@@ -290,6 +292,7 @@ class _CardRun:
                              reserve_formats=config.reserve_formats) as readers, MetadataReader() as reader:
                 self._stage("scan", {"root": str(request.root)})
                 readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
+                readers.on_scanned = lambda media: self._strip_ahead(media, spool, spool_dir)
                 self.scan = scan = readers.scan(request.root, reader=reader)
                 log.info("scanned card", extra={
                     "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
@@ -326,7 +329,8 @@ class _CardRun:
         strip_failed: Exception | None = None
         try:
             stripped = strip_stage.strip_all(
-                scan.media, spool_dir, tool=reader, progress=lambda done, done_bytes: self._report(
+                scan.media, spool_dir, tool=reader, ahead=self._stripped_ahead,
+                progress=lambda done, done_bytes: self._report(
                     "strip", {"files_total": files, "files_done": done, "bytes_total": size, "bytes_done": done_bytes}))
         except Exception as exc:  # held until the card is decided (see above)
             strip_failed = exc
@@ -334,6 +338,24 @@ class _CardRun:
         if strip_failed is not None:
             raise strip_failed
         return decision, stripped
+
+    def _strip_ahead(self, media: MediaFile, spool: Spool, spool_dir: pathlib.Path) -> None:
+        """Strip a JPEG into the spool as soon as its scan is back, while the
+        reader processes read the next files (this process would only wait).
+        Nothing is judged here: a copy that fails is dropped and the strip stage
+        strips that file again after the card is decided, as before; the copies
+        of a refused card go with the spool folder (nothing is sent, R4)."""
+        ahead = self._stripped_ahead
+        try:
+            # Only while the whole card still fits beside them (check_room follows the scan).
+            if spool.free_bytes() < 2 * media.size + HEADROOM_BYTES:
+                return
+            early = strip_stage.strip_ahead(media, spool_dir)
+        except Exception as exc:  # judged later, by strip_all, after the decision
+            log.debug("strip ahead: %s not stripped yet: %s", media.relative_path, exc)
+            return
+        if early is not None:
+            ahead[(media.relative_path, media.sha256)] = early
 
     def _start_identify(self, scan: ScanResult, manifest: Mapping[str, str], readers: CardReaders
                         ) -> Callable[[], Decision] | Decision:

@@ -9,8 +9,10 @@ leave the card untouched: the caller decides.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -227,21 +229,63 @@ class ArchiveClient:
         files: Sequence[StrippedFile],
         progress: Callable[[UploadProgress], None] | None = None,
     ) -> None:
-        """Send every blob the archive lacks; resumes partly sent ones."""
+        """Send every blob the archive lacks; resumes partly sent ones.
+
+        Up to ``config.upload_streams`` Write streams at once: the archive
+        fsyncs and re-hashes each blob when it ends, and one stream at a time
+        would leave the link (and the archive's other core) idle meanwhile.
+        The first failure stops the rest (those not yet started are not sent)
+        and is raised; what was sent stays resumable."""
         unique = {f.sha256: f for f in files}  # a card may hold the same bytes twice
         missing = self.find_missing(session_id, list(unique.values()))
         todo = [f for sha, f in unique.items() if sha in missing]
         total = sum(f.size for f in todo)
-        done_bytes = 0
-        for index, f in enumerate(todo):
-            def sent(file_bytes: int, index: int = index, before: int = done_bytes) -> None:
-                if progress:
-                    progress(UploadProgress(index, len(todo), before + file_bytes, total))
+        lock = threading.Lock()
+        in_flight: dict[int, int] = {}
+        state = {"files": 0, "bytes": 0}
 
-            self._upload_one(session_id, f, sent)
-            done_bytes += f.size
-            if progress:
-                progress(UploadProgress(index + 1, len(todo), done_bytes, total))
+        def reporter(index: int) -> Callable[[int], None]:
+            return lambda file_bytes: sent(index, file_bytes)
+
+        def sent(index: int, file_bytes: int) -> None:  # on a Write stream's request thread
+            if progress is None:
+                return
+            with lock:
+                in_flight[index] = file_bytes
+                now = UploadProgress(state["files"], len(todo), state["bytes"] + sum(in_flight.values()), total)
+            progress(now)
+
+        streams = max(1, min(self.config.upload_streams, len(todo)))
+        if streams == 1:
+            for index, f in enumerate(todo):
+                self._upload_one(session_id, f, reporter(index))
+                self._file_sent(f, index, lock, in_flight, state, len(todo), total, progress)
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=streams,
+                                                   thread_name_prefix="upload") as pool:
+            futures = {pool.submit(self._upload_one, session_id, f, reporter(index)): (index, f)
+                       for index, f in enumerate(todo)}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()
+                    index, f = futures[future]
+                    self._file_sent(f, index, lock, in_flight, state, len(todo), total, progress)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    @staticmethod
+    def _file_sent(f: StrippedFile, index: int, lock: threading.Lock, in_flight: dict[int, int],
+                   state: dict[str, int], files_total: int, total: int,
+                   progress: Callable[[UploadProgress], None] | None) -> None:
+        with lock:
+            in_flight.pop(index, None)
+            state["files"] += 1
+            state["bytes"] += f.size
+            now = UploadProgress(state["files"], files_total, state["bytes"] + sum(in_flight.values()), total)
+        if progress is not None:
+            progress(now)
 
     def _upload_one(self, session_id: str, f: StrippedFile,
                     on_bytes: Callable[[int], None] | None = None) -> None:

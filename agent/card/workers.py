@@ -179,6 +179,9 @@ class CardReaders:
         self.confinement = confinement_for(card, spool_dir)
         self._early: dict[tuple[str, str], FileReading | None] = {}
         self.on_probed: Progress | None = None  # files probed, files on the card (for people)
+        # Each file's scan as it comes back, in order (the pipeline strips it ahead
+        # while the workers read the next files); called in this process.
+        self.on_scanned: Callable[[MediaFile], None] | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def __enter__(self) -> CardReaders:
@@ -229,6 +232,12 @@ class CardReaders:
             if reading is not None:
                 self._early[(entry.rel, probed.sha256)] = reading
             probes.append(probed)
+            if self.on_scanned is not None and not probed.refusal and not probed.unsafe \
+                    and probed.fmt is not None and probed.kind is MediaKind.IMAGE:
+                self.on_scanned(MediaFile(
+                    path=entry.path, relative_path=entry.rel, kind=MediaKind.IMAGE,
+                    media_type=probed.fmt.media_type, size=entry.st.st_size, sha256=probed.sha256,
+                    mtime_ns=entry.st.st_mtime_ns))
             if self.on_probed is not None:
                 self.on_probed(len(probes), len(entries))
         return probes

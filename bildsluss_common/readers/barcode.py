@@ -178,6 +178,7 @@ def read_reduced(
     budget_s: float = 1.0,
     enough: Callable[[list[Reading]], bool] | None = None,
     within: Sequence[tuple[int, int, int, int]] | None = None,
+    with_located: bool = True,
 ) -> ReducedRead:
     """The cheap passes on a reduced copy of a frame (a half-size JPEG decode).
 
@@ -191,7 +192,8 @@ def read_reduced(
     ``within`` (boxes x, y, w, h in the frame's pixels: the label-like regions):
     the located pass reads only the patches whose middle lies in one of them
     (the locator also fires on skin texture, 3-5 patches on a plain photo);
-    ``located`` still counts every patch found.
+    ``located`` still counts every patch found. ``with_located=False``: pass 1
+    only (a middle picture, whose label-like regions are read fully instead).
     """
     budget = Budget(budget_s)
     enough = enough or bool
@@ -216,7 +218,8 @@ def read_reduced(
             patches = [p for p in patches if any(_middle_in(p[0], box, scale) for box in within)]
         return _pass_located(grey, b, patches)
 
-    for name, run in (("quick", quick), ("located", located_pass)):
+    passes = (("quick", quick), ("located", located_pass)) if with_located else (("quick", quick),)
+    for name, run in passes:
         try:
             found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
         except Exception as exc:  # a reader's own error must not stop the card

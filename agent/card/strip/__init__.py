@@ -4,7 +4,8 @@
 bytes (checking them against the scan's SHA-256, so what is stripped is
 exactly what was scanned), writes a stripped copy into the spool (mode 0600)
 and checks it; then one exiftool call reads every copy back against an
-allow-list; then the copies are fsynced. The first failure removes what the
+allow-list. Each copy is fsynced (by a thread) as soon as it is written, and
+all are durable before the call returns. The first failure removes what the
 call wrote and raises. docs/media.md has the per-format table and figures.
 
 One module per format family, each with a ``strip_…`` function that writes a
@@ -81,9 +82,11 @@ as a backstop.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from agent.card.metadata import MetadataReader
 from agent.card.model import MediaFile, StrippedFile
@@ -94,9 +97,11 @@ from agent.card.strip.jpeg import jpeg_structure_problems, strip_jpeg
 from agent.card.strip.readback import WAV_TYPES, forbidden_tags, read_back
 from agent.card.strip.wav import strip_wav
 
-__all__ = ["forbidden_tags", "jpeg_structure_problems", "strip", "strip_all"]
+__all__ = ["Written", "forbidden_tags", "jpeg_structure_problems", "strip", "strip_ahead", "strip_all"]
 
 _DICOM_TYPES = {"application/dicom"}
+# Threads that fsync the written copies while the next ones are stripped.
+_FSYNC_THREADS = 4
 _NOT_ACCEPTED = {
     "image/heic": "HEIC/HEIF is not accepted (docs/media.md): exiftool cannot remove and prove "
                   "removed every HEIF metadata item",
@@ -134,14 +139,28 @@ def _write_one(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader
     raise fail(media, f"stripping {media.media_type} is not supported")
 
 
+def strip_ahead(media: MediaFile, spool_dir: pathlib.Path) -> Written | None:
+    """A JPEG's checked copy written while the card is still being read (the
+    pipeline calls it as each file's scan comes back), for :func:`strip_all`'s
+    ``ahead``; None for another format. Raises what :func:`strip_jpeg` raises
+    (the caller drops it: :func:`strip_all` strips that file again and judges)."""
+    if media.media_type != "image/jpeg":
+        return None
+    return strip_jpeg(media, spool_dir)
+
+
 def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
               tool: MetadataReader | None = None,
-              progress: Callable[[int, int], None] | None = None) -> list[StrippedFile]:
+              progress: Callable[[int, int], None] | None = None,
+              ahead: Mapping[tuple[str, str], Written] | None = None) -> list[StrippedFile]:
     """Write a verified metadata-free copy of every file into ``spool_dir``.
 
     Each copy is written and checked (structure, image data, pixels or
     packets), then all are read back by the one exiftool (one request for the
-    JPEGs, one for the rest), then fsynced.
+    JPEGs, one for the rest); each is fsynced as soon as it is written.
+    ``ahead``: copies :func:`strip_ahead` wrote for files of the same path and
+    SHA-256 while the card was read; they are used as written (read back and
+    fsynced like the rest), and any not used is removed.
     Raises StageError STRIP_FAILED (unsupported format, any leftover
     metadata, any difference in image or stream data) or CARD_CHANGED (the
     card's bytes are not what the scan hashed); on error nothing this call
@@ -149,26 +168,44 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
     """
     spool_dir = pathlib.Path(spool_dir)
     written: list[Written] = []
-    try:
-        with _reader(tool) as reader:
-            done_bytes = 0
-            for m in media:
-                written.append(_write_one(m, spool_dir, reader))
-                done_bytes += m.size
-                if progress is not None:
-                    progress(len(written), done_bytes)
-            read_back(written, reader)
-        done = []
-        for w in written:
-            fsync(w.out)
-            sha, size = (w.sha256, w.size) if w.sha256 else sha256_file(w.out)
-            done.append(StrippedFile(source=w.media, spool_path=w.out, sha256=sha, size=size))
-        fsync(spool_dir)
-        return done
-    except BaseException:
-        for w in written:
-            w.out.unlink(missing_ok=True)
-        raise
+    ahead = dict(ahead or {})
+    # Each copy is fsynced by a thread as soon as it is written (fsync releases
+    # the GIL): the disk works while the next files are stripped and read back,
+    # instead of 100 fsyncs one after another at the end. All are waited for.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=_FSYNC_THREADS,
+                                               thread_name_prefix="spool-fsync") as syncer:
+        synced: list[concurrent.futures.Future[None]] = []
+        try:
+            with _reader(tool) as reader:
+                done_bytes = 0
+                for m in media:
+                    early = ahead.pop((m.relative_path, m.sha256), None)
+                    if early is not None and (early.media.path, early.media.media_type) == (m.path, m.media_type):
+                        written.append(dataclasses.replace(early, media=m))
+                    else:
+                        if early is not None:
+                            early.out.unlink(missing_ok=True)
+                        written.append(_write_one(m, spool_dir, reader))
+                    synced.append(syncer.submit(fsync, written[-1].out))
+                    done_bytes += m.size
+                    if progress is not None:
+                        progress(len(written), done_bytes)
+                read_back(written, reader)
+            done = []
+            for w, sync in zip(written, synced):
+                sync.result()
+                sha, size = (w.sha256, w.size) if w.sha256 else sha256_file(w.out)
+                done.append(StrippedFile(source=w.media, spool_path=w.out, sha256=sha, size=size))
+            fsync(spool_dir)
+            return done
+        except BaseException:
+            concurrent.futures.wait(synced)
+            for w in written:
+                w.out.unlink(missing_ok=True)
+            raise
+        finally:
+            for unused in ahead.values():  # files the scan did not take as media
+                unused.out.unlink(missing_ok=True)
 
 
 def strip(media: MediaFile, spool_dir: pathlib.Path, *,
