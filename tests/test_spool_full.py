@@ -66,6 +66,8 @@ def test_a_disk_that_fills_while_stripping_defers_the_card(tmp_path, small_disk)
     make_card(card, patient=PATIENT, n_images=3, seed=6)
     before = snapshot(card)
     card_bytes = sum(p.stat().st_size for p in card.rglob("*") if p.is_file())
+    # Room for the card and the headroom, not for twice that: the JPEGs are not
+    # stripped ahead while the card is read (agent.card.pipeline), but after the check.
     disk = small_disk(card_bytes + HEADROOM_BYTES + (4 << 20))
     cfg = config_mod.from_dict({"agent": {"spool_dir": str(disk / "spool")},
                                 "archive": {"insecure": True, "address": "127.0.0.1:1"}})

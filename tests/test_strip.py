@@ -257,3 +257,40 @@ def test_checklists_flag_what_exiftool_would_leave(reader):
     assert any("XMP" in p for p in problems)
     problems = jpeg_structure_problems((EXIF / "Writer.jpg").read_bytes() + b"trailer")
     assert any("after the end" in p for p in problems)
+
+
+def test_copies_stripped_ahead_are_used_read_back_and_the_unused_removed(tmp_path, reader):
+    """strip_all takes a copy strip_ahead wrote while the card was read (same path and
+    bytes), reads it back like the rest, and removes one the scan did not take as media."""
+    from agent.card.strip import strip_ahead
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    gps = media_for(EXIF / "GPS.jpg", "image/jpeg")
+    other = media_for(EXIF / CORPUS_JPEGS[0], "image/jpeg") if CORPUS_JPEGS[0] != "GPS.jpg" \
+        else media_for(EXIF / CORPUS_JPEGS[1], "image/jpeg")
+    assert strip_ahead(media_for(EXIF / "GeoTiff.tif", "image/tiff"), spool) is None  # JPEG only
+    early, dropped = strip_ahead(gps, spool), strip_ahead(other, spool)
+    assert early is not None and dropped is not None
+    stripped = strip_all([gps], spool, tool=reader, ahead={
+        (gps.relative_path, gps.sha256): early, (other.relative_path, other.sha256): dropped})
+    assert [s.spool_path for s in stripped] == [early.out] and stripped[0].source == gps
+    assert sorted(os.listdir(spool)) == [early.out.name], "the unused copy must be removed"
+    assert leftovers(exiftool_json(early.out)) == []
+
+
+def test_a_copy_stripped_ahead_that_the_read_back_refuses_is_removed(tmp_path, reader):
+    """A copy from ahead goes through the same read-back: one that still holds metadata
+    fails the card's strip (STRIP_FAILED) and nothing is left in the spool."""
+    from agent.card.strip import strip_ahead
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    gps = media_for(EXIF / "GPS.jpg", "image/jpeg")
+    early = strip_ahead(gps, spool)
+    assert early is not None
+    early.out.write_bytes((EXIF / "GPS.jpg").read_bytes())  # as if the copy were not stripped
+    with pytest.raises(StageError) as raised:
+        strip_all([gps], spool, tool=reader, ahead={(gps.relative_path, gps.sha256): early})
+    assert raised.value.reason == Reason.STRIP_FAILED
+    assert os.listdir(spool) == []

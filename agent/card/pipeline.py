@@ -183,6 +183,7 @@ class _CardRun:
         self._current: tuple[str, float] | None = None
         # JPEG copies stripped while the card was read: (path, sha256) -> copy.
         self._stripped_ahead: dict[tuple[str, str], strip_stage.Written] = {}
+        self._ahead_room: bool | None = None  # whether the spool has room to strip ahead
 
     # -- the boundary: every way a card stops becomes an outcome -----------------------
 
@@ -292,7 +293,7 @@ class _CardRun:
                              reserve_formats=config.reserve_formats) as readers, MetadataReader() as reader:
                 self._stage("scan", {"root": str(request.root)})
                 readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
-                readers.on_scanned = lambda media: self._strip_ahead(media, spool, spool_dir)
+                readers.on_scanned = lambda media, card_bytes: self._strip_ahead(media, card_bytes, spool, spool_dir)
                 self.scan = scan = readers.scan(request.root, reader=reader)
                 log.info("scanned card", extra={
                     "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
@@ -339,7 +340,7 @@ class _CardRun:
             raise strip_failed
         return decision, stripped
 
-    def _strip_ahead(self, media: MediaFile, spool: Spool, spool_dir: pathlib.Path) -> None:
+    def _strip_ahead(self, media: MediaFile, card_bytes: int, spool: Spool, spool_dir: pathlib.Path) -> None:
         """Strip a JPEG into the spool as soon as its scan is back, while the
         reader processes read the next files (this process would only wait).
         Nothing is judged here: a copy that fails is dropped and the strip stage
@@ -347,8 +348,13 @@ class _CardRun:
         of a refused card go with the spool folder (nothing is sent, R4)."""
         ahead = self._stripped_ahead
         try:
-            # Only while the whole card still fits beside them (check_room follows the scan).
-            if spool.free_bytes() < 2 * media.size + HEADROOM_BYTES:
+            if self._ahead_room is None:
+                # Only on a spool with room for the card twice over and twice the
+                # headroom (its copies, and each again should strip_all redo it): a
+                # tight spool keeps the order of before (the room check after the
+                # scan, then the strip, whose ENOSPC defers the card SPOOL_FULL).
+                self._ahead_room = spool.free_bytes() >= 2 * (card_bytes + HEADROOM_BYTES)
+            if not self._ahead_room:
                 return
             early = strip_stage.strip_ahead(media, spool_dir)
         except Exception as exc:  # judged later, by strip_all, after the decision

@@ -428,6 +428,9 @@ class _Probed:
     # A JPEG's reduced decode (``reduce``'s result) when the caller asked for one:
     # it was the content check, and identify reads it instead of decoding again.
     reduced: tuple[Image.Image, float] | None = None
+    # exiftool's reading of the file, when the caller read it while the rest of
+    # the card was probed (agent.card.workers); else scan() reads it.
+    meta: md.Metadata | None = None
 
 
 # Decodes a JPEG at reduced scale (agent.card.identify.open_reduced): libjpeg's
@@ -728,13 +731,13 @@ def scan(
         if p.refusal:
             skipped.append(SkippedFile(p.entry.rel, "refused", Reason.NOT_MEDIA, p.refusal))
 
-    needs_exiftool = [p for p in candidates if p.kind != MediaKind.DICOM]
-    metas: dict[pathlib.Path, md.Metadata] = {}
+    metas: dict[pathlib.Path, md.Metadata] = {p.entry.path: p.meta for p in candidates if p.meta is not None}
+    needs_exiftool = [p for p in candidates if p.kind != MediaKind.DICOM and p.meta is None]
     if needs_exiftool:
         own = reader is None
         tool = reader or MetadataReader()
         try:
-            metas = tool.read([p.entry.path for p in needs_exiftool])
+            metas.update(tool.read([p.entry.path for p in needs_exiftool]))
         finally:
             if own:
                 tool.close()

@@ -38,6 +38,7 @@ deletion outside the card.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -45,6 +46,7 @@ import hashlib
 import os
 import pathlib
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -81,6 +83,10 @@ def _split(relative: str) -> tuple[str, str]:
     return "/".join(parts[:-1]), parts[-1]
 
 
+# Files checked at once before the wipe (see check_media).
+_CHECK_THREADS = 3
+
+
 class CardTree:
     """The card's folders held open, each reached from the root's descriptor one
     name at a time (``O_NOFOLLOW``, ``O_DIRECTORY``, same device as the root).
@@ -92,6 +98,7 @@ class CardTree:
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
         self.device = os.fstat(self._root_fd).st_dev
         self._fds: dict[str, int] = {"": self._root_fd}
+        self._lock = threading.RLock()  # check_media hashes files on several threads
 
     def __enter__(self) -> CardTree:
         return self
@@ -107,6 +114,10 @@ class CardTree:
 
     def folder(self, relative: str) -> int:
         """The held descriptor of a folder (``""``: the root). Raises NotOnCard or OSError."""
+        with self._lock:
+            return self._folder(relative)
+
+    def _folder(self, relative: str) -> int:
         fd = self._fds.get(relative)
         if fd is not None:
             return fd
@@ -220,8 +231,12 @@ def check_media(tree: CardTree, media: Sequence[MediaFile]) -> dict[str, os.stat
     every file is as scanned."""
     checked: dict[str, os.stat_result] = {}
     changed: list[tuple[str, str]] = []
-    for m in media:
-        why, st = _unchanged(tree, m)
+    # Several files read and hashed at once (hashlib and reads release the GIL):
+    # the card reader and both cores work, instead of one file after another.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=_CHECK_THREADS,
+                                               thread_name_prefix="wipe-check") as pool:
+        results = list(pool.map(lambda m: _unchanged(tree, m), media))
+    for m, (why, st) in zip(media, results):
         if why is not None or st is None:
             changed.append((m.relative_path, why or "not checked"))
         else:

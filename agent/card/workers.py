@@ -35,6 +35,7 @@ a card is never judged on files that were not read.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -51,6 +52,7 @@ from agent.card import identify as identify_stage
 from agent.card import sandbox
 from agent.card import scan as scan_stage
 from agent.card.identify import FileReading, IdentifyResult
+from agent.card.metadata import MetadataReader
 from agent.card.model import MediaFile, MediaKind, Mode, ScanResult, StageError
 from agent.card.reasons import Reason
 
@@ -112,7 +114,8 @@ def _probe_and_read(root: pathlib.Path, entry: Any, max_pixels: int, mode: Mode,
                     reserve_formats: Sequence[Any]) -> tuple[Any, FileReading | None]:
     """Scan one file and, for a JPEG, read it for identity from the same decode."""
     required = _early_required(mode)
-    reduce = identify_stage.open_reduced if required is not None else None
+    reduction = identify_stage.MIDDLE_REDUCTION if required is False else 2
+    reduce = functools.partial(identify_stage.open_reduced, reduction=reduction) if required is not None else None
     probed = scan_stage.probe_entry(root, entry, max_pixels, reduce=reduce)
     reduced, probed.reduced = probed.reduced, None  # the picture stays here
     reading = None
@@ -168,6 +171,58 @@ def confinement_for(card: pathlib.Path, spool_dir: pathlib.Path) -> sandbox.Conf
     return sandbox.Confinement(confinement.read, confinement.write)
 
 
+class _MetadataBatches:
+    """exiftool reads the files already probed, a batch at a time, on a thread of
+    this process (exiftool is a process of its own), while the reader processes
+    probe the rest: the scan no longer waits for one read of the whole card at its
+    end. Only files that passed their content check are given to exiftool, as before.
+    Each probe gets its ``meta``; a failed batch leaves its probes without, and
+    scan() reads those itself (and raises what it raises)."""
+
+    BATCH = 16
+
+    def __init__(self, reader: MetadataReader | None) -> None:
+        self.reader = reader
+        self.pending: list[Any] = []
+        self.thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self.batches: list[concurrent.futures.Future[None]] = []
+
+    def __enter__(self) -> _MetadataBatches:
+        if self.reader is not None:
+            self.thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="exiftool")
+        return self
+
+    def add(self, probed: Any) -> None:
+        if self.thread is None:
+            return
+        self.pending.append(probed)
+        if len(self.pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.thread is not None and self.pending:
+            self.batches.append(self.thread.submit(self._read, self.pending))
+            self.pending = []
+
+    def _read(self, probes: list[Any]) -> None:
+        assert self.reader is not None
+        metas = self.reader.read([p.entry.path for p in probes])
+        for p in probes:
+            p.meta = metas.get(p.entry.path)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread is None:
+            return
+        if exc[0] is None:
+            self._flush()
+        concurrent.futures.wait(self.batches)
+        self.thread.shutdown(wait=True)
+        for batch in self.batches:
+            if batch.exception() is not None:
+                log.warning("exiftool could not read a batch during the scan; read again after it",
+                            extra={"detail": str(batch.exception())})
+
+
 class CardReaders:
     """The reader processes of one card (a context manager); see the module notes."""
 
@@ -181,8 +236,10 @@ class CardReaders:
         self.on_probed: Progress | None = None  # files probed, files on the card (for people)
         # Each file's scan as it comes back, in order (the pipeline strips it ahead
         # while the workers read the next files); called in this process.
-        self.on_scanned: Callable[[MediaFile], None] | None = None
+        # Called with the file and the bytes of every file on the card.
+        self.on_scanned: Callable[[MediaFile, int], None] | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._metadata: MetadataReader | None = None
 
     def __enter__(self) -> CardReaders:
         # fork is cheapest (the parent's imports are inherited) but safe only in a
@@ -223,12 +280,22 @@ class CardReaders:
     # -- the stages ------------------------------------------------------------------
 
     def probe_all(self, root: pathlib.Path, entries: Sequence[Any], max_pixels: int) -> list[Any]:
-        """``scan.scan``'s ``probe_all``: each file probed, a JPEG read at once."""
+        """``scan.scan``'s ``probe_all``: each file probed, a JPEG read at once; with a
+        metadata reader, exiftool reads the probed files in batches meanwhile."""
         futures = [self._submit(_probe_and_read, root, e, max_pixels, self.mode, self.budget_s,
                                 self.reserve_formats) for e in entries]
+        with _MetadataBatches(self._metadata) as metadata:
+            probes = self._collect(entries, futures, metadata)
+        return probes
+
+    def _collect(self, entries: Sequence[Any], futures: Sequence[concurrent.futures.Future[Any]],
+                 metadata: _MetadataBatches) -> list[Any]:
         probes = []
+        card_bytes = sum(e.st.st_size for e in entries)
         for entry, future in zip(entries, futures):
             probed, reading = self._result(future, entry.rel)
+            if not probed.refusal and not probed.unsafe and probed.kind not in (None, MediaKind.DICOM):
+                metadata.add(probed)
             if reading is not None:
                 self._early[(entry.rel, probed.sha256)] = reading
             probes.append(probed)
@@ -237,13 +304,17 @@ class CardReaders:
                 self.on_scanned(MediaFile(
                     path=entry.path, relative_path=entry.rel, kind=MediaKind.IMAGE,
                     media_type=probed.fmt.media_type, size=entry.st.st_size, sha256=probed.sha256,
-                    mtime_ns=entry.st.st_mtime_ns))
+                    mtime_ns=entry.st.st_mtime_ns), card_bytes)
             if self.on_probed is not None:
                 self.on_probed(len(probes), len(entries))
         return probes
 
     def scan(self, root: pathlib.Path, **options: Any) -> ScanResult:
-        return scan_stage.scan(root, probe_all=self.probe_all, **options)
+        self._metadata = options.get("reader")
+        try:
+            return scan_stage.scan(root, probe_all=self.probe_all, **options)
+        finally:
+            self._metadata = None
 
     def start_identify(self, scan: ScanResult) -> Callable[[Progress | None], IdentifyResult]:
         """Submit what is left to read of the card; returns the function that waits for it.
