@@ -54,9 +54,12 @@ the OCR fallback is simply skipped.
 ``budget_s`` is the reading budget per frame (barcode passes plus OCR) in CPU
 seconds, not wall-clock (:mod:`bildsluss_common.readers.budget`: other load on the PC must
 not turn into refusals); frames are read one after another (zxing-cpp holds the
-GIL, so threads do not help). A picture is first decoded at half size for the
-cheap barcode pass; the full decode is paid only where a label-like region is
-read or a required frame read no number.
+GIL, so threads do not help; :mod:`agent.card.workers` reads files in parallel
+processes). A first or last picture is first decoded at half size for the cheap
+barcode passes; a middle picture at a quarter of its width (12 MP;
+:func:`middle_reduction`), read by one zxing-cpp call and searched for
+label-like regions (``docs/identity-reading.md``). The full decode is paid only
+where a label-like region is read or a required frame read no number.
 """
 from __future__ import annotations
 
@@ -261,21 +264,30 @@ def open_upright(path: PictureSource) -> Image.Image:
             return img
 
 
-# How much smaller a middle picture's reduced decode is (a quarter of the width:
-# 1000 px for 12 MP, the size the label search works on; a first or last picture's
-# is half, for the cheap barcode passes).
-MIDDLE_REDUCTION = 4
+def middle_reduction(width: int, height: int) -> int:
+    """How much smaller a middle picture's reduced decode is: a quarter of its
+    width where the label search (which works on about ``regions.WORK_SIDE`` px)
+    then sees it at no lower resolution than on the half-size decode (12 MP:
+    1000 px either way), else half, as a first or last picture's."""
+    def work_side(reduction: int) -> float:
+        side = max(width, height) / reduction
+        return side / max(1, round(side / label_regions.WORK_SIDE))
+
+    return 4 if work_side(4) >= work_side(2) else 2
 
 
-def open_reduced(path: PictureSource, reduction: int = 2) -> tuple[Image.Image, float]:
-    """An upright copy of a picture at about 1/``reduction`` of its width, cheaply:
-    a JPEG is decoded at reduced scale and in grey (``Image.draft``: libjpeg's DCT
-    scaling, which still decodes every entropy-coded block; about a quarter of the
-    full decode's CPU time at half size). Other formats are decoded as they are
-    (scale 1). Returns the copy and the factor from its pixels to the full picture's."""
+def open_reduced(path: PictureSource, reduction: int | None = 2) -> tuple[Image.Image, float]:
+    """An upright copy of a picture at about 1/``reduction`` of its width, cheaply
+    (None: :func:`middle_reduction` of its size): a JPEG is decoded at reduced
+    scale and in grey (``Image.draft``: libjpeg's DCT scaling, which still decodes
+    every entropy-coded block; about a quarter of the full decode's CPU time at
+    half size). Other formats are decoded as they are (scale 1). Returns the copy
+    and the factor from its pixels to the full picture's."""
     with Image.open(path) as img:
         full_width = img.width
         if img.format == "JPEG":
+            if reduction is None:
+                reduction = middle_reduction(img.width, img.height)
             img.draft("L", (img.width // reduction, img.height // reduction))
         img.load()
         small: Image.Image = img
@@ -551,8 +563,7 @@ def _read_picture(ctx: _Context, path: PictureSource, relative_path: str, *, req
     # (about 100 ms) and the full-resolution passes are spent only on the rest.
     # ``reduced``: what open_reduced(path) gave the caller (the scan's decode), not decoded twice.
     budget = Budget(ctx.budget_s)
-    small, scale = reduced if reduced is not None else open_reduced(
-        path, 2 if required else MIDDLE_REDUCTION)
+    small, scale = reduced if reduced is not None else open_reduced(path, 2 if required else None)
     share = BARCODE_SHARE if required and ctx.ocr is not None else 1.0
     grey = barcode_reader.to_grey(small)
     regions = label_regions.find_label_regions(grey, scale=scale)  # a few ms: every picture

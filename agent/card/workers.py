@@ -26,7 +26,15 @@ at once (:func:`agent.card.identify.read_media` with ``reduced``), so a middle
 frame is decoded once. Whether a picture must show the number (R3: the first
 and last of a series) is only known once the whole card is ordered: those
 few are read again, as :func:`agent.card.identify.identify` would, and their
-early reading is dropped; every other reading is exactly the serial one.
+early reading is dropped; every other reading is exactly the serial one
+(a photo series' middle picture: decoded at a quarter of its width for 12 MP,
+:func:`agent.card.identify.middle_reduction`).
+
+**While the workers read.** This process takes each file's result in card
+order and meanwhile (1) hands it to the pipeline (``on_scanned``: a JPEG is
+stripped into the spool at once, see :mod:`agent.card.pipeline`) and (2) has
+exiftool read the files whose content check passed, a batch at a time on a
+thread, so that the scan does not end with one exiftool read of the whole card.
 
 A worker that dies (BrokenProcessPool) or a file not read within
 :data:`FILE_TIMEOUT_S` stops the card with ``INTERNAL_ERROR`` (card untouched):
@@ -114,7 +122,7 @@ def _probe_and_read(root: pathlib.Path, entry: Any, max_pixels: int, mode: Mode,
                     reserve_formats: Sequence[Any]) -> tuple[Any, FileReading | None]:
     """Scan one file and, for a JPEG, read it for identity from the same decode."""
     required = _early_required(mode)
-    reduction = identify_stage.MIDDLE_REDUCTION if required is False else 2
+    reduction = None if required is False else 2  # None: a middle picture's (identify.middle_reduction)
     reduce = functools.partial(identify_stage.open_reduced, reduction=reduction) if required is not None else None
     probed = scan_stage.probe_entry(root, entry, max_pixels, reduce=reduce)
     reduced, probed.reduced = probed.reduced, None  # the picture stays here
