@@ -35,7 +35,8 @@ refusal refuses the whole card, so the order only chooses the sentence.
    rather than ignore it, even when the rest of the card is consistent.
    Barcodes that hold no number-like text (a product code, a URL) are ignored.
 9. ``UNREADABLE_LABEL_MID_CARD``: a middle picture or clip (where the number is
-   not required) shows a label-like region from which no number could be read
+   not required), or a first/last picture beside the label it read (a second
+   label), shows a label-like region from which no number could be read
    although OCR saw a number-like line there, or could not finish, or no OCR
    reader is installed (``method`` ``unread_label`` evidence, issue 12). The
    label may be another patient's; we cannot tell, so we refuse (R1, R4).

@@ -133,10 +133,10 @@ STAFF_MESSAGES: dict[Reason, str] = {
         "nothing was deleted; keep the card, do not reuse it, and contact IT."
     ),
     Reason.UNREADABLE_LABEL_MID_CARD: (
-        "A picture in the middle of the card shows a patient label that could not be read, "
-        "so it may belong to another patient. Nothing was sent and nothing was deleted; look "
-        "at that picture, remove it if it shows another patient, or photograph the label again "
-        "sharp and close."
+        "A picture on the card shows a patient label that could not be read (in the middle of "
+        "the card, or a second label beside the patient's), so it may belong to another patient. "
+        "Nothing was sent and nothing was deleted; look at that picture, remove it if it shows "
+        "another patient, or photograph the label again sharp and close."
     ),
 }
 
@@ -191,7 +191,7 @@ TITLES_SV: dict[Reason, str] = {
     Reason.CARD_UNREADABLE: "kortet kan inte läsas",
     Reason.FORMAT_NOT_ACCEPTED: "bildformatet tas inte emot (HEIC/HEIF)",
     Reason.SPOOL_FULL: "datorn har inte plats för bilderna",
-    Reason.UNREADABLE_LABEL_MID_CARD: "oläslig patientetikett mitt på kortet",
+    Reason.UNREADABLE_LABEL_MID_CARD: "oläslig patientetikett på kortet",
 }
 
 STAFF_MESSAGES_SV: dict[Reason, str] = {
@@ -275,9 +275,10 @@ STAFF_MESSAGES_SV: dict[Reason, str] = {
         "behåll kortet, använd det inte igen och kontakta IT."
     ),
     Reason.UNREADABLE_LABEL_MID_CARD: (
-        "En bild mitt på kortet visar en patientetikett som inte gick att läsa, så den kan höra "
-        "till en annan patient. Inget skickades och inget raderades; titta på bilden, ta bort den "
-        "om den visar en annan patient, eller fotografera etiketten igen skarpt och nära."
+        "En bild på kortet visar en patientetikett som inte gick att läsa (mitt på kortet, eller en "
+        "andra etikett bredvid patientens), så den kan höra till en annan patient. Inget skickades "
+        "och inget raderades; titta på bilden, ta bort den om den visar en annan patient, eller "
+        "fotografera etiketten igen skarpt och nära."
     ),
 }
 
