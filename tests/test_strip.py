@@ -262,7 +262,7 @@ def test_checklists_flag_what_exiftool_would_leave(reader):
 def test_copies_stripped_ahead_are_used_read_back_and_the_unused_removed(tmp_path, reader):
     """strip_all takes a copy strip_ahead wrote while the card was read (same path and
     bytes), reads it back like the rest, and removes one the scan did not take as media."""
-    from agent.card.strip import strip_ahead
+    from agent.card.strip import read_back_ahead, strip_ahead
 
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -272,6 +272,8 @@ def test_copies_stripped_ahead_are_used_read_back_and_the_unused_removed(tmp_pat
     assert strip_ahead(media_for(EXIF / "GeoTiff.tif", "image/tiff"), spool) is None  # JPEG only
     early, dropped = strip_ahead(gps, spool), strip_ahead(other, spool)
     assert early is not None and dropped is not None
+    read_back_ahead([early], reader)
+    assert early.read_back_done
     stripped = strip_all([gps], spool, tool=reader, ahead={
         (gps.relative_path, gps.sha256): early, (other.relative_path, other.sha256): dropped})
     assert [s.spool_path for s in stripped] == [early.out] and stripped[0].source == gps
@@ -282,7 +284,7 @@ def test_copies_stripped_ahead_are_used_read_back_and_the_unused_removed(tmp_pat
 def test_a_copy_stripped_ahead_that_the_read_back_refuses_is_removed(tmp_path, reader):
     """A copy from ahead goes through the same read-back: one that still holds metadata
     fails the card's strip (STRIP_FAILED) and nothing is left in the spool."""
-    from agent.card.strip import strip_ahead
+    from agent.card.strip import read_back_ahead, strip_ahead
 
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -290,6 +292,8 @@ def test_a_copy_stripped_ahead_that_the_read_back_refuses_is_removed(tmp_path, r
     early = strip_ahead(gps, spool)
     assert early is not None
     early.out.write_bytes((EXIF / "GPS.jpg").read_bytes())  # as if the copy were not stripped
+    read_back_ahead([early], reader)
+    assert not early.read_back_done, "a copy that fails the read-back ahead is read back again"
     with pytest.raises(StageError) as raised:
         strip_all([gps], spool, tool=reader, ahead={(gps.relative_path, gps.sha256): early})
     assert raised.value.reason == Reason.STRIP_FAILED

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import pathlib
@@ -44,6 +45,9 @@ from agent.card.wipe import WipeResult, remove_housekeeping, wipe
 from agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
+
+# Copies stripped ahead that exiftool reads back in one request while the card is read.
+_READ_BACK_BATCH = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +188,7 @@ class _CardRun:
         # JPEG copies stripped while the card was read: (path, sha256) -> copy.
         self._stripped_ahead: dict[tuple[str, str], strip_stage.Written] = {}
         self._ahead_room: bool | None = None  # whether the spool has room to strip ahead
+        self._unread_ahead: list[strip_stage.Written] = []  # not yet given to read_back_ahead
 
     # -- the boundary: every way a card stops becomes an outcome -----------------------
 
@@ -293,7 +298,8 @@ class _CardRun:
                              reserve_formats=config.reserve_formats) as readers, MetadataReader() as reader:
                 self._stage("scan", {"root": str(request.root)})
                 readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
-                readers.on_scanned = lambda media, card_bytes: self._strip_ahead(media, card_bytes, spool, spool_dir)
+                readers.on_scanned = lambda media, card_bytes: self._strip_ahead(
+                    media, card_bytes, spool, spool_dir, readers)
                 self.scan = scan = readers.scan(request.root, reader=reader)
                 log.info("scanned card", extra={
                     "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
@@ -340,7 +346,8 @@ class _CardRun:
             raise strip_failed
         return decision, stripped
 
-    def _strip_ahead(self, media: MediaFile, card_bytes: int, spool: Spool, spool_dir: pathlib.Path) -> None:
+    def _strip_ahead(self, media: MediaFile, card_bytes: int, spool: Spool, spool_dir: pathlib.Path,
+                     readers: CardReaders) -> None:
         """Strip a JPEG into the spool as soon as its scan is back, while the
         reader processes read the next files (this process would only wait).
         Nothing is judged here: a copy that fails is dropped and the strip stage
@@ -362,6 +369,12 @@ class _CardRun:
             return
         if early is not None:
             ahead[(media.relative_path, media.sha256)] = early
+            # Their read-back too, a batch at a time on the scan's exiftool thread;
+            # the last, short batch is left to strip_all.
+            self._unread_ahead.append(early)
+            if len(self._unread_ahead) >= _READ_BACK_BATCH:
+                batch, self._unread_ahead = self._unread_ahead, []
+                readers.exiftool_meanwhile(functools.partial(strip_stage.read_back_ahead, batch))
 
     def _start_identify(self, scan: ScanResult, manifest: Mapping[str, str], readers: CardReaders
                         ) -> Callable[[], Decision] | Decision:

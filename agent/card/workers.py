@@ -34,7 +34,9 @@ early reading is dropped; every other reading is exactly the serial one
 order and meanwhile (1) hands it to the pipeline (``on_scanned``: a JPEG is
 stripped into the spool at once, see :mod:`agent.card.pipeline`) and (2) has
 exiftool read the files whose content check passed, a batch at a time on a
-thread, so that the scan does not end with one exiftool read of the whole card.
+thread, so that the scan does not end with one exiftool read of the whole card
+(the pipeline's read-back of the copies stripped ahead runs on that thread too,
+:meth:`CardReaders.exiftool_meanwhile`).
 
 A worker that dies (BrokenProcessPool) or a file not read within
 :data:`FILE_TIMEOUT_S` stops the card with ``INTERNAL_ERROR`` (card untouched):
@@ -207,6 +209,15 @@ class _MetadataBatches:
         if len(self.pending) >= self.BATCH:
             self._flush()
 
+    def submit(self, work: Callable[[MetadataReader], None]) -> bool:
+        """Run ``work`` with the reader on the exiftool thread (waited for with
+        the batches); False when there is no such thread."""
+        if self.thread is None or self.reader is None:
+            return False
+        reader = self.reader
+        self.batches.append(self.thread.submit(work, reader))
+        return True
+
     def _flush(self) -> None:
         if self.thread is not None and self.pending:
             self.batches.append(self.thread.submit(self._read, self.pending))
@@ -248,6 +259,7 @@ class CardReaders:
         self.on_scanned: Callable[[MediaFile, int], None] | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._metadata: MetadataReader | None = None
+        self._exiftool: _MetadataBatches | None = None
 
     def __enter__(self) -> CardReaders:
         # fork is cheapest (the parent's imports are inherited) but safe only in a
@@ -293,8 +305,17 @@ class CardReaders:
         futures = [self._submit(_probe_and_read, root, e, max_pixels, self.mode, self.budget_s,
                                 self.reserve_formats) for e in entries]
         with _MetadataBatches(self._metadata) as metadata:
-            probes = self._collect(entries, futures, metadata)
+            self._exiftool = metadata
+            try:
+                probes = self._collect(entries, futures, metadata)
+            finally:
+                self._exiftool = None
         return probes
+
+    def exiftool_meanwhile(self, work: Callable[[MetadataReader], None]) -> bool:
+        """While the scan runs: ``work`` on the scan's exiftool thread (the scan
+        waits for it); False, and nothing run, at any other time."""
+        return self._exiftool is not None and self._exiftool.submit(work)
 
     def _collect(self, entries: Sequence[Any], futures: Sequence[concurrent.futures.Future[Any]],
                  metadata: _MetadataBatches) -> list[Any]:

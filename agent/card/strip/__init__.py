@@ -97,7 +97,7 @@ from agent.card.strip.jpeg import jpeg_structure_problems, strip_jpeg
 from agent.card.strip.readback import WAV_TYPES, forbidden_tags, read_back
 from agent.card.strip.wav import strip_wav
 
-__all__ = ["Written", "forbidden_tags", "jpeg_structure_problems", "strip", "strip_ahead", "strip_all"]
+__all__ = ["Written", "forbidden_tags", "jpeg_structure_problems", "read_back_ahead", "strip", "strip_ahead", "strip_all"]
 
 _DICOM_TYPES = {"application/dicom"}
 # Threads that fsync the written copies while the next ones are stripped.
@@ -149,6 +149,19 @@ def strip_ahead(media: MediaFile, spool_dir: pathlib.Path) -> Written | None:
     return strip_jpeg(media, spool_dir)
 
 
+def read_back_ahead(written: Sequence[Written], reader: MetadataReader) -> None:
+    """The read-back of copies :func:`strip_ahead` wrote, while the card is still
+    read (on the exiftool thread of :mod:`agent.card.workers`). Each passes as a
+    whole batch or not at all: a batch with any failure is left for
+    :func:`strip_all`, which reads it back again and judges after the decision."""
+    try:
+        read_back(written, reader)
+    except Exception:  # StageError, or exiftool's own: strip_all reads these again
+        return
+    for w in written:
+        w.read_back_done = True
+
+
 def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
               tool: MetadataReader | None = None,
               progress: Callable[[int, int], None] | None = None,
@@ -159,8 +172,9 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
     packets), then all are read back by the one exiftool (one request for the
     JPEGs, one for the rest); each is fsynced as soon as it is written.
     ``ahead``: copies :func:`strip_ahead` wrote for files of the same path and
-    SHA-256 while the card was read; they are used as written (read back and
-    fsynced like the rest), and any not used is removed.
+    SHA-256 while the card was read; they are used as written (read back like
+    the rest, unless :func:`read_back_ahead` did; fsynced), and any not used is
+    removed.
     Raises StageError STRIP_FAILED (unsupported format, any leftover
     metadata, any difference in image or stream data) or CARD_CHANGED (the
     card's bytes are not what the scan hashed); on error nothing this call

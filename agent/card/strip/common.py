@@ -97,6 +97,8 @@ class Written:
     out: pathlib.Path
     orientation: int | None = None  # what the read-back must find (images)
     needs_readback: bool = True
+    # Read back already, while the card was read (strip_ahead's copies): not again.
+    read_back_done: bool = False
     sha256: str = ""
     size: int = 0
 

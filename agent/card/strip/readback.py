@@ -139,7 +139,7 @@ def forbidden_tags(meta: Mapping[str, Any], media_type: str) -> list[str]:
 def read_back(written: Sequence[Written], reader: MetadataReader) -> None:
     """One exiftool call reads every copy back (``-a -u -ee``): only the
     allow-listed tags may be there, and images keep their orientation."""
-    todo = [w for w in written if w.needs_readback]
+    todo = [w for w in written if w.needs_readback and not w.read_back_done]
     if not todo:
         return
     # JPEG copies are read with -fast (exiftool stops at the first scan instead
