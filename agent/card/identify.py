@@ -94,9 +94,6 @@ BARCODE_SHARE = 0.5
 # Share of what is left that the full-resolution barcode passes may use when the
 # cheap passes on a reduced decode read nothing (they then mostly miss: small labels).
 REDUCED_MISS_SHARE = 0.3
-# A middle frame's label-like region is read within the frame's budget (CPU) of its
-# own; its wall-clock backstop is this many times that (budget.WALL_FACTOR is 4).
-MIDDLE_WALL_FACTOR = 10.0
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -410,11 +407,11 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
     for region in todo:
         if any(_inside(p, region.box) for p in _number_positions(ctx, path, frame)):
             continue  # a region read beside it held this one's number too (they overlap)
-        # Each region found is read with the frame's whole budget of its own, and a
-        # wall-clock backstop MIDDLE_WALL_FACTOR times it: a region cut short is a
-        # refusal, so neither the cheap passes, nor a false find beside the label,
-        # nor a loaded PC may use up the time its reading needs.
-        budget = Budget(ctx.budget_s, wall_s=ctx.budget_s * MIDDLE_WALL_FACTOR + 1.0)
+        # Each region found is read with the frame's whole budget of its own (and the
+        # budget's generous wall-clock backstop): a region cut short is a refusal, so
+        # neither the cheap passes, nor a false find beside the label, nor a loaded PC
+        # may use up the time its reading needs.
+        budget = Budget(ctx.budget_s)
         crop, (x0, y0) = _crop(image, region.box)
         if crop is None:
             continue
