@@ -136,7 +136,7 @@ def test_socket_and_folder_permissions(base):
         info, folder = sock.stat(), sock.parent.stat()
         assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o660
         assert (info.st_uid, info.st_gid) == (os.geteuid(), NOBODY)
-        assert stat.S_IMODE(folder.st_mode) == 0o750 and folder.st_gid == NOBODY
+        assert stat.S_IMODE(folder.st_mode) == 0o751 and folder.st_gid == NOBODY
     assert not sock.exists(), "stop() removes the socket"
 
 
@@ -149,7 +149,7 @@ def test_members_of_the_control_group_may_use_it_others_may_not(base):
         # a supplementary member (SO_PEERGROUPS): primary group elsewhere
         supplementary = as_user(sock, NOBODY, OTHER_GID, [NOBODY])
         assert supplementary["ok"] is True
-        # anyone else cannot even reach the socket (folder 0750)...
+        # anyone else cannot even connect (socket 0660)...
         assert as_user(sock, NOBODY, OTHER_GID) == {"connect": "EACCES"}
         # ...and if the file modes were loosened, the peer credentials still say no
         sock.parent.chmod(0o755)

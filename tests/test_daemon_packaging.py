@@ -47,8 +47,10 @@ def test_tmpfiles_makes_private_state_spool_and_mount_folders(tmp_path):
                     str(PACKAGING / "tmpfiles.d" / "bildsluss.conf")], check=True)
     modes = {p: oct((tmp_path / p).stat().st_mode & 0o777) for p in
              ("var/lib/bildsluss", "var/lib/bildsluss/spool", "run/bildsluss", "run/bildsluss/cards")}
-    assert modes == {"var/lib/bildsluss": "0o700", "var/lib/bildsluss/spool": "0o700",
-                     "run/bildsluss": "0o750", "run/bildsluss/cards": "0o700"}
+    # Enter, not list: the parser user (bildsluss-parse) passes through to the card's
+    # mount and its own spool folder; names inside are not listed, files stay 0600 root's.
+    assert modes == {"var/lib/bildsluss": "0o711", "var/lib/bildsluss/spool": "0o711",
+                     "run/bildsluss": "0o751", "run/bildsluss/cards": "0o711"}
 
 
 def test_the_notify_relay_autostart_entry_starts_a_real_subcommand():

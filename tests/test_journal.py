@@ -165,7 +165,7 @@ def test_an_older_journal_is_cleared_when_opened(tmp_path):
     assert not _leaks(_files(path), A) and not _leaks(_files(path), B)
 
 
-def test_the_state_folder_is_0700_and_the_journal_files_0600_whatever_the_umask(tmp_path):
+def test_the_state_folder_is_unlistable_and_the_journal_files_0600_whatever_the_umask(tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o755)
     os.chmod(state, 0o755)
@@ -177,5 +177,7 @@ def test_the_state_folder_is_0700_and_the_journal_files_0600_whatever_the_umask(
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()}
     journal.close()
-    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    # 0711: the parser user passes through to the spool below; nobody else lists it or
+    # reads the journal.
+    assert stat.S_IMODE(state.stat().st_mode) == 0o711
     assert modes and set(modes.values()) == {0o600}, modes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import pwd
 import shutil
 import stat
 import subprocess
@@ -13,6 +14,7 @@ import subprocess
 import pytest
 
 from agent.daemon import mount as mount_mod
+from agent.card import sandbox
 from agent.card.reasons import Reason
 
 pytestmark = [
@@ -66,7 +68,8 @@ def test_a_card_is_mounted_privately_without_exec_suid_or_devices(tmp_path, loop
     root = tmp_path / "run" / "cards"
     point = mount_mod.mount(volume, root, ("ext4",))
     try:
-        assert point.parent == root and stat.S_IMODE(root.stat().st_mode) == 0o700
+        # 0711: the parser user enters it to reach the card; nobody but root lists it.
+        assert point.parent == root and stat.S_IMODE(root.stat().st_mode) == 0o711
         assert {"nosuid", "nodev", "noexec", "rw"} <= _options(point)
         with pytest.raises(PermissionError):
             subprocess.run([str(point / "DCIM" / "run.sh")], check=False)
@@ -74,6 +77,28 @@ def test_a_card_is_mounted_privately_without_exec_suid_or_devices(tmp_path, loop
     finally:
         mount_mod.unmount(point)
     assert not point.exists() and mount_mod.mounts_below(root) == []
+
+
+def test_a_fat_card_is_root_s_and_readable_by_the_parser_group_only(tmp_path, loop):
+    """The card's parsers run as bildsluss-parse (agent.card.sandbox): a FAT card's
+    files are root's, the parser's group reads them (not writes), others nothing."""
+    parser = pwd.getpwnam(sandbox.PARSER_USER)
+    assert mount_mod.owner_options() == {"uid": "0", "gid": str(parser.pw_gid), "umask": "027"}
+    if "vfat" not in pathlib.Path("/proc/filesystems").read_text().split() or not shutil.which("mkfs.vfat"):
+        pytest.skip("this kernel has no vfat (the options above are what the daemon passes)")
+    device = loop(fs=None)
+    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "CARD", device], check=True, capture_output=True)
+    volume = mount_mod.probe(device)
+    assert volume is not None and volume.fstype == "vfat"
+    point = mount_mod.mount(volume, tmp_path / "cards", ("vfat",))
+    try:
+        (point / "DCIM").mkdir()
+        (point / "DCIM" / "IMG_0001.JPG").write_bytes(b"\xff\xd8")
+        owners = {p.name: (p.stat().st_uid, p.stat().st_gid, oct(stat.S_IMODE(p.stat().st_mode)))
+                  for p in (point / "DCIM", point / "DCIM" / "IMG_0001.JPG")}
+        assert owners == {"DCIM": (0, parser.pw_gid, "0o750"), "IMG_0001.JPG": (0, parser.pw_gid, "0o640")}
+    finally:
+        mount_mod.unmount(point)
 
 
 def test_stale_mounts_of_a_crashed_run_are_cleaned_on_start(tmp_path, loop):

@@ -261,8 +261,9 @@ def download_area(spool_root: pathlib.Path) -> Iterator[pathlib.Path]:
 
     Folders of killed runs (their lock is free) are removed first.
     """
-    spool_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(spool_root, 0o700)
+    # The card spool's root (agent.card.spool): 0711, enter, not list.
+    spool_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    os.chmod(spool_root, 0o711)
     remove_stale_downloads(spool_root)
     folder = spool_root / f"{_DOWNLOAD_PREFIX}{uuid.uuid4()}"
     folder.mkdir(mode=0o700)

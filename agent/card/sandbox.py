@@ -35,8 +35,9 @@ Two ways in:
 What a kernel lacks (Landlock before 5.13, an architecture without a seccomp
 table here) is reported by :func:`support`, and the rest still applies. The
 card must be readable by the unprivileged user: cards are mounted with
-``gid=<its group>`` and group read (:mod:`agent.daemon.mount`), and the spool
-folder is handed to it (:func:`hand_over`).
+``gid=<its group>`` and group read (:mod:`agent.daemon.mount`), the folders on
+the way are 0711, and its own folder in the card's spool folder is handed to it
+(:func:`hand_over`; :func:`agent.card.workers.confinement_for`).
 """
 from __future__ import annotations
 

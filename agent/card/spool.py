@@ -1,7 +1,9 @@
 """The local spool: private folders holding stripped copies while they upload (R11).
 
-One folder per ingest session (0700), its files 0600: readable by the agent's
-user only. Every run removes its folder whatever the outcome, so nothing stays
+One folder per ingest session (0700; 0711 while the card's parsers run as
+the parser user, who writes only in its own ``parse`` folder inside it), its
+files 0600: readable by the agent's user only. The spool root is 0711: the
+parser user may enter it to reach its folder, nobody but root may list it. Every run removes its folder whatever the outcome, so nothing stays
 on the capture PC once the archive confirmed the files (or the card was
 refused or deferred: the card itself still holds the media, untouched). What
 survives a reboot is the daemon's journal (``agent.daemon.journal``), not the spool;
@@ -37,8 +39,9 @@ class Spool:
         self.root = root
 
     def _ensure_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        # 0711: enter, not list (the parser user reaches its folder; names stay hidden).
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(self.root, 0o711)
 
     def free_bytes(self) -> int:
         self._ensure_root()

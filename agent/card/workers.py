@@ -11,9 +11,11 @@ do not help, processes do. :class:`CardReaders` is a process pool for one card:
   descriptor opened later (enter it before the exiftool reader starts);
 - each worker is confined before it reads a byte (:func:`agent.card.sandbox.confine`
   as the pool's initializer): as root it becomes the parser user when that user
-  can reach the card and the spool folder, else it stays root but keeps only
-  Landlock, seccomp and a new network namespace (a folder under root's 0700
-  home given to ``ingest``); what is needed is imported first;
+  can reach the card and the spool (the daemon's layout: 0711 folders on the
+  way, cards mounted for the parser's group), else it stays root but keeps only
+  Landlock, seccomp and a new network namespace, and a warning says so (a
+  folder under root's 0700 home given to ``ingest``); the first task logs the
+  user the workers read as; what is needed is imported first;
 - tesseract runs single-threaded in every worker (``OMP_THREAD_LIMIT=1``): the
   reading budget is CPU time and decides how long a frame is read, never what
   is read; an idle and a loaded PC get the same outcome, and the cores are
@@ -147,8 +149,9 @@ def _read(media: MediaFile, mode: Mode, required: bool, budget_s: float,
 # -- in the pipeline -------------------------------------------------------------------
 
 
-def _reachable_by(path: pathlib.Path, uid: int, gid: int) -> bool:
-    """Whether ``uid``/``gid`` may enter every folder down to ``path`` and list it."""
+def _reachable_by(path: pathlib.Path, uid: int, gid: int, *, read: bool) -> bool:
+    """Whether ``uid``/``gid`` may enter every folder down to ``path`` (and, with
+    ``read``, list and read ``path`` itself); file modes only, as the kernel judges them."""
     def allows(st: os.stat_result, bits: tuple[int, int, int]) -> bool:
         if st.st_uid == uid:
             return bool(st.st_mode & bits[0])
@@ -161,19 +164,27 @@ def _reachable_by(path: pathlib.Path, uid: int, gid: int) -> bool:
         for folder in [*reversed(path.parents), path]:
             if not allows(os.stat(folder), (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)):
                 return False
-        return allows(os.stat(path), (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH))
+        return not read or allows(os.stat(path), (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH))
     except OSError:
         return False
 
 
 def confinement_for(card: pathlib.Path, spool_dir: pathlib.Path) -> sandbox.Confinement | None:
-    """The workers' confinement; None when not root (the agent's own user reads)."""
+    """The workers' confinement; None when not root (the agent's own user reads).
+
+    The parsers write only their own folder inside the card's spool folder
+    (``parse``, handed over to the parser user): the stripped copies beside it
+    stay root's (0600), so a parser can neither change nor swap what is sent.
+    """
     if os.geteuid() != 0:
         return None
-    confinement = sandbox.confinement_for(card, spool_dir)
+    scratch = spool_dir / "parse"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    confinement = sandbox.confinement_for(card, scratch)
     assert confinement.uid is not None and confinement.gid is not None
-    if _reachable_by(card, confinement.uid, confinement.gid) and \
-            _reachable_by(spool_dir.parent, confinement.uid, confinement.gid):
+    if _reachable_by(card, confinement.uid, confinement.gid, read=True) and \
+            _reachable_by(spool_dir.parent, confinement.uid, confinement.gid, read=False):
+        os.chmod(spool_dir, 0o711)  # enter, to its own folder; not list
         sandbox.hand_over(confinement)
         return confinement
     log.warning("the parser user cannot reach the card or the spool; card parsed as root, "
@@ -242,6 +253,11 @@ class _MetadataBatches:
                             extra={"detail": str(batch.exception())})
 
 
+def _worker_user() -> tuple[int, int]:
+    """(pid, uid) of a worker: its first task, which also starts it."""
+    return os.getpid(), os.geteuid()
+
+
 class CardReaders:
     """The reader processes of one card (a context manager); see the module notes."""
 
@@ -257,6 +273,7 @@ class CardReaders:
         # while the workers read the next files); called in this process.
         # Called with the file and the bytes of every file on the card.
         self.on_scanned: Callable[[MediaFile, int], None] | None = None
+        self.worker_uid: int | None = None  # the user a worker reads as, once one has started
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._metadata: MetadataReader | None = None
         self._exiftool: _MetadataBatches | None = None
@@ -277,8 +294,17 @@ class CardReaders:
             initargs=(self.confinement,))
         # Forked workers start now, at the first task: before the caller opens
         # anything a confined reader must not inherit (the exiftool process's pipes).
-        self._pool.submit(os.getpid)
+        self._pool.submit(_worker_user).add_done_callback(self._started)
         return self
+
+    def _started(self, future: concurrent.futures.Future[tuple[int, int]]) -> None:
+        """Log which user the card's parsers run as (seen from a worker itself)."""
+        if future.cancelled() or future.exception() is not None:
+            return  # a worker that could not start: the card's first read says so
+        pid, uid = future.result()
+        self.worker_uid = uid
+        log.info("card readers started", extra={"card": str(self.card), "workers": self.workers,
+                                                "uid": uid, "pid": pid})
 
     def __exit__(self, *exc: object) -> None:
         self.close(failed=exc[0] is not None)

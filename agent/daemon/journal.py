@@ -147,8 +147,10 @@ def _masked(text: str | None) -> str | None:
 
 class Journal:
     def __init__(self, path: pathlib.Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)  # an existing folder too: patient numbers, agent only
+        # 0711, an existing folder too: the parser user passes through it to the spool
+        # below; nobody but the agent lists it, and the journal's files are 0600.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(path.parent, 0o711)
         self.path = path
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:

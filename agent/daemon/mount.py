@@ -1,8 +1,12 @@
 """Mounting cards privately, and leaving nothing mounted behind.
 
-The daemon mounts each card itself below ``[daemon] mount_root`` (a root-only
-0700 folder) with ``nosuid,nodev,noexec``: nothing on a card can run or act as
-a device. Read-write, because an archived card is wiped. Mounting uses
+The daemon mounts each card itself below ``[daemon] mount_root`` (root's,
+0711: others may enter it, nobody but root may list it) with
+``nosuid,nodev,noexec``: nothing on a card can run or act as a device. As root,
+FAT, exFAT and NTFS cards are mounted for root and the parser user's group
+(``gid=<bildsluss-parse>,umask=027``): the card's parsers run as that user
+(:mod:`agent.card.sandbox`) and may read the card, not change it; nobody else
+may read it. Read-write, because an archived card is wiped. Mounting uses
 util-linux ``mount``/``umount`` and ``blkid`` (they know every file system's
 options and quirks better than a hand-rolled mount(2) call would).
 
@@ -16,21 +20,24 @@ import dataclasses
 import logging
 import os
 import pathlib
+import pwd
 import re
 import subprocess
 
+from agent.card import sandbox
 from agent.card.reasons import Reason
 
 log = logging.getLogger(__name__)
 
 # Options per file system besides nosuid,nodev,noexec: vfat/exfat write through
 # (a card pulled right after "done" keeps its deletions); files owned by the
-# agent's user and unreadable to others.
+# agent's user, readable by the group (the parser user's, or else the agent's
+# own) and by nobody else.
 _EXTRA_OPTIONS = {
-    "vfat": "flush,uid={uid},gid={gid},umask=077",
-    "exfat": "uid={uid},gid={gid},umask=077",
-    "ntfs3": "uid={uid},gid={gid},umask=077",
-    "ntfs": "uid={uid},gid={gid},umask=077",
+    "vfat": "flush,uid={uid},gid={gid},umask={umask}",
+    "exfat": "uid={uid},gid={gid},umask={umask}",
+    "ntfs3": "uid={uid},gid={gid},umask={umask}",
+    "ntfs": "uid={uid},gid={gid},umask={umask}",
 }
 _BASE_OPTIONS = "nosuid,nodev,noexec,rw"
 _TIMEOUT_S = 60
@@ -80,8 +87,22 @@ def mount_point_for(mount_root: pathlib.Path, volume: Volume) -> pathlib.Path:
 
 
 def prepare_root(mount_root: pathlib.Path) -> None:
-    mount_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(mount_root, 0o700)
+    # 0711: the parser user enters it to reach a card's mount point; only root lists it.
+    mount_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    os.chmod(mount_root, 0o711)
+
+
+def owner_options() -> dict[str, str]:
+    """Who owns a FAT/exFAT/NTFS card's files: root, with the parser user's group
+    reading (root and that user exists), else the agent's own user alone."""
+    if os.geteuid() == 0:
+        try:
+            parser_gid = pwd.getpwnam(sandbox.PARSER_USER).pw_gid
+        except KeyError:
+            parser_gid = None
+        if parser_gid is not None and parser_gid != 0:
+            return {"uid": "0", "gid": str(parser_gid), "umask": "027"}
+    return {"uid": str(os.geteuid()), "gid": str(os.getegid()), "umask": "077"}
 
 
 def mount(volume: Volume, mount_root: pathlib.Path, allowed: tuple[str, ...]) -> pathlib.Path:
@@ -100,7 +121,7 @@ def mount(volume: Volume, mount_root: pathlib.Path, allowed: tuple[str, ...]) ->
     options = _BASE_OPTIONS
     extra = _EXTRA_OPTIONS.get(volume.fstype)
     if extra:
-        options += "," + extra.format(uid=os.geteuid(), gid=os.getegid())
+        options += "," + extra.format(**owner_options())
     try:
         result = subprocess.run(
             ["mount", "-t", volume.fstype, "-o", options, volume.device, str(target)],

@@ -168,7 +168,9 @@ class ControlServer:
         folder.mkdir(parents=True, exist_ok=True)
         info = folder.stat()
         if info.st_uid == self._uid:
-            os.chmod(folder, 0o750)
+            # 0751: others may pass through it to the card mounts below (the
+            # parser user), not list it; the socket itself is 0660 and peer-checked.
+            os.chmod(folder, 0o751)
             if self.allowed_gid is not None:
                 os.chown(folder, -1, self.allowed_gid)
         elif info.st_uid != 0:

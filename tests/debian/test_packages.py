@@ -140,7 +140,7 @@ def test_install_run_and_purge_in_a_fresh_debian_root(debs, debian_root):
         assert path in conffiles
     assert 'control_group = "bildsluss"' in (root / "etc/bildsluss/agent.toml").read_text()
     udev_rule = root / "lib/udev/rules.d/90-bildsluss.rules"
-    assert udev_rule.exists() and oct((root / "var/lib/bildsluss").stat().st_mode & 0o777) == "0o700"
+    assert udev_rule.exists() and oct((root / "var/lib/bildsluss").stat().st_mode & 0o777) == "0o711"
 
     _ok(in_root(root, "apt-get", "purge", "-y", "-qq", "bildsluss-agent", "bildsluss-archive"))
     status = in_root(root, "dpkg-query", "-W", "-f", "${Status}\n", "bildsluss-agent", "bildsluss-archive")
