@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from archive_server.authz import Principal, ReasonRequired, operation
 from archive_server import blobs as catalogue
@@ -61,8 +61,8 @@ def load_version(s: Session, case: Case, version: int | None = None) -> CaseVers
     found = s.execute(
         sa.select(CaseVersion)
         .where(CaseVersion.case_id == case.id, CaseVersion.version == number)
-        .options(selectinload(CaseVersion.media).selectinload(MediaItem.blob))
-    ).scalar_one_or_none()
+        .options(joinedload(CaseVersion.media).joinedload(MediaItem.blob, innerjoin=True))
+    ).unique().scalar_one_or_none()
     if found is None:
         raise NotFound(f"case {case.id} has no version {number} (versions 1 to {case.current_version})")
     return found
@@ -111,15 +111,15 @@ def case_json(s: Session, case: Case, version: CaseVersion | None = None) -> dic
 
 
 def latest_versions(s: Session, cases: Sequence[Case]) -> dict[str, CaseVersion]:
-    """The latest version of each case (media and blobs with it) in three queries,
-    not three per case: a patient's search answers in a few round trips."""
+    """The latest version of each case, its media and their blobs, in one query
+    (not three per case): a patient's search answers in a few round trips."""
     keys = [(c.id, c.current_version) for c in cases]
     if not keys:
         return {}
     found = s.scalars(
         sa.select(CaseVersion)
         .where(sa.tuple_(CaseVersion.case_id, CaseVersion.version).in_(keys))
-        .options(selectinload(CaseVersion.media).selectinload(MediaItem.blob)))
+        .options(joinedload(CaseVersion.media).joinedload(MediaItem.blob, innerjoin=True))).unique()
     return {v.case_id: v for v in found}
 
 
