@@ -31,6 +31,8 @@ import tempfile
 import pytest
 
 from agent.card import sandbox, workers
+from agent.card import metadata
+from agent.card.metadata import MetadataReader
 from agent.card.model import Mode
 from agent.card.spool import Spool
 from agent.daemon import mount as mount_mod
@@ -149,6 +151,14 @@ def test_the_daemon_reads_a_card_as_the_parser_user_and_archives_it(daemons, arc
     assert media_count(case) == 3
 
 
+def _uid_of(pid: int | None) -> int:
+    assert pid is not None, "no exiftool running"
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[2])  # effective
+    raise AssertionError(f"no Uid line for {pid}")
+
+
 def _probe(paths: dict[str, str]) -> dict[str, object]:
     """What a reader worker may do (runs inside it)."""
     def attempt(action) -> str:
@@ -173,7 +183,7 @@ def _probe(paths: dict[str, str]) -> dict[str, object]:
     }
 
 
-def test_a_reader_worker_reads_the_card_and_nothing_root_only_beside_it(place):
+def test_a_reader_worker_and_the_card_s_exiftool_read_the_card_and_nothing_root_only_beside_it(place):
     base = place[0]
     card = _card(place, make_personnummer("19730606", "231"), seed=122)
     volume = mount_mod.probe(card.insert())
@@ -196,7 +206,15 @@ def test_a_reader_worker_reads_the_card_and_nothing_root_only_beside_it(place):
         with Spool(state / "spool").session("s1") as spool_dir, \
                 workers.CardReaders(point, spool_dir, Mode.PHOTO, budget_s=2.0, workers=1) as readers:
             assert readers.confinement is not None and readers.confinement.uid == parser.pw_uid
-            scanned = readers.scan(point)
+            exiftool_uids: set[int] = set()
+            readers.on_probed = lambda done, total: exiftool_uids.add(_uid_of(readers._card_metadata.pid))
+            with MetadataReader() as pipelines_own:  # root's, for the stripped copies only
+                scanned = readers.scan(point, reader=pipelines_own)
+                assert _uid_of(pipelines_own.pid) == 0
+            # exiftool reading the card, confined as the workers are (issue 13).
+            with MetadataReader(confinement=readers.confinement) as confined:
+                assert _uid_of(confined.pid) == parser.pw_uid
+                read = confined.read([point / "DCIM" / "100CANON" / "IMG_0001.JPG", secret])
             # A test's own probe, in the same worker pool the card was read in.
             seen = readers._result(readers._submit(_probe, {
                 "card": str(point), "secret": str(secret), "open": str(world), "state": str(state),
@@ -206,6 +224,10 @@ def test_a_reader_worker_reads_the_card_and_nothing_root_only_beside_it(place):
     finally:
         mount_mod.unmount(point)
     assert len(scanned.media) == 3, "the parser user reads the card's files (its group)"
+    assert exiftool_uids == {parser.pw_uid}, "the card's exiftool ran as the parser user"
+    card_meta, secret_meta = read.values()
+    assert "ExifTool:Error" not in card_meta and metadata.file_type(card_meta) == "JPEG", card_meta
+    assert "ExifTool:Error" in secret_meta, "exiftool read a root-only file beside the card"
     assert seen["uid"] == parser.pw_uid and seen["groups"] == []
     assert seen["read card"] == seen["write its folder"] == "ok", seen
     assert seen["write card"] == "PermissionError", seen

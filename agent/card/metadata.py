@@ -33,6 +33,7 @@ from typing import Any
 
 import exiftool
 
+from agent.card import sandbox
 from agent.card.model import Device
 
 Metadata = dict[str, Any]
@@ -71,12 +72,16 @@ class _ExifTool(exiftool.ExifTool):  # type: ignore[misc]  # pyexiftool has no t
     is killed on stop anyway.
     """
 
+    confinement: sandbox.Confinement | None = None  # a card's reader: run confined (issue 13)
+
     def run(self) -> None:
         if self.running:
             return
         args = [self._executable, "-stay_open", "True", "-@", "-"]
         if self._common_args:
             args += ["-common_args", *self._common_args]
+        if self.confinement is not None:
+            args = sandbox.command(self.confinement, args)
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
         if self._process.poll() is not None:
@@ -97,9 +102,18 @@ class MetadataReader:
     process answers one request at a time.
     """
 
-    def __init__(self, executable: str | None = None) -> None:
+    def __init__(self, executable: str | None = None, *,
+                 confinement: sandbox.Confinement | None = None) -> None:
+        """``confinement``: exiftool runs as a card's parser (:func:`agent.card.sandbox.command`):
+        for reading the card only; stripped copies in the spool are not its to read or write."""
         self._tool = _ExifTool(executable=executable, common_args=[], encoding="utf-8")
+        self._tool.confinement = confinement
         self._tool.run()
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self._tool, "_process", None)
+        return process.pid if process is not None else None
 
     def __enter__(self) -> MetadataReader:
         return self

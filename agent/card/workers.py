@@ -202,14 +202,15 @@ class _MetadataBatches:
 
     BATCH = 16
 
-    def __init__(self, reader: MetadataReader | None) -> None:
-        self.reader = reader
+    def __init__(self, reader: MetadataReader | None, card_reader: MetadataReader | None = None) -> None:
+        self.reader = reader  # the pipeline's (stripped copies: ``submit``)
+        self.card_reader = card_reader or reader  # the card's files (confined where the workers are)
         self.pending: list[Any] = []
         self.thread: concurrent.futures.ThreadPoolExecutor | None = None
         self.batches: list[concurrent.futures.Future[None]] = []
 
     def __enter__(self) -> _MetadataBatches:
-        if self.reader is not None:
+        if self.card_reader is not None:
             self.thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="exiftool")
         return self
 
@@ -235,8 +236,8 @@ class _MetadataBatches:
             self.pending = []
 
     def _read(self, probes: list[Any]) -> None:
-        assert self.reader is not None
-        metas = self.reader.read([p.entry.path for p in probes])
+        assert self.card_reader is not None
+        metas = self.card_reader.read([p.entry.path for p in probes])
         for p in probes:
             p.meta = metas.get(p.entry.path)
 
@@ -276,6 +277,7 @@ class CardReaders:
         self.worker_uid: int | None = None  # the user a worker reads as, once one has started
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._metadata: MetadataReader | None = None
+        self._card_metadata: MetadataReader | None = None
         self._exiftool: _MetadataBatches | None = None
 
     def __enter__(self) -> CardReaders:
@@ -330,7 +332,7 @@ class CardReaders:
         metadata reader, exiftool reads the probed files in batches meanwhile."""
         futures = [self._submit(_probe_and_read, root, e, max_pixels, self.mode, self.budget_s,
                                 self.reserve_formats) for e in entries]
-        with _MetadataBatches(self._metadata) as metadata:
+        with _MetadataBatches(self._metadata, self._card_metadata) as metadata:
             self._exiftool = metadata
             try:
                 probes = self._collect(entries, futures, metadata)
@@ -366,10 +368,17 @@ class CardReaders:
 
     def scan(self, root: pathlib.Path, **options: Any) -> ScanResult:
         self._metadata = options.get("reader")
+        # The card's metadata is read by an exiftool confined as the workers are;
+        # the pipeline's own (root's) reads only the stripped copies.
+        card_reader = MetadataReader(confinement=self.confinement) if self.confinement is not None else None
+        self._card_metadata = card_reader
         try:
-            return scan_stage.scan(root, probe_all=self.probe_all, **options)
+            return scan_stage.scan(root, probe_all=self.probe_all,
+                                   **{**options, "reader": card_reader or self._metadata})
         finally:
-            self._metadata = None
+            self._metadata = self._card_metadata = None
+            if card_reader is not None:
+                card_reader.close()
 
     def start_identify(self, scan: ScanResult) -> Callable[[Progress | None], IdentifyResult]:
         """Submit what is left to read of the card; returns the function that waits for it.
