@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -137,6 +138,33 @@ def test_directory_browse_camera_lists_and_downloads(card, tmp_path):
         assert int(got.stat().st_mtime) == e.mtime
 
 
+def test_a_download_is_root_s_and_read_by_the_card_parsers_group_only(card, tmp_path):
+    """As root the download folder is the parser's group's to read (0750/0640, files
+    root's): the card's reader workers become bildsluss-parse, not root."""
+    if os.geteuid() != 0:
+        pytest.skip("only root switches to the parser user")
+    import pwd
+    import tempfile
+
+    from agent.card import sandbox, workers
+
+    parser = pwd.getpwnam(sandbox.PARSER_USER)
+    spool = pathlib.Path(tempfile.mkdtemp(dir="/tmp", prefix="bildsluss-camera-"))  # anyone may enter
+    try:
+        spool.chmod(0o711)
+        with download_area(spool / "spool") as folder, CameraConnection.open(f"disk:{card}") as cam:
+            for e in cam.list_files():
+                cam.download(e, folder)
+            got = [folder, folder / "DCIM", folder / "DCIM/100CANON", folder / "DCIM/100CANON/IMG_0001.JPG"]
+            owners = [(p.stat().st_uid, p.stat().st_gid, oct(p.stat().st_mode & 0o777)) for p in got]
+            (spool / "s").mkdir()
+            confinement = workers.confinement_for(folder, spool / "s")
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    assert owners == [(0, parser.pw_gid, "0o750")] * 3 + [(0, parser.pw_gid, "0o640")]
+    assert confinement is not None and confinement.uid == parser.pw_uid, "a camera's files parsed as root"
+
+
 def test_no_camera_at_the_port(tmp_path):
     with pytest.raises(CameraNotFound):
         with CameraConnection.open(f"disk:{tmp_path / 'nothing'}"):
@@ -192,7 +220,8 @@ def test_downloads_of_killed_runs_are_removed_but_not_a_live_runs(tmp_path):
     finally:
         os.close(fd)
     with download_area(spool) as folder:
-        assert folder.stat().st_mode & 0o777 == 0o700
+        # The card's parsers (bildsluss-parse's group) read it as root's daemon has them.
+        assert folder.stat().st_mode & 0o777 == (0o750 if os.geteuid() == 0 else 0o700)
         assert not live.exists()  # its run is gone now: a leftover
     assert list(spool.iterdir()) == []
 

@@ -44,15 +44,18 @@ import fcntl
 import logging
 import os
 import pathlib
+import pwd
 import re
 import shutil
 import socket
+import stat
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from agent.card import sandbox
 from agent.card.camera_info import DEVICEINFO_WIDGETS, CameraInfo, CameraJudgement, judge_camera
 from agent.card.model import MediaFile, Mode, StageError
 from agent.card.outcome import FileStatus, Outcome
@@ -195,10 +198,27 @@ class CameraConnection:
             self._walk(folder.rstrip("/") + "/" + name, out)
 
     def download(self, entry: CameraEntry, root: pathlib.Path) -> pathlib.Path:
-        """Copy one file into ``root`` (a private folder) under its camera path."""
+        """Copy one file into ``root`` (a private folder) under its camera path.
+
+        Where ``root`` is the card parsers' group's to read (:func:`download_area` as
+        root), its folders (0750) and files (0640) are too, as on a mounted card."""
         dest = root / entry.relative_path
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = root.stat()
+        parser_gid = _parser_gid()
+        group = parser_gid if parser_gid is not None and info.st_gid == parser_gid \
+            and info.st_mode & stat.S_IRGRP else None
+        folder = root
+        for part in pathlib.PurePath(entry.relative_path).parent.parts:
+            folder = folder / part
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700)
+                if group is not None:
+                    os.chown(folder, -1, group)
+                    os.chmod(folder, 0o750)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if group is not None:
+            os.fchown(fd, -1, group)
+            os.fchmod(fd, 0o640)
         try:
             self._get_into(entry, fd)
         except BaseException:
@@ -267,6 +287,11 @@ def download_area(spool_root: pathlib.Path) -> Iterator[pathlib.Path]:
     remove_stale_downloads(spool_root)
     folder = spool_root / f"{_DOWNLOAD_PREFIX}{uuid.uuid4()}"
     folder.mkdir(mode=0o700)
+    parser_gid = _parser_gid()
+    if parser_gid is not None:
+        # Root's, read by the card's parsers (bildsluss-parse's group) as a mounted card is.
+        os.chown(folder, 0, parser_gid)
+        os.chmod(folder, 0o750)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -274,6 +299,17 @@ def download_area(spool_root: pathlib.Path) -> Iterator[pathlib.Path]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # patient images: removed whatever happened
         os.close(fd)
+
+
+def _parser_gid() -> int | None:
+    """The card parsers' group where they switch to it (root, the user exists)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        gid = pwd.getpwnam(sandbox.PARSER_USER).pw_gid
+    except KeyError:
+        return None
+    return gid or None
 
 
 def remove_stale_downloads(spool_root: pathlib.Path) -> list[pathlib.Path]:
