@@ -136,7 +136,9 @@ def test_a_card_pulled_mid_upload_is_untouched_and_finished_when_it_comes_back(
         (card,) = status["cards"]
         assert card["state"] == "uploading" and card["stage"] == "upload", card
         assert card["progress"]["files_done"] == 1 and card["progress"]["files_total"] == 3, card
-        assert 0 < card["progress"]["bytes_done"] < card["progress"]["bytes_total"], card
+        # Several Write streams at once ([archive] upload_streams): the other files'
+        # bytes may all be sent while only the first is confirmed.
+        assert 0 < card["progress"]["bytes_done"] <= card["progress"]["bytes_total"], card
         image.pull(daemon.mount_root)
         daemon.wait_for_log("card removed")
         daemon.resume()
