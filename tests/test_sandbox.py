@@ -15,6 +15,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -145,3 +146,35 @@ def test_a_confinement_that_cannot_be_entered_runs_nothing(place):
     bad = sandbox.Confinement(read=(str(place / "card"),), write=(str(place / "no-such-folder"),))
     out = subprocess.run(sandbox.command(bad, ["/bin/echo", "ran"]), capture_output=True, text=True, timeout=60)
     assert out.returncode == 126 and "ran" not in out.stdout and "not confined" in out.stderr
+
+
+FILTERED = """
+import ctypes, errno, os, sys
+from agent.card import sandbox
+# As systemd's SystemCallFilter= without Landlock's calls: landlock_create_ruleset -> EPERM.
+ld, jeq, ret, allow = 0x20, 0x15, 0x06, 0x7FFF0000
+program = [(ld, 0, 0, 0), (jeq, 0, 1, 444), (ret, 0, 0, 0x00050000 | errno.EPERM), (ret, 0, 0, allow)]
+filters = (sandbox._SockFilter * len(program))(*[sandbox._SockFilter(*f) for f in program])
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # no_new_privs: a filter needs it without CAP_SYS_ADMIN
+assert libc.prctl(22, 2, ctypes.byref(sandbox._SockFprog(len(program), filters)), 0, 0) == 0
+print(sandbox.support())
+try:
+    sandbox.confine(sandbox.Confinement(read=(sys.argv[1],), write=(sys.argv[2],)))
+except sandbox.SandboxError as exc:
+    print("refused:", exc)
+else:
+    print("confined without Landlock")
+"""
+
+
+def test_landlock_refused_by_a_system_call_filter_is_an_error_not_a_kernel_without_it(place):
+    """Under the packaged unit, a SystemCallFilter= without Landlock's calls made
+    support() report "no Landlock" and the parsers ran without it, silently."""
+    if not sandbox.support().landlock_abi:
+        pytest.skip("this kernel has no Landlock")
+    out = subprocess.run([sys.executable, "-c", FILTERED, str(place / "card"), str(place / "spool")],
+                         capture_output=True, text=True, timeout=60, cwd=pathlib.Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "landlock_denied=True" in out.stdout
+    assert "refused: a system call filter around the agent refuses Landlock" in out.stdout

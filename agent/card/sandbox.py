@@ -106,21 +106,29 @@ class Confinement:
 
 class Support:
     """What this kernel offers: Landlock's ABI version (0: none), a seccomp table for
-    this architecture, and whether the process is root (switches user, new netns)."""
+    this architecture, and whether the process is root (switches user, new netns).
+    ``landlock_denied``: the kernel has Landlock but a system call filter around
+    this process refuses it (EPERM: a service manager's SystemCallFilter=), which
+    is a configuration error, not a kernel without Landlock."""
 
-    __slots__ = ("landlock_abi", "seccomp", "root")
+    __slots__ = ("landlock_abi", "seccomp", "root", "landlock_denied")
 
-    def __init__(self, landlock_abi: int, seccomp: bool, root: bool) -> None:
+    def __init__(self, landlock_abi: int, seccomp: bool, root: bool, landlock_denied: bool = False) -> None:
         self.landlock_abi, self.seccomp, self.root = landlock_abi, seccomp, root
+        self.landlock_denied = landlock_denied
 
     def __repr__(self) -> str:
-        return f"Support(landlock_abi={self.landlock_abi}, seccomp={self.seccomp}, root={self.root})"
+        return (f"Support(landlock_abi={self.landlock_abi}, seccomp={self.seccomp}, root={self.root}, "
+                f"landlock_denied={self.landlock_denied})")
 
 
 def support() -> Support:
     abi = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
                         ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION))
-    return Support(landlock_abi=max(0, int(abi)), seccomp=os.uname().machine in _SYSCALLS, root=os.geteuid() == 0)
+    # ENOSYS: no Landlock in this kernel; EOPNOTSUPP: built but off at boot; EPERM: filtered.
+    denied = abi < 0 and ctypes.get_errno() == errno.EPERM
+    return Support(landlock_abi=max(0, int(abi)), seccomp=os.uname().machine in _SYSCALLS,
+                   root=os.geteuid() == 0, landlock_denied=denied)
 
 
 def confinement_for(card: pathlib.Path | str, spool: pathlib.Path | str, *,
@@ -253,6 +261,10 @@ def confine(confinement: Confinement) -> Support:
     fresh process before it reads the card (it applies to that process's future
     threads and children). Raises SandboxError when a privilege could not be given up."""
     have = support()
+    if have.landlock_denied:  # once silently "no Landlock" under the packaged unit
+        raise SandboxError("a system call filter around the agent refuses Landlock (EPERM): allow "
+                           "landlock_create_ruleset, landlock_add_rule and landlock_restrict_self "
+                           "(the packaged unit's SystemCallFilter= does)")
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SandboxError(f"no_new_privs: {os.strerror(ctypes.get_errno())}")
     if have.root:
