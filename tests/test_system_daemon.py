@@ -27,6 +27,7 @@ from agent.daemon import mount as mount_mod
 from tests.support.cardgen import make_card, make_personnummer
 from tests.support.daemon import daemons, media_count, states  # noqa: F401 (a fixture)
 from tests.support.e2e import AGENT, cases
+from tests.support.loopcard import CardImage
 
 pytestmark = [
     pytest.mark.root,
@@ -34,40 +35,6 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("losetup") or not shutil.which("debugfs"),
                        reason="needs losetup and debugfs (util-linux, e2fsprogs)"),
 ]
-
-
-class CardImage:
-    """An ext4 card image; insert() attaches it to a loop device, pull() takes it away."""
-
-    def __init__(self, folder: pathlib.Path, content: pathlib.Path, size_mib: int = 32) -> None:
-        self.path = folder / "card.img"
-        with open(self.path, "wb") as fh:
-            fh.truncate(size_mib << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "EOS_DIGITAL", "-d", str(content), str(self.path)],
-                       check=True, capture_output=True)
-        self.device: str | None = None
-
-    def insert(self) -> str:
-        self.device = subprocess.run(["losetup", "--find", "--show", str(self.path)], check=True,
-                                     capture_output=True, text=True).stdout.strip()
-        return self.device
-
-    def pull(self, mount_root: pathlib.Path) -> None:
-        for point in mount_mod.mounts_below(mount_root):
-            subprocess.run(["umount", "-l", str(point)], check=False)
-        subprocess.run(["losetup", "-d", self.device], check=True)
-        self.device = None
-
-    def files(self, folder: str = "/DCIM/100CANON") -> list[str]:
-        """The camera's media files in a folder of the image (read with debugfs, not mounted)."""
-        out = subprocess.run(["debugfs", "-R", f"ls -p {folder}", str(self.path)], check=True,
-                             capture_output=True, text=True).stdout
-        names = [line.split("/")[5] for line in out.splitlines() if line.count("/") >= 6]
-        return sorted(n for n in names if n.endswith(".JPG") and not n.startswith("._"))
-
-    def close(self) -> None:
-        if self.device:
-            subprocess.run(["losetup", "-d", self.device], check=False)
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from agent.daemon import mount as mount_mod
 from tests.support.cardgen import make_card, make_personnummer
 from tests.support.daemon import daemons, media_count, states  # noqa: F401 (a fixture)
 from tests.support.e2e import cases, media_on
+from tests.support.loopcard import CardImage
 
 pytestmark = [
     pytest.mark.root,
@@ -62,46 +63,12 @@ def _fstype() -> str:
     return "vfat" if "vfat" in known and shutil.which("mkfs.vfat") and shutil.which("mcopy") else "ext4"
 
 
-class Card:
-    """A card image on a loop device, filled from ``content``."""
-
-    def __init__(self, folder: pathlib.Path, content: pathlib.Path) -> None:
-        self.fstype = _fstype()
-        self.path = folder / "card.img"
-        with open(self.path, "wb") as fh:
-            fh.truncate(48 << 20)
-        if self.fstype == "vfat":
-            subprocess.run(["mkfs.vfat", "-F", "32", "-n", "EOS_DIGITAL", str(self.path)], check=True,
-                           capture_output=True)
-            subprocess.run(["mcopy", "-s", "-i", str(self.path), *[str(p) for p in content.iterdir()], "::"],
-                           check=True, capture_output=True)
-        else:
-            # What the daemon's FAT mount gives (root, the parser's group, umask 027).
-            gid = _parser().pw_gid
-            for path in [content, *content.rglob("*")]:
-                os.chown(path, 0, gid)
-                path.chmod(0o750 if path.is_dir() else 0o640)
-            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "EOS_DIGITAL", "-d", str(content), str(self.path)],
-                           check=True, capture_output=True)
-        self.device: str | None = None
-
-    def insert(self) -> str:
-        self.device = subprocess.run(["losetup", "--find", "--show", str(self.path)], check=True,
-                                     capture_output=True, text=True).stdout.strip()
-        return self.device
-
-    def close(self) -> None:
-        if self.device:
-            subprocess.run(["losetup", "-d", self.device], check=False)
-            self.device = None
-
-
 @pytest.fixture
 def place():
     """A folder anyone may enter (0711), as / and /var/lib are for the packaged daemon."""
     base = pathlib.Path(tempfile.mkdtemp(dir="/tmp", prefix="bildsluss-parse-user-"))
     base.chmod(0o711)
-    cards: list[Card] = []
+    cards: list[CardImage] = []
     yield base, cards
     for card in cards:
         card.close()
@@ -110,12 +77,12 @@ def place():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _card(place, patient: str, seed: int) -> Card:
+def _card(place, patient: str, seed: int) -> CardImage:
     base, cards = place
     (base / "cards").mkdir(exist_ok=True)
     content = base / f"content{seed}"
     make_card(content, patient=patient, n_images=3, megapixels=0.8, seed=seed)
-    card = Card(base / "cards", content)
+    card = CardImage(base / "cards", content, size_mib=48, fstype=_fstype(), parser_gid=_parser().pw_gid)
     cards.append(card)
     return card
 
