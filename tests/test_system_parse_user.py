@@ -27,6 +27,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 
 import pytest
 
@@ -40,6 +41,7 @@ from tests.support.cardgen import make_card, make_personnummer
 from tests.support.daemon import daemons, media_count, states  # noqa: F401 (a fixture)
 from tests.support.e2e import cases, media_on
 from tests.support.loopcard import CardImage
+from tests.support.parse_probe import probe
 
 pytestmark = [
     pytest.mark.root,
@@ -126,31 +128,23 @@ def _uid_of(pid: int | None) -> int:
     raise AssertionError(f"no Uid line for {pid}")
 
 
-def _probe(paths: dict[str, str]) -> dict[str, object]:
-    """What a reader worker may do (runs inside it)."""
-    def attempt(action) -> str:
-        try:
-            action()
-        except OSError as exc:
-            return type(exc).__name__
-        return "ok"
-
-    p = {k: pathlib.Path(v) for k, v in paths.items()}
-    return {
-        "uid": os.geteuid(), "groups": os.getgroups(),
-        "read card": attempt(lambda: next(p["card"].rglob("*.JPG")).read_bytes()),
-        "write card": attempt(lambda: (p["card"] / "planted.JPG").write_bytes(b"x")),
-        "read beside the card": attempt(lambda: p["secret"].read_bytes()),
-        "read world-readable beside the card": attempt(lambda: p["open"].read_bytes()),
-        "list the state folder": attempt(lambda: list(p["state"].iterdir())),
-        "read the journal": attempt(lambda: p["journal"].read_bytes()),
-        "write its folder": attempt(lambda: (p["scratch"] / "tmp").write_bytes(b"x")),
-        "write beside its folder": attempt(lambda: (p["spool"] / "swapped.jpg").write_bytes(b"x")),
-        "list the spool folder": attempt(lambda: list(p["spool"].iterdir())),
-    }
+@pytest.fixture(params=["as started", "beside a thread"])
+def workers_start(request):
+    """The CLI's readers are forked; the daemon's (a process with threads) come from
+    a fork server and import what they are given after they are confined."""
+    if request.param == "as started":
+        yield
+        return
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
 
 
-def test_a_reader_worker_and_the_card_s_exiftool_read_the_card_and_nothing_root_only_beside_it(place):
+def test_a_reader_worker_and_the_card_s_exiftool_read_the_card_and_nothing_root_only_beside_it(
+        place, workers_start):
     base = place[0]
     card = _card(place, make_personnummer("19730606", "231"), seed=122)
     volume = mount_mod.probe(card.insert())
@@ -183,7 +177,7 @@ def test_a_reader_worker_and_the_card_s_exiftool_read_the_card_and_nothing_root_
                 assert _uid_of(confined.pid) == parser.pw_uid
                 read = confined.read([point / "DCIM" / "100CANON" / "IMG_0001.JPG", secret])
             # A test's own probe, in the same worker pool the card was read in.
-            seen = readers._result(readers._submit(_probe, {
+            seen = readers._result(readers._submit(probe, {
                 "card": str(point), "secret": str(secret), "open": str(world), "state": str(state),
                 "journal": str(journal), "scratch": str(spool_dir / "parse"), "spool": str(spool_dir)}), "probe")
             assert readers.worker_uid == parser.pw_uid
