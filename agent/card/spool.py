@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import logging
 import os
 import pathlib
 import shutil
 from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
 
 # Room kept free beyond the card's own size: exiftool's and ffmpeg's temporary copies,
 # the journal, and the rest of the PC (a full disk stops the desktop too).
@@ -75,14 +79,54 @@ class Spool:
 
     @contextlib.contextmanager
     def session(self, session_id: str) -> Iterator[pathlib.Path]:
-        """A fresh private folder for one card, removed on exit whatever happens."""
+        """A fresh private folder for one card, locked while this run lives and
+        removed on exit whatever happens. The folders of killed runs (their lock
+        is free: a one-shot ``ingest`` killed mid-card) are removed first (R11)."""
         self._ensure_root()
-        folder = self.root / session_id
-        folder.mkdir(mode=0o700)
+        with self._root_locked():  # no other run's fresh folder is taken for stale
+            self.remove_stale()
+            folder = self.root / session_id
+            folder.mkdir(mode=0o700)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield folder
         finally:
             self.remove(folder)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _root_locked(self) -> Iterator[None]:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def remove_stale(self) -> list[pathlib.Path]:
+        """Remove the folders in the spool whose run is gone (no lock held on them).
+        A live run (a card's session, a camera's download folder) holds its lock."""
+        removed = []
+        for folder in self.leftovers():
+            if folder.name.startswith("camera-"):
+                continue  # a camera's download folder: agent.card.camera removes its own
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live run's
+            finally:
+                os.close(fd)
+            self.remove(folder)
+            removed.append(folder)
+        if removed:
+            log.warning("removed the spool folders of runs that were killed", extra={
+                "folders": [str(f) for f in removed]})
+        return removed
 
     @staticmethod
     def remove(folder: pathlib.Path) -> None:
