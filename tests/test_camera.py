@@ -14,10 +14,11 @@ import pytest
 
 from agent.card.camera import (
     CameraConnection, CameraEntry, CameraNotFound, camera_message, camera_wiper,
-    check_name, download_area, remove_stale_downloads,
+    check_name, download_area,
 )
 from agent.card.camera_info import CameraInfo, judge_camera, maker_key, serial_matches
 from agent.card.model import Device, MediaFile, MediaKind, StageError
+from agent.card.spool import Spool
 from agent.card.reasons import Reason
 from tests.support.cardgen import make_card
 from tests.support.deviceinfo import load
@@ -215,7 +216,7 @@ def test_downloads_of_killed_runs_are_removed_but_not_a_live_runs(tmp_path):
     fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        assert remove_stale_downloads(spool) == [stale]
+        assert Spool(spool).remove_stale() == [stale]
         assert live.is_dir() and not stale.exists()
     finally:
         os.close(fd)

@@ -20,13 +20,11 @@ def test_the_next_session_removes_a_killed_runs_folder_and_keeps_a_live_ones(tmp
     live.mkdir(mode=0o700)
     held = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(held, fcntl.LOCK_EX)  # another run, alive
-    camera = spool.root / "camera-1234"
-    camera.mkdir(mode=0o700)  # a camera's download folder: agent.card.camera's own
     try:
         with spool.session("next") as folder:
-            assert sorted(p.name for p in spool.root.iterdir()) == ["camera-1234", "live", "next"]
+            assert sorted(p.name for p in spool.root.iterdir()) == ["live", "next"]
             assert folder.is_dir()
         assert not folder.exists()
-        assert live.is_dir() and camera.is_dir() and not killed.exists()
+        assert live.is_dir() and not killed.exists()
     finally:
         os.close(held)

@@ -40,13 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import pathlib
 import pwd
 import re
-import shutil
 import socket
 import stat
 import uuid
@@ -277,28 +275,16 @@ class CameraConnection:
 
 @contextlib.contextmanager
 def download_area(spool_root: pathlib.Path) -> Iterator[pathlib.Path]:
-    """A fresh private folder in the spool (R11), locked while this run lives, removed after it.
-
-    Folders of killed runs (their lock is free) are removed first.
-    """
-    # The card spool's root (agent.card.spool): 0711, enter, not list.
-    spool_root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    os.chmod(spool_root, 0o711)
-    remove_stale_downloads(spool_root)
-    folder = spool_root / f"{_DOWNLOAD_PREFIX}{uuid.uuid4()}"
-    folder.mkdir(mode=0o700)
-    parser_gid = _parser_gid()
-    if parser_gid is not None:
-        # Root's, read by the card's parsers (bildsluss-parse's group) as a mounted card is.
-        os.chown(folder, 0, parser_gid)
-        os.chmod(folder, 0o750)
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """A fresh private folder in the spool (R11), locked while this run lives, removed
+    after it: a session folder of the card spool (:meth:`Spool.session`, which first
+    removes the folders of killed runs, a card's or a camera's)."""
+    with Spool(spool_root).session(f"{_DOWNLOAD_PREFIX}{uuid.uuid4()}") as folder:
+        parser_gid = _parser_gid()
+        if parser_gid is not None:
+            # Root's, read by the card's parsers (bildsluss-parse's group) as a mounted card is.
+            os.chown(folder, 0, parser_gid)
+            os.chmod(folder, 0o750)
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)  # patient images: removed whatever happened
-        os.close(fd)
 
 
 def _parser_gid() -> int | None:
@@ -310,27 +296,6 @@ def _parser_gid() -> int | None:
     except KeyError:
         return None
     return gid or None
-
-
-def remove_stale_downloads(spool_root: pathlib.Path) -> list[pathlib.Path]:
-    removed = []
-    for folder in sorted(spool_root.glob(f"{_DOWNLOAD_PREFIX}*")):
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live run's folder
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        finally:
-            os.close(fd)
-    if removed:
-        log.warning("removed camera downloads a killed run left behind", extra={"folders": len(removed)})
-    return removed
 
 
 # --------------------------------------------------------------------------- wipe = delete on the camera

@@ -79,9 +79,10 @@ class Spool:
 
     @contextlib.contextmanager
     def session(self, session_id: str) -> Iterator[pathlib.Path]:
-        """A fresh private folder for one card, locked while this run lives and
-        removed on exit whatever happens. The folders of killed runs (their lock
-        is free: a one-shot ``ingest`` killed mid-card) are removed first (R11)."""
+        """A fresh private folder for one card (or a camera's download), locked
+        while this run lives and removed on exit whatever happens. The folders of
+        killed runs (their lock is free: a one-shot ``ingest`` or a camera import
+        killed mid-card) are removed first (R11)."""
         self._ensure_root()
         with self._root_locked():  # no other run's fresh folder is taken for stale
             self.remove_stale()
@@ -109,8 +110,6 @@ class Spool:
         A live run (a card's session, a camera's download folder) holds its lock."""
         removed = []
         for folder in self.leftovers():
-            if folder.name.startswith("camera-"):
-                continue  # a camera's download folder: agent.card.camera removes its own
             try:
                 fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
@@ -119,10 +118,11 @@ class Spool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live run's
+            else:
+                self.remove(folder)  # under its lock: no run can take it meanwhile
+                removed.append(folder)
             finally:
                 os.close(fd)
-            self.remove(folder)
-            removed.append(folder)
         if removed:
             log.warning("removed the spool folders of runs that were killed", extra={
                 "folders": [str(f) for f in removed]})
