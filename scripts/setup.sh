@@ -13,15 +13,26 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(gphoto2 tesseract-ocr tesseract-ocr-swe tesseract-ocr-eng libzbar0 libimage-exiftool-perl ffmpeg fonts-dejavu-core fonts-noto-mono chromium fonts-urw-base35 dosfstools dbus-daemon util-linux mount e2fsprogs dpkg-dev lintian debootstrap python3-venv)
 
 missing=()
-for pkg in "${SYSTEM_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+list_missing() {
+  missing=()
+  for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+}
+list_missing
+if ((${#missing[@]})); then
+  # Two setups at once (two checkouts on one fresh machine) take turns: the second
+  # waits for the first's apt-get instead of failing on apt's lock, then installs what is left.
+  exec 8>"${TMPDIR:-/tmp}/bildsluss-setup-apt.lock"
+  flock 8
+  list_missing
+fi
 if ((${#missing[@]})); then
   echo "setup: installing system packages: ${missing[*]}" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The unprivileged user the agent's card parsers run as (agent/card/sandbox.py; the
@@ -37,6 +48,17 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   "$PYTHON" -m venv .venv
+fi
+# promtool, for the alert rules' tests (tests/test_prometheus_rules.py): taken out of Debian's
+# prometheus package, which is downloaded, not installed (installing it starts a Prometheus server).
+if [ ! -x .venv/bin/promtool ]; then
+  echo "setup: unpacking promtool from Debian's prometheus package into .venv/bin" >&2
+  deb_dir=$(mktemp -d)
+  chmod 0755 "$deb_dir"  # apt's download sandbox user must be able to write there
+  (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null)
+  dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
+  install -m 0755 "$deb_dir/usr/bin/promtool" .venv/bin/promtool
+  rm -rf "$deb_dir"
 fi
 stamp=.venv/.bildsluss-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/test.lock -nt "$stamp" ]; then

@@ -4,10 +4,9 @@ certificate, refusal spike and database alerts fire when they should and not
 before); every metric the rules and the Grafana dashboard name is one the
 programs export.
 
-promtool is Debian's (package ``prometheus``; without installing it:
-``apt-get download prometheus && dpkg-deb -x prometheus_*.deb DIR``); give its
-path in ``$PROMTOOL`` or have it on the PATH. Without it the promtool tests
-are skipped (the name check still runs)."""
+promtool is Debian's (package ``prometheus``): scripts/setup.sh unpacks it into
+``.venv/bin`` without installing the package. ``$PROMTOOL`` names another one.
+Without any the promtool tests are skipped (the name check still runs)."""
 from __future__ import annotations
 
 import json
@@ -16,16 +15,18 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RULES = ROOT / "packaging" / "prometheus"
-PROMTOOL = os.environ.get("PROMTOOL") or shutil.which("promtool")
+PROMTOOL = (os.environ.get("PROMTOOL") or shutil.which("promtool")
+            or shutil.which("promtool", path=str(pathlib.Path(sys.prefix) / "bin")))
 EXPORTERS = (ROOT / "archive_server" / "metrics.py", ROOT / "agent" / "desk" / "metrics.py")
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (set $PROMTOOL; Debian package prometheus)")
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (scripts/setup.sh unpacks it; or set $PROMTOOL)")
 @pytest.mark.parametrize("command", [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]])
 def test_promtool_accepts_the_rules_and_their_tests_pass(command):
     assert PROMTOOL is not None
