@@ -62,6 +62,14 @@ class NoPreview(InvalidArgument):
         self.reason = "NO_PREVIEW"
 
 
+def _undecodable(what: str, exc: BaseException) -> NoPreview:
+    """The refusal staff read (``what`` cannot be shown; the original is kept and can
+    be downloaded); the decoder's own words go to the log, not to the page."""
+    log.info("no preview: %s: %s: %s", what, type(exc).__name__, exc)
+    return NoPreview(f"{what} cannot be shown here: it may be damaged or in a form the viewer cannot "
+                     "decode; the stored original is unchanged and can be downloaded")
+
+
 class PreviewCache:
     """Least-recently-used, bounded by bytes; thread-safe."""
 
@@ -118,14 +126,14 @@ def image_preview(data: bytes, side: int) -> bytes:
     except NoPreview:
         raise
     except Exception as exc:
-        raise NoPreview(f"the file cannot be shown as a picture ({type(exc).__name__})") from None
+        raise _undecodable("the picture", exc) from None
 
 
 def _dataset(data: bytes) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:
-        raise NoPreview(f"the DICOM file cannot be read ({type(exc).__name__})") from None
+        raise _undecodable("the DICOM image", exc) from None
 
 
 def dicom_frames(data: bytes) -> int:
@@ -147,7 +155,7 @@ def dicom_frame(data: bytes, frame: int, side: int) -> bytes:
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise NoPreview(f"the DICOM pixel data cannot be decoded ({type(exc).__name__})") from None
+        raise _undecodable("the DICOM image", exc) from None
     if frames > 1:
         pixels = pixels[frame]
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
@@ -174,7 +182,7 @@ def _video_container(data: bytes) -> object:
     try:
         return av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise NoPreview(f"the video cannot be read ({type(exc).__name__})") from None
+        raise _undecodable("the video or recording", exc) from None
 
 
 def video_frame(data: bytes, side: int) -> bytes:
@@ -212,7 +220,7 @@ def video_frame(data: bytes, side: int) -> bytes:
     except NoPreview:
         raise
     except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
-        raise NoPreview(f"the video cannot be decoded ({type(exc).__name__})") from None
+        raise _undecodable("the video", exc) from None
     finally:
         container.close()
 
@@ -244,7 +252,7 @@ def _audio_peaks(data: bytes) -> tuple[np.ndarray, float]:
     except NoPreview:
         raise
     except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
-        raise NoPreview(f"the recording cannot be decoded ({type(exc).__name__})") from None
+        raise _undecodable("the recording", exc) from None
     finally:
         container.close()
     if not samples:
