@@ -18,6 +18,11 @@ content-addressed and never changes, so the cache is never stale. It is never
 written to disk, so a purged case (gallring, R19) leaves nothing behind once
 the process ends; and it is reached only after the case's own authorization
 (a purged case is not found before any cache is consulted).
+
+The decoding itself runs in a worker process (:mod:`archive_server.decoding`:
+no database, no keys, bounded memory and time): callers use
+:func:`made_apart` and :func:`count_frames`, which run :func:`make` and
+:func:`dicom_frames` there.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from archive_server import decoding
 from archive_server.errors import InvalidArgument
 from archive_server.printing import FONT_DIR, FONT_FILES, IMAGE_FORMATS, MAX_PIXELS, _to_8bit
 
@@ -299,3 +305,23 @@ def make(data: bytes, kind: str, form: str, frame: int = 0) -> tuple[bytes, str]
     if kind == "audio" and form in ("thumb", "preview"):
         return audio_waveform(data), "image/png"
     raise NoPreview(f"{kind} media has no picture to show; open it in the full view")
+
+
+_WHAT = {"image": "the picture", "video": "the video", "audio": "the recording", "dicom": "the DICOM image"}
+
+
+def made_apart(data: bytes, kind: str, form: str, frame: int = 0) -> tuple[bytes, str]:
+    """:func:`make` in a decoder worker; a worker that crashes, overruns its memory or its
+    time is a :class:`NoPreview` like any other file that cannot be shown."""
+    try:
+        return decoding.run(make, data, kind, form, frame)
+    except decoding.Undecodable as exc:
+        raise _undecodable(_WHAT.get(kind, "the file"), exc) from None
+
+
+def count_frames(data: bytes) -> int:
+    """:func:`dicom_frames` in a decoder worker."""
+    try:
+        return decoding.run(dicom_frames, data)
+    except decoding.Undecodable as exc:
+        raise _undecodable("the DICOM image", exc) from None

@@ -51,6 +51,7 @@ from reportlab.pdfgen import canvas as pdfcanvas
 from reportlab.platypus import Image as PdfImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from archive_server import decoding
 from archive_server.numbers import decimal
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def render_case_pdf(
     # Two pictures per page: half the frame less a caption and a gap each.
     max_h = 0.5 * (height - MARGIN - FOOTER_SPACE) - 12 * mm
     for name, data in images:
-        printable = _printable(name, data)
+        printable = _printable_apart(name, data)
         shapes = list((layers or {}).get(name, ()))
         caption = Paragraph(escape(name), styles["small"])
         if printable is None:
@@ -342,6 +343,16 @@ def _table(title: str, rows: Sequence[tuple[str, str]], styles: dict[str, Paragr
         ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
     ]))
     return [Paragraph(title, styles["heading"]), table, Spacer(1, 3 * mm)]
+
+
+def _printable_apart(name: str, data: bytes) -> _Printable | None:
+    """:func:`_printable` in a decoder worker (:mod:`archive_server.decoding`): a file
+    that crashes or exhausts it is listed by name like any other that cannot be shown."""
+    try:
+        return decoding.run(_printable, name, data)
+    except decoding.Undecodable as exc:
+        log.warning("print: %s not shown: %s", name, exc)
+        return None
 
 
 def _printable(name: str, data: bytes) -> _Printable | None:

@@ -6,8 +6,8 @@
     GET /cases/{id}/view/{sha256}                 the full view: zoom, play, step through frames
     POST /cases/{id}/view/{sha256}/annotations    the picture's annotation layer (annotations.py)
 
-Pictures are made from the stored bytes by ``archive_server.previews`` (no
-metadata survives) and cached in memory; every answer is one audited read
+Pictures are made from the stored bytes by ``archive_server.previews`` in a
+decoder worker process (``archive_server.decoding``; no metadata survives) and cached in memory; every answer is one audited read
 (``case.media``, with its use) and carries ``Cache-Control: no-store``. A
 video's picture is a frame of it, an audio recording's its waveform; both play
 in the full view from the API's original bytes (``/api/v1/cases/{id}/media/{sha256}``).
@@ -44,7 +44,7 @@ def _picture(request: Request, who: Principal, case_id: str, sha: str, use: str,
     key = (sha, f"{use}:{frame}")
     made = context.previews.get(key)
     if made is None:
-        made = previews.make(read_media(context.blobs, media), media["kind"], use, frame)
+        made = previews.made_apart(read_media(context.blobs, media), media["kind"], use, frame)
         context.previews.put(key, made)
     return made
 
@@ -78,7 +78,7 @@ def _frames(request: Request, who: Principal, case_id: str, sha: str) -> tuple[d
     assert context.blobs is not None
     media = media_of_case(context.db, who, case_id, sha, use="view",
                           emergency_reason=emergency.reason_for(request, case_id))
-    count = previews.dicom_frames(read_media(context.blobs, media)) if media["kind"] == "dicom" else 0
+    count = previews.count_frames(read_media(context.blobs, media)) if media["kind"] == "dicom" else 0
     return media, count
 
 
