@@ -32,11 +32,11 @@ of the printed number. Ultrasound frames are decoded and read by
 * WRONG   -- a valid number that is not the truth (must be 0; each one is
   printed with its seed and parameters, reproducible with ``--only``).
 
-Timing is CPU time on ONE core (this process plus its tesseract children,
-``getrusage``), decode included, and wall clock beside it: the process is
-pinned with ``os.sched_setaffinity(0, {0})`` and ``OMP_THREAD_LIMIT=1`` is set
-for tesseract before anything is imported (tesseract subprocesses inherit
-both). The targets are judged on CPU time, because other sessions load the
+Timing is CPU time on ONE core (this process, tesseract included, plus any
+children, ``getrusage``), decode included, and wall clock beside it: the process
+is pinned with ``os.sched_setaffinity(0, {0})`` and ``OMP_THREAD_LIMIT=1`` is set
+before anything is imported (tesseract runs in the process since issue 12's P2
+work; as a program before, it inherited both). The targets are judged on CPU time, because other sessions load the
 machine and the agent's budgets are CPU time too; the load average is printed.
 Baselines measured in the same run on the same files: the full JPEG decode
 alone, and a plain full-frame ``zxingcpp.read_barcodes(image)`` (default
@@ -58,7 +58,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Before numpy / Pillow / pytesseract are imported: one core, one tesseract thread.
+# Before numpy / Pillow / tesseract are imported: one core, one tesseract thread.
 os.environ["OMP_THREAD_LIMIT"] = "1"
 _ALL_CPUS = frozenset(os.sched_getaffinity(0))
 _TIMING_CPU = 0 if 0 in _ALL_CPUS else min(_ALL_CPUS)
@@ -332,6 +332,12 @@ def _render_to_file(args: tuple[Spec, str]) -> tuple[str, str, float]:
     else:
         img.save(path, "JPEG", quality=int(spec.jpeg_quality))
     return spec.id, str(path), time.perf_counter() - t0
+
+
+def _kept_frame(folder: pathlib.Path, spec: Spec) -> pathlib.Path | None:
+    """The file a --keep run wrote for ``spec`` (same name as generated), or None."""
+    path = folder / f"{spec.kind}_{spec.index:04d}.{'png' if spec.jpeg_quality is None else 'jpg'}"
+    return path if path.is_file() else None
 
 
 def _pool_init() -> None:
@@ -787,8 +793,8 @@ def report(records: list[dict], corpus: dict | None, args, meta: dict) -> dict:
             for r in missed))
 
     print()
-    print(f"== Time per frame, decode included: CPU time on ONE core (this process and its tesseract "
-          f"children; the process is pinned to CPU {_TIMING_CPU}, OMP_THREAD_LIMIT="
+    print(f"== Time per frame, decode included: CPU time on ONE core (this process, tesseract "
+          f"included; the process is pinned to CPU {_TIMING_CPU}, OMP_THREAD_LIMIT="
           f"{os.environ.get('OMP_THREAD_LIMIT')}) and wall clock, ms")
     print(f"   per-frame budget {args.budget} s of CPU as identify() (barcode share {identify.BARCODE_SHARE}); "
           "the targets are judged on CPU time: wall time depends on what else runs on the machine")
@@ -940,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=pathlib.Path, help="write the figures here")
     ap.add_argument("--only", help="comma-separated ids to run alone, e.g. barcode:17,print:3 (reproduce a case)")
     ap.add_argument("--keep", type=pathlib.Path, help="keep the generated frames in this folder")
+    ap.add_argument("--frames", type=pathlib.Path,
+                    help="read the frames a --keep run of the same seed and counts left in this folder instead "
+                         "of generating them: a before/after comparison of the reader in one session, "
+                         "without the generators on the CPUs")
     ap.add_argument("--no-corpus", action="store_true", help="skip the real corpus")
     ap.add_argument("--baseline-every", type=int, default=5,
                     help="measure the baselines (full decode, plain zxing-cpp: about 1 s of CPU per 12 MP "
@@ -1010,58 +1020,75 @@ def main(argv: list[str] | None = None) -> int:
     others = _ALL_CPUS - {_TIMING_CPU}
     overlap = bool(others) and not args.no_overlap
     ctx = multiprocessing.get_context("fork")
+    if args.frames:
+        kept = [_kept_frame(args.frames, s) for s in specs]
+        missing = [s.id for s, path in zip(specs, kept) if path is None]
+        if missing:
+            print(f"--frames {args.frames}: {len(missing)} frames missing (first {missing[0]}); keep them with "
+                  "--keep and the same --seed and counts", file=sys.stderr)
+            return 2
     try:
-        with ctx.Pool(max(1, args.jobs), initializer=_pool_init) as pool:
-            workers = [w.pid for w in getattr(pool, "_pool", [])]
+        if args.frames:
+            for k, (spec, path) in enumerate(zip(specs, kept)):
+                if k % 25 == 0:
+                    loads.append(os.getloadavg()[0])
+                records.append(measure(spec, str(path), args.budget, stages,
+                                       baseline=spec.index % max(1, args.baseline_every) == 0))
+                if (k + 1) % 25 == 0 or k + 1 == len(specs):
+                    print(f"  {k + 1}/{len(specs)} frames  {time.perf_counter() - t_start:.0f} s (kept frames)  "
+                          f"load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+        else:
+            with ctx.Pool(max(1, args.jobs), initializer=_pool_init) as pool:
+                workers = [w.pid for w in getattr(pool, "_pool", [])]
 
-            def give(cpus: frozenset) -> None:
-                for pid in workers:
-                    with contextlib.suppress(OSError):
-                        os.sched_setaffinity(pid, cpus)
+                def give(cpus: frozenset) -> None:
+                    for pid in workers:
+                        with contextlib.suppress(OSError):
+                            os.sched_setaffinity(pid, cpus)
 
-            def hold(stop: bool) -> None:  # --no-overlap: generators stopped while a frame is timed
-                for pid in workers:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGSTOP if stop else signal.SIGCONT)
+                def hold(stop: bool) -> None:  # --no-overlap: generators stopped while a frame is timed
+                    for pid in workers:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGSTOP if stop else signal.SIGCONT)
 
-            try:
-                it = pool.imap(_render_to_file, [(s, str(folder)) for s in specs], chunksize=1)
-                by_spec = {s.id: s for s in specs}
-                for k in range(len(specs)):
-                    # While a frame is timed the generators may only use the other CPUs
-                    # (--no-overlap: they are idle); while waiting for a frame, every CPU.
-                    try:
-                        sid, path, _ = it.next(timeout=0)
-                    except multiprocessing.TimeoutError:
-                        t0 = time.perf_counter()
-                        give(_ALL_CPUS)
-                        hold(False)
-                        sid, path, _ = it.next()
-                        waited += time.perf_counter() - t0
-                    if overlap and not args.share_timing_cpu:
-                        give(others)
-                    elif not overlap:
-                        hold(True)
-                    spec = by_spec[sid]
-                    if k % 25 == 0:
-                        loads.append(os.getloadavg()[0])
-                    rec = measure(spec, path, args.budget, stages,
-                                  baseline=spec.index % max(1, args.baseline_every) == 0)
-                    records.append(rec)
-                    if args.only:
-                        print(f"{spec.id}: {rec.get('outcome', rec.get('reason'))} texts {rec.get('texts', rec.get('how'))} wrong {rec['wrong']} "
-                              f"cpu {rec['cpu_total'] * 1000:.0f} ms wall {rec['t_total'] * 1000:.0f} ms  {json.dumps(spec.params(), ensure_ascii=False)}")
-                    if args.keep:
-                        args.keep.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(path, args.keep / pathlib.Path(path).name)
-                    os.unlink(path)
-                    if (k + 1) % 25 == 0 or k + 1 == len(specs):
-                        print(f"  {k + 1}/{len(specs)} frames  {time.perf_counter() - t_start:.0f} s "
-                              f"(waited for generation {waited:.0f} s)  load {os.getloadavg()[0]:.2f}",
-                              file=sys.stderr, flush=True)
-            finally:
-                give(_ALL_CPUS)
-                hold(False)
+                try:
+                    it = pool.imap(_render_to_file, [(s, str(folder)) for s in specs], chunksize=1)
+                    by_spec = {s.id: s for s in specs}
+                    for k in range(len(specs)):
+                        # While a frame is timed the generators may only use the other CPUs
+                        # (--no-overlap: they are idle); while waiting for a frame, every CPU.
+                        try:
+                            sid, path, _ = it.next(timeout=0)
+                        except multiprocessing.TimeoutError:
+                            t0 = time.perf_counter()
+                            give(_ALL_CPUS)
+                            hold(False)
+                            sid, path, _ = it.next()
+                            waited += time.perf_counter() - t0
+                        if overlap and not args.share_timing_cpu:
+                            give(others)
+                        elif not overlap:
+                            hold(True)
+                        spec = by_spec[sid]
+                        if k % 25 == 0:
+                            loads.append(os.getloadavg()[0])
+                        rec = measure(spec, path, args.budget, stages,
+                                      baseline=spec.index % max(1, args.baseline_every) == 0)
+                        records.append(rec)
+                        if args.only:
+                            print(f"{spec.id}: {rec.get('outcome', rec.get('reason'))} texts {rec.get('texts', rec.get('how'))} wrong {rec['wrong']} "
+                                  f"cpu {rec['cpu_total'] * 1000:.0f} ms wall {rec['t_total'] * 1000:.0f} ms  {json.dumps(spec.params(), ensure_ascii=False)}")
+                        if args.keep:
+                            args.keep.mkdir(parents=True, exist_ok=True)
+                            shutil.copy2(path, args.keep / pathlib.Path(path).name)
+                        os.unlink(path)
+                        if (k + 1) % 25 == 0 or k + 1 == len(specs):
+                            print(f"  {k + 1}/{len(specs)} frames  {time.perf_counter() - t_start:.0f} s "
+                                  f"(waited for generation {waited:.0f} s)  load {os.getloadavg()[0]:.2f}",
+                                  file=sys.stderr, flush=True)
+                finally:
+                    give(_ALL_CPUS)
+                    hold(False)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     loads.append(os.getloadavg()[0])
