@@ -179,8 +179,8 @@ class AgentConfig:
     # checked (a one-machine development default; production configs list them).
     devices: tuple[Device, ...] = ()
     # Budget for reading identity from one frame, in CPU seconds of the reading
-    # thread and its tesseract processes (bildsluss_common/readers/budget.py; a wall-clock
-    # backstop of 4x + 1 s applies too).
+    # thread, tesseract's included (bildsluss_common/readers/budget.py; a wall-clock
+    # backstop of 10x + 1 s applies too).
     identify_budget_s: float = 2.0
     # Raw [identity] table, handed to the identity readers.
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)

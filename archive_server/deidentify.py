@@ -13,7 +13,8 @@ What finds what:
 * **Barcodes**: the agent's reader (:func:`bildsluss_common.readers.barcode.read_barcodes`,
   zxing-cpp in passes: full frame, located and turned patches, rotations) with
   no early stop, so every readable code is found, not only the first.
-* **Text**: tesseract in sparse-text mode (``--psm 11``) on the grey image,
+* **Text**: tesseract in sparse-text mode (``--psm 11``, in this process as the
+  agent runs it: :mod:`bildsluss_common.readers.tesseract`) on the grey image,
   and on its negative too when the image is mostly dark (ultrasound overlays
   are light on black); small frames are read at twice their size. A line
   counts as text when it holds a confident word (see :func:`_strong`: this
@@ -55,9 +56,9 @@ import warnings
 from collections.abc import Collection, Iterable
 
 import numpy as np
-import pytesseract
 from PIL import Image, ImageCms, ImageDraw, ImageOps, UnidentifiedImageError
 
+from bildsluss_common.readers import tesseract
 from bildsluss_common.readers.barcode import read_barcodes, to_grey
 from bildsluss_common.readers.dicom import DicomError, read_dicom
 from bildsluss_common.identity.numbers import find_candidates
@@ -337,21 +338,12 @@ def _ocr_passes(image: Image.Image) -> list[tuple[list[_Word], float]]:
 
 def _ocr_words(img: Image.Image, pass_no: int) -> list[_Word]:
     try:
-        data = pytesseract.image_to_data(img, lang="eng", config="--psm 11",
-                                         output_type=pytesseract.Output.DICT, timeout=OCR_TIMEOUT_S)
-    except (RuntimeError, pytesseract.TesseractError, OSError) as exc:
+        read = tesseract.words(img, psm=11, lang="eng", timeout_s=OCR_TIMEOUT_S)
+    except tesseract.TesseractError as exc:
         # Text that cannot be looked for cannot be said to be absent.
         raise DeidentifyError(f"text detection (tesseract) failed: {exc}") from None
-    words = []
-    for i, raw in enumerate(data["text"]):
-        text = (raw or "").strip()
-        if not any(ch.isalnum() for ch in text):
-            continue
-        words.append(_Word(
-            text=text, conf=float(data["conf"][i]),
-            line=(pass_no, int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i])),
-            box=(int(data["left"][i]), int(data["top"][i]), int(data["width"][i]), int(data["height"][i]))))
-    return words
+    return [_Word(text=w.text, conf=w.conf, line=(pass_no, *w.line), box=w.box)
+            for w in read if any(ch.isalnum() for ch in w.text)]
 
 
 def _lines(words: list[_Word]) -> list[list[_Word]]:

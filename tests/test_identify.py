@@ -249,7 +249,7 @@ def test_budget_counts_the_tesseract_processes_and_has_a_wall_clock_backstop():
 
     b = Budget(30.0)
     before = b.left()
-    # A child process burning CPU, waited for (as pytesseract waits for tesseract).
+    # A child process burning CPU, waited for (a reader that runs a program waits for it).
     subprocess.run([sys.executable, "-c", "sum(i * i for i in range(6_000_000))"], check=True)
     assert before - b.left() > 0.1
     stuck = Budget(5.0, wall_s=0.2)

@@ -6,16 +6,17 @@ may *compute* on it, not how long the wall clock runs: the capture PC may be bus
 with a wall-clock deadline every second of someone else's work became a missed
 label and a needless re-shoot.
 
-CPU time here is this thread's (:func:`time.thread_time`; zxing-cpp, numpy and
-Pillow run in the calling thread) plus the finished child processes' (tesseract
-runs as a subprocess; :func:`resource.getrusage` ``RUSAGE_CHILDREN`` counts a child
-once it has been waited for, which pytesseract does). A wall-clock backstop
-(``WALL_FACTOR`` times the budget, plus ``WALL_SLACK_S``) still bounds a frame on
-a machine so loaded that nothing would finish; tesseract's own timeout is that
-backstop.
+CPU time here is this thread's (:func:`time.thread_time`; zxing-cpp, numpy,
+Pillow and tesseract, :mod:`bildsluss_common.readers.tesseract`, run in the
+calling thread) plus the finished child processes' (:func:`resource.getrusage`
+``RUSAGE_CHILDREN`` counts a child once it has been waited for: no reader runs a
+program since tesseract runs in the process, and one that did would be counted).
+A wall-clock backstop (``WALL_FACTOR`` times the budget, plus ``WALL_SLACK_S``)
+still bounds a frame on a machine so loaded that nothing would finish; it is
+tesseract's own timeout.
 
-Reads are not interruptible: a zxing-cpp call or a tesseract run that has started
-finishes. Callers check :meth:`Budget.left` before each step and size the steps
+Reads are not interruptible: a zxing-cpp call that has started finishes, and a
+tesseract call finishes its layout analysis before it sees its timeout. Callers check :meth:`Budget.left` before each step and size the steps
 (cheap first), so a frame overruns its budget by at most one step.
 """
 from __future__ import annotations

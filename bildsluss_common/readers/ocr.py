@@ -32,28 +32,32 @@ Ultrasound overlays (:func:`read_overlay`, :func:`read_overlay_fields`): light
 text on black; the image content (speckle) is blanked where the neighbourhood is
 not mostly black, the rest inverted, upscaled 2x and read in sparse-text mode.
 
-Tesseract runs as a subprocess (pytesseract). Budgets are CPU time (ours and
-tesseract's, :mod:`bildsluss_common.readers.budget`); a call starts only while CPU time is
-left and is killed at the budget's wall-clock backstop. A tesseract failure or
-timeout yields no reading, never an exception: the caller then refuses for want
-of a number.
+Tesseract runs in this process (:mod:`bildsluss_common.readers.tesseract`: tesserocr,
+the model loaded once per process, one thread), with the page modes and
+whitelists above. Budgets are CPU time (this thread's, which includes
+tesseract's, :mod:`bildsluss_common.readers.budget`); a call starts only while
+CPU time is left and is stopped at the budget's wall-clock backstop. A
+tesseract failure or timeout yields no reading, never an exception: the caller
+then refuses for want of a number.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import cast
 import math
 import re
 
 import numpy as np
-import pytesseract
 from PIL import Image, ImageFilter, ImageOps
 
-from bildsluss_common.readers import Method, Reading
+from bildsluss_common.readers import Method, Reading, tesseract
 from bildsluss_common.readers.budget import Budget
 from bildsluss_common.identity.numbers import Candidate, find_candidates
+
+log = logging.getLogger(__name__)
 
 # Tesseract language for numbers: "eng" reads digits as well as "swe" and is faster.
 DIGIT_LANG = "eng"
@@ -99,7 +103,7 @@ class _Found:
     conf: float
 
 
-# A frame's OCR budget is CPU time (this thread and the tesseract processes), with
+# A frame's OCR budget is CPU time (this thread, tesseract's included), with
 # a wall-clock backstop: see bildsluss_common.readers.budget.
 _Deadline = Budget
 
@@ -111,27 +115,13 @@ def _ocr_words(img: Image.Image, psm: int, deadline: _Deadline, *, lang: str = D
                whitelist: str | None = None) -> list[_Word]:
     if deadline.left() < 0.05:
         return []
-    config = f"--psm {psm}"
-    if whitelist:
-        config += f" -c tessedit_char_whitelist={whitelist}"
     try:
-        data = pytesseract.image_to_data(img, lang=lang, config=config, output_type=pytesseract.Output.DICT,
-                                         timeout=max(0.2, deadline.wall_left()))
-    except (RuntimeError, pytesseract.TesseractError, OSError):
+        read = tesseract.words(img, psm=psm, lang=lang, whitelist=whitelist,
+                               timeout_s=max(0.2, deadline.wall_left()))
+    except tesseract.TesseractError as exc:
+        log.warning("OCR: %s", exc)
         return []  # timeout or tesseract failure: no reading (the caller refuses)
-    words = []
-    for i, text in enumerate(data["text"]):
-        text = (text or "").strip()
-        if not text:
-            continue
-        words.append(_Word(
-            text=text,
-            conf=float(data["conf"][i]),
-            box=(int(data["left"][i]), int(data["top"][i]), int(data["width"][i]), int(data["height"][i])),
-            line=(int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i])),
-            source=img,
-        ))
-    return words
+    return [_Word(text=w.text, conf=w.conf, box=w.box, line=w.line, source=img) for w in read]
 
 
 def _lines(words: list[_Word]) -> list[list[_Word]]:

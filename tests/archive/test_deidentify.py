@@ -15,7 +15,6 @@ import subprocess
 
 import numpy as np
 import pydicom
-import pytesseract
 import pytest
 import zxingcpp
 from PIL import Image, ImageCms, ImageOps
@@ -73,12 +72,19 @@ def digit_runs_of_number(text: str) -> list[str]:
 
 
 def ocr_text(image: Image.Image) -> str:
-    """An independent tesseract read (sparse text), of the image and its negative."""
+    """An independent tesseract read (sparse text), of the image and its negative: the
+    Debian ``tesseract`` program (its own libtesseract), not the in-process engine the
+    de-identification itself uses."""
     grey = image.convert("L")
     if max(grey.size) < 1200:
         grey = grey.resize((grey.width * 2, grey.height * 2), Image.BICUBIC)
-    return "\n".join(pytesseract.image_to_string(img, config="--psm 11")
-                     for img in (grey, ImageOps.invert(grey)))
+    texts = []
+    for img in (grey, ImageOps.invert(grey)):
+        png = io.BytesIO()
+        img.save(png, "PNG")
+        texts.append(subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"], input=png.getvalue(),
+                                    capture_output=True, check=True, timeout=120).stdout.decode())
+    return "\n".join(texts)
 
 
 def covered(masked, box) -> float:
