@@ -3,7 +3,7 @@ the one spool folder, and nothing else; it has no capabilities and cannot open a
 
 The workers here are real processes: a ``ProcessPoolExecutor`` whose initializer
 confines each worker (how the card's stages run their parsers), and programs run
-through :func:`agent.card.sandbox.command` (how ffmpeg, exiftool and tesseract run).
+through :func:`agent.card.sandbox.command` (how ffmpeg and exiftool run).
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_a_pool_worker_cannot_open_a_socket(place):
 
 @needs_root
 def test_a_program_run_through_the_sandbox_is_confined_too(place):
-    """ffmpeg, exiftool and tesseract run as ``python -m agent.card.sandbox ... -- PROGRAM``."""
+    """ffmpeg and exiftool run as ``python -m agent.card.sandbox ... -- PROGRAM``."""
     confinement = _confinement(place)
     script = (f"id -u; cat {place}/card/DCIM/IMG_0001.JPG >/dev/null && echo read-card; "
               f"echo x > {place}/spool/by-program && echo wrote-spool; "
@@ -128,7 +128,7 @@ def test_a_program_run_through_the_sandbox_is_confined_too(place):
     assert lines == [str(confinement.uid), "read-card", "wrote-spool", "no-write-beside", "no-shadow",
                      "no-socket"], out.stderr
     # The real parsers start and work inside it.
-    for program in (["exiftool", "-ver"], ["ffmpeg", "-hide_banner", "-version"], ["tesseract", "--version"]):
+    for program in (["exiftool", "-ver"], ["ffmpeg", "-hide_banner", "-version"]):
         ran = subprocess.run(sandbox.command(confinement, program), capture_output=True, timeout=60)
         assert ran.returncode == 0, (program, ran.stderr)
 

@@ -28,7 +28,7 @@ Two ways in:
   process parses with first (Pillow's plugins: ``Image.init()``): afterwards it
   may no longer read a Python installation that is not world-readable (a
   developer's pyenv under /root);
-- :func:`command` for a program (ffmpeg, exiftool, tesseract): the command
+- :func:`command` for a program (ffmpeg, exiftool): the command
   line runs ``python -I -S .../agent/card/sandbox.py ... -- PROGRAM ARGS``, which
   confines itself and then ``exec``\\s the program (the program inherits all of it).
 
@@ -288,8 +288,8 @@ def confine(confinement: Confinement) -> Support:
             raise SandboxError(f"privileges left after switching to uid {confinement.uid}: {left}")
     if have.seccomp:
         _seccomp(os.uname().machine)
-    # What the parser writes is its own only; temporary files (pytesseract's images,
-    # a library's scratch) go to the spool folder.
+    # What the parser writes is its own only; temporary files (a library's scratch)
+    # go to the spool folder.
     os.umask(0o077)
     if confinement.write:
         os.environ["TMPDIR"] = confinement.write[0]

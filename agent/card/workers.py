@@ -16,10 +16,14 @@ do not help, processes do. :class:`CardReaders` is a process pool for one card:
   Landlock, seccomp and a new network namespace, and a warning says so (a
   folder under root's 0700 home given to ``ingest``); the first task logs the
   user the workers read as; what is needed is imported first;
-- tesseract runs single-threaded in every worker (``OMP_THREAD_LIMIT=1``): the
+- tesseract runs in the worker itself (:mod:`bildsluss_common.readers.tesseract`,
+  single-threaded; ``OMP_THREAD_LIMIT=1`` besides, for any OpenMP build): the
   reading budget is CPU time and decides how long a frame is read, never what
   is read; an idle and a loaded PC get the same outcome, and the cores are
-  used by reading several frames at once instead.
+  used by reading several frames at once instead. Its model is loaded before
+  the worker is confined and before any frame's budget starts (a first frame
+  must not pay for it): once in the forking process where the workers are
+  forked (they share its pages), else by each worker as it starts.
 
 **One decode per file.** A JPEG's content check is its reduced decode
 (:func:`agent.card.identify.open_reduced`: DCT-scaled, every entropy-coded
@@ -109,8 +113,21 @@ def _start_worker(confinement: sandbox.Confinement | None) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    _warm_ocr()  # inherited from the forking process where it loaded it: nothing to do
     if confinement is not None:
         sandbox.confine(confinement)
+
+
+def _warm_ocr() -> None:
+    """Load tesseract's model (see the module notes); without one, OCR reads nothing
+    (the frames that need it are refused, as when tesseract is missing) and a warning says so."""
+    try:
+        from bildsluss_common.readers import tesseract
+        tesseract.warm()
+    except ImportError:
+        pass  # no OCR reader installed: identify skips OCR or refuses (ultrasound)
+    except tesseract.TesseractError as exc:
+        log.warning("OCR is not available: %s", exc)
 
 
 def _early_required(mode: Mode) -> bool | None:
@@ -287,6 +304,7 @@ class CardReaders:
         context: multiprocessing.context.BaseContext
         if threading.active_count() == 1:
             context = multiprocessing.get_context("fork")
+            _warm_ocr()  # once here, shared by the forked workers
         else:
             server = multiprocessing.get_context("forkserver")
             server.set_forkserver_preload([*_PRELOAD, *_OPTIONAL])
