@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # e2fsprogs: the system tests make ext4 card images (mkfs.ext4 -d, debugfs).
 # gphoto2: the command-line tool, the baseline of benchmarks/camera.py (the agent itself
 # uses the libgphoto2 that the gphoto2 Python package ships).
+# tesseract-ocr-eng, -swe: the models of the in-process OCR (tesserocr's wheel brings
+# libtesseract); tesseract-ocr: the program, only as tests/archive/test_deidentify.py's
+# independent reader.
 # dpkg-dev, lintian, debootstrap, python3-venv: the Debian packages' suite (tests/debian:
 # build, lint, install and purge in a fresh Debian root).
 SYSTEM_PACKAGES=(gphoto2 tesseract-ocr tesseract-ocr-swe tesseract-ocr-eng libzbar0 libimage-exiftool-perl ffmpeg fonts-dejavu-core fonts-noto-mono chromium fonts-urw-base35 dosfstools dbus-daemon util-linux mount e2fsprogs dpkg-dev lintian debootstrap python3-venv)
