@@ -44,27 +44,37 @@ def test_a_call_reads_words_with_boxes_lines_and_confidence():
 
 def test_the_engine_is_loaded_once_and_a_whitelist_does_not_outlive_its_call():
     tesseract.warm()
-    engine = tesseract._engine("eng")
+    idle = tesseract.loaded()
+    key, engine = tesseract._take("eng")
+    tesseract._give(key, engine)
     digits = tesseract.words(_line(f"ANDERSSON {NUMBER}"), psm=7, whitelist=ocr.DIGIT_WHITELIST)
     assert not any(ch.isalpha() for w in digits for ch in w.text)
-    # The same engine, and the letters are back: the whitelist was reset.
+    # The letters are back (the whitelist was reset), and no engine was loaded anew.
     assert [w.text for w in tesseract.words(_line("ANDERSSON ANNA"), psm=7)] == ["ANDERSSON", "ANNA"]
-    assert tesseract._engine("eng") is engine
+    assert tesseract.loaded() == idle
+    key, again = tesseract._take("eng")
+    tesseract._give(key, again)
+    assert idle >= 1 and (again is engine or idle > 1)
 
 
-def test_each_thread_has_its_own_engine():
-    mine = tesseract._engine("eng")
-    theirs: list[object] = []
+def test_calls_at_once_get_engines_of_their_own_and_leave_them_for_the_next():
+    tesseract.warm()
+    idle = tesseract.loaded()
+    start = threading.Barrier(idle + 1)
     read: list[list[str]] = []
 
-    def other() -> None:
-        theirs.append(tesseract._engine("eng"))
+    def one() -> None:
+        start.wait()
         read.append([w.text for w in tesseract.words(_line(NUMBER), psm=7)])
 
-    t = threading.Thread(target=other)
-    t.start()
-    t.join()
-    assert theirs and theirs[0] is not mine and read == [[NUMBER]]
+    threads = [threading.Thread(target=one) for _ in range(idle + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert read == [[NUMBER]] * (idle + 1)
+    # At most one more than were idle (when every call ran at once), and all idle again.
+    assert idle <= tesseract.loaded() <= idle + 1
 
 
 def test_a_missing_model_is_an_error_and_no_reading(monkeypatch):
@@ -106,7 +116,7 @@ def test_ocr_starts_no_process():
 
 def _read_label(image: Image.Image) -> tuple[list[str], int, bool]:
     """In the worker: what OCR reads, the user, and whether the model was loaded before."""
-    loaded = any(lang == "eng" for _, lang in tesseract._engines.loaded)
+    loaded = tesseract.loaded("eng") > 0
     readings = ocr.read_printed_numbers(image, budget_s=4.0)
     return [x.text for x in readings], os.geteuid(), loaded
 

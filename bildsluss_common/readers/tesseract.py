@@ -7,12 +7,12 @@ detection on teaching copies (:mod:`archive_server.deidentify`). Until issue
 170 ms of CPU per call to start a process and load the model, several calls per
 label; a print-only label frame then cost 0.6-1 s of CPU, most of it starts.
 
-- **One engine per language and thread** (tesserocr's ``PyTessBaseAPI``),
-  created on first use or by :func:`warm` (the agent's reader workers have it
-  before they are confined). An engine is not safe to share between threads.
-  A child forked by the thread that made it keeps it (a copy, its model pages
-  shared): the agent forks its readers only from a process with one thread,
-  so no engine is in use at the fork.
+- **Engines are kept and reused** (tesserocr's ``PyTessBaseAPI``, one per
+  language): a call takes an idle one, or loads one when all are busy (an
+  engine is not safe to share between threads), and gives it back; the agent's
+  reader workers load theirs with :func:`warm` before they are confined. A
+  forked child keeps the idle engines (a copy, the model pages shared), never
+  one that another thread was using at the fork.
 - **The same call as the program's**: page segmentation mode, character
   whitelist (reset on every call: the engine is reused), the source resolution
   the program assumes for an image without one (70 dpi), and the result as the
@@ -77,35 +77,54 @@ def _system_tessdata() -> str:
                          "or set TESSDATA_PREFIX)")
 
 
-class _Engines(threading.local):
-    def __init__(self) -> None:
-        self.loaded: dict[tuple[str, str], Any] = {}  # (tessdata folder, language): engine
+# Idle engines by (tessdata folder, language). A call takes one (or makes one when
+# all are busy) and gives it back: as many engines as calls at once, not one per
+# thread (the archive's request threads are many, its OCR calls few).
+_idle: dict[tuple[str, str], list[Any]] = {}
+_lock = threading.Lock()
 
 
-_engines = _Engines()
+def _new_lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
 
 
-def _engine(lang: str) -> Any:  # a tesserocr.PyTessBaseAPI
-    import tesserocr  # a compiled extension: imported where used (an archive without OCR still starts)
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
+
+def _take(lang: str) -> tuple[tuple[str, str], Any]:  # a tesserocr.PyTessBaseAPI
     path = tessdata()
-    api = _engines.loaded.get((path, lang))
-    if api is None:
-        missing = [part for part in lang.split("+") if not os.path.isfile(os.path.join(path, f"{part}.traineddata"))]
-        if missing:
-            raise TesseractError(f"no tesseract language data for {'+'.join(missing)} in {path}")
-        try:
-            api = tesserocr.PyTessBaseAPI(path=path, lang=lang)
-        except RuntimeError as exc:
-            raise TesseractError(f"tesseract could not load {lang} from {path}: {exc}") from None
-        _engines.loaded[(path, lang)] = api
-    return api
+    key = (path, lang)
+    with _lock:
+        if _idle.get(key):
+            return key, _idle[key].pop()
+    import tesserocr  # a compiled extension: imported where used
+
+    missing = [part for part in lang.split("+") if not os.path.isfile(os.path.join(path, f"{part}.traineddata"))]
+    if missing:
+        raise TesseractError(f"no tesseract language data for {'+'.join(missing)} in {path}")
+    try:
+        return key, tesserocr.PyTessBaseAPI(path=path, lang=lang)
+    except RuntimeError as exc:
+        raise TesseractError(f"tesseract could not load {lang} from {path}: {exc}") from None
+
+
+def _give(key: tuple[str, str], api: Any) -> None:
+    with _lock:
+        _idle.setdefault(key, []).append(api)
+
+
+def loaded(lang: str = "eng") -> int:
+    """How many idle engines of ``lang`` (with the current model folder) this process holds."""
+    with _lock:
+        return len(_idle.get((tessdata(), lang), []))
 
 
 def warm(langs: tuple[str, ...] = ("eng",)) -> None:
-    """Load the engines of ``langs`` now (before a process gives up reading its installation)."""
+    """Load an engine of each of ``langs`` now, unless one is idle (before a process
+    gives up reading its installation, and before a frame's budget starts)."""
     for lang in langs:
-        _engine(lang)
+        _give(*_take(lang))
 
 
 def words(image: Image.Image, *, psm: int, lang: str = "eng", whitelist: str | None = None,
@@ -115,9 +134,9 @@ def words(image: Image.Image, *, psm: int, lang: str = "eng", whitelist: str | N
     ``whitelist``: the only characters it may read (``tessedit_char_whitelist``).
     Raises :class:`TesseractError` when it could not run or ran past ``timeout_s``.
     """
-    api = _engine(lang)
     if image.mode not in ("1", "L", "RGB", "RGBA"):
         image = image.convert("RGB")
+    key, api = _take(lang)
     try:
         api.SetPageSegMode(psm)
         api.SetVariable("tessedit_char_whitelist", whitelist or "")
@@ -131,6 +150,7 @@ def words(image: Image.Image, *, psm: int, lang: str = "eng", whitelist: str | N
         raise TesseractError(f"tesseract failed: {exc}") from None
     finally:
         api.Clear()  # the image and its results: the engine stays loaded
+        _give(key, api)
     return _parse_tsv(tsv)
 
 
