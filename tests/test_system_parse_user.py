@@ -12,14 +12,23 @@ parser user reads them as it reads a FAT card: by its group, not as "other".
 
 What is proved: the daemon ingests and wipes the card and its reader workers say
 (from inside a worker) that they run as ``bildsluss-parse``, with no root fallback
-warning; a worker of the same layout reads the card and its own folder, and
+warning, and every exiftool and ffmpeg the daemon runs for the card (the scan's,
+the strip stage's, the read-back's) runs as that user; a worker of the same layout reads the card and its own folder, and
 cannot read a root-only 0600 file beside the card, the journal's folder, or write
-beside its own folder (where the stripped copies lie). And the honest fallback:
+beside its own folder (where the stripped copies lie). The strip stage (issue 13's last item): a card of JPEG, PNG, MP4, WAV and DICOM
+is stripped in the reader processes (each copy written by the parser user:
+Python's, exiftool's and ffmpeg's), read back by an exiftool running as that
+user, taken back into root's own 0600 files, and those are byte for byte what
+the strip stage wrote when it ran in root's process; and root refuses a copy it
+cannot trust (a symbolic link, a hard link, a FIFO, not the parser's, changed
+after the parser checked it), while a parser that writes to its copy after the
+take-back changes nothing that is sent. And the honest fallback:
 a card the parser user cannot reach (a 0700 folder) is read as root, confined,
 with the warning, and the workers say uid 0.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pathlib
@@ -28,19 +37,23 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
 from agent.card import sandbox, workers
 from agent.card import metadata
 from agent.card.metadata import MetadataReader
-from agent.card.model import Mode
+from agent.card.model import Mode, StageError
+from agent.card.reasons import Reason
+from agent.card.strip import strip_all
 from agent.card.spool import Spool
 from agent.daemon import mount as mount_mod
 from tests.support.cardgen import make_card, make_personnummer
 from tests.support.daemon import daemons, media_count, states  # noqa: F401 (a fixture)
 from tests.support.e2e import cases, media_on
 from tests.support.loopcard import CardImage
+from tests.support.mediagen import write_video, write_wav
 from tests.support.parse_probe import probe
 
 pytestmark = [
@@ -49,6 +62,7 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("losetup"), reason="needs losetup (util-linux)"),
 ]
 
+CORPUS = pathlib.Path(os.environ.get("BILDSLUSS_CORPUS", "/work/shared/corpus"))
 FALLBACK = ("the parser user cannot reach the card or the spool; card parsed as root, "
             "confined by Landlock and seccomp only")
 
@@ -89,6 +103,53 @@ def _card(place, patient: str, seed: int) -> CardImage:
     return card
 
 
+class ProgramWatch(threading.Thread):
+    """The users exiftool and ffmpeg run as among the descendants of ``pid``, seen in
+    /proc every few milliseconds while the test runs (a program's own command line:
+    the sandbox's wrapper in front of one is Python, and root until it confines itself)."""
+
+    PROGRAMS = {"exiftool", "ffmpeg"}
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.seen, self.done = pid, set(), threading.Event()
+
+    def __enter__(self) -> ProgramWatch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            children: dict[int, list[int]] = {}
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        stat = pathlib.Path(entry.path, "stat").read_text()
+                    except OSError:
+                        continue
+                    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry.name))
+            todo = list(children.get(self.pid, []))
+            while todo:
+                pid = todo.pop()
+                todo += children.get(pid, [])
+                try:
+                    argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    uid = _uid_of(pid)
+                except (OSError, AssertionError):
+                    continue
+                for arg in argv[:3]:
+                    name = os.path.basename(arg).decode(errors="replace")
+                    if name in self.PROGRAMS:
+                        self.seen.add((name, uid))
+                        break
+            time.sleep(0.01)
+
+
 def test_the_daemon_reads_a_card_as_the_parser_user_and_archives_it(daemons, archive, place):
     patient = make_personnummer("19770101", "882")
     card = _card(place, patient, seed=71)
@@ -99,14 +160,20 @@ def test_the_daemon_reads_a_card_as_the_parser_user_and_archives_it(daemons, arc
                      extra_daemon="\n[identity]\nbudget_s = 10.0\n").start()
     try:
         daemon.wait_for_log("daemon ready")
-        card.insert()
-        cards = daemon.wait_for("the card to be done", lambda cs: bool(cs) and cs[0]["state"] in ("done", "refused"))
+        with ProgramWatch(daemon.proc.pid) as programs:
+            card.insert()
+            cards = daemon.wait_for("the card to be done",
+                                    lambda cs: bool(cs) and cs[0]["state"] in ("done", "refused"))
         started = daemon.wait_for_log("card readers started")
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
     assert states(cards) == ["done"], (cards, daemon.log_tail())
     seen = daemon.log_lines()
     assert started["uid"] == _parser().pw_uid != 0, "the card's readers ran as root"
+    # The scan's exiftool and the strip stage's read-back live as long as the card's
+    # reading: seen. Every one, and any ffmpeg, as the parser user (issue 13).
+    assert ("exiftool", _parser().pw_uid) in programs.seen, programs.seen
+    assert {uid for _, uid in programs.seen} == {_parser().pw_uid}, programs.seen
     assert not [line for line in seen if line.get("msg") == FALLBACK], "the daemon fell back to root"
     # The daemon's layout, as the packaged one: enter, not list.
     assert {p: oct(p.stat().st_mode & 0o777) for p in (daemon.state_dir, base / "d" / "spool",
@@ -212,3 +279,145 @@ def test_a_card_the_parser_user_cannot_reach_is_read_as_root_confined_and_said_s
     assert readers.confinement is not None and readers.confinement.uid is None
     assert readers.worker_uid == 0
     assert FALLBACK in [r.getMessage() for r in caplog.records]
+
+
+# -- the strip stage -------------------------------------------------------------------------
+
+
+def _mixed_card(place, seed: int) -> CardImage:
+    """JPEG, PNG and DICOM from the shared corpus, a camera's MP4 and a dictaphone's
+    WAV (written with ffmpeg and Python: the corpus holds neither), on a loop card."""
+    base, cards = place
+    (base / "cards").mkdir(exist_ok=True)
+    content = base / f"content{seed}"
+    folder = content / "DCIM" / "100CANON"
+    folder.mkdir(parents=True)
+    shutil.copyfile(CORPUS / "exif" / "Canon.jpg", folder / "IMG_0001.JPG")
+    shutil.copyfile(CORPUS / "exif" / "GPS.jpg", folder / "IMG_0002.JPG")
+    shutil.copyfile(CORPUS / "exif" / "PNG.png", folder / "IMG_0003.PNG")
+    write_video(folder / "MVI_0004.MP4", first=None, last=None, seconds=2.0, size=(320, 240), seed=seed)
+    write_wav(content / "VOICE" / "REC0005.WAV", seconds=1.0, info={"INAM": "Anna Andersson"})
+    (content / "DICOM").mkdir()
+    shutil.copyfile(CORPUS / "dicom" / "ultrasound" / "OBXXXX1A_rle.dcm", content / "DICOM" / "US0006.DCM")
+    card = CardImage(base / "cards", content, size_mib=48, fstype=_fstype(), parser_gid=_parser().pw_gid)
+    cards.append(card)
+    return card
+
+
+@pytest.fixture
+def mounted(place):
+    """A mounted mixed card, in the daemon's layout (see the module notes)."""
+    base = place[0]
+    card = _mixed_card(place, seed=131)
+    volume = mount_mod.probe(card.insert())
+    assert volume is not None
+    point = mount_mod.mount(volume, base / "run" / "cards", (card.fstype,))
+    state = base / "state"
+    state.mkdir(mode=0o711)
+    try:
+        yield point, Spool(state / "spool")
+    finally:
+        mount_mod.unmount(point)
+
+
+def test_the_strip_stage_parses_as_the_parser_user_and_sends_what_root_hashed(mounted):
+    point, spool = mounted
+    parser = _parser()
+    owners: dict[str, int] = {}
+    with spool.session("confined") as spool_dir, \
+            workers.CardReaders(point, spool_dir, Mode.PHOTO, budget_s=2.0, workers=2) as readers, \
+            MetadataReader(confinement=readers.readback_confinement) as reader, \
+            ProgramWatch(os.getpid()) as programs:
+        assert readers.confinement is not None and readers.confinement.uid == parser.pw_uid
+        scanned = readers.scan(point, reader=reader)
+        assert sorted(m.media_type for m in scanned.media) == [
+            "application/dicom", "audio/wav", "image/jpeg", "image/jpeg", "image/png", "video/mp4"], scanned
+        take_back = readers._take_back
+
+        class Observed:  # who wrote the copy root takes back: the kernel says
+            close = take_back.close
+
+            def __call__(self, written, media):
+                owners[media.media_type] = os.lstat(written.out).st_uid
+                return take_back(written, media)
+
+        readers._take_back = Observed()
+        stripped = strip_all(scanned.media, spool_dir, tool=reader, parsers=readers)
+        reader_uid = _uid_of(reader.pid)
+        left_by_parser = sorted(p.name for p in (spool_dir / "parse").iterdir())
+        copies = {s.source.relative_path: (s.sha256, s.size, s.spool_path.read_bytes(), s.spool_path.stat())
+                  for s in stripped}
+    # The same card stripped the way it was before (in this, root's, process).
+    with spool.session("in-process") as own_dir:
+        before = {s.source.relative_path: (s.sha256, s.size) for s in strip_all(scanned.media, own_dir)}
+    assert set(owners) == {m.media_type for m in scanned.media}
+    assert set(owners.values()) == {parser.pw_uid}, owners  # Python's, exiftool's (PNG), ffmpeg's (MP4)
+    assert reader_uid == parser.pw_uid, "the read-back's exiftool ran as root"
+    assert ("exiftool", parser.pw_uid) in programs.seen and ("ffmpeg", parser.pw_uid) in programs.seen, \
+        programs.seen
+    assert {uid for _, uid in programs.seen} == {parser.pw_uid}, programs.seen
+    assert left_by_parser == [], "the parser's copies are removed once taken back"
+    for path, (sha, size, data, st) in copies.items():
+        assert hashlib.sha256(data).hexdigest() == sha and len(data) == size, path
+        assert (st.st_uid, oct(st.st_mode & 0o777), st.st_nlink) == (0, "0o600", 1), path
+    assert {path: (sha, size) for path, (sha, size, _, _) in copies.items()} == before
+
+
+def _tamper(how: str, copy: pathlib.Path, parser: pwd.struct_passwd, secret: pathlib.Path):
+    """Do to the parser's copy what a parser that is not to be trusted could."""
+    if how == "symbolic link":
+        copy.unlink()
+        copy.symlink_to(secret)
+        os.lchown(copy, parser.pw_uid, parser.pw_gid)
+    elif how == "hard link":
+        os.link(copy, copy.with_name("kept"))
+    elif how == "FIFO":
+        copy.unlink()
+        os.mkfifo(copy)
+        os.chown(copy, parser.pw_uid, parser.pw_gid)
+    elif how == "not the parser's":
+        os.chown(copy, 0, 0)
+    elif how == "changed after the check":
+        with open(copy, "r+b") as fh:
+            fh.seek(-3, os.SEEK_END)
+            fh.write(b"\x00\x00\x00")
+
+
+def test_root_refuses_a_copy_it_cannot_trust_and_sends_only_what_it_hashed(mounted):
+    point, spool = mounted
+    parser = _parser()
+    secret = point.parent.parent / "root-secret"
+    secret.write_bytes(b"root's only")
+    secret.chmod(0o600)
+    ways = ["symbolic link", "hard link", "FIFO", "not the parser's", "changed after the check"]
+    refused: dict[str, str] = {}
+    with spool.session("tampered") as spool_dir, \
+            workers.CardReaders(point, spool_dir, Mode.PHOTO, budget_s=2.0, workers=1) as readers:
+        jpeg = next(m for m in readers.scan(point).media if m.relative_path.endswith("IMG_0001.JPG"))
+        for how in ways:
+            future = readers.strip_later(jpeg)
+            written = future.result()
+            assert written.out.parent == spool_dir / "parse" and os.stat(written.out).st_uid == parser.pw_uid
+            _tamper(how, written.out, parser, secret)
+            with pytest.raises(StageError) as caught:
+                readers.take_back(future, jpeg)
+            refused[how] = f"{caught.value.reason.value}: {caught.value.detail}"
+            assert caught.value.reason is Reason.STRIP_FAILED
+            assert sorted(p.name for p in spool_dir.iterdir()) == ["parse"], "a refused copy left in the spool"
+        # A parser that keeps its copy open and writes to it after the take-back
+        # changes its own file only: root's copy, and its hash, are what it read.
+        future = readers.strip_later(jpeg)
+        written = future.result()
+        with open(written.out, "r+b") as kept:
+            taken = readers.take_back(future, jpeg)
+            kept.seek(0)
+            kept.write(b"\x00" * 64)
+        data = taken.out.read_bytes()
+        st = taken.out.stat()
+    assert "symbolic link" in refused["symbolic link"], refused
+    assert "2 links" in refused["hard link"], refused
+    assert "not a regular file" in refused["FIFO"], refused
+    assert "owned by uid 0" in refused["not the parser's"], refused
+    assert "changed after it was checked" in refused["changed after the check"], refused
+    assert hashlib.sha256(data).hexdigest() == taken.sha256 == written.sha256 and data.startswith(b"\xff\xd8")
+    assert taken.out.parent == spool_dir and st.st_uid == 0 and not os.path.exists(written.out)

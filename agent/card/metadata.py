@@ -3,8 +3,8 @@
 :class:`MetadataReader` keeps one ``exiftool -stay_open`` process (through
 pyexiftool) for a whole card: starting exiftool costs about as much as reading
 a dozen files with it, so the scan reads every file of a card in one batch and
-the strip stage reuses the same process for its writes and read-backs
-(``benchmarks/strip.py`` prints the figure).
+the strip stage reuses one process for its read-backs, and each reader process
+one for its writes (``benchmarks/strip.py`` prints the figure).
 
 Keys are exiftool's ``-G0:1`` names, e.g. ``"EXIF:ExifIFD:DateTimeOriginal"``,
 ``"MakerNotes:Canon:SerialNumber"``, ``"QuickTime:CreateDate"``; values are
@@ -104,11 +104,16 @@ class MetadataReader:
 
     def __init__(self, executable: str | None = None, *,
                  confinement: sandbox.Confinement | None = None) -> None:
-        """``confinement``: exiftool runs as a card's parser (:func:`agent.card.sandbox.command`):
-        for reading the card only; stripped copies in the spool are not its to read or write."""
+        """``confinement``: exiftool runs as a card's parser (:func:`agent.card.sandbox.command`),
+        reading what the confinement lets it read (the card; for the strip stage's
+        read-back also root's copies of that card, never writing them)."""
         self._tool = _ExifTool(executable=executable, common_args=[], encoding="utf-8")
         self._tool.confinement = confinement
         self._tool.run()
+
+    @property
+    def confinement(self) -> sandbox.Confinement | None:
+        return self._tool.confinement
 
     @property
     def pid(self) -> int | None:

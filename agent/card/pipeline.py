@@ -13,6 +13,7 @@ and nothing before it writes to the card.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -185,8 +186,10 @@ class _CardRun:
         self.left_on_card: set[str] = set()  # archived, but the wipe could not delete them
         self.timings: dict[str, float] = {}  # stage -> wall seconds, closed when the next starts
         self._current: tuple[str, float] | None = None
-        # JPEG copies stripped while the card was read: (path, sha256) -> copy.
-        self._stripped_ahead: dict[tuple[str, str], strip_stage.Written] = {}
+        # JPEG copies stripped while the card was read: (path, sha256) -> the reader
+        # process's future, or root's copy once taken back.
+        self._stripped_ahead: dict[tuple[str, str], strip_stage.Ahead] = {}
+        self._ahead_media: dict[tuple[str, str], MediaFile] = {}
         self._ahead_room: bool | None = None  # whether the spool has room to strip ahead
         self._unread_ahead: list[strip_stage.Written] = []  # not yet given to read_back_ahead
 
@@ -295,7 +298,8 @@ class _CardRun:
         with spool.session(str(uuid.uuid4())) as spool_dir:
             # The readers first: forked workers must not inherit the exiftool process's pipes.
             with CardReaders(request.root, spool_dir, request.mode, budget_s=config.identify_budget_s,
-                             reserve_formats=config.reserve_formats) as readers, MetadataReader() as reader:
+                             reserve_formats=config.reserve_formats) as readers, \
+                    MetadataReader(confinement=readers.readback_confinement) as reader:
                 self._stage("scan", {"root": str(request.root)})
                 readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
                 readers.on_scanned = lambda media, card_bytes: self._strip_ahead(
@@ -336,7 +340,7 @@ class _CardRun:
         strip_failed: Exception | None = None
         try:
             stripped = strip_stage.strip_all(
-                scan.media, spool_dir, tool=reader, ahead=self._stripped_ahead,
+                scan.media, spool_dir, tool=reader, ahead=self._stripped_ahead, parsers=readers,
                 progress=lambda done, done_bytes: self._report(
                     "strip", {"files_total": files, "files_done": done, "bytes_total": size, "bytes_done": done_bytes}))
         except Exception as exc:  # held until the card is decided (see above)
@@ -348,11 +352,12 @@ class _CardRun:
 
     def _strip_ahead(self, media: MediaFile, card_bytes: int, spool: Spool, spool_dir: pathlib.Path,
                      readers: CardReaders) -> None:
-        """Strip a JPEG into the spool as soon as its scan is back, while the
-        reader processes read the next files (this process would only wait).
-        Nothing is judged here: a copy that fails is dropped and the strip stage
-        strips that file again after the card is decided, as before; the copies
-        of a refused card go with the spool folder (nothing is sent, R4)."""
+        """Have a reader process strip a JPEG as soon as its scan is back, while
+        the others read the next files; take back the copies already done (this
+        process would only wait). Nothing is judged here: a copy that fails is
+        dropped and the strip stage strips that file again after the card is
+        decided, as before; the copies of a refused card go with the spool folder
+        (nothing is sent, R4)."""
         ahead = self._stripped_ahead
         try:
             if self._ahead_room is None:
@@ -361,20 +366,35 @@ class _CardRun:
                 # tight spool keeps the order of before (the room check after the
                 # scan, then the strip, whose ENOSPC defers the card SPOOL_FULL).
                 self._ahead_room = spool.free_bytes() >= 2 * (card_bytes + HEADROOM_BYTES)
-            if not self._ahead_room:
+            if not self._ahead_room or media.media_type != "image/jpeg":
                 return
-            early = strip_stage.strip_ahead(media, spool_dir)
+            key = (media.relative_path, media.sha256)
+            ahead[key] = readers.strip_later(media, ahead=True)
+            self._ahead_media[key] = media
         except Exception as exc:  # judged later, by strip_all, after the decision
             log.debug("strip ahead: %s not stripped yet: %s", media.relative_path, exc)
             return
-        if early is not None:
-            ahead[(media.relative_path, media.sha256)] = early
-            # Their read-back too, a batch at a time on the scan's exiftool thread;
-            # the last, short batch is left to strip_all.
-            self._unread_ahead.append(early)
-            if len(self._unread_ahead) >= _READ_BACK_BATCH:
-                batch, self._unread_ahead = self._unread_ahead, []
-                readers.exiftool_meanwhile(functools.partial(strip_stage.read_back_ahead, batch))
+        self._take_back_ahead(readers)
+
+    def _take_back_ahead(self, readers: CardReaders) -> None:
+        """Root's copies of the JPEGs the reader processes have stripped so far; and
+        their read-back, a batch at a time on the scan's exiftool thread (the last,
+        short batch is left to strip_all)."""
+        ahead = self._stripped_ahead
+        for key, early in list(ahead.items()):
+            if not isinstance(early, concurrent.futures.Future) or not early.done():
+                continue
+            try:
+                taken = readers.take_back(early, self._ahead_media[key])
+            except Exception as exc:  # judged later, by strip_all, after the decision
+                log.debug("strip ahead: %s not stripped yet: %s", key[0], exc)
+                del ahead[key]
+                continue
+            ahead[key] = taken
+            self._unread_ahead.append(taken)
+        if len(self._unread_ahead) >= _READ_BACK_BATCH:
+            batch, self._unread_ahead = self._unread_ahead, []
+            readers.exiftool_meanwhile(functools.partial(strip_stage.read_back_ahead, batch))
 
     def _start_identify(self, scan: ScanResult, manifest: Mapping[str, str], readers: CardReaders
                         ) -> Callable[[], Decision] | Decision:

@@ -38,11 +38,19 @@ early reading is dropped; every other reading is exactly the serial one
 
 **While the workers read.** This process takes each file's result in card
 order and meanwhile (1) hands it to the pipeline (``on_scanned``: a JPEG is
-stripped into the spool at once, see :mod:`agent.card.pipeline`) and (2) has
-exiftool read the files whose content check passed, a batch at a time on a
-thread, so that the scan does not end with one exiftool read of the whole card
-(the pipeline's read-back of the copies stripped ahead runs on that thread too,
-:meth:`CardReaders.exiftool_meanwhile`).
+given to a worker to strip at once, and the copies done so far are taken back,
+see :mod:`agent.card.pipeline`) and (2) has exiftool read the files whose
+content check passed, a batch at a time on a thread, so that the scan does not
+end with one exiftool read of the whole card (the pipeline's read-back of the
+copies stripped ahead runs on that thread too, :meth:`CardReaders.exiftool_meanwhile`).
+
+**The strip stage** runs here too (issue 13): :meth:`CardReaders.strip_later`
+has a worker write a file's checked copy into the parsers' own folder
+(``parse/``, with the SHA-256 of what its checks saw); :meth:`CardReaders.take_back`
+copies it into root's own file, hashing it (:mod:`agent.card.strip.takeback`).
+A PNG or TIFF is rewritten by an exiftool the worker starts (confined as it is).
+A strip task waits behind the card's reading in the queue; its hang guard counts
+from when a worker takes it.
 
 A worker that dies (BrokenProcessPool) or a file not read within
 :data:`FILE_TIMEOUT_S` stops the card with ``INTERNAL_ERROR`` (card untouched):
@@ -60,6 +68,7 @@ import os
 import pathlib
 import stat
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -67,23 +76,28 @@ from typing import Any
 from agent.card import identify as identify_stage
 from agent.card import sandbox
 from agent.card import scan as scan_stage
+from agent.card import strip as strip_stage
 from agent.card.identify import FileReading, IdentifyResult
 from agent.card.metadata import MetadataReader
 from agent.card.model import MediaFile, MediaKind, Mode, ScanResult, StageError
 from agent.card.reasons import Reason
+from agent.card.strip.common import Written, fail, sha256_file
+from agent.card.strip.takeback import TakeBack
 
 log = logging.getLogger(__name__)
 
 # A hang guard only (a parser stuck in a loop): reading budgets are CPU seconds
 # per frame and a video or DICOM file has many frames; a loaded PC stretches wall time.
 FILE_TIMEOUT_S = 600.0
+_POLL_S = 5.0  # how often a task queued behind others is looked at (:meth:`CardReaders._waited`)
 
 # What a worker imports before it is confined (it may lose access to the Python
 # installation afterwards); the optional readers only if installed.
 _PRELOAD = ("agent.card.identify", "agent.card.scan", "agent.card.metadata",
-            "bildsluss_common.readers.barcode")
+            "bildsluss_common.readers.barcode", "agent.card.strip",
+            "concurrent.futures.thread")  # the strip stage's PNG/TIFF check decodes on threads
 _OPTIONAL = ("bildsluss_common.readers.ocr", "bildsluss_common.readers.dicom", "agent.card.video",
-             "pydicom", "numpy")
+             "pydicom", "numpy", "agent.card.strip.dicom")
 
 Progress = Callable[[int, int], None]  # (files done, files in all)
 
@@ -161,6 +175,29 @@ def _read(media: MediaFile, mode: Mode, required: bool, budget_s: float,
           reserve_formats: Sequence[Any]) -> FileReading | None:
     return identify_stage.read_media(media, mode, required=required, budget_s=budget_s,
                                      reserve_formats=reserve_formats)
+
+
+# The exiftool a reader process rewrites PNG and TIFF with (started, confined as
+# the process is, at the first such file; it ends with the process).
+_strip_exiftool: MetadataReader | None = None
+
+
+def _strip_reader() -> MetadataReader:
+    global _strip_exiftool
+    if _strip_exiftool is None or not _strip_exiftool.running:
+        _strip_exiftool = MetadataReader()
+    return _strip_exiftool
+
+
+def _strip(media: MediaFile, scratch: pathlib.Path, ahead: bool) -> Written | None:
+    """One file's checked copy, written into the parsers' own folder, with the
+    SHA-256 and size of what was checked (root takes it back: :class:`TakeBack`).
+    ``ahead``: a JPEG while the card is still read, else None."""
+    written = strip_stage.strip_ahead(media, scratch) if ahead else \
+        strip_stage.write_one(media, scratch, _strip_reader)
+    if written is not None and not written.sha256:
+        written.sha256, written.size = sha256_file(written.out)
+    return written
 
 
 # -- in the pipeline -------------------------------------------------------------------
@@ -285,6 +322,16 @@ class CardReaders:
         self.reserve_formats = tuple(reserve_formats)
         self.workers = workers or cores()
         self.confinement = confinement_for(card, spool_dir)
+        # The strip stage's copies are written here by the reader processes and
+        # taken back by this one (:class:`TakeBack`); handed over as root.
+        self.spool_dir, self.scratch = spool_dir, spool_dir / "parse"
+        self.scratch.mkdir(mode=0o700, exist_ok=True)
+        confined = self.confinement
+        # The read-back's exiftool reads root's copies (group-readable while it
+        # does) as well as the card: their folder is readable to it, nothing else.
+        self.readback_confinement = None if confined is None else sandbox.Confinement(
+            (*confined.read, str(spool_dir)), confined.write, confined.uid, confined.gid)
+        self._take_back: TakeBack | None = None
         self._early: dict[tuple[str, str], FileReading | None] = {}
         self.on_probed: Progress | None = None  # files probed, files on the card (for people)
         # Each file's scan as it comes back, in order (the pipeline strips it ahead
@@ -309,6 +356,11 @@ class CardReaders:
             server = multiprocessing.get_context("forkserver")
             server.set_forkserver_preload([*_PRELOAD, *_OPTIONAL])
             context = server
+        parser_uid = self.confinement.uid if self.confinement is not None else None
+        self._take_back = TakeBack(self.scratch, self.spool_dir,
+                                   owner=parser_uid if parser_uid is not None else os.geteuid(),
+                                   share_gid=self.confinement.gid if self.confinement is not None
+                                   and parser_uid is not None else None)
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=context, initializer=_start_worker,
             initargs=(self.confinement,))
@@ -330,6 +382,9 @@ class CardReaders:
         self.close(failed=exc[0] is not None)
 
     def close(self, *, failed: bool = False) -> None:
+        if self._take_back is not None:
+            self._take_back.close()
+            self._take_back = None
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -388,7 +443,12 @@ class CardReaders:
         self._metadata = options.get("reader")
         # The card's metadata is read by an exiftool confined as the workers are;
         # the pipeline's own (root's) reads only the stripped copies.
-        card_reader = MetadataReader(confinement=self.confinement) if self.confinement is not None else None
+        reader = self._metadata
+        if self.confinement is None or (reader is not None and self.readback_confinement is not None
+                                        and reader.confinement is self.readback_confinement):
+            card_reader = None  # the pipeline's own reads the card as confined as the workers
+        else:
+            card_reader = MetadataReader(confinement=self.confinement)
         self._card_metadata = card_reader
         try:
             return scan_stage.scan(root, probe_all=self.probe_all,
@@ -426,6 +486,22 @@ class CardReaders:
 
         return wait
 
+    def strip_later(self, media: MediaFile, *, ahead: bool = False) -> concurrent.futures.Future[Written | None]:
+        """``media`` stripped in a reader process into the parsers' own folder
+        (:func:`_strip`); ``ahead``: a JPEG's, while the card is read (None for another
+        format). :meth:`take_back` takes the copy."""
+        return self._submit(_strip, media, self.scratch, ahead)
+
+    def take_back(self, future: concurrent.futures.Future[Written | None], media: MediaFile) -> Written:
+        """Wait for a :meth:`strip_later` and take its copy back into the spool
+        folder: root's own copy, hashed by this process (:class:`TakeBack`)."""
+        if self._take_back is None:
+            raise RuntimeError("CardReaders used outside its with block")
+        written = self._waited(future, media.relative_path)
+        if written is None:
+            raise fail(media, "not stripped ahead")
+        return self._take_back(written, media)
+
     # -- futures -----------------------------------------------------------------------
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
@@ -446,6 +522,20 @@ class CardReaders:
                              f"{what}: not read within {FILE_TIMEOUT_S:.0f} s; the card was not judged") from None
         except sandbox.SandboxError as exc:
             raise StageError(Reason.INTERNAL_ERROR, f"a reader could not be confined: {exc}") from exc
+
+    def _waited(self, future: concurrent.futures.Future[Any], what: str) -> Any:
+        """:meth:`_result` of a task that may wait long behind others (the strip
+        stage's, queued after the card's reading): the hang guard counts from when
+        it is given to a reader process, not from the call."""
+        running_since: float | None = None
+        while True:
+            if concurrent.futures.wait([future], timeout=_POLL_S).done:
+                return self._result(future, what)
+            if future.running() and running_since is None:
+                running_since = time.monotonic()
+            if running_since is not None and time.monotonic() - running_since > FILE_TIMEOUT_S:
+                raise StageError(Reason.INTERNAL_ERROR,
+                                 f"{what}: not stripped within {FILE_TIMEOUT_S:.0f} s; the card was not judged")
 
     @staticmethod
     def _died(exc: BaseException) -> StageError:

@@ -8,12 +8,18 @@ allow-list. Each copy is fsynced (by a thread) as soon as it is written, and
 all are durable before the call returns. The first failure removes what the
 call wrote and raises. docs/media.md has the per-format table and figures.
 
+Where it runs: in the pipeline each file is stripped in the card's confined
+reader processes (``parsers``: :class:`agent.card.workers.CardReaders`, as
+``bildsluss-parse`` in the daemon) and its copy taken back by root
+(:mod:`.takeback`); the read-back's exiftool is confined too. Called without
+``parsers`` (tests, benchmarks), this process strips each file itself.
+
 One module per format family, each with a ``strip_…`` function that writes a
 checked copy: :mod:`.jpeg`, :mod:`.images` (PNG, TIFF through exiftool),
 :mod:`.av` (video and audio through ffmpeg), :mod:`.wav`, :mod:`.dicom`;
 :mod:`.common` reads the card and writes the spool for all of them and
 :mod:`.readback` holds the allow-list every copy is read back against. A new
-format is a new module and one line in :func:`_write_one`.
+format is a new module and one line in :func:`write_one`.
 
 JPEG is rewritten here (:func:`rewrite_jpeg`), not by exiftool: SOI, a plain
 JFIF header without thumbnail (when the original had JFIF), a minimal EXIF
@@ -85,9 +91,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
 
+from agent.card import sandbox
 from agent.card.metadata import MetadataReader
 from agent.card.model import MediaFile, StrippedFile
 from agent.card.strip.av import REMUX, remux
@@ -97,7 +106,8 @@ from agent.card.strip.jpeg import jpeg_structure_problems, strip_jpeg
 from agent.card.strip.readback import WAV_TYPES, forbidden_tags, read_back
 from agent.card.strip.wav import strip_wav
 
-__all__ = ["Written", "forbidden_tags", "jpeg_structure_problems", "read_back_ahead", "strip", "strip_ahead", "strip_all"]
+__all__ = ["Ahead", "Parsers", "Written", "forbidden_tags", "jpeg_structure_problems", "read_back_ahead", "strip",
+           "strip_ahead", "strip_all", "write_one"]
 
 _DICOM_TYPES = {"application/dicom"}
 # Threads that fsync the written copies while the next ones are stripped.
@@ -108,16 +118,35 @@ _NOT_ACCEPTED = {
 }
 
 
+class Parsers(Protocol):
+    """Where :func:`strip_all` has each file stripped when not in this process: the
+    card's confined reader processes (:class:`agent.card.workers.CardReaders`)."""
+
+    #: The confinement of the exiftool that reads root's copies back (None: not confined).
+    readback_confinement: sandbox.Confinement | None
+
+    def strip_later(self, media: MediaFile) -> concurrent.futures.Future[Written | None]:
+        """``media`` stripped by a parser, into its own folder."""
+        ...  # pragma: no cover
+
+    def take_back(self, future: concurrent.futures.Future[Written | None], media: MediaFile) -> Written:
+        """Wait for ``future`` and take its copy back (:class:`.takeback.TakeBack`): root's copy."""
+        ...  # pragma: no cover
+
+
 @contextlib.contextmanager
-def _reader(tool: MetadataReader | None) -> Iterator[MetadataReader]:
+def _reader(tool: MetadataReader | None, confinement: sandbox.Confinement | None = None
+            ) -> Iterator[MetadataReader]:
     if tool is not None:
         yield tool
         return
-    with MetadataReader() as own:
+    with MetadataReader(confinement=confinement) as own:
         yield own
 
 
-def _write_one(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader) -> Written:
+def write_one(media: MediaFile, spool_dir: pathlib.Path, reader: Callable[[], MetadataReader]) -> Written:
+    """One file's checked copy in ``spool_dir`` (``reader``: the exiftool that
+    rewrites PNG and TIFF, asked for only then)."""
     if media.media_type in _DICOM_TYPES:
         from agent.card.strip.dicom import strip_dicom  # pydicom + numpy only when needed
 
@@ -133,7 +162,7 @@ def _write_one(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader
     if media.media_type == "image/jpeg":
         return strip_jpeg(media, spool_dir)
     if media.media_type in STRIP_ARGS:
-        return strip_with_exiftool(media, spool_dir, reader)
+        return strip_with_exiftool(media, spool_dir, reader())
     if media.media_type in REMUX:
         return remux(media, spool_dir)
     raise fail(media, f"stripping {media.media_type} is not supported")
@@ -141,9 +170,10 @@ def _write_one(media: MediaFile, spool_dir: pathlib.Path, reader: MetadataReader
 
 def strip_ahead(media: MediaFile, spool_dir: pathlib.Path) -> Written | None:
     """A JPEG's checked copy written while the card is still being read (the
-    pipeline calls it as each file's scan comes back), for :func:`strip_all`'s
-    ``ahead``; None for another format. Raises what :func:`strip_jpeg` raises
-    (the caller drops it: :func:`strip_all` strips that file again and judges)."""
+    pipeline has a reader process do it as each file's scan comes back), for
+    :func:`strip_all`'s ``ahead``; None for another format. Raises what
+    :func:`strip_jpeg` raises (the caller drops it: :func:`strip_all` strips that
+    file again and judges)."""
     if media.media_type != "image/jpeg":
         return None
     return strip_jpeg(media, spool_dir)
@@ -162,10 +192,14 @@ def read_back_ahead(written: Sequence[Written], reader: MetadataReader) -> None:
         w.read_back_done = True
 
 
+Ahead = Written | concurrent.futures.Future[Written | None]
+
+
 def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
               tool: MetadataReader | None = None,
               progress: Callable[[int, int], None] | None = None,
-              ahead: Mapping[tuple[str, str], Written] | None = None) -> list[StrippedFile]:
+              ahead: Mapping[tuple[str, str], Ahead] | None = None,
+              parsers: Parsers | None = None) -> list[StrippedFile]:
     """Write a verified metadata-free copy of every file into ``spool_dir``.
 
     Each copy is written and checked (structure, image data, pixels or
@@ -175,14 +209,20 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
     SHA-256 while the card was read; they are used as written (read back like
     the rest, unless :func:`read_back_ahead` did; fsynced), and any not used is
     removed.
+    ``parsers``: each file is stripped there (all at once, in the card's
+    confined reader processes) and its copy taken back into ``spool_dir`` by
+    this process (:mod:`.takeback`); ``ahead`` may then also hold the parsers'
+    futures; ``tool`` (or one of ``parsers.readback_confinement``) reads back.
+    Without, this process strips each file itself (tests, benchmarks).
     Raises StageError STRIP_FAILED (unsupported format, any leftover
-    metadata, any difference in image or stream data) or CARD_CHANGED (the
-    card's bytes are not what the scan hashed); on error nothing this call
-    wrote is left in the spool. The card is only read.
+    metadata, any difference in image or stream data, a copy not taken back) or
+    CARD_CHANGED (the card's bytes are not what the scan hashed); on error
+    nothing this call wrote is left in the spool. The card is only read.
     """
     spool_dir = pathlib.Path(spool_dir)
     written: list[Written] = []
     ahead = dict(ahead or {})
+    later: dict[int, concurrent.futures.Future[Written | None]] = {}
     # Each copy is fsynced by a thread as soon as it is written (fsync releases
     # the GIL): the disk works while the next files are stripped and read back,
     # instead of 100 fsyncs one after another at the end. All are waited for.
@@ -190,16 +230,22 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
                                                thread_name_prefix="spool-fsync") as syncer:
         synced: list[concurrent.futures.Future[None]] = []
         try:
-            with _reader(tool) as reader:
+            with _reader(tool, parsers.readback_confinement if parsers is not None else None) as reader:
+                if parsers is not None:
+                    # Every file not stripped ahead, at once: the reader processes
+                    # strip them side by side while this process takes copies back.
+                    later = {i: parsers.strip_later(m) for i, m in enumerate(media)
+                             if (m.relative_path, m.sha256) not in ahead}
                 done_bytes = 0
-                for m in media:
-                    early = ahead.pop((m.relative_path, m.sha256), None)
-                    if early is not None and (early.media.path, early.media.media_type) == (m.path, m.media_type):
-                        written.append(dataclasses.replace(early, media=m))
+                for i, m in enumerate(media):
+                    early = _early(ahead.pop((m.relative_path, m.sha256), None), m, parsers)
+                    if early is not None:
+                        written.append(early)
+                    elif parsers is not None:
+                        future = later.pop(i) if i in later else parsers.strip_later(m)
+                        written.append(parsers.take_back(future, m))
                     else:
-                        if early is not None:
-                            early.out.unlink(missing_ok=True)
-                        written.append(_write_one(m, spool_dir, reader))
+                        written.append(write_one(m, spool_dir, lambda: reader))
                     synced.append(syncer.submit(fsync, written[-1].out))
                     done_bytes += m.size
                     if progress is not None:
@@ -208,18 +254,44 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
             done = []
             for w, sync in zip(written, synced):
                 sync.result()
+                if parsers is not None:
+                    os.chmod(w.out, 0o600)  # read back: root's own again (R11)
                 sha, size = (w.sha256, w.size) if w.sha256 else sha256_file(w.out)
                 done.append(StrippedFile(source=w.media, spool_path=w.out, sha256=sha, size=size))
             fsync(spool_dir)
             return done
         except BaseException:
+            for future in later.values():
+                future.cancel()
             concurrent.futures.wait(synced)
             for w in written:
                 w.out.unlink(missing_ok=True)
             raise
         finally:
             for unused in ahead.values():  # files the scan did not take as media
-                unused.out.unlink(missing_ok=True)
+                if isinstance(unused, Written):
+                    unused.out.unlink(missing_ok=True)
+                else:
+                    unused.cancel()
+
+
+def _early(early: Ahead | None, media: MediaFile, parsers: Parsers | None) -> Written | None:
+    """A copy stripped ahead for ``media``, usable as it is; None: strip it now
+    (none was, it failed, or it is of another file: it is removed)."""
+    if isinstance(early, concurrent.futures.Future):
+        if parsers is None:
+            early.cancel()
+            return None
+        try:
+            early = parsers.take_back(early, media)
+        except Exception:  # noqa: BLE001 - stripped again below, and judged then
+            return None
+    if early is None:
+        return None
+    if (early.media.path, early.media.media_type) != (media.path, media.media_type):
+        early.out.unlink(missing_ok=True)
+        return None
+    return dataclasses.replace(early, media=media)
 
 
 def strip(media: MediaFile, spool_dir: pathlib.Path, *,
