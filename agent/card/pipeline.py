@@ -13,7 +13,6 @@ and nothing before it writes to the card.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -186,11 +185,8 @@ class _CardRun:
         self.left_on_card: set[str] = set()  # archived, but the wipe could not delete them
         self.timings: dict[str, float] = {}  # stage -> wall seconds, closed when the next starts
         self._current: tuple[str, float] | None = None
-        # JPEG copies stripped while the card was read: (path, sha256) -> the reader
-        # process's future, or root's copy once taken back.
-        self._stripped_ahead: dict[tuple[str, str], strip_stage.Ahead] = {}
-        self._ahead_media: dict[tuple[str, str], MediaFile] = {}
-        self._ahead_room: bool | None = None  # whether the spool has room to strip ahead
+        # JPEG copies stripped while the card was read (root's, taken back): (path, sha256) -> copy.
+        self._stripped_ahead: dict[tuple[str, str], strip_stage.Written] = {}
         self._unread_ahead: list[strip_stage.Written] = []  # not yet given to read_back_ahead
 
     # -- the boundary: every way a card stops becomes an outcome -----------------------
@@ -302,8 +298,8 @@ class _CardRun:
                     MetadataReader(confinement=readers.readback_confinement) as reader:
                 self._stage("scan", {"root": str(request.root)})
                 readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
-                readers.on_scanned = lambda media, card_bytes: self._strip_ahead(
-                    media, card_bytes, spool, spool_dir, readers)
+                readers.strip_ahead = functools.partial(self._room_ahead, spool)
+                readers.on_stripped = functools.partial(self._take_back_ahead, readers)
                 self.scan = scan = readers.scan(request.root, reader=reader)
                 log.info("scanned card", extra={
                     "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
@@ -350,48 +346,30 @@ class _CardRun:
             raise strip_failed
         return decision, stripped
 
-    def _strip_ahead(self, media: MediaFile, card_bytes: int, spool: Spool, spool_dir: pathlib.Path,
-                     readers: CardReaders) -> None:
-        """Have a reader process strip a JPEG as soon as its scan is back, while
-        the others read the next files; take back the copies already done (this
-        process would only wait). Nothing is judged here: a copy that fails is
+    @staticmethod
+    def _room_ahead(spool: Spool, card_bytes: int) -> bool:
+        """Whether the reader processes strip the JPEGs as they scan them: only on a
+        spool with room for the card twice over and twice the headroom (its copies,
+        and each again should strip_all redo it). A tight spool keeps the order of
+        before (the room check after the scan, then the strip, whose ENOSPC defers
+        the card SPOOL_FULL)."""
+        return spool.free_bytes() >= 2 * (card_bytes + HEADROOM_BYTES)
+
+    def _take_back_ahead(self, readers: CardReaders, media: MediaFile, early: strip_stage.Written) -> None:
+        """Take back the copy a reader process stripped of a JPEG right after its scan,
+        while the others read the next files (this process would only wait); their
+        read-back, a batch at a time on the scan's exiftool thread (the last, short
+        batch is left to strip_all). Nothing is judged here: a copy that fails is
         dropped and the strip stage strips that file again after the card is
         decided, as before; the copies of a refused card go with the spool folder
         (nothing is sent, R4)."""
-        ahead = self._stripped_ahead
         try:
-            if self._ahead_room is None:
-                # Only on a spool with room for the card twice over and twice the
-                # headroom (its copies, and each again should strip_all redo it): a
-                # tight spool keeps the order of before (the room check after the
-                # scan, then the strip, whose ENOSPC defers the card SPOOL_FULL).
-                self._ahead_room = spool.free_bytes() >= 2 * (card_bytes + HEADROOM_BYTES)
-            if not self._ahead_room or media.media_type != "image/jpeg":
-                return
-            key = (media.relative_path, media.sha256)
-            ahead[key] = readers.strip_later(media, ahead=True)
-            self._ahead_media[key] = media
+            taken = readers.take_back_now(early, media)
         except Exception as exc:  # judged later, by strip_all, after the decision
             log.debug("strip ahead: %s not stripped yet: %s", media.relative_path, exc)
             return
-        self._take_back_ahead(readers)
-
-    def _take_back_ahead(self, readers: CardReaders) -> None:
-        """Root's copies of the JPEGs the reader processes have stripped so far; and
-        their read-back, a batch at a time on the scan's exiftool thread (the last,
-        short batch is left to strip_all)."""
-        ahead = self._stripped_ahead
-        for key, early in list(ahead.items()):
-            if not isinstance(early, concurrent.futures.Future) or not early.done():
-                continue
-            try:
-                taken = readers.take_back(early, self._ahead_media[key])
-            except Exception as exc:  # judged later, by strip_all, after the decision
-                log.debug("strip ahead: %s not stripped yet: %s", key[0], exc)
-                del ahead[key]
-                continue
-            ahead[key] = taken
-            self._unread_ahead.append(taken)
+        self._stripped_ahead[(media.relative_path, media.sha256)] = taken
+        self._unread_ahead.append(taken)
         if len(self._unread_ahead) >= _READ_BACK_BATCH:
             batch, self._unread_ahead = self._unread_ahead, []
             readers.exiftool_meanwhile(functools.partial(strip_stage.read_back_ahead, batch))

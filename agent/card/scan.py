@@ -428,6 +428,9 @@ class _Probed:
     # A JPEG's reduced decode (``reduce``'s result) when the caller asked for one:
     # it was the content check, and identify reads it instead of decoding again.
     reduced: tuple[Image.Image, float] | None = None
+    # A JPEG's bytes, as hashed, when the caller asked to keep them (the worker
+    # strips it from them at once, agent.card.workers); never sent back.
+    data: bytes | None = None
     # exiftool's reading of the file, when the caller read it while the rest of
     # the card was probed (agent.card.workers); else scan() reads it.
     meta: md.Metadata | None = None
@@ -481,7 +484,7 @@ def _hash_fd(fd: int, size: int) -> str:
     return digest.hexdigest()
 
 
-def _probe(entry: _Entry, max_pixels: int, reduce: Reduce | None = None) -> _Probed:
+def _probe(entry: _Entry, max_pixels: int, reduce: Reduce | None = None, keep_jpeg: bool = False) -> _Probed:
     result = _Probed(entry)
     try:
         fd = _open(entry)
@@ -510,6 +513,8 @@ def _probe(entry: _Entry, max_pixels: int, reduce: Reduce | None = None) -> _Pro
         elif fmt.kind == MediaKind.IMAGE:
             use = reduce if reduce is not None and fmt.name == "JPEG" and data is not None else None
             result.refusal, result.reduced = _decode_image(data, fd, fmt, max_pixels, use)
+            if keep_jpeg and fmt.name == "JPEG" and not result.refusal:
+                result.data = data
         elif fmt.kind == MediaKind.DICOM:
             result.refusal = _decode_dicom(data, fd, result)
         else:
@@ -810,16 +815,17 @@ def _media_type(p: _Probed) -> str:
 
 
 def probe_entry(root: pathlib.Path, entry: _Entry, max_pixels: int = MAX_PIXELS, *,
-                reduce: Reduce | None = None) -> _Probed:
+                reduce: Reduce | None = None, keep_jpeg: bool = False) -> _Probed:
     """One file of the card probed as :func:`scan` does (for a worker process).
-    ``reduce``: decode a JPEG with it (see :data:`Reduce`) and keep its picture."""
-    return _probe_checked(root, entry, max_pixels, reduce)
+    ``reduce``: decode a JPEG with it (see :data:`Reduce`) and keep its picture;
+    ``keep_jpeg``: keep a JPEG's bytes (``data``) when they were read whole."""
+    return _probe_checked(root, entry, max_pixels, reduce, keep_jpeg)
 
 
 def _probe_checked(root: pathlib.Path, entry: _Entry, max_pixels: int,
-                   reduce: Reduce | None = None) -> _Probed:
+                   reduce: Reduce | None = None, keep_jpeg: bool = False) -> _Probed:
     try:
-        return _probe(entry, max_pixels, reduce)
+        return _probe(entry, max_pixels, reduce, keep_jpeg)
     except FileNotFoundError:
         if _card_gone(root):
             _raise_removed(root, f"gone while reading {entry.rel}")

@@ -37,9 +37,9 @@ early reading is dropped; every other reading is exactly the serial one
 :func:`agent.card.identify.middle_reduction`).
 
 **While the workers read.** This process takes each file's result in card
-order and meanwhile (1) hands it to the pipeline (``on_scanned``: a JPEG is
-given to a worker to strip at once, and the copies done so far are taken back,
-see :mod:`agent.card.pipeline`) and (2) has exiftool read the files whose
+order and meanwhile (1) hands the pipeline the copy of a JPEG the worker
+stripped right after its scan, from the bytes it had just hashed
+(``on_stripped``: taken back at once, see :mod:`agent.card.pipeline`) and (2) has exiftool read the files whose
 content check passed, a batch at a time on a thread, so that the scan does not
 end with one exiftool read of the whole card (the pipeline's read-back of the
 copies stripped ahead runs on that thread too, :meth:`CardReaders.exiftool_meanwhile`).
@@ -153,22 +153,38 @@ def _early_required(mode: Mode) -> bool | None:
     return mode is Mode.ASSAULT
 
 
+def _image(entry: Any, probed: Any) -> MediaFile | None:
+    """The media file of an image the scan accepted (else None)."""
+    if probed.refusal or probed.unsafe or probed.fmt is None or probed.kind is not MediaKind.IMAGE:
+        return None
+    return MediaFile(path=entry.path, relative_path=entry.rel, kind=MediaKind.IMAGE,
+                     media_type=probed.fmt.media_type, size=entry.st.st_size, sha256=probed.sha256,
+                     mtime_ns=entry.st.st_mtime_ns)
+
+
 def _probe_and_read(root: pathlib.Path, entry: Any, max_pixels: int, mode: Mode, budget_s: float,
-                    reserve_formats: Sequence[Any]) -> tuple[Any, FileReading | None]:
-    """Scan one file and, for a JPEG, read it for identity from the same decode."""
+                    reserve_formats: Sequence[Any], strip_into: pathlib.Path | None = None
+                    ) -> tuple[Any, FileReading | None, Written | None]:
+    """Scan one file and, for a JPEG, read it for identity from the same decode;
+    with ``strip_into``, strip a JPEG there from the bytes just hashed (None when
+    that fails: the strip stage strips it again and judges)."""
     required = _early_required(mode)
     reduction = None if required is False else 2  # None: a middle picture's (identify.middle_reduction)
     reduce = functools.partial(identify_stage.open_reduced, reduction=reduction) if required is not None else None
-    probed = scan_stage.probe_entry(root, entry, max_pixels, reduce=reduce)
+    probed = scan_stage.probe_entry(root, entry, max_pixels, reduce=reduce, keep_jpeg=strip_into is not None)
     reduced, probed.reduced = probed.reduced, None  # the picture stays here
-    reading = None
-    if reduced is not None and not probed.refusal and not probed.unsafe and probed.fmt is not None:
-        media = MediaFile(path=entry.path, relative_path=entry.rel, kind=MediaKind.IMAGE,
-                          media_type=probed.fmt.media_type, size=entry.st.st_size, sha256=probed.sha256,
-                          mtime_ns=entry.st.st_mtime_ns)
+    data, probed.data = probed.data, None  # and so do the bytes
+    media = _image(entry, probed)
+    reading = early = None
+    if reduced is not None and media is not None:
         reading = identify_stage.read_media(media, mode, required=bool(required), budget_s=budget_s,
                                             reserve_formats=reserve_formats, reduced=reduced)
-    return probed, reading
+    if strip_into is not None and media is not None and media.media_type == "image/jpeg":
+        try:
+            early = strip_stage.strip_ahead(media, strip_into, data)
+        except Exception:  # noqa: BLE001 - judged by the strip stage, after the decision
+            early = None
+    return probed, reading, early
 
 
 def _read(media: MediaFile, mode: Mode, required: bool, budget_s: float,
@@ -189,13 +205,11 @@ def _strip_reader() -> MetadataReader:
     return _strip_exiftool
 
 
-def _strip(media: MediaFile, scratch: pathlib.Path, ahead: bool) -> Written | None:
+def _strip(media: MediaFile, scratch: pathlib.Path) -> Written:
     """One file's checked copy, written into the parsers' own folder, with the
-    SHA-256 and size of what was checked (root takes it back: :class:`TakeBack`).
-    ``ahead``: a JPEG while the card is still read, else None."""
-    written = strip_stage.strip_ahead(media, scratch) if ahead else \
-        strip_stage.write_one(media, scratch, _strip_reader)
-    if written is not None and not written.sha256:
+    SHA-256 and size of what was checked (root takes it back: :class:`TakeBack`)."""
+    written = strip_stage.write_one(media, scratch, _strip_reader)
+    if not written.sha256:
         written.sha256, written.size = sha256_file(written.out)
     return written
 
@@ -334,10 +348,11 @@ class CardReaders:
         self._take_back: TakeBack | None = None
         self._early: dict[tuple[str, str], FileReading | None] = {}
         self.on_probed: Progress | None = None  # files probed, files on the card (for people)
-        # Each file's scan as it comes back, in order (the pipeline strips it ahead
-        # while the workers read the next files); called in this process.
-        # Called with the file and the bytes of every file on the card.
-        self.on_scanned: Callable[[MediaFile, int], None] | None = None
+        # Whether the workers strip each JPEG as they scan it (given the bytes of
+        # every file on the card; asked once, before the scan), and what takes
+        # each such copy, in card order, in this process (the pipeline).
+        self.strip_ahead: Callable[[int], bool] | None = None
+        self.on_stripped: Callable[[MediaFile, Written], None] | None = None
         self.worker_uid: int | None = None  # the user a worker reads as, once one has started
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._metadata: MetadataReader | None = None
@@ -403,8 +418,9 @@ class CardReaders:
     def probe_all(self, root: pathlib.Path, entries: Sequence[Any], max_pixels: int) -> list[Any]:
         """``scan.scan``'s ``probe_all``: each file probed, a JPEG read at once; with a
         metadata reader, exiftool reads the probed files in batches meanwhile."""
+        ahead = self.strip_ahead is not None and self.strip_ahead(sum(e.st.st_size for e in entries))
         futures = [self._submit(_probe_and_read, root, e, max_pixels, self.mode, self.budget_s,
-                                self.reserve_formats) for e in entries]
+                                self.reserve_formats, self.scratch if ahead else None) for e in entries]
         with _MetadataBatches(self._metadata, self._card_metadata) as metadata:
             self._exiftool = metadata
             try:
@@ -421,20 +437,16 @@ class CardReaders:
     def _collect(self, entries: Sequence[Any], futures: Sequence[concurrent.futures.Future[Any]],
                  metadata: _MetadataBatches) -> list[Any]:
         probes = []
-        card_bytes = sum(e.st.st_size for e in entries)
         for entry, future in zip(entries, futures):
-            probed, reading = self._result(future, entry.rel)
+            probed, reading, early = self._result(future, entry.rel)
             if not probed.refusal and not probed.unsafe and probed.kind not in (None, MediaKind.DICOM):
                 metadata.add(probed)
             if reading is not None:
                 self._early[(entry.rel, probed.sha256)] = reading
             probes.append(probed)
-            if self.on_scanned is not None and not probed.refusal and not probed.unsafe \
-                    and probed.fmt is not None and probed.kind is MediaKind.IMAGE:
-                self.on_scanned(MediaFile(
-                    path=entry.path, relative_path=entry.rel, kind=MediaKind.IMAGE,
-                    media_type=probed.fmt.media_type, size=entry.st.st_size, sha256=probed.sha256,
-                    mtime_ns=entry.st.st_mtime_ns), card_bytes)
+            media = _image(entry, probed)  # root's own account of the file, not the worker's
+            if early is not None and media is not None and self.on_stripped is not None:
+                self.on_stripped(media, early)
             if self.on_probed is not None:
                 self.on_probed(len(probes), len(entries))
         return probes
@@ -486,11 +498,16 @@ class CardReaders:
 
         return wait
 
-    def strip_later(self, media: MediaFile, *, ahead: bool = False) -> concurrent.futures.Future[Written | None]:
+    def strip_later(self, media: MediaFile) -> concurrent.futures.Future[Written | None]:
         """``media`` stripped in a reader process into the parsers' own folder
-        (:func:`_strip`); ``ahead``: a JPEG's, while the card is read (None for another
-        format). :meth:`take_back` takes the copy."""
-        return self._submit(_strip, media, self.scratch, ahead)
+        (:func:`_strip`); :meth:`take_back` takes the copy."""
+        return self._submit(_strip, media, self.scratch)
+
+    def take_back_now(self, written: Written, media: MediaFile) -> Written:
+        """:meth:`take_back` of a copy a worker has already returned."""
+        if self._take_back is None:
+            raise RuntimeError("CardReaders used outside its with block")
+        return self._take_back(written, media)
 
     def take_back(self, future: concurrent.futures.Future[Written | None], media: MediaFile) -> Written:
         """Wait for a :meth:`strip_later` and take its copy back into the spool
@@ -499,7 +516,7 @@ class CardReaders:
             raise RuntimeError("CardReaders used outside its with block")
         written = self._waited(future, media.relative_path)
         if written is None:
-            raise fail(media, "not stripped ahead")
+            raise fail(media, "not stripped")
         return self._take_back(written, media)
 
     # -- futures -----------------------------------------------------------------------

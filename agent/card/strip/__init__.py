@@ -106,7 +106,7 @@ from agent.card.strip.jpeg import jpeg_structure_problems, strip_jpeg
 from agent.card.strip.readback import WAV_TYPES, forbidden_tags, read_back
 from agent.card.strip.wav import strip_wav
 
-__all__ = ["Ahead", "Parsers", "Written", "forbidden_tags", "jpeg_structure_problems", "read_back_ahead", "strip",
+__all__ = ["Parsers", "Written", "forbidden_tags", "jpeg_structure_problems", "read_back_ahead", "strip",
            "strip_ahead", "strip_all", "write_one"]
 
 _DICOM_TYPES = {"application/dicom"}
@@ -168,15 +168,15 @@ def write_one(media: MediaFile, spool_dir: pathlib.Path, reader: Callable[[], Me
     raise fail(media, f"stripping {media.media_type} is not supported")
 
 
-def strip_ahead(media: MediaFile, spool_dir: pathlib.Path) -> Written | None:
-    """A JPEG's checked copy written while the card is still being read (the
-    pipeline has a reader process do it as each file's scan comes back), for
-    :func:`strip_all`'s ``ahead``; None for another format. Raises what
-    :func:`strip_jpeg` raises (the caller drops it: :func:`strip_all` strips that
-    file again and judges)."""
+def strip_ahead(media: MediaFile, spool_dir: pathlib.Path, data: bytes | None = None) -> Written | None:
+    """A JPEG's checked copy written while the card is still being read (in the
+    pipeline by the reader process that scanned it, from the bytes it hashed:
+    ``data``), for :func:`strip_all`'s ``ahead``; None for another format. Raises
+    what :func:`strip_jpeg` raises (the caller drops it: :func:`strip_all` strips
+    that file again and judges)."""
     if media.media_type != "image/jpeg":
         return None
-    return strip_jpeg(media, spool_dir)
+    return strip_jpeg(media, spool_dir, data)
 
 
 def read_back_ahead(written: Sequence[Written], reader: MetadataReader) -> None:
@@ -192,13 +192,10 @@ def read_back_ahead(written: Sequence[Written], reader: MetadataReader) -> None:
         w.read_back_done = True
 
 
-Ahead = Written | concurrent.futures.Future[Written | None]
-
-
 def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
               tool: MetadataReader | None = None,
               progress: Callable[[int, int], None] | None = None,
-              ahead: Mapping[tuple[str, str], Ahead] | None = None,
+              ahead: Mapping[tuple[str, str], Written] | None = None,
               parsers: Parsers | None = None) -> list[StrippedFile]:
     """Write a verified metadata-free copy of every file into ``spool_dir``.
 
@@ -211,8 +208,8 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
     removed.
     ``parsers``: each file is stripped there (all at once, in the card's
     confined reader processes) and its copy taken back into ``spool_dir`` by
-    this process (:mod:`.takeback`); ``ahead`` may then also hold the parsers'
-    futures; ``tool`` (or one of ``parsers.readback_confinement``) reads back.
+    this process (:mod:`.takeback`; ``ahead`` holds root's copies too);
+    ``tool`` (or one of ``parsers.readback_confinement``) reads back.
     Without, this process strips each file itself (tests, benchmarks).
     Raises StageError STRIP_FAILED (unsupported format, any leftover
     metadata, any difference in image or stream data, a copy not taken back) or
@@ -238,14 +235,16 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
                              if (m.relative_path, m.sha256) not in ahead}
                 done_bytes = 0
                 for i, m in enumerate(media):
-                    early = _early(ahead.pop((m.relative_path, m.sha256), None), m, parsers)
-                    if early is not None:
-                        written.append(early)
+                    early = ahead.pop((m.relative_path, m.sha256), None)
+                    if early is not None and (early.media.path, early.media.media_type) == (m.path, m.media_type):
+                        written.append(dataclasses.replace(early, media=m))
                     elif parsers is not None:
                         future = later.pop(i) if i in later else parsers.strip_later(m)
                         written.append(parsers.take_back(future, m))
                     else:
                         written.append(write_one(m, spool_dir, lambda: reader))
+                    if early is not None and written[-1].out != early.out:
+                        early.out.unlink(missing_ok=True)  # of another file: not used
                     synced.append(syncer.submit(fsync, written[-1].out))
                     done_bytes += m.size
                     if progress is not None:
@@ -269,29 +268,7 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
             raise
         finally:
             for unused in ahead.values():  # files the scan did not take as media
-                if isinstance(unused, Written):
-                    unused.out.unlink(missing_ok=True)
-                else:
-                    unused.cancel()
-
-
-def _early(early: Ahead | None, media: MediaFile, parsers: Parsers | None) -> Written | None:
-    """A copy stripped ahead for ``media``, usable as it is; None: strip it now
-    (none was, it failed, or it is of another file: it is removed)."""
-    if isinstance(early, concurrent.futures.Future):
-        if parsers is None:
-            early.cancel()
-            return None
-        try:
-            early = parsers.take_back(early, media)
-        except Exception:  # noqa: BLE001 - stripped again below, and judged then
-            return None
-    if early is None:
-        return None
-    if (early.media.path, early.media.media_type) != (media.path, media.media_type):
-        early.out.unlink(missing_ok=True)
-        return None
-    return dataclasses.replace(early, media=media)
+                unused.out.unlink(missing_ok=True)
 
 
 def strip(media: MediaFile, spool_dir: pathlib.Path, *,

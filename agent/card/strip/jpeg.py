@@ -191,8 +191,10 @@ def rewrite_jpeg(data: bytes, layout: Layout | None = None) -> tuple[bytes, int 
     return b"".join([b"\xff\xd8", *head, *exif, *icc, *adobe, *body]), orientation
 
 
-def strip_jpeg(media: MediaFile, spool_dir: pathlib.Path) -> Written:
-    original = read_card(media)
+def strip_jpeg(media: MediaFile, spool_dir: pathlib.Path, data: bytes | None = None) -> Written:
+    """``data``: the card file's bytes, read and hashed as ``media.sha256`` by the
+    caller (the scan's worker); else read from the card and checked here."""
+    original = data if data is not None else read_card(media)
     try:
         layout = _jpeg_layout(original)
         stripped, orientation = rewrite_jpeg(original, layout)
