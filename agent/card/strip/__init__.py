@@ -112,6 +112,8 @@ __all__ = ["Parsers", "Written", "forbidden_tags", "jpeg_structure_problems", "r
 _DICOM_TYPES = {"application/dicom"}
 # Threads that fsync the written copies while the next ones are stripped.
 _FSYNC_THREADS = 4
+# Files given to the reader processes ahead of the one taken back (strip_all's ``parsers``).
+_STRIP_WINDOW = 4
 _NOT_ACCEPTED = {
     "image/heic": "HEIC/HEIF is not accepted (docs/media.md): exiftool cannot remove and prove "
                   "removed every HEIF metadata item",
@@ -206,7 +208,7 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
     SHA-256 while the card was read; they are used as written (read back like
     the rest, unless :func:`read_back_ahead` did; fsynced), and any not used is
     removed.
-    ``parsers``: each file is stripped there (all at once, in the card's
+    ``parsers``: each file is stripped there (a few at once, in the card's
     confined reader processes) and its copy taken back into ``spool_dir`` by
     this process (:mod:`.takeback`; ``ahead`` holds root's copies too);
     ``tool`` (or one of ``parsers.readback_confinement``) reads back.
@@ -228,13 +230,15 @@ def strip_all(media: Sequence[MediaFile], spool_dir: pathlib.Path, *,
         synced: list[concurrent.futures.Future[None]] = []
         try:
             with _reader(tool, parsers.readback_confinement if parsers is not None else None) as reader:
-                if parsers is not None:
-                    # Every file not stripped ahead, at once: the reader processes
-                    # strip them side by side while this process takes copies back.
-                    later = {i: parsers.strip_later(m) for i, m in enumerate(media)
-                             if (m.relative_path, m.sha256) not in ahead}
+                todo = [i for i, m in enumerate(media) if (m.relative_path, m.sha256) not in ahead]
                 done_bytes = 0
                 for i, m in enumerate(media):
+                    while parsers is not None and todo and len(later) < _STRIP_WINDOW:
+                        # A few files at a time ahead of the one taken back: the
+                        # reader processes strip side by side, and the spool holds
+                        # only a few parsers' copies beside root's at once.
+                        j = todo.pop(0)
+                        later[j] = parsers.strip_later(media[j])
                     early = ahead.pop((m.relative_path, m.sha256), None)
                     if early is not None and (early.media.path, early.media.media_type) == (m.path, m.media_type):
                         written.append(dataclasses.replace(early, media=m))
