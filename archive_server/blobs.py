@@ -35,7 +35,7 @@ from archive_server import faults
 from archive_server.blobstores import BlobStore, PartialKey
 from archive_server.db import Database, retry_on_conflict
 from archive_server.errors import Aborted, DataLoss, NotFound
-from archive_server.models import Blob, Consent, MediaItem, TeachingItem, utcnow
+from archive_server.models import Blob, Consent, MediaItem, SessionBlob, TeachingItem, utcnow
 
 log = logging.getLogger(__name__)
 _BLOCK = 1 << 20
@@ -66,10 +66,15 @@ def confirmed(db: Database, blobs: BlobStore, shas: Iterable[str]) -> set[str]:
     return {sha for sha, size in rows if present(blobs, sha, size)}
 
 
-def record(db: Database, blobs: BlobStore, sha: str, size: int, storage_key: str) -> None:
+def record(db: Database, blobs: BlobStore, sha: str, size: int, storage_key: str,
+           sent_by: str | None = None) -> None:
     """Record bytes the store has just committed under their name; see the
     module docstring. Raises Aborted while the blob is being purged and
-    DataLoss when the bytes were deleted before the row could be committed."""
+    DataLoss when the bytes were deleted before the row could be committed.
+
+    ``sent_by``: the ingest session whose Write sent (and the store verified)
+    these bytes, recorded in the same transaction: one durable commit per
+    uploaded blob instead of two, and never a blob row without its sender's."""
     def once() -> None:
         with db.write() as s:
             row = s.execute(sa.select(Blob).where(Blob.sha256 == sha).with_for_update()).scalar_one_or_none()
@@ -81,6 +86,8 @@ def record(db: Database, blobs: BlobStore, sha: str, size: int, storage_key: str
             if not present(blobs, sha, size):
                 raise DataLoss(f"blob {sha} was deleted from the store before it was recorded; "
                                "send it again from offset 0")
+            if sent_by is not None and s.get(SessionBlob, (sent_by, sha)) is None:
+                s.add(SessionBlob(session_id=sent_by, sha256=sha, received_at=utcnow()))
     retry_on_conflict(once)
 
 

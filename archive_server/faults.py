@@ -42,7 +42,7 @@ POINTS: tuple[str, ...] = (
     # Write (archive_server/ingest.py)
     "write.chunk_written",            # one chunk appended to the partial file
     "write.blob_committed",           # partial verified and moved into the store
-    "write.blob_recorded",            # the blob's row committed
+    "write.blob_recorded",            # the blob's row and its session's mark committed
     # purge (archive_server/admin.py, archive_server/blobs.py)
     "purge.begin",                    # before the transaction
     "purge.blobs_locked",             # the purged case's blob rows locked

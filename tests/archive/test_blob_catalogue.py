@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from archive_server import admin
 from archive_server import blobs as catalogue
 from archive_server.errors import Aborted, DataLoss, FailedPrecondition, OutOfRange
-from archive_server.models import Blob
+from archive_server.models import Blob, SessionBlob
 from bildsluss.v1 import ingest_pb2 as pb
 from tests.archive.client import digest, open_request, sha256_hex, write_requests
 from tests.archive.world import LOCAL, World, run_cli
@@ -259,3 +259,27 @@ def test_fsck_repair_while_uploads_run_never_loses_a_receipted_blob(world):
             assert fh.read() == data
     with world.db.read() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Blob).where(Blob.state != "stored")) == 0
+
+
+def test_a_blob_and_its_senders_mark_are_one_transaction(world, monkeypatch):
+    """One durable database commit per uploaded blob (issue 12): the blob's row
+    and "this session sent it" are written together, so that neither is ever
+    there without the other."""
+    files = world.files(1)
+    request = open_request(files)
+    world.core.open_session(request)
+    data = next(iter(files.values()))
+    writes = 0
+    real_write = world.db.write
+
+    def counting():
+        nonlocal writes
+        writes += 1
+        return real_write()
+
+    monkeypatch.setattr(world.db, "write", counting)
+    assert write(world, request.session_id, data).complete
+    assert writes == 1
+    with world.db.read() as s:
+        assert s.get(SessionBlob, (request.session_id, sha256_hex(data))) is not None
+    assert missing(world, request.session_id, files) == set()
