@@ -8,9 +8,13 @@ Layout under the root::
 
 Chunks are appended to the partial file as they arrive (flock'ed, so two
 writers of one partial never interleave, also across processes on one host);
-a writer fsyncs what it received when it ends. ``commit`` fsyncs, re-reads and
-hashes the partial (the verified bytes are the bytes on disk), renames it to
-its final name and fsyncs the directory. Nothing holds a whole blob in memory.
+a writer fsyncs what it received when it ends. The writer hashes each chunk as
+it appends it, and reads back from the file only the bytes it did not append
+itself (an earlier Write's part of a resumed upload, another writer's chunks):
+the digest is always of the partial file's bytes, in their order, without
+reading a whole blob back after it arrived. ``commit`` fsyncs the partial,
+checks its size and that digest, renames it to its final name and fsyncs the
+directory. Nothing holds a whole blob in memory.
 """
 from __future__ import annotations
 
@@ -234,6 +238,33 @@ class FolderWriter:
         self.key = key
         self.path = store.partial_path(key)
         self._done = False
+        # The SHA-256 of the first ``_hashed`` bytes of the partial file held
+        # open as ``_file`` (see the module docstring).
+        self._digest = hashlib.sha256()
+        self._hashed = 0
+        self._file: int | None = None
+
+    def _hash_file(self, fd: int) -> tuple[int, "hashlib._Hash"]:
+        """The partial's size and the digest of all its bytes, reading only what
+        this writer has not hashed yet (under the lock: nothing appends meanwhile).
+        Partials are append-only; one removed and begun anew (a sweep, a discard)
+        is another file, hashed from its start. The file hashed so far is held
+        open, so that its inode number cannot be taken by a new file meanwhile."""
+        st = os.fstat(fd)
+        if self._file is None or not os.path.samestat(st, os.fstat(self._file)) or st.st_size < self._hashed:
+            self._close_file()
+            # Opened anew, not dup'ed: a duplicate of the locked descriptor would hold its flock.
+            self._file = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            if not os.path.samestat(st, os.fstat(self._file)):  # cannot be while we hold the lock
+                raise DataLoss(f"partial upload {self.path.name} changed while it was written; send it again")
+            self._digest, self._hashed = hashlib.sha256(), 0
+        while self._hashed < st.st_size:
+            block = os.pread(fd, min(_BLOCK, st.st_size - self._hashed), self._hashed)
+            if not block:
+                break
+            self._digest.update(block)
+            self._hashed += len(block)
+        return st.st_size, self._digest
 
     @property
     def committed_size(self) -> int:
@@ -248,9 +279,13 @@ class FolderWriter:
             size = os.fstat(fd).st_size
             if offset != size:
                 raise OutOfRange(f"write at offset {offset}, but the committed size is {size}", size)
+            self._hash_file(fd)  # catches up on bytes appended by others (normally none)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
+                # Hashed as appended: the digest never runs ahead of the file.
+                self._digest.update(view[:written])
+                self._hashed += written
                 view = view[written:]
 
     def commit(self, sha256: str, size: int) -> str:
@@ -258,14 +293,7 @@ class FolderWriter:
         self._done = True
         with _storage_errors(), self.store.locked(self.path, create=(size == 0)) as fd:
             os.fsync(fd)
-            digest = hashlib.sha256()
-            stored = 0
-            while True:
-                block = os.pread(fd, _BLOCK, stored)
-                if not block:
-                    break
-                digest.update(block)
-                stored += len(block)
+            stored, digest = self._hash_file(fd)
             if stored != size or digest.hexdigest() != sha256:
                 self.path.unlink(missing_ok=True)
                 what = (f"{stored} bytes received, {size} declared" if stored != size
@@ -280,7 +308,13 @@ class FolderWriter:
     def __enter__(self) -> "FolderWriter":
         return self
 
+    def _close_file(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+
     def __exit__(self, *exc: object) -> None:
+        self._close_file()
         if self._done:
             return
         # Whatever was received stays resumable across a crash (the committed

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from archive_server.blobstores import FolderBlobStore, PartialKey
-from archive_server.errors import OutOfRange
+from archive_server.errors import DataLoss, OutOfRange
 
 SESSION = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -136,3 +136,64 @@ def test_delete_fsyncs_the_blobs_directory(store, monkeypatch):
     monkeypatch.setattr(os, "fsync", spy)
     assert store.delete(digest)
     assert str(store.path(digest).parent) in synced
+
+
+def _reads(monkeypatch) -> list[int]:
+    """Bytes read back from partial files (the real pread runs)."""
+    read: list[int] = []
+    real_pread = os.pread
+
+    def spy(fd, n, offset):
+        block = real_pread(fd, n, offset)
+        read.append(len(block))
+        return block
+
+    monkeypatch.setattr(os, "pread", spy)
+    return read
+
+
+def test_commit_reads_back_only_the_bytes_its_writer_did_not_append(store, monkeypatch):
+    """Hashed while received (issue 12): a blob sent in one Write is not read
+    again at its commit; a resumed one only for the part an earlier Write sent."""
+    read = _reads(monkeypatch)
+    data = os.urandom(3 << 20)
+    put(store, data)
+    assert sum(read) == 0
+    resumed = os.urandom(3 << 20)
+    key = PartialKey(SESSION, sha(resumed))
+    with store.begin_write(key) as first:
+        first.write(0, resumed[:1_000_000])
+    with store.begin_write(key) as second:
+        second.write(1_000_000, resumed[1_000_000:2_000_000])
+        second.write(2_000_000, resumed[2_000_000:])
+        assert second.commit(key.sha256, len(resumed))
+    assert sum(read) == 1_000_000
+    assert store.path(key.sha256).read_bytes() == resumed
+
+
+def test_bytes_another_writer_appended_meanwhile_are_hashed_from_the_file(store):
+    data = os.urandom(300_000)
+    key = PartialKey(SESSION, sha(data))
+    with store.begin_write(key) as a, store.begin_write(key) as b:
+        a.write(0, data[:100_000])
+        b.write(100_000, data[100_000:200_000])
+        a.write(200_000, data[200_000:])
+        a.commit(key.sha256, len(data))
+    assert store.path(key.sha256).read_bytes() == data
+
+
+def test_a_partial_removed_and_begun_anew_under_a_writer_is_hashed_anew(store):
+    """The writer's digest belongs to the file it appended to: a partial swept and
+    begun again by another writer (other bytes at the same place) is read whole,
+    and bytes that do not hash to the name are refused, never stored under it."""
+    data = os.urandom(200_000)
+    other = os.urandom(1000) + data[1000:]
+    key = PartialKey(SESSION, sha(data))
+    with store.begin_write(key) as a:
+        a.write(0, data[:1000])
+        store.discard(key)
+        with store.begin_write(key) as b:
+            b.write(0, other)
+        with pytest.raises(DataLoss):
+            a.commit(key.sha256, len(data))
+    assert store.stat(key.sha256) is None
