@@ -370,22 +370,14 @@ class IngestCore:
                 if message.finish_write:
                     storage_key = writer.commit(sha, size)
                     faults.reach("write.blob_committed")
-                    catalogue.record(self.db, self.blobs, sha, size, storage_key)
+                    # The blob's row and "this session sent it" in one transaction.
+                    catalogue.record(self.db, self.blobs, sha, size, storage_key, sent_by=key.session_id)
                     faults.reach("write.blob_recorded")
-                    self._sent(key)
                     log.info("blob stored", extra={"session_id": key.session_id, "sha256": sha,
                                                    "size": size})
                     return pb.WriteResponse(committed_size=size, complete=True)
                 message = next(requests, None)
         return pb.WriteResponse(committed_size=self.blobs.committed_size(key), complete=False)
-
-    def _sent(self, key: PartialKey) -> None:
-        """Record that this session sent (and the store verified) the blob's bytes."""
-        def once() -> None:
-            with self.db.write() as s:
-                if s.get(SessionBlob, (key.session_id, key.sha256)) is None:
-                    s.add(SessionBlob(session_id=key.session_id, sha256=key.sha256, received_at=utcnow()))
-        retry_on_conflict(once)
 
     # -- CommitSession ------------------------------------------------------------
 
@@ -524,7 +516,13 @@ class IngestCore:
         """Those of ``shas`` this session need not send: held (``_held_by``) and
         confirmed in the store."""
         with self.db.read() as s:
-            held = _held_by(s, info.session_id, info.department_id, shas)
+            # Only a blob recorded as stored can be held: the Writes of a card's new
+            # blobs (every Write of a first upload) ask one question here, not four.
+            recorded = set(s.scalars(sa.select(Blob.sha256).where(
+                Blob.sha256.in_(shas), Blob.state == catalogue.STORED)))
+            if not recorded:
+                return set()
+            held = _held_by(s, info.session_id, info.department_id, recorded)
             sent = set(s.scalars(sa.select(SessionBlob.sha256).where(
                 SessionBlob.session_id == info.session_id, SessionBlob.sha256.in_(held))))
         confirmed = catalogue.confirmed(self.db, self.blobs, held)
