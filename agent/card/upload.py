@@ -232,7 +232,7 @@ class ArchiveClient:
         """Send every blob the archive lacks; resumes partly sent ones.
 
         Up to ``config.upload_streams`` Write streams at once: the archive
-        fsyncs and re-hashes each blob when it ends, and one stream at a time
+        fsyncs and checks each blob when it ends, and one stream at a time
         would leave the link (and the archive's other core) idle meanwhile.
         The first failure stops the rest (those not yet started are not sent)
         and is raised; what was sent stays resumable."""
@@ -290,19 +290,28 @@ class ArchiveClient:
     def _upload_one(self, session_id: str, f: StrippedFile,
                     on_bytes: Callable[[int], None] | None = None) -> None:
         digest = pb.BlobDigest(sha256=f.sha256, size_bytes=f.size)
-        for attempt in range(_DATA_LOSS_RETRIES + 1):
+        # The first Write of a blob starts at offset 0 without asking
+        # (FindMissingBlobs has just said it is missing: one round trip less
+        # per file); an archive holding part of it from an earlier run answers
+        # OUT_OF_RANGE, and every later try asks where to resume.
+        asked = [False]
+
+        def write() -> pb.WriteResponse:
+            ask, asked[0] = asked[0], True
+            return self._write_from(session_id, f, digest, on_bytes, ask=ask)
+
+        data_loss = 0
+        for _attempt in range(_DATA_LOSS_RETRIES + 2):  # one more: a first, unasked try
             try:
-                response = self._call(
-                    "Write",
-                    lambda: self._write_from(session_id, f, digest, on_bytes),
-                )
+                response = self._call("Write", write)
             except ArchiveRejected as exc:
-                if exc.code == grpc.StatusCode.DATA_LOSS and attempt < _DATA_LOSS_RETRIES:
+                if exc.code == grpc.StatusCode.DATA_LOSS and data_loss < _DATA_LOSS_RETRIES:
+                    data_loss += 1
                     log.warning("archive saw corrupted bytes, sending again", extra={
-                        "file": f.source.relative_path, "attempt": attempt + 1})
+                        "file": f.source.relative_path, "attempt": data_loss})
                     continue
                 if exc.code == grpc.StatusCode.OUT_OF_RANGE:
-                    continue  # another writer moved the offset: ask again and resume
+                    continue  # part of it is there already, or another writer moved the offset: ask, resume
                 raise
             if response.complete and response.committed_size == f.size:
                 return
@@ -310,20 +319,22 @@ class ArchiveClient:
                 f"Write of {f.source.relative_path}: archive did not confirm the blob "
                 f"(committed {response.committed_size} of {f.size} bytes)"
             )
-        raise ArchiveRejected(f"Write of {f.source.relative_path}: gave up after repeated DATA_LOSS")
+        raise ArchiveRejected(f"Write of {f.source.relative_path}: gave up after repeated DATA_LOSS or OUT_OF_RANGE")
 
     def _write_from(self, session_id: str, f: StrippedFile, digest: pb.BlobDigest,
-                    on_bytes: Callable[[int], None] | None = None) -> pb.WriteResponse:
-        # Ask where to start inside the retried unit, so that a retry after a
-        # dropped stream resumes instead of resending (the committed size
-        # never goes backwards, proto "Retries").
-        status = self._stub.QueryWriteStatus(
-            pb.QueryWriteStatusRequest(session_id=session_id, blob=digest),
-            timeout=self.config.call_timeout_s,
-        )
-        if status.complete:
-            return pb.WriteResponse(committed_size=f.size, complete=True)
-        offset = status.committed_size
+                    on_bytes: Callable[[int], None] | None = None, *, ask: bool = True) -> pb.WriteResponse:
+        offset = 0
+        if ask:
+            # Ask where to start inside the retried unit, so that a retry after a
+            # dropped stream resumes instead of resending (the committed size
+            # never goes backwards, proto "Retries").
+            status = self._stub.QueryWriteStatus(
+                pb.QueryWriteStatusRequest(session_id=session_id, blob=digest),
+                timeout=self.config.call_timeout_s,
+            )
+            if status.complete:
+                return pb.WriteResponse(committed_size=f.size, complete=True)
+            offset = status.committed_size
         remaining = f.size - offset
         timeout = 30.0 + remaining / (1 << 20)
         return self._stub.Write(self._chunks(session_id, f, digest, offset, on_bytes), timeout=timeout)

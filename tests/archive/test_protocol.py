@@ -550,3 +550,56 @@ def test_a_confidential_patient_cannot_be_filed_unmasked_by_another_spelling(stu
 def _count(db, model) -> int:
     with db.read() as s:
         return s.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+class _CountingStub:
+    """The agent's stub, counting the calls it makes (each still goes to the archive)."""
+
+    def __init__(self, stub) -> None:
+        self._stub = stub
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+
+        def call(*args, **kwargs):
+            with self._lock:
+                self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_the_agent_asks_where_to_resume_only_for_a_blob_the_archive_holds_part_of(
+        running_archive, stub, tmp_path, durable):
+    """Issue 12: a blob FindMissingBlobs has just reported missing is written from
+    0 without a QueryWriteStatus first; one the archive holds part of (a run that
+    stopped mid-blob) is refused OUT_OF_RANGE, and then resumed where it stands."""
+    from agent.card.model import MediaFile, MediaKind, StrippedFile
+    from agent.card.upload import ArchiveClient
+    from agent.config import ArchiveConfig
+
+    part = durable.part or 1_000_000
+    files = files_of(part + 300_000, 200_000, 150_000)
+    request = open_request(files)
+    stub.OpenSession(request, timeout=10)
+    started = next(iter(files.values()))
+    write_blob(stub, request.session_id, started, end=part, finish=False)
+    assert query_status(stub, request.session_id, started).committed_size == part
+
+    stripped = []
+    for path, data in files.items():
+        copy = tmp_path / path.replace("/", "_")
+        copy.write_bytes(data)
+        media = MediaFile(path=copy, relative_path=path, kind=MediaKind.IMAGE, media_type="image/jpeg",
+                          size=len(data), sha256=sha256_hex(data), mtime_ns=0)
+        stripped.append(StrippedFile(source=media, spool_path=copy, sha256=media.sha256, size=len(data)))
+    with ArchiveClient(ArchiveConfig(address=running_archive.address, insecure=True)) as client:
+        counting = _CountingStub(client._stub)
+        client._stub = counting
+        client.upload(request.session_id, stripped)
+        receipts = client.commit(request.session_id).receipts
+    assert counting.calls.get("QueryWriteStatus") == 1  # the resumed blob's, after OUT_OF_RANGE
+    assert counting.calls["Write"] == len(files) + 1
+    assert sorted(r.sha256 for r in receipts) == sorted(sha256_hex(d) for d in files.values())
