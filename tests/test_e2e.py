@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -218,6 +219,47 @@ def test_retry_after_a_crash_between_commit_and_wipe_makes_no_second_case(archiv
     assert second.outcome == "archived" and second.wiped, second
     assert second.case_id == committed[0]["case_id"]
     assert len(cases(archive, patient.replace("-", ""))) == 1
+    assert media_on(card) == []
+
+
+def test_the_stripped_copies_are_removed_while_the_card_is_wiped(archive, tmp_path):
+    """Issue 12: once the archive confirmed every file, the spool's stripped copies
+    (patient images, R11) go on a thread beside the wipe, not after it. The
+    wiper here waits for them to be gone before it wipes: it would wait in vain
+    if they were removed only after it."""
+    from agent.card.pipeline import IngestRequest, ingest_card
+    from agent.card.wipe import wipe
+    from agent.config import AgentConfig, ArchiveConfig
+
+    patient = make_personnummer("19610606", "234")
+    card = tmp_path / "card"
+    make_card(card, patient=patient, n_images=3, seed=52)
+    spool = tmp_path / "spool"
+    seen: list[list[pathlib.Path]] = []
+
+    def copies() -> list[pathlib.Path]:
+        return [p for p in spool.rglob("*") if p.is_file() and p.suffix.upper() == ".JPG"]
+
+    def waiting_wiper(root, media):
+        deadline = time.monotonic() + 30
+        while copies() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen.append(copies())
+        return wipe(root, media)
+
+    stripped_seen: list[int] = []
+
+    def count_copies(stage: str, info: dict) -> None:
+        if stage == "upload":
+            stripped_seen.append(len(copies()))
+
+    cfg = AgentConfig(agent_id="e2e-agent", spool_dir=spool,
+                      archive=ArchiveConfig(address=archive.address, insecure=True))
+    outcome = ingest_card(IngestRequest(root=card, department=DEPARTMENT), cfg,
+                          progress=OnStage(count_copies), wiper=waiting_wiper)
+    assert outcome.outcome == "archived" and outcome.wiped, outcome
+    assert stripped_seen and stripped_seen[0] == 3  # the copies were there to be sent
+    assert seen == [[]]
     assert media_on(card) == []
 
 

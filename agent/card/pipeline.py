@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import pathlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -456,7 +457,8 @@ class _CardRun:
         self._stage("verify", {"receipts": len(committed.receipts)})
         self._verify(sent, committed.receipts, still_missing)
         log.info("archive confirmed every file", extra={"case_id": committed.case_id, "files": len(sent)})
-        return self._confirmed_then_wipe(sent)
+        with _removed_meanwhile([f.spool_path for f in stripped]):
+            return self._confirmed_then_wipe(sent)
 
     def _finish_confirmed(self, resume: Resume) -> IngestOutcome:
         """Finish a card whose files the archive confirmed in an earlier run (perhaps half wiped).
@@ -531,6 +533,27 @@ class _CardRun:
         )
         log.info("card archived and wiped", extra={"case_id": self.case_id, "files": n})
         return self._outcome(Outcome.ARCHIVED, None, message=message, wiped=True)
+
+
+@contextlib.contextmanager
+def _removed_meanwhile(copies: Sequence[pathlib.Path]) -> Iterator[None]:
+    """Remove the card's stripped copies on a thread while the block runs (the
+    wipe), and wait for it at the end. Called once the archive confirmed every
+    file: the copies hold patient images and are needed no more (R11), and
+    removing 150 MB of fsynced files takes a while on a spool that discards
+    freed blocks; reading the card for the wipe's check is other work meanwhile.
+    What is left (an error here is not the card's) goes with the spool folder."""
+    def remove() -> None:
+        for path in copies:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    remover = threading.Thread(target=remove, name="spool-remove")
+    remover.start()
+    try:
+        yield
+    finally:
+        remover.join()
 
 
 @contextlib.contextmanager
