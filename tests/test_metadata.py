@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pathlib
+import threading
 
 import pytest
 
@@ -71,3 +72,27 @@ def test_line_breaks_never_reach_exiftool(reader):
         reader.read([pathlib.Path("/tmp/x\n-delete_original")])
     assert reader.running  # the process survives a refused request
     assert reader.read_one(EXIF / "Canon.jpg")["File:FileType"] == "JPEG"
+
+
+def test_starting_the_reader_does_not_wait_for_exiftool_to_answer(tmp_path):
+    """Issue 12: a card's run starts its exiftools and goes on (the version is
+    asked with the first request). A tool that reads its requests and never
+    answers stands in for a Perl still loading: the reader is made at once."""
+    silent = tmp_path / "exiftool"
+    silent.write_text("#!/bin/sh\nexec cat >/dev/null\n")
+    silent.chmod(0o755)
+    made: list[MetadataReader] = []
+    starting = threading.Thread(target=lambda: made.append(MetadataReader(str(silent))), daemon=True)
+    starting.start()
+    starting.join(20)  # a bound for a hang only: the old start waited for ever
+    assert made, "MetadataReader() waited for exiftool's answer"
+    assert made[0].running
+    made[0].close()
+    assert not made[0].running
+
+
+def test_the_first_request_asks_the_version_first():
+    with MetadataReader() as fresh:
+        assert fresh._tool.version is None  # not asked at the start
+        status, out, _ = fresh.run("-ver")
+        assert status == 0 and fresh._tool.version == out.strip() and out[0].isdigit()

@@ -70,9 +70,15 @@ class _ExifTool(exiftool.ExifTool):  # type: ignore[misc]  # pyexiftool has no t
     lost: exiftool reads its commands from our pipe and ends when the pipe
     closes, which it does when we die; under systemd the unit's control group
     is killed on stop anyway.
+
+    The version is asked with the first request, not when the process starts:
+    exiftool (a Perl program) takes a few hundred milliseconds to answer, and a
+    card's run starts its two exiftools and its reader processes at once and
+    goes on walking the card meanwhile (issue 12: the agent's start).
     """
 
     confinement: sandbox.Confinement | None = None  # a card's reader: run confined (issue 13)
+    _asked_version = False
 
     def run(self) -> None:
         if self.running:
@@ -88,11 +94,19 @@ class _ExifTool(exiftool.ExifTool):  # type: ignore[misc]  # pyexiftool has no t
             self._process = None  # type: ignore[assignment]  # pyexiftool's own idle state
             raise ExifToolError("exiftool did not start")
         self._running = True
-        try:
-            self._ver = self._parse_ver()
-        except ValueError:
-            self.terminate()
-            raise ExifToolError("exiftool answered no version: is it Phil Harvey's ExifTool 12.15 or newer?") from None
+        self._asked_version = False
+
+    def execute(self, *params: str | bytes, raw_bytes: bool = False) -> str | bytes:
+        if not self._asked_version:
+            self._asked_version = True
+            try:
+                self._ver = self._parse_ver()
+            except ValueError:
+                self.terminate()
+                raise ExifToolError(
+                    "exiftool answered no version: is it Phil Harvey's ExifTool 12.15 or newer?") from None
+        out: str | bytes = super().execute(*params, raw_bytes=raw_bytes)
+        return out
 
 
 class MetadataReader:
