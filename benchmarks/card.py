@@ -13,7 +13,9 @@ camera and computers leave. Then, alternating, ``--repeat`` times each:
           into a real archive (``bildsluss-archive serve`` on loopback, SQLite
           and a blob folder), started fresh for each run so that nothing is
           deduplicated; timed from the command's start to its exit (the card
-          wiped, exit code 0 required).
+          wiped, exit code 0 required). The code is byte-compiled first, as the
+          installed package's is; ``--before`` runs another checkout's agent
+          and archive in the same alternation.
 
 Prints the medians, the ratio agent / naive (the issue's target: <= 5x), the
 per-stage split of the agent's runs (median of each stage's wall seconds, from
@@ -89,6 +91,16 @@ def agent_command(source: pathlib.Path | None) -> list[str]:
             "from agent.cli import main; sys.exit(main())"]
 
 
+def compile_sources(checkout: pathlib.Path) -> None:
+    """Byte-compile a checkout's code, as the package does when it is installed
+    (``packaging/deb/postinst``): an agent started from a checkout under
+    PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start."""
+    folders = [str(checkout / d) for d in ("agent", "archive_server", "bildsluss_common", "protos")
+               if (checkout / d).is_dir()]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", *folders], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -100,7 +112,7 @@ def agent_run(template: pathlib.Path, work: pathlib.Path, run: str,
     every process it waited for; not the archive) and the stage split of one run."""
     card = work / f"card-{run}"
     shutil.copytree(template, card)
-    with ArchiveProcess(data=work / f"archive-{run}") as archive:
+    with ArchiveProcess(data=work / f"archive-{run}", source=source or ROOT) as archive:
         start, cpu = time.perf_counter(), _children_cpu()
         result = subprocess.run(
             [*agent_command(source), "ingest", str(card), "--archive", archive.address, "--department", DEPARTMENT,
@@ -144,6 +156,8 @@ def main() -> int:
               f"{load_before[1]:.2f} {load_before[2]:.2f} on {os.cpu_count()} CPUs "
               "(other sessions share this machine)", flush=True)
 
+        for checkout in (ROOT, *([args.before] if args.before else [])):
+            compile_sources(checkout)
         naive, agent, stages, before, cpus, before_cpus = [], [], [], [], [], []
         for run in range(args.repeat):
             naive.append(naive_chain(template, work))

@@ -36,10 +36,12 @@ class ArchiveProcess:
         # returns as soon as it prints.
         ready_timeout_s: float = 90.0,
         tls: tuple[pathlib.Path, pathlib.Path, pathlib.Path] | None = None,
+        source: pathlib.Path | None = None,
     ) -> None:
         """``tls``: (server certificate, its key, the agents' CA) to serve mutual
         TLS; None serves plaintext (--insecure, unless ``insecure`` is False and
-        ``extra_args`` say how) on loopback."""
+        ``extra_args`` say how) on loopback. ``source``: run the archive of that
+        checkout (a benchmark's "before"), not the one this process imports."""
         self.data = data
         self.db = db
         self.blobs = blobs
@@ -51,6 +53,7 @@ class ArchiveProcess:
         self.http_address: str | None = None
         self.ready_timeout_s = ready_timeout_s
         self.tls = tls
+        self.source = source
         self.address: str | None = None
         self.proc: subprocess.Popen | None = None
         self.stderr_path = data.parent / f"{data.name}.archive.log"
@@ -68,7 +71,8 @@ class ArchiveProcess:
         if self.blobs:
             cmd += ["--blobs", self.blobs]
         self._stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
+        # ``-m`` puts the working directory first on the module path.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, cwd=self.source,
                                      env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
