@@ -18,8 +18,10 @@ wiped (do not reuse the card).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import pathlib
@@ -269,7 +271,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _skip_the_last_collection() -> None:
+    """At exit (atexit runs before it) the interpreter's last garbage collection
+    walks every object the run made (imaging libraries, gRPC, protobuf): 0.1-0.2 s
+    of a card's wall time on a 2-core PC, to free memory that exit frees anyway.
+    What must be closed the run closes itself (spool folder, exiftool, reader
+    processes, the archive's channel); logging is flushed by its own atexit hook."""
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the program itself (tests pass argv, and go on running)
+        atexit.register(_skip_the_last_collection)
     parser = _build_parser()
     args = parser.parse_args(argv)
     logs.setup(args.log_level)

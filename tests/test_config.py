@@ -1,5 +1,6 @@
 """Agent configuration: defaults, every documented key, and clear errors."""
 import pathlib
+import sys
 import tomllib
 
 import pytest
@@ -145,6 +146,30 @@ def test_ingest_help_says_where_the_default_mode_comes_from(tmp_path, capsys):
     path = tmp_path / "agent.toml"
     path.write_text('[agent]\nmode = "assault"\n')
     assert config.load(path).mode is Mode.ASSAULT
+
+
+def test_the_program_skips_the_last_garbage_collection_at_exit(monkeypatch):
+    """Issue 12, the agent's end: run as the program, it freezes what is alive
+    before the interpreter's last collection; called with arguments (a test, an
+    embedding) it leaves the process's collector alone."""
+    import gc
+
+    from agent import cli
+
+    registered: list = []
+    monkeypatch.setattr(cli.atexit, "register", registered.append)
+    with pytest.raises(SystemExit):
+        cli.main(["ingest", "--help"])
+    assert registered == []
+    monkeypatch.setattr(sys, "argv", ["bildsluss-agent", "ingest", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert registered == [cli._skip_the_last_collection]
+    try:
+        registered[0]()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_a_home_folder_of_an_unknown_user_is_a_config_error_not_a_crash(tmp_path):
