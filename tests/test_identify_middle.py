@@ -17,6 +17,7 @@ import pytest
 
 from agent.card import scan as scan_stage
 from agent.card.decide import decide
+from agent.card import identify as identify_module
 from agent.card.identify import identify, open_reduced, read_frame, read_picture
 from agent.card.model import Method, Mode
 from agent.card.reasons import Reason, STAFF_MESSAGES, STAFF_MESSAGES_SV, TITLES_SV
@@ -165,3 +166,27 @@ def test_a_label_whose_reading_is_cut_short_refuses(tmp_path):
     assert not any(e.patient_id for e in evidence)
     assert [e.text for e in evidence if e.method == Method.UNREAD_LABEL] == [
         "a label-like region that could not be read within the time budget"]
+
+
+def test_a_middle_barcode_label_whose_barcode_passes_are_cut_short_refuses(tmp_path, monkeypatch):
+    # Another patient's tilted barcode label (no printed number): the quick pass
+    # misses it, OCR of the crop reads nothing number-like, and the harder passes
+    # read it given their budget. Cut short, they read nothing; that is unsure,
+    # never "no label". Before, such a card was archived for the first patient (the
+    # identity benchmark's middle:32, an ITF label at 28 degrees, at load 6).
+    def card(seed: int):
+        return make_card(tmp_path / f"card{seed}", patient=PATIENT, n_images=3, megapixels=2.0, seed=seed,
+                         extra_patient_at=1, extra_patient=OTHER, barcode_only_at=(1,), label_angle=28,
+                         blur=1.5)
+
+    spec = card(21)
+    _, identified, decision = run(spec.root)
+    assert decision.reason == Reason.MIXED_PATIENTS
+    assert {e.method for e in identified.on(spec.files[1]) if e.patient_id} == {Method.BARCODE}
+
+    monkeypatch.setattr(identify_module, "CROP_BARCODE_SHARE", 1e-6)
+    _, identified, decision = run(card(21).root)
+    unread = [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]
+    assert [e.relative_path for e in unread] == [spec.files[1]]
+    assert unread[0].text == "a label-like region whose barcode could not be read within the time budget"
+    assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD and not decision.accepted

@@ -94,6 +94,9 @@ BARCODE_SHARE = 0.5
 # Share of what is left that the full-resolution barcode passes may use when the
 # cheap passes on a reduced decode read nothing (they then mostly miss: small labels).
 REDUCED_MISS_SHARE = 0.3
+# Share of the per-frame budget the harder barcode passes get on a label-like
+# region's crop (where the quick pass and OCR read no number).
+CROP_BARCODE_SHARE = 0.5
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -398,7 +401,9 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
     there (one that is not the printed text of a product's barcode on the
     frame), or whose reading the budget cut short before OCR read anything or
     before print it saw was read (unless a barcode without a number was read
-    there: a product), or where no OCR reader is installed, is an unread label:
+    there: a product), or whose harder barcode passes the budget stopped before
+    they were done (unless a product's barcode was read there), or where no OCR
+    reader is installed, is an unread label:
     returned as ``UNREAD_LABEL`` evidence (not yet added; the caller drops one
     that a later whole-frame reading explains), and the decide stage refuses
     the card (UNREADABLE_LABEL_MID_CARD). Without a label-like region to read,
@@ -438,19 +443,25 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         printed = [_moved(r, x0, y0) for r in text.readings] if not isinstance(text, str) else []
         found = [e for r in printed for e in evidence_from_reading(r, path, frame,
                                                                     reserve_formats=ctx.reserve_formats)]
+        barcodes_cut = False
         if not any(e.patient_id for e in found):
-            readings = _new(barcode_reader.read_barcodes(crop, budget_s=budget.left() * BARCODE_SHARE / 2,
-                                                         enough=ctx.has_identity, quick=False),
-                            (x0, y0), seen)
+            # A budget of their own, the same on every frame, not what quick reading
+            # and OCR left over: what they are given must not depend on how long
+            # OCR took, and a cut-short reading refuses (below).
+            hard = barcode_reader.read_barcodes_fully(crop, budget_s=ctx.budget_s * CROP_BARCODE_SHARE,
+                                                      enough=ctx.has_identity, quick=False)
+            readings = _new(list(hard.readings), (x0, y0), seen)
             if any(is_identity(e) for e in ctx.add(readings, path, frame)):
                 # The barcode read what OCR misread (a number that does not validate).
                 continue
+            barcodes_cut = not hard.complete
         ctx.evidence.extend(found)
         if any(is_identity(e) for e in found):
             continue
         product_label = any(e.method == Method.BARCODE and e.relative_path == path and e.frame == frame
                             and _inside(e.position, region.box) for e in ctx.evidence)
-        why = _unread_why(text, products=[t for _, t in seen], product_label=product_label)
+        why = _unread_why(text, products=[t for _, t in seen], product_label=product_label,
+                          barcodes_cut=barcodes_cut)
         if why:
             unread.append(Evidence(relative_path=path, frame=frame, method=Method.UNREAD_LABEL,
                                    text=why, patient_id=None, position=region.box))
@@ -476,14 +487,19 @@ def _ocr_label_crop(ctx: _Context, crop: Image.Image, path: str, frame: int, bud
         return f"a label-like region; OCR failed: {type(exc).__name__}"
 
 
-def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = False) -> str:
+def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = False,
+                barcodes_cut: bool = False) -> str:
     """Why a region from which no number was read counts as an unread label, or ""
-    when OCR saw nothing number-like there (not a label: a false find).
+    when OCR saw nothing number-like there and the barcode passes read it to the
+    end (not a label: a false find).
 
     ``text``: what :func:`_ocr_label_crop` gave. ``products``: the texts of the
     frame's barcodes that hold no number (a dressing's lot code). A number-like
     line that is part of one of them is the barcode's printed text, not an
-    unread patient number."""
+    unread patient number. ``barcodes_cut``: the budget stopped the barcode
+    passes on the crop before they were done; unless a barcode without a number
+    was read there (a product), the label may hold a barcode they did not reach:
+    unsure, so unread (a tilted, blurred ITF label was archived so once)."""
     if isinstance(text, str):
         return text
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
@@ -494,6 +510,8 @@ def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = F
         # OCR read a word, or before the print it saw was read line by line: unsure.
         # A region whose barcode was read and holds no number is a product's label.
         return "a label-like region that could not be read within the time budget"
+    if barcodes_cut and not product_label:
+        return "a label-like region whose barcode could not be read within the time budget"
     return ""
 
 

@@ -139,15 +139,38 @@ def read_barcodes(
     budget may be overrun by one zxing-cpp call. Never raises for the image's
     sake; returns ``[]`` when nothing could be read.
     """
+    return list(read_barcodes_fully(image, budget_s=budget_s, enough=enough, quick=quick).readings)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullRead:
+    """What :func:`read_barcodes_fully` read, and whether its passes all ran."""
+
+    readings: tuple[Reading, ...]
+    # Every pass ran to its end, or one read ``enough``. False: the budget cut them
+    # short, so "nothing read" does not mean "no barcode there".
+    complete: bool
+
+
+def read_barcodes_fully(
+    image: Image.Image,
+    *,
+    budget_s: float = 1.0,
+    enough: Callable[[list[Reading]], bool] | None = None,
+    quick: bool = True,
+) -> FullRead:
+    """:func:`read_barcodes`, saying whether the passes were cut short by the budget
+    (the identify stage refuses a label-like region whose reading was cut short
+    rather than taking it for a region without a barcode)."""
     budget = Budget(budget_s)
     enough = enough or bool
     try:
         grey = to_grey(image)
     except Exception as exc:  # an image Pillow opened but cannot convert
         log.warning("barcode: cannot convert image for reading: %s", exc)
-        return []
+        return FullRead((), True)
     if grey.size == 0 or min(grey.shape) < 8:
-        return []
+        return FullRead((), True)
     found: list[Reading] = []
     for name, run in _passes(grey, quick=quick):
         try:
@@ -156,11 +179,11 @@ def read_barcodes(
             log.warning("barcode: pass %s failed: %s", name, exc)
         if found and enough(found):
             log.debug("barcode: pass %s read enough (%d)", name, len(found))
-            break
+            return FullRead(tuple(found), True)
         if budget.spent():
             log.debug("barcode: budget spent after pass %s", name)
-            break
-    return found
+            return FullRead(tuple(found), False)
+    return FullRead(tuple(found), True)
 
 
 @dataclasses.dataclass(frozen=True)
