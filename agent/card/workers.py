@@ -74,6 +74,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from agent.card import identify as identify_stage
+from agent.card import parser_results
 from agent.card import sandbox
 from agent.card import scan as scan_stage
 from agent.card import strip as strip_stage
@@ -376,9 +377,11 @@ class CardReaders:
                                    owner=parser_uid if parser_uid is not None else os.geteuid(),
                                    share_gid=self.confinement.gid if self.confinement is not None
                                    and parser_uid is not None else None)
-        self._pool = concurrent.futures.ProcessPoolExecutor(
+        # What the workers send back is unpickled as data only (a reader taken over by
+        # a crafted file must not be able to send root a pickle that runs code).
+        self._pool = parser_results.guard(concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=context, initializer=_start_worker,
-            initargs=(self.confinement,))
+            initargs=(self.confinement,)))
         # Forked workers start now, at the first task: before the caller opens
         # anything a confined reader must not inherit (the exiftool process's pipes).
         self._pool.submit(_worker_user).add_done_callback(self._started)
