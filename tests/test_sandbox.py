@@ -21,6 +21,7 @@ import tempfile
 import pytest
 
 from agent.card import sandbox
+from tests.support.parse_probe import attempt
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping to the parser user needs root")
 
@@ -49,14 +50,6 @@ def _confinement(place: pathlib.Path) -> sandbox.Confinement:
     return c
 
 
-def _try(action) -> str:
-    try:
-        action()
-    except OSError as exc:
-        return type(exc).__name__
-    return "ok"
-
-
 def _probe(place: str) -> dict[str, object]:
     """What a worker may do (runs inside the confined worker)."""
     base = pathlib.Path(place)
@@ -67,18 +60,18 @@ def _probe(place: str) -> dict[str, object]:
             caps[key] = int(value, 16)
     return {
         "uid": os.getuid(), "euid": os.geteuid(), "groups": os.getgroups(), "caps": caps,
-        "read card": _try(lambda: (base / "card" / "DCIM" / "IMG_0001.JPG").read_bytes()),
-        "write spool": _try(lambda: (base / "spool" / "out.jpg").write_bytes(b"stripped")),
-        "write beside": _try(lambda: (base / "open" / "planted").write_text("x")),
-        "change beside": _try(lambda: (base / "open" / "notes.txt").write_text("x")),
-        "write card": _try(lambda: (base / "card" / "DCIM" / "IMG_0002.JPG").write_bytes(b"x")),
-        "read beside": _try(lambda: (base / "open" / "notes.txt").read_text()),
-        "read /etc/shadow": _try(lambda: pathlib.Path("/etc/shadow").read_bytes()),
-        "list /var/lib": _try(lambda: list(pathlib.Path("/var/lib").iterdir())),
-        "tcp socket": _try(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
-        "udp6 socket": _try(lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()),
-        "unix socket": _try(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()),
-        "signal init": _try(lambda: os.kill(1, 0)),
+        "read card": attempt(lambda: (base / "card" / "DCIM" / "IMG_0001.JPG").read_bytes()),
+        "write spool": attempt(lambda: (base / "spool" / "out.jpg").write_bytes(b"stripped")),
+        "write beside": attempt(lambda: (base / "open" / "planted").write_text("x")),
+        "change beside": attempt(lambda: (base / "open" / "notes.txt").write_text("x")),
+        "write card": attempt(lambda: (base / "card" / "DCIM" / "IMG_0002.JPG").write_bytes(b"x")),
+        "read beside": attempt(lambda: (base / "open" / "notes.txt").read_text()),
+        "read /etc/shadow": attempt(lambda: pathlib.Path("/etc/shadow").read_bytes()),
+        "list /var/lib": attempt(lambda: list(pathlib.Path("/var/lib").iterdir())),
+        "tcp socket": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+        "udp6 socket": attempt(lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()),
+        "unix socket": attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()),
+        "signal init": attempt(lambda: os.kill(1, 0)),
     }
 
 

@@ -12,15 +12,17 @@ import os
 import pathlib
 
 
+def attempt(action) -> str:
+    """"ok", or the name of the OSError the confinement answered ``action`` with."""
+    try:
+        action()
+    except OSError as exc:
+        return type(exc).__name__
+    return "ok"
+
+
 def probe(paths: dict[str, str]) -> dict[str, object]:
     """What a reader worker may do (runs inside it)."""
-    def attempt(action) -> str:
-        try:
-            action()
-        except OSError as exc:
-            return type(exc).__name__
-        return "ok"
-
     p = {k: pathlib.Path(v) for k, v in paths.items()}
     return {
         "uid": os.geteuid(), "groups": os.getgroups(),
