@@ -164,3 +164,33 @@ def test_the_annotation_layer_is_drawn_over_its_picture_with_a_decimal_comma():
     lengths = [line for line in lines if (line[:2], line[2:]) == (at(0.1, 0.9), at(0.6, 0.9))]
     assert len(arrows) == 2 and len(lengths) == 2  # each over its dark edge
     assert not [line for line in picture_and_lines(plain)[1] if (line[:2], line[2:]) == (at(0.1, 0.1), at(0.5, 0.5))]
+
+
+def _decoder_crash(*args: object) -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_picture_whose_decoder_crashes_is_listed_by_name_and_the_rest_print(monkeypatch):
+    # The pictures are decoded in decoder workers (archive_server.decoding); one that
+    # kills its worker is listed like any file that cannot be shown, and the next
+    # picture still prints from a fresh worker.
+    from archive_server import decoding
+
+    run, crashed = decoding.run, PHOTOS[0].name
+
+    def crashing_for_one(decode, name, data):
+        return run(_decoder_crash) if name == crashed else run(decode, name, data)
+
+    monkeypatch.setattr(decoding, "run", crashing_for_one)
+    try:
+        pdf = render_case_pdf(CASE, photos(), printed_by="anna.a", printed_at=WHEN, reason="Remiss")
+    finally:
+        decoding.stop()
+    reader, pages = read_pdf(pdf)
+    text = flat(" ".join(pages))
+    assert f"{crashed}: kan inte visas som bild" in text
+    images = sum(len(page.images) for page in reader.pages)
+    assert images == len(PHOTOS) - 1
