@@ -190,3 +190,19 @@ def test_a_middle_barcode_label_whose_barcode_passes_are_cut_short_refuses(tmp_p
     assert [e.relative_path for e in unread] == [spec.files[1]]
     assert unread[0].text == "a label-like region whose barcode could not be read within the time budget"
     assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD and not decision.accepted
+
+
+def test_a_tilted_blurred_barcode_only_label_in_the_middle_is_read(tmp_path):
+    # Another patient's Code 39 label with no printed number, at 28 degrees and
+    # blurred, in the middle of a card: the located barcode pass reads it on the
+    # whole frame, but the label-like region's crop shifted the locator's patch
+    # off its bars, OCR saw nothing number-like, and the card was archived for
+    # the first patient (a wrong-patient defect).
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=21,
+                     extra_patient_at=1, extra_patient=OTHER, barcode_only_at=(1,), label_angle=28,
+                     blur=1.5, symbology="Code39")
+    _, identified, decision = run(spec.root)
+    middle = identified.on(spec.files[1])
+    assert {(e.patient_id, e.method) for e in middle if e.patient_id} == {(OTHER_CANONICAL, Method.BARCODE)}
+    assert decision.reason == Reason.MIXED_PATIENTS and spec.files[1] in decision.detail
+    assert not decision.accepted

@@ -420,6 +420,7 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         return []
     if callable(image):
         image = image()
+    frame_locator = barcode_reader.FrameLocator(image)
     unread: list[Evidence] = []
     for region in todo:
         if any(_inside(p, region.box) for p in _number_positions(ctx, path, frame)):
@@ -454,7 +455,13 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
             if any(is_identity(e) for e in ctx.add(readings, path, frame)):
                 # The barcode read what OCR misread (a number that does not validate).
                 continue
-            barcodes_cut = not hard.complete
+            # The crop's own locator may cut a tilted, blurred code's patch short
+            # where the whole frame's locator frames it: its patches in this region
+            # too (a barcode-only label of another patient was archived so once).
+            located = frame_locator.read_in(region.box, budget_s=ctx.budget_s * CROP_BARCODE_SHARE)
+            if any(is_identity(e) for e in ctx.add(_new(list(located.readings), (0, 0), seen), path, frame)):
+                continue
+            barcodes_cut = not (hard.complete and located.complete)
         ctx.evidence.extend(found)
         if any(is_identity(e) for e in found):
             continue

@@ -252,6 +252,46 @@ def read_reduced(
     return ReducedRead(tuple(_scaled(r, scale) for r in found), located)
 
 
+@dataclasses.dataclass
+class FrameLocator:
+    """The located pass with the whole frame's locator, for one label-like region at a time.
+
+    A region's crop is read with every pass (:func:`read_barcodes_fully`), but
+    the locator then works on the crop: a grid and a threshold of the crop's
+    own, so its patch around a tilted, blurred 1D code may cut the bars' ends or
+    miss their angle, where the same locator on the whole frame reads it (a
+    Code 39 label with no printed number at 28 degrees, archived so once). The
+    whole frame's grey copy and its patches are made once per frame, on first
+    use, and shared by the frame's regions.
+    """
+
+    image: Image.Image
+    _grey: np.ndarray | None = None
+    _patches: list[tuple[tuple[int, int, int, int], float]] | None = None
+
+    def patches_in(self, box: tuple[int, int, int, int]) -> list[tuple[tuple[int, int, int, int], float]]:
+        if self._patches is None:
+            self._grey = to_grey(self.image)
+            self._patches = locate(self._grey) if self._grey.size and min(self._grey.shape) >= 8 else []
+        return [p for p in self._patches if _middle_in(p[0], box, 1.0)]
+
+    def read_in(self, box: tuple[int, int, int, int], *, budget_s: float) -> FullRead:
+        """The located pass on the frame's patches whose middle lies in ``box``
+        (x, y, w, h, the frame's pixels). ``complete`` False: the budget stopped
+        it before every patch was read. Never raises."""
+        budget = Budget(budget_s)
+        try:
+            patches = self.patches_in(box)
+            if not patches:
+                return FullRead((), True)
+            assert self._grey is not None
+            found = _dedupe(r for r in _pass_located(self._grey, budget, patches) if not is_partial_itf(r))
+        except Exception as exc:  # a reader's own error must not stop the card
+            log.warning("barcode: located pass on the frame failed: %s", exc)
+            return FullRead((), False)
+        return FullRead(tuple(found), bool(found) or not budget.spent())
+
+
 def _middle_in(patch: tuple[int, int, int, int], box: tuple[int, int, int, int], scale: float) -> bool:
     """Whether the middle of ``patch`` (x0, y0, x1, y1 on the copy) lies in ``box`` (the frame's)."""
     cx, cy = (patch[0] + patch[2]) / 2 * scale, (patch[1] + patch[3]) / 2 * scale
