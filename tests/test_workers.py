@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 import time
 
 import pytest
@@ -153,6 +154,33 @@ def test_progress_arrives_in_order(archive, tmp_path):
     assert order.index("decided") < order.index("upload") < order.index("confirmed") < order.index("wipe")
     assert list(outcome.timings)[:3] == ["scan", "identify", "strip"]
 
+
+
+def test_the_copies_stripped_ahead_are_read_back_while_the_card_is_read(archive, tmp_path, monkeypatch):
+    """Every JPEG copy a reader stripped during the scan is read back by exiftool
+    before the scan ends, the last short batch too (5 copies, fewer than a batch):
+    the strip stage after the scan only takes them (issue 12's card speed)."""
+    from agent.card import strip as strip_stage
+
+    real = strip_stage.read_back
+    calls: list[tuple[str, int]] = []
+
+    def read_back(written, reader):
+        todo = [w for w in written if w.needs_readback and not w.read_back_done]
+        calls.append((threading.current_thread().name, len(todo)))
+        return real(written, reader)
+
+    monkeypatch.setattr(strip_stage, "read_back", read_back)
+    card = tmp_path / "card"
+    make_card(card, patient=PATIENT, n_images=5, megapixels=2.0, seed=35)
+    cfg = config_mod.from_dict({"agent": {"spool_dir": str(tmp_path / "spool")},
+                                "archive": {"insecure": True, "address": archive.address}})
+    outcome = ingest_card(IngestRequest(root=card, department=DEPARTMENT, mode=Mode.PHOTO), cfg)
+    assert outcome.wiped and outcome.patient == PATIENT_CANONICAL, outcome.detail
+    during_scan = [n for thread, n in calls if thread.startswith("exiftool")]
+    after_scan = [n for thread, n in calls if not thread.startswith("exiftool")]
+    assert sum(during_scan) == 5, calls
+    assert after_scan == [0], calls
 
 def _open_pipes() -> set[str]:
     out = set()

@@ -13,6 +13,7 @@ and nothing before it writes to the card.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -38,6 +39,7 @@ from agent.card.progress import (
 )
 from agent.card.reasons import Reason, staff_message
 from agent.card.spool import FULL_ERRNOS, HEADROOM_BYTES, Spool, SpoolFull
+from agent.card.strip.common import fsync
 from agent.card.upload import ArchiveClient, ArchiveRejected, ArchiveUnavailable, build_open_request
 from agent.card.verify import verify_receipts
 from agent.card.workers import CardReaders
@@ -296,11 +298,13 @@ class _CardRun:
             # The readers first: forked workers must not inherit the exiftool process's pipes.
             with CardReaders(request.root, spool_dir, request.mode, budget_s=config.identify_budget_s,
                              reserve_formats=config.reserve_formats) as readers, \
-                    MetadataReader(confinement=readers.readback_confinement) as reader:
+                    MetadataReader(confinement=readers.readback_confinement) as reader, \
+                    _SyncedMeanwhile() as syncing:
                 self._stage("scan", {"root": str(request.root)})
                 readers.on_probed = lambda done, total: self._stage("scan", {"files_total": total, "files_done": done})
                 readers.strip_ahead = functools.partial(self._room_ahead, spool)
-                readers.on_stripped = functools.partial(self._take_back_ahead, readers)
+                readers.on_stripped = functools.partial(self._take_back_ahead, readers, syncing)
+                readers.on_read = functools.partial(self._read_back_rest, readers)
                 self.scan = scan = readers.scan(request.root, reader=reader)
                 log.info("scanned card", extra={
                     "root": str(request.root), "media": len(scan.media), "skipped": len(scan.skipped)})
@@ -356,13 +360,17 @@ class _CardRun:
         the card SPOOL_FULL)."""
         return spool.free_bytes() >= 2 * (card_bytes + HEADROOM_BYTES)
 
-    def _take_back_ahead(self, readers: CardReaders, media: MediaFile, early: strip_stage.Written) -> None:
+    def _take_back_ahead(self, readers: CardReaders, syncing: _SyncedMeanwhile, media: MediaFile,
+                         early: strip_stage.Written) -> None:
         """Take back the copy a reader process stripped of a JPEG right after its scan,
-        while the others read the next files (this process would only wait); their
-        read-back, a batch at a time on the scan's exiftool thread (the last, short
-        batch is left to strip_all). Nothing is judged here: a copy that fails is
-        dropped and the strip stage strips that file again after the card is
-        decided, as before; the copies of a refused card go with the spool folder
+        while the others read the next files (this process would only wait); its
+        fsync on a thread at once, and their read-back a batch at a time on the
+        scan's exiftool thread (the last, short batch once every file is read:
+        :meth:`_read_back_rest`), so that the strip stage after the scan finds
+        this work done. Nothing is judged here: a copy that fails is dropped and
+        the strip stage strips that file again after the card is decided, as
+        before (strip_all fsyncs every copy again and reads back any not read
+        back yet); the copies of a refused card go with the spool folder
         (nothing is sent, R4)."""
         try:
             taken = readers.take_back_now(early, media)
@@ -370,9 +378,15 @@ class _CardRun:
             log.debug("strip ahead: %s not stripped yet: %s", media.relative_path, exc)
             return
         self._stripped_ahead[(media.relative_path, media.sha256)] = taken
+        syncing.fsync(taken.out)
         self._unread_ahead.append(taken)
         if len(self._unread_ahead) >= _READ_BACK_BATCH:
-            batch, self._unread_ahead = self._unread_ahead, []
+            self._read_back_rest(readers)
+
+    def _read_back_rest(self, readers: CardReaders) -> None:
+        """The copies taken back ahead and not yet read back, to the scan's exiftool thread."""
+        batch, self._unread_ahead = self._unread_ahead, []
+        if batch:
             readers.exiftool_meanwhile(functools.partial(strip_stage.read_back_ahead, batch))
 
     def _start_identify(self, scan: ScanResult, manifest: Mapping[str, str], readers: CardReaders
@@ -533,6 +547,36 @@ class _CardRun:
         )
         log.info("card archived and wiped", extra={"case_id": self.case_id, "files": n})
         return self._outcome(Outcome.ARCHIVED, None, message=message, wiped=True)
+
+
+class _SyncedMeanwhile:
+    """fsync of the copies taken back while the card is read, on a thread: the
+    disk writes them while the reader processes read on, instead of the strip
+    stage waiting for 100 fsyncs after the scan. Only a head start: strip_all
+    fsyncs every copy it uses again (then cheap) and raises what that raises,
+    so an error here is dropped. Pending syncs are cancelled when the card
+    stops (a refused card's copies go with the spool folder)."""
+
+    def __init__(self) -> None:
+        # Started at the first copy (the reader processes are forked by then).
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def fsync(self, path: pathlib.Path) -> None:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-fsync-ahead")
+        self._pool.submit(_fsync_quietly, path)
+
+    def __enter__(self) -> _SyncedMeanwhile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fsync_quietly(path: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):  # strip_all's own fsync of the copy judges
+        fsync(path)
 
 
 @contextlib.contextmanager

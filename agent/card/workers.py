@@ -354,6 +354,9 @@ class CardReaders:
         # each such copy, in card order, in this process (the pipeline).
         self.strip_ahead: Callable[[int], bool] | None = None
         self.on_stripped: Callable[[MediaFile, Written], None] | None = None
+        # Once every file's result is in, while the scan's exiftool thread still
+        # takes work (:meth:`exiftool_meanwhile`): the pipeline's last read-back batch.
+        self.on_read: Callable[[], None] | None = None
         self.worker_uid: int | None = None  # the user a worker reads as, once one has started
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._metadata: MetadataReader | None = None
@@ -428,6 +431,8 @@ class CardReaders:
             self._exiftool = metadata
             try:
                 probes = self._collect(entries, futures, metadata)
+                if self.on_read is not None:
+                    self.on_read()
             finally:
                 self._exiftool = None
         return probes
