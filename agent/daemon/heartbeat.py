@@ -81,8 +81,8 @@ def _ts(seconds: float) -> timestamp_pb2.Timestamp:
 def build_request(snapshot: dict[str, Any], *, department: str, host: str, interval_s: float,
                   now: float | None = None, state: str | None = None,
                   spool: tuple[int | None, int | None] = (None, None)) -> pb.HeartbeatRequest:
-    """``spool``: (bytes held, bytes free) of the spool, None where unknown."""
-    """The heartbeat for one board snapshot (plain data in, a message out)."""
+    """The heartbeat for one board snapshot (plain data in, a message out); ``spool``: (bytes held,
+    bytes free) of the spool, None where unknown."""
     now = time.time() if now is None else now
     counts = snapshot.get("counts") or {}
     request = pb.HeartbeatRequest(

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import pathlib
 import re
 import time
 import uuid
@@ -54,8 +55,11 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0
         time.sleep(0.2)
 
 
-def beating(archive: ArchiveProcess, agent_id: str) -> Heartbeater:
-    """A real agent's heartbeats (every second) with a refused card and a card being uploaded."""
+def beating(archive: ArchiveProcess, agent_id: str, spool: pathlib.Path) -> Heartbeater:
+    """A real agent's heartbeats (every second) with a refused card and a card being uploaded;
+    ``spool``: its spool folder, made here (the default, /var/lib/bildsluss/spool for root, need
+    not exist on a test machine: its free space would then be sent as unknown)."""
+    spool.mkdir(parents=True, exist_ok=True)
     board = StatusBoard(agent_id, "0.1.0", OWN)
     board.card_detected("sdb1", "usb-1", "udev")
     board.card_finished("sdb1", {"outcome": "refused", "reason": "UNREGISTERED_DEVICE", "message": "a phone",
@@ -63,7 +67,7 @@ def beating(archive: ArchiveProcess, agent_id: str) -> Heartbeater:
     board.card_detected("sdc1", "usb-2", "udev")
     board.progress("sdc1", "upload", {"files_done": 1, "files_total": 4, "bytes_done": 10, "bytes_total": 40})
     assert archive.address
-    config = AgentConfig(agent_id=agent_id, department=OWN, daemon=DaemonConfig(heartbeat_s=1.0),
+    config = AgentConfig(agent_id=agent_id, department=OWN, daemon=DaemonConfig(heartbeat_s=1.0), spool_dir=spool,
                          archive=AgentArchiveConfig(address=archive.address, insecure=True, call_timeout_s=10.0))
     beater = Heartbeater(config, board)
     beater.start()
@@ -83,7 +87,7 @@ def fleet(archive: ArchiveProcess, bearer: str | None, **params: str) -> httpx.R
     return httpx.get(f"http://{archive.http_address}/api/v1/agents", params=params, headers=headers, timeout=30)
 
 
-def test_the_api_shows_an_agent_go_silent_and_refuses_who_may_not_see(served):
+def test_the_api_shows_an_agent_go_silent_and_refuses_who_may_not_see(served, tmp_path):
     site, archive = served
     ops_user, nurse = site.person(OWN, ["ops.read"]), site.person(OWN, ["case.read"])
     bearer = token(archive, ops_user)
@@ -93,7 +97,7 @@ def test_the_api_shows_an_agent_go_silent_and_refuses_who_may_not_see(served):
         (found,) = [a for a in fleet(archive, bearer).json()["agents"] if a["agent_id"] == agent_id]
         return found
 
-    beater = beating(archive, agent_id)
+    beater = beating(archive, agent_id, tmp_path / "spool")
     try:
         agent = mine()
         assert agent["liveness"] == "alive" and agent["department"] == OWN and agent["version"] == "0.1.0"
@@ -130,11 +134,11 @@ def test_the_api_shows_an_agent_go_silent_and_refuses_who_may_not_see(served):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_ops_page_turns_an_agent_red_when_its_heartbeats_stop(served, chromium):
+def test_the_ops_page_turns_an_agent_red_when_its_heartbeats_stop(served, chromium, tmp_path):
     site, archive = served
     user = site.person(OWN, ["ops.read"])
     agent_id = f"pc-page-{uuid.uuid4().hex[:6]}"
-    beater = beating(archive, agent_id)
+    beater = beating(archive, agent_id, tmp_path / "spool")
     stopped = False
     try:
         with chromium.new_context(base_url=f"http://{archive.http_address}") as context:
