@@ -5,7 +5,8 @@ passes only. A capture is a 12 MP JPEG in which the label may be small,
 tilted up to about 30 degrees and a little blurred, so reading runs in passes
 of increasing cost within a budget of CPU time (:mod:`bildsluss_common.readers.budget`),
 and stops after the first pass that reads what the caller wants (by default:
-anything):
+anything; the located pass checks after each patch, so that a label read on its
+first patch does not pay for its print's patches, 20-50 ms each):
 
 0. **on a reduced copy** (:func:`read_reduced`; the identify stage decodes a
    JPEG at half size with ``Image.draft`` for it, a quarter of the full
@@ -172,7 +173,7 @@ def read_barcodes_fully(
     if grey.size == 0 or min(grey.shape) < 8:
         return FullRead((), True)
     found: list[Reading] = []
-    for name, run in _passes(grey, quick=quick):
+    for name, run in _passes(grey, quick=quick, enough=enough):
         try:
             found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
         except Exception as exc:  # a reader's own error must not stop the card
@@ -239,7 +240,7 @@ def read_reduced(
         located = len(patches)
         if within is not None:
             patches = [p for p in patches if any(_middle_in(p[0], box, scale) for box in within)]
-        return _pass_located(grey, b, patches)
+        return _pass_located(grey, b, patches, enough=enough)
 
     passes = (("quick", quick), ("located", located_pass)) if with_located else (("quick", quick),)
     for name, run in passes:
@@ -475,13 +476,15 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
 # --------------------------------------------------------------------------- passes
 
 
-def _passes(grey: np.ndarray, *, quick: bool = True) -> list[tuple[str, Callable[[Budget], list[Reading]]]]:
+def _passes(grey: np.ndarray, *, quick: bool = True,
+            enough: Callable[[list[Reading]], bool] | None = None
+            ) -> list[tuple[str, Callable[[Budget], list[Reading]]]]:
     # Order by measured cost per read (benchmarks/identity.py, 12 MP): the quick pass
     # reads about half the labels in 5-50 ms; the located pass nearly all the rest in
     # 100-500 ms; the full-frame pass (200-1300 ms) rarely adds a read after those two.
     passes = [
         ("quick", lambda budget: _pass_quick(grey)),
-        ("located", lambda budget: _pass_located(grey, budget)),
+        ("located", lambda budget: _pass_located(grey, budget, enough=enough)),
         ("full-frame", lambda budget: _pass_full(grey)),
         ("rotations", lambda budget: _pass_rotations(grey, budget)),
     ]
@@ -524,10 +527,16 @@ def _read_patch(patch: Image.Image, scale: float) -> tuple[list[_Raw], str]:
 
 
 def _pass_located(grey: np.ndarray, budget: Budget,
-                  patches: list[tuple[tuple[int, int, int, int], float]] | None = None) -> list[Reading]:
+                  patches: list[tuple[tuple[int, int, int, int], float]] | None = None,
+                  *, enough: Callable[[list[Reading]], bool] | None = None) -> list[Reading]:
+    """Each located patch, best first, turned upright and read (:func:`_read_patch`),
+    until the budget is spent or the patches read what ``enough`` accepts (the
+    passes' own stopping rule, applied after each patch: the rest are mostly the
+    label's print, which every reader fails on at 20-50 ms a patch)."""
     out: list[Reading] = []
     for box, angle in (locate(grey) if patches is None else patches)[:_MAX_PATCHES]:
-        if budget.spent():
+        if budget.spent() or (enough is not None and out
+                              and enough([r for r in out if not is_partial_itf(r)])):
             break
         x0, y0, x1, y1 = box
         crop = Image.fromarray(grey[y0:y1, x0:x1])
