@@ -21,7 +21,9 @@ regions (a white sticker on skin) with a threshold and connected components on a
 coarse grid; per region, whiten skin-coloured pixels, estimate the skew by a
 projection profile over +-42 degrees, rotate, flatten the illumination (glare),
 blank barcode bands, crop to the text and scale it so that a line is about 36 px
-high. Then tesseract passes, cheapest first, until one gives a valid number:
+high (a large label, whose lines the coarse skew estimate sees taller than 54 px,
+is turned and flattened at the smaller size where they are about 54 px: the same
+text for tesseract at a fraction of the cost). Then tesseract passes, cheapest first, until one gives a valid number:
 page mode over the label; digits only over number-like words; each text line
 alone (single-line mode) at two sizes, because tesseract's line recogniser is
 sensitive to text size (a "19121212-1212" line can come out as letters in page
@@ -467,6 +469,13 @@ def _ink(grey: Image.Image) -> np.ndarray:
 
 def _skew(grey: Image.Image) -> float:
     """Angle (degrees, counter-clockwise) by which the text is turned: projection profile."""
+    return _skew_and_line(grey)[0]
+
+
+def _skew_and_line(grey: Image.Image) -> tuple[float, float | None]:
+    """:func:`_skew`, and the text's median line height in ``grey``'s pixels as the
+    coarse copy the angle is found on shows it (None when it shows no text line):
+    an estimate, to prepare a large label at a smaller size (:func:`_prepare_label`)."""
     f = max(1.0, max(grey.size) / 300)
     small = grey.resize((max(8, int(grey.width / f)), max(8, int(grey.height / f))), Image.Resampling.BILINEAR)
     ink = Image.fromarray((_ink(small) * 255).astype(np.uint8))
@@ -477,8 +486,10 @@ def _skew(grey: Image.Image) -> float:
         return float(np.sum(np.diff(rows) ** 2))
 
     best = max(range(-42, 43, 3), key=score)
-    fine = max(np.arange(best - 2.0, best + 2.01, 0.5), key=score)
-    return float(fine)
+    fine = float(max(np.arange(best - 2.0, best + 2.01, 0.5), key=score))
+    upright = np.asarray(ink.rotate(-fine, resample=Image.Resampling.NEAREST, expand=True)) > 0
+    heights = sorted(b - a for a, b in _text_rows(upright))
+    return fine, (heights[len(heights) // 2] * f if heights else None)
 
 
 def _flatten(grey: Image.Image) -> Image.Image:
@@ -527,6 +538,15 @@ def _is_barcode_band(band: np.ndarray) -> bool:
     return bool((span > 0.85).mean() > 0.3)
 
 
+# A label whose text lines (as the coarse skew estimate sees them) are taller than
+# this, in pixels, is turned, flattened and measured at a size where they are about
+# this tall: the preparation's cost grows with the area, and the text is scaled to
+# TARGET_LINE_PX for tesseract in the end anyway (a 12 MP close-up's lines are
+# 60-100 px). Where the measured lines come out shorter than TARGET_LINE_PX after
+# all (a coarse estimate that merged lines), the label is prepared at its own size.
+PREPARE_LINE_PX = 1.5 * TARGET_LINE_PX
+
+
 def _prepare_label(image: Image.Image, region: LabelRegion | None) -> tuple[Image.Image, _Affine] | None:
     """Crop, whiten, deskew, flatten and scale one label region for tesseract."""
     if region is None:
@@ -542,7 +562,24 @@ def _prepare_label(image: Image.Image, region: LabelRegion | None) -> tuple[Imag
         crop = crop.resize((max(1, int(w * pre)), max(1, int(h * pre))), Image.Resampling.BILINEAR)
         aff = aff.then(_scale(1 / pre))
     grey = _whiten_background(crop, region, box, pre)
-    angle = _skew(grey)
+    angle, line = _skew_and_line(grey)
+    if line is not None and line > PREPARE_LINE_PX:
+        k = PREPARE_LINE_PX / line
+        small = grey.resize((max(1, int(grey.width * k)), max(1, int(grey.height * k))), Image.Resampling.BILINEAR)
+        done = _deskewed_text(small, aff.then(_scale(grey.width / small.width)), angle, shrunk=small.width / grey.width)
+        if done is not None and done[2] >= TARGET_LINE_PX:
+            return done[0], done[1]
+    done = _deskewed_text(grey, aff, angle)
+    return (done[0], done[1]) if done is not None else None
+
+
+def _deskewed_text(grey: Image.Image, aff: _Affine, angle: float, *, shrunk: float = 1.0
+                   ) -> tuple[Image.Image, _Affine, int] | None:
+    """The rest of :func:`_prepare_label` on a whitened label: turned upright,
+    flattened, barcode bands blanked, cut to the text and scaled so that a line
+    is TARGET_LINE_PX high; and the median line height it measured before scaling.
+    ``shrunk``: ``grey`` is the whitened label made this much smaller (the
+    final scale, and its limits, stay those of the label at its own size)."""
     if abs(angle) >= 0.5:
         rotated = grey.rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
         aff = aff.then(_rotation_inverse(-angle, grey.size, rotated.size))
@@ -568,13 +605,13 @@ def _prepare_label(image: Image.Image, region: LabelRegion | None) -> tuple[Imag
     x1, y1 = min(arr.shape[1], int(xs.max()) + m + 1), min(arr.shape[0], int(ys.max()) + m + 1)
     grey = Image.fromarray(arr[y0:y1, x0:x1], "L")
     aff = aff.then(_translate(x0, y0))
-    s = min(4.0, max(0.25, TARGET_LINE_PX / max(1, line_h)))
+    s = min(4.0, max(0.25, TARGET_LINE_PX * shrunk / max(1, line_h))) / shrunk
     if abs(s - 1) > 0.1:
         grey = grey.resize((max(1, int(grey.width * s)), max(1, int(grey.height * s))), Image.Resampling.BICUBIC)
         aff = aff.then(_scale(1 / s))
     grey = ImageOps.expand(grey, border=20, fill=255)
     aff = aff.then(_translate(-20, -20))
-    return grey, aff
+    return grey, aff, line_h
 
 
 def _read_region(image: Image.Image, region: LabelRegion | None, deadline: _Deadline,
