@@ -20,7 +20,10 @@ camera and computers leave. Then, alternating, ``--repeat`` times each:
 Prints the medians, the ratio agent / naive (the issue's target: <= 5x), the
 per-stage split of the agent's runs (median of each stage's wall seconds, from
 the outcome's ``timings``; before ``timings`` existed, from the structured
-log's timestamps) and the load average before and after (the machine is shared).
+log's timestamps), where the CPU went (the agent's own process, its reader
+processes, its exiftools, and the archive receiving the card on the same cores;
+the agent's processes sampled from /proc every 50 ms, so each is up to 50 ms
+short) and the load average before and after (the machine is shared).
 
     .venv/bin/python benchmarks/card.py [--frames 100] [--megapixels 12] [--repeat 3] [--seed 0]
     .venv/bin/python benchmarks/card.py --keep /tmp/card12   # reuse (or write) the card there
@@ -38,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -106,19 +110,75 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> tuple[int, str, float] | None:
+    """(parent pid, command name, CPU seconds so far) of a process, from /proc; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    name, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+    return int(rest[1]), name, (int(rest[11]) + int(rest[12])) / _TICK
+
+
+class _ProcessTree:
+    """The CPU seconds of a process and of every process below it, by kind (the
+    agent itself, its reader processes, exiftool), sampled from /proc while it
+    runs: a process that ended counts with its last sample."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = pid
+        self.seen: dict[int, tuple[int, str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    pid = int(entry)
+                    found = _process_cpu(pid)
+                    if found is not None and (pid == self.root or pid in self.seen or found[0] in self.seen):
+                        self.seen[pid] = found
+            self._stop.wait(0.05)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        split = {"agent": 0.0, "readers": 0.0, "exiftool": 0.0}
+        for pid, (_, name, cpu) in self.seen.items():
+            kind = "agent" if pid == self.root else "exiftool" if name in ("exiftool", "perl") else "readers"
+            split[kind] += cpu
+        return split
+
+
 def agent_run(template: pathlib.Path, work: pathlib.Path, run: str,
-              source: pathlib.Path | None = None) -> tuple[float, float, dict[str, float]]:
+              source: pathlib.Path | None = None) -> tuple[float, float, dict[str, float], dict[str, float]]:
     """Wall seconds, CPU seconds (the agent, its reader processes, exiftool, tesseract:
-    every process it waited for; not the archive) and the stage split of one run."""
+    every process it waited for; not the archive), the stage split of one run and
+    where the CPU went (:class:`_ProcessTree`, and the archive's)."""
     card = work / f"card-{run}"
     shutil.copytree(template, card)
     with ArchiveProcess(data=work / f"archive-{run}", source=source or ROOT) as archive:
+        assert archive.proc is not None
+        archive_before = _process_cpu(archive.proc.pid)
         start, cpu = time.perf_counter(), _children_cpu()
-        result = subprocess.run(
+        agent = subprocess.Popen(
             [*agent_command(source), "ingest", str(card), "--archive", archive.address, "--department", DEPARTMENT,
              "--insecure", "--json", "--spool", str(work / f"spool-{run}")],
-            capture_output=True, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tree = _ProcessTree(agent.pid)
+        stdout, stderr = agent.communicate()
         took, cpu = time.perf_counter() - start, _children_cpu() - cpu
+        where = tree.stop()
+        archive_after = _process_cpu(archive.proc.pid)
+        if archive_before is not None and archive_after is not None:
+            where["archive"] = archive_after[2] - archive_before[2]
+    result = subprocess.CompletedProcess(agent.args, agent.returncode, stdout, stderr)
     try:
         out = json.loads(result.stdout)
     except json.JSONDecodeError:
@@ -128,7 +188,7 @@ def agent_run(template: pathlib.Path, work: pathlib.Path, run: str,
     shutil.rmtree(card)
     shutil.rmtree(work / f"archive-{run}", ignore_errors=True)
     stages = out.get("timings") or _log_stages(result.stderr)
-    return took, cpu, {k: float(v) for k, v in stages.items()}
+    return took, cpu, {k: float(v) for k, v in stages.items()}, where
 
 
 def main() -> int:
@@ -159,18 +219,22 @@ def main() -> int:
         for checkout in (ROOT, *([args.before] if args.before else [])):
             compile_sources(checkout)
         naive, agent, stages, before, cpus, before_cpus = [], [], [], [], [], []
+        wheres: list[dict[str, float]] = []
+        before_wheres: list[dict[str, float]] = []
         for run in range(args.repeat):
             naive.append(naive_chain(template, work))
-            took, cpu, split = agent_run(template, work, str(run))
+            took, cpu, split, where = agent_run(template, work, str(run))
             agent.append(took)
             cpus.append(cpu)
             stages.append(split)
+            wheres.append(where)
             print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   agent {took:6.2f} s ({cpu:6.1f} s CPU)   "
                   + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
             if args.before:
-                took, cpu, split = agent_run(template, work, f"before-{run}", args.before)
+                took, cpu, split, where = agent_run(template, work, f"before-{run}", args.before)
                 before.append(took)
                 before_cpus.append(cpu)
+                before_wheres.append(where)
                 print(f"         before {took:6.2f} s ({cpu:6.1f} s CPU)   "
                       + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
         n, a = statistics.median(naive), statistics.median(agent)
@@ -185,6 +249,11 @@ def main() -> int:
         names = list(dict.fromkeys(k for s in stages for k in s))
         print("stages (median wall s): " + ", ".join(
             f"{k} {statistics.median(s.get(k, 0.0) for s in stages):.2f}" for k in names))
+        for label, runs in (("agent", wheres), ("before", before_wheres)):
+            if runs:
+                kinds = list(dict.fromkeys(k for w in runs for k in w))
+                print(f"CPU (median s), {label}: " + ", ".join(
+                    f"{k} {statistics.median(w.get(k, 0.0) for w in runs):.2f}" for k in kinds))
         after = os.getloadavg()
         print(f"load average after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
     return 0
