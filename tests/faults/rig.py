@@ -103,13 +103,14 @@ class Rig:
             self.archive.stop()
             self.archive = None
 
-    def died_by_kill(self) -> bool:
-        """The archive process was killed (SIGKILL at its armed point)."""
+    def died_by_kill(self, *, wait_s: float = 15.0) -> bool:
+        """The archive process was killed (SIGKILL at its armed point), waiting up to ``wait_s``
+        for it to end."""
         proc = self.archive.proc if self.archive else None
         if proc is None:
             return False
         try:
-            code = proc.wait(timeout=15)
+            code = proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             return False
         return code == -signal.SIGKILL
