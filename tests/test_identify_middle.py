@@ -206,3 +206,71 @@ def test_a_tilted_blurred_barcode_only_label_in_the_middle_is_read(tmp_path):
     assert {(e.patient_id, e.method) for e in middle if e.patient_id} == {(OTHER_CANONICAL, Method.BARCODE)}
     assert decision.reason == Reason.MIXED_PATIENTS and spec.files[1] in decision.detail
     assert not decision.accepted
+
+
+def test_a_middle_barcode_only_label_no_pass_decodes_refuses_the_card(tmp_path):
+    # Another patient's Code 39 label with no printed number, blurred until no
+    # barcode pass decodes it (the whole frame at full resolution reads nothing):
+    # OCR finds no number-like line, so before, the region was a false find and
+    # the card was archived. Bars that look like a 1D code make it an unread label.
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=22,
+                     extra_patient_at=1, extra_patient=OTHER, barcode_only_at=(1,), label_angle=12,
+                     blur=2.2, symbology="Code39")
+    assert barcode.read_barcodes(identify_module.open_upright(spec.root / spec.files[1]), budget_s=BUDGET) == []
+    _, identified, decision = run(spec.root)
+    unread = [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]
+    assert [(e.relative_path, e.text) for e in unread] == [(spec.files[1], identify_module.UNDECODED_BARS)]
+    bx, by, bw, bh = spec.images[1].label_box
+    x, y, w, h = unread[0].position
+    assert x <= bx + bw // 2 <= x + w and y <= by + bh // 2 <= y + h
+    assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD and not decision.accepted
+    assert spec.files[1] in decision.detail
+
+
+def _ruler(width: int, ticks_both_edges: bool) -> np.ndarray:
+    """A paper wound ruler, 15 cm of mm ticks with cm numbers, on skin-grey (8-bit grey)."""
+    from PIL import Image, ImageDraw
+
+    h = width // 8
+    img = Image.new("L", (width + 80, h + 80), 150)
+    d = ImageDraw.Draw(img)
+    d.rectangle((40, 40, 40 + width, 40 + h), fill=245)
+    pitch = (width - 20) / 150
+    for mm in range(151):
+        x = 50 + mm * pitch
+        t = 0.5 if mm % 10 == 0 else 0.33 if mm % 5 == 0 else 0.2
+        d.line((x, 40, x, 40 + h * t), fill=25, width=max(1, round(pitch / 4)))
+        if ticks_both_edges:
+            d.line((x, 40 + h, x, 40 + h * (1 - t)), fill=25, width=max(1, round(pitch / 4)))
+        if mm % 10 == 0 and mm:
+            d.text((x + 2, 40 + h * 0.55), str(mm // 10), fill=25)
+    return np.asarray(img)
+
+
+def _code(symbology: str, blur: float) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    from tests.support.cardgen import barcode_image
+
+    bars = barcode_image(OTHER_CANONICAL, symbology)
+    bars = bars.resize((bars.width * 3, bars.width * 3 // 5), Image.NEAREST)
+    img = Image.new("L", (bars.width + 120, bars.height + 120), 245)
+    img.paste(bars, (60, 60))
+    return np.asarray(img.filter(ImageFilter.GaussianBlur(blur)))
+
+
+def test_bars_that_look_like_a_1d_code_and_those_that_do_not():
+    # What makes an undecoded bar pattern an unread label: a code's bars (decoded
+    # or not), not a ruler's evenly spaced ticks nor a striped cloth.
+    for symbology in ("Code39", "Code128", "ITF"):
+        for blur in (0.0, 1.5):
+            assert barcode.looks_like_1d_code(_code(symbology, blur)), (symbology, blur)
+    for width in (600, 1200, 2000):
+        for both in (False, True):
+            assert not barcode.looks_like_1d_code(_ruler(width, both)), (width, both)
+    stripes = np.full((400, 900), 240, np.uint8)
+    for x in range(30, 870, 24):
+        stripes[30:370, x:x + 10] = 30
+    assert not barcode.looks_like_1d_code(stripes)
+    assert not barcode.looks_like_1d_code(np.full((200, 300), 128, np.uint8))
+    assert not barcode.looks_like_1d_code(np.zeros((3, 3), np.uint8))

@@ -97,6 +97,10 @@ REDUCED_MISS_SHARE = 0.3
 # Share of the per-frame budget the harder barcode passes get on a label-like
 # region's crop (where the quick pass and OCR read no number).
 CROP_BARCODE_SHARE = 0.5
+# Why a label-like region where nothing was read, but whose bars look like a 1D
+# code's (barcode.looks_like_1d_code), is an unread label: a label with a barcode
+# and no printed number that no pass decodes is read by nothing at all.
+UNDECODED_BARS = "a label-like region with a barcode that no barcode pass could decode"
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -468,7 +472,8 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         product_label = any(e.method == Method.BARCODE and e.relative_path == path and e.frame == frame
                             and _inside(e.position, region.box) for e in ctx.evidence)
         why = _unread_why(text, products=[t for _, t in seen], product_label=product_label,
-                          barcodes_cut=barcodes_cut)
+                          barcodes_cut=barcodes_cut,
+                          bars=not product_label and frame_locator.code_pattern_in(region.box))
         if why:
             unread.append(Evidence(relative_path=path, frame=frame, method=Method.UNREAD_LABEL,
                                    text=why, patient_id=None, position=region.box))
@@ -495,7 +500,7 @@ def _ocr_label_crop(ctx: _Context, crop: Image.Image, path: str, frame: int, bud
 
 
 def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = False,
-                barcodes_cut: bool = False) -> str:
+                barcodes_cut: bool = False, bars: bool = False) -> str:
     """Why a region from which no number was read counts as an unread label, or ""
     when OCR saw nothing number-like there and the barcode passes read it to the
     end (not a label: a false find).
@@ -519,6 +524,8 @@ def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = F
         return "a label-like region that could not be read within the time budget"
     if barcodes_cut and not product_label:
         return "a label-like region whose barcode could not be read within the time budget"
+    if bars:
+        return UNDECODED_BARS
     return ""
 
 

@@ -133,8 +133,9 @@ STAFF_MESSAGES: dict[Reason, str] = {
         "nothing was deleted; keep the card, do not reuse it, and contact IT."
     ),
     Reason.UNREADABLE_LABEL_MID_CARD: (
-        "A picture on the card shows a patient label that could not be read (in the middle of "
-        "the card, or a second label beside the patient's), so it may belong to another patient. "
+        "A picture on the card shows a patient label whose number or barcode could not be read (in "
+        "the middle of the card, or a second label beside the patient's), so it may belong to another "
+        "patient. "
         "Nothing was sent and nothing was deleted; look at that picture, remove it if it shows "
         "another patient, or photograph the label again sharp and close."
     ),
@@ -275,8 +276,9 @@ STAFF_MESSAGES_SV: dict[Reason, str] = {
         "behåll kortet, använd det inte igen och kontakta IT."
     ),
     Reason.UNREADABLE_LABEL_MID_CARD: (
-        "En bild på kortet visar en patientetikett som inte gick att läsa (mitt på kortet, eller en "
-        "andra etikett bredvid patientens), så den kan höra till en annan patient. Inget skickades "
+        "En bild på kortet visar en patientetikett vars nummer eller streckkod inte gick att läsa "
+        "(mitt på kortet, eller en andra etikett bredvid patientens), så den kan höra till en annan "
+        "patient. Inget skickades "
         "och inget raderades; titta på bilden, ta bort den om den visar en annan patient, eller "
         "fotografera etiketten igen skarpt och nära."
     ),

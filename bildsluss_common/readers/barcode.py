@@ -65,6 +65,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
+import cv2  # opencv-python-headless: a project dependency (readers/regions.py)
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
@@ -275,6 +276,13 @@ class FrameLocator:
             self._grey = to_grey(self.image)
             self._patches = locate(self._grey) if self._grey.size and min(self._grey.shape) >= 8 else []
         return [p for p in self._patches if _middle_in(p[0], box, 1.0)]
+
+    def code_pattern_in(self, box: tuple[int, int, int, int]) -> bool:
+        """Whether a barcode-like patch in ``box`` shows a 1D code's bars
+        (:func:`looks_like_1d_code`), decoded or not."""
+        patches = self.patches_in(box)
+        assert self._grey is not None
+        return any(looks_like_1d_code(self._grey[y0:y1, x0:x1]) for (x0, y0, x1, y1), _ in patches)
 
     def read_in(self, box: tuple[int, int, int, int], *, budget_s: float) -> FullRead:
         """The located pass on the frame's patches whose middle lies in ``box``
@@ -679,6 +687,124 @@ def locate(grey: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
         angle = bar_angle(grey[y0:y1, x0:x1])
         out.append(((x0, y0, x1, y1), angle if angle is not None else 0.0))
     return out
+
+
+# What a 1D code's bars look like once turned upright (looks_like_1d_code). Fitted
+# on the identity benchmark's barcode-only labels mid-card (seed 0: of the 30 Code 128,
+# Code 39 and ITF labels at +-30 degrees, blurred, 23 pass, among them the 3 that no
+# pass decodes) against 90 frames of skin beside a paper wound ruler, striped cloth
+# or a keyboard and the corpus's 21 ordinary photos (none pass). Fitted on those
+# frames, so the margins are thin (fewest bars 15 against 14 on a keyboard, clean
+# share 0.7 against 0.66 on a ruler): README, "Benchmarks"; docs/identity-reading.md.
+CODE_MIN_BARS = 15  # a 12-digit Code 128 has 27 bars, ITF 34, Code 39 70
+CODE_HEIGHT_RATIO = (0.07, 0.7)  # bar height / symbol width: a ruler's ticks are short
+CODE_MIN_CLEAN = 0.4  # share of columns dark or light over the whole bar height
+CODE_MIN_WIDTH_CV = 0.2  # bars and gaps of several widths; a ruler's or a cloth's repeat
+# Share of the bars dark over (nearly) the whole bar block: a code's bars are all as
+# tall; a ruler's mm, 5 mm and cm ticks are not (about half its "bars" are short).
+CODE_MIN_FULL_HEIGHT = 0.8
+# The same, dark against each row's neighbourhood (a code blurred until its bars are
+# grey: Otsu puts them with the skin); a code 2.2 px blurred on a 2 MP card passes.
+CODE_BLURRED_HEIGHT_RATIO = (0.15, 0.7)
+CODE_BLURRED_MIN_CLEAN = 0.7
+CODE_BLURRED_MIN_WIDTH_CV = 0.4
+
+
+def looks_like_1d_code(patch: np.ndarray) -> bool:
+    """Whether a grey patch shows a 1D barcode's bars, even one no reader decodes.
+
+    Turned so that its parallel bars (:func:`bar_angle`) stand upright and
+    binarised (Otsu), the longest band of rows crossing at least
+    ``CODE_MIN_BARS`` dark runs is the bar block; across it, the longest stretch
+    of narrow runs (a quiet zone, the label's edge or skin ends it) is the
+    symbol. A code's symbol has many bars, bars as tall as a good share of its
+    width, columns that are dark or light all the way down, and bars and gaps of
+    several widths: a ruler's ticks are short and evenly spaced, a striped
+    cloth repeats, print and foliage are not dark the whole height. Never raises.
+    """
+    try:
+        return _looks_like_1d_code(patch)
+    except Exception as exc:  # a malformed patch is no code; the caller's readers ran already
+        log.warning("barcode: bar pattern check failed: %s", exc)
+        return False
+
+
+def _looks_like_1d_code(patch: np.ndarray) -> bool:
+    angle = bar_angle(patch)
+    if angle is None:
+        return False
+    turned = np.asarray(Image.fromarray(patch).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True,
+                                                      fillcolor=int(np.median(patch)))).astype(np.float32)
+    f = code_features(turned, local=False)
+    if f is not None and f["bars"] >= CODE_MIN_BARS \
+            and CODE_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1] \
+            and f["clean"] >= CODE_MIN_CLEAN and f["width_cv"] >= CODE_MIN_WIDTH_CV \
+            and f["full_height"] >= CODE_MIN_FULL_HEIGHT:
+        return True
+    # A code blurred so far that its bars are grey: stricter, a ruler's ticks pass the
+    # local threshold too (their clean share 0.44-0.66, their spread 0.21-0.38).
+    f = code_features(turned, local=True)
+    return bool(f is not None and f["bars"] >= CODE_MIN_BARS
+                and CODE_BLURRED_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1]
+                and f["clean"] >= CODE_BLURRED_MIN_CLEAN and f["width_cv"] >= CODE_BLURRED_MIN_WIDTH_CV
+                and f["full_height"] >= CODE_MIN_FULL_HEIGHT)
+
+
+def code_features(turned: np.ndarray, *, local: bool) -> dict[str, float] | None:
+    """The measures :func:`looks_like_1d_code` judges on a patch turned so that
+    its bars stand upright (None: no band of rows crossing enough dark runs).
+    ``local``: dark against each row's neighbourhood rather than the patch's
+    Otsu threshold. Public for tuning the thresholds."""
+    if local:
+        # Dark against the row's own neighbourhood, after smoothing along the bars:
+        # a blurred code's bars are grey, darker only than the gaps beside them.
+        along = cv2.blur(turned, (1, 7))
+        dark = along < cv2.blur(along, (31, 1)) - 4
+    else:
+        threshold, _ = cv2.threshold(turned.astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        dark = turned <= threshold  # cv2: above the threshold is light
+    runs_per_row = (np.diff(dark.astype(np.int8), axis=1) == 1).sum(axis=1)
+    top, bottom = _longest_band(runs_per_row >= CODE_MIN_BARS, gap=2)
+    if bottom - top < 6:
+        return None
+    column = dark[top:bottom].mean(axis=0)
+    profile = (column > 0.5).astype(np.int8)
+    edges = np.concatenate([[0], np.nonzero(np.diff(profile))[0] + 1, [len(profile)]])
+    widths = np.diff(edges)
+    narrow = widths <= 6 * float(np.median(widths))
+    first, last = _longest_band(narrow, gap=0)
+    if last - first < 3:
+        return None
+    seg = slice(first, last)
+    is_bar = profile[edges[:-1]][seg] == 1
+    w = widths[seg].astype(np.float64)
+    x0, x1 = int(edges[first]), int(edges[last])
+
+    def spread(v: np.ndarray) -> float:
+        return float(v.std() / v.mean()) if len(v) > 2 else 0.0
+
+    bar_runs = [k for k in range(first, last) if profile[edges[k]] == 1]
+    full_height = float(np.mean([column[edges[k]:edges[k + 1]].max() >= 0.75 for k in bar_runs])) \
+        if bar_runs else 0.0
+    return dict(bars=float(is_bar.sum()), height_ratio=(bottom - top) / max(1, x1 - x0), full_height=full_height,
+                clean=float(((column[x0:x1] < 0.2) | (column[x0:x1] > 0.8)).mean()),
+                width_cv=min(spread(w[is_bar]), spread(w[~is_bar])))
+
+
+def _longest_band(flags: np.ndarray, *, gap: int) -> tuple[int, int]:
+    """The longest run of True in ``flags`` (gaps of up to ``gap`` False closed): (start, end)."""
+    best, start, misses, end = (0, 0), None, 0, 0
+    for i, flag in enumerate([*flags.tolist(), *([False] * (gap + 1))]):
+        if flag:
+            start = i if start is None else start
+            misses, end = 0, i + 1
+        elif start is not None:
+            misses += 1
+            if misses > gap:
+                if end - start > best[1] - best[0]:
+                    best = (start, end)
+                start, misses = None, 0
+    return best
 
 
 def bar_angle(patch: np.ndarray) -> float | None:
