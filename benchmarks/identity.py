@@ -15,6 +15,14 @@ and reads each one the way the agent does, on ONE core:
   agent's OCR fallback must read the printed number;
 * **ultrasound overlay frames** (default 50): :func:`tests.support.labels.render_overlay`,
   read as the agent reads an image in ultrasound mode (barcode, then overlay OCR);
+* **middle frames** (``--middle``, ``--barcode-only``, ``--plain``, ``--lookalike``):
+  another patient's label in the middle of a card (barcode and print-only in
+  turn; ``barcode-only``: a barcode and no printed number, six symbologies in
+  turn, the same +-30 degrees and degradations, so OCR cannot help), plain skin
+  photos, and skin beside a paper wound ruler, striped cloth or a keyboard (in
+  turn: stripes and print that are no label), each read as a middle picture and
+  judged by the decide stage; every label must refuse the card, no plain or
+  look-alike frame may;
 
 and then runs the real barcode corpus (``/work/shared/corpus/barcodes``) through
 the agent's barcode reader, per folder, against zxing-cpp's own pass thresholds.
@@ -135,7 +143,7 @@ log = logging.getLogger("benchmarks.identity")
 class Spec:
     """One synthetic frame: everything needed to render it again."""
 
-    kind: str  # "barcode" | "print" | "overlay" | "middle" | "plain"
+    kind: str  # "barcode" | "print" | "overlay" | "middle" | "barcode-only" | "plain" | "lookalike"
     index: int
     seed: int  # the renderer's seed
     truth: str  # canonical 12 digits
@@ -171,7 +179,7 @@ class Spec:
         return d
 
 
-_KIND_CODE = {"barcode": 1, "print": 2, "overlay": 3, "middle": 4, "plain": 5}
+_KIND_CODE = {"barcode": 1, "print": 2, "overlay": 3, "middle": 4, "plain": 5, "barcode-only": 6, "lookalike": 7}
 
 
 def _number(rng: np.random.Generator) -> tuple[str, bool]:
@@ -208,7 +216,9 @@ def make_spec(kind: str, index: int, seed: int) -> Spec:
     symbology = SYMBOLOGIES[index % len(SYMBOLOGIES)] if kind == "barcode" else None
     if kind == "middle":  # another patient's label mid-card: barcode labels and print-only in turn
         symbology = SYMBOLOGIES[(index // 2) % len(SYMBOLOGIES)] if index % 2 == 0 else None
-    return Spec(
+    if kind == "barcode-only":  # another patient's label mid-card with no printed number: OCR cannot help
+        symbology = SYMBOLOGIES[index % len(SYMBOLOGIES)]
+    spec = Spec(
         kind, index, render_seed, truth, _printed(number, form),
         symbology=symbology,
         font=str(rng.choice(FONTS)),
@@ -224,6 +234,9 @@ def make_spec(kind: str, index: int, seed: int) -> Spec:
         coordination=coordination,
         form=form,
     )
+    if kind == "lookalike":  # a ruler or a piece of cloth may span a good part of the frame
+        spec = dataclasses.replace(spec, size=int(round(math.exp(rng.uniform(math.log(600), math.log(2600))))))
+    return spec
 
 
 # --------------------------------------------------------------------------- rendering
@@ -298,11 +311,95 @@ def _perspective(img: Image.Image, amount: float, label_box: tuple[int, int, int
     return img.transform((w, h), Image.QUAD, quad, Image.BICUBIC)
 
 
+# What a "lookalike" middle frame shows beside the skin, in turn: stripes that are no barcode.
+LOOKALIKES = ("ruler", "stripes", "keyboard")
+
+
+def _lookalike(what: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A paper wound ruler (mm ticks, cm numbers), a piece of striped cloth, or a
+    keyboard's keys: bar-like or print-like patterns on something bright, which a
+    label search may take for a label and a barcode locator for bars. RGB."""
+    from PIL import ImageDraw
+
+    if what == "ruler":
+        w, h = size, max(40, size // int(rng.integers(6, 11)))
+        paper = (250, 250, 246) if rng.random() < 0.7 else (246, 236, 170)
+        img = Image.new("RGB", (w, h), paper)
+        d = ImageDraw.Draw(img)
+        cm = int(rng.integers(10, 21))
+        pitch = (w - 20) / (cm * 10)
+        f = labels.font("dejavu-sans", max(8, h // 4))
+        both = rng.random() < 0.5  # ticks along both edges (many paper guides)
+        for mm in range(cm * 10 + 1):
+            x = 10 + mm * pitch
+            t = 0.5 if mm % 10 == 0 else 0.33 if mm % 5 == 0 else 0.2
+            lw = max(1, round(pitch / 4))
+            d.line((x, 0, x, h * t), fill=(20, 20, 20), width=lw)
+            if both:
+                d.line((x, h, x, h * (1 - t)), fill=(20, 20, 20), width=lw)
+            if mm % 10 == 0 and mm:
+                d.text((x + 2, h * 0.52), str(mm // 10), fill=(20, 20, 20), font=f)
+        if rng.random() < 0.5:
+            d.text((w * 0.6, h * 0.55), "cm", fill=(20, 20, 20), font=f)
+        return img
+    if what == "stripes":
+        w, h = size, int(size * rng.uniform(0.4, 0.9))
+        light = (245, 245, 240)
+        dark = tuple(int(v) for v in rng.choice([(20, 30, 80), (25, 25, 25), (120, 20, 30), (30, 90, 60)]))
+        img = Image.new("RGB", (w, h), light)
+        d = ImageDraw.Draw(img)
+        width = int(rng.integers(max(3, size // 200), max(5, size // 40)))
+        gap = int(width * rng.uniform(0.6, 2.5))
+        x = 0
+        while x < w:
+            d.rectangle((x, 0, x + width - 1, h), fill=dark)
+            x += width + gap + int(rng.integers(0, max(1, width // 3)))
+        # Cloth folds: a gentle wave across the stripes.
+        a = np.asarray(img)
+        shift = (np.sin(np.linspace(0, rng.uniform(2, 6), h)) * width * rng.uniform(0, 1.5)).astype(int)
+        a = np.stack([np.roll(a[y], shift[y], axis=0) for y in range(h)])
+        return Image.fromarray(a)
+    # keyboard: light keys with dark letters on a dark frame, or dark keys with light letters
+    rows, cols = 4, int(rng.integers(10, 15))
+    key = size // cols
+    w, h = key * cols, key * rows
+    light_keys = rng.random() < 0.6
+    key_c, ink, frame_c = ((235, 235, 232), (30, 30, 30), (90, 90, 95)) if light_keys \
+        else ((40, 40, 44), (235, 235, 235), (20, 20, 22))
+    img = Image.new("RGB", (w, h), frame_c)
+    d = ImageDraw.Draw(img)
+    f = labels.font("dejavu-sans", max(8, key // 3))
+    chars = "1234567890QWERTYUIOPASDFGHJKLZXCVBNM"
+    for r in range(rows):
+        for c in range(cols):
+            x0, y0 = c * key + key // 12, r * key + key // 12
+            d.rectangle((x0, y0, x0 + key * 5 // 6, y0 + key * 5 // 6), fill=key_c)
+            d.text((x0 + key // 8, y0 + key // 10), chars[(r * cols + c) % len(chars)], fill=ink, font=f)
+    return img
+
+
+def _render_lookalike(spec: Spec) -> Image.Image:
+    rng = np.random.default_rng(spec.seed)
+    scene = cardgen._scene(*labels.SCENE_12MP, rng)
+    obj = _lookalike(LOOKALIKES[spec.index % len(LOOKALIKES)], spec.size, rng).convert("RGBA")
+    obj = obj.rotate(spec.rotation, resample=Image.BICUBIC, expand=True)
+    ow, oh = obj.size
+    h, w = scene.shape[:2]
+    x, y = int(rng.integers(0, max(1, w - ow))), int(rng.integers(0, max(1, h - oh)))
+    alpha = np.asarray(obj.getchannel("A"), np.float32)[..., None] / 255
+    part = scene[y:y + oh, x:x + ow]
+    a = alpha[:part.shape[0], :part.shape[1]]
+    part[:] = part * (1 - a) + np.asarray(obj.convert("RGB"), np.float32)[:part.shape[0], :part.shape[1]] * a
+    return cardgen._photograph(scene, rng, spec.blur)
+
+
 def render(spec: Spec) -> Image.Image:
     """The frame as the camera (or ultrasound machine) would store it, encoded and decoded once."""
     if spec.kind == "plain":  # an ordinary clinical photograph: skin, a lesion, hairs; no label
         rng = np.random.default_rng(spec.seed)
         return cardgen._photograph(cardgen._scene(*labels.SCENE_12MP, rng), rng, spec.blur)
+    if spec.kind == "lookalike":  # skin beside a wound ruler, striped cloth or a keyboard; no label
+        return _render_lookalike(spec)
     if spec.kind == "overlay":
         w, h = spec.overlay_size
         img = labels.render_overlay(spec.name, spec.printed, "2026-03-14", w, h, spec.seed, font_name=spec.font,
@@ -314,7 +411,7 @@ def render(spec: Spec) -> Image.Image:
             barcode_text=spec.truth if spec.symbology else None,  # the 12 digits, all symbologies
             font_name=spec.font, size=spec.size, rotation=spec.rotation, blur=spec.blur,
             noise=spec.noise, glare=spec.glare, jpeg_quality=None, extra_line=spec.extra_line,
-            seed=spec.seed,
+            seed=spec.seed, printed_number=spec.kind != "barcode-only",
         )
     img = rl.image
     if spec.perspective > 0:
@@ -476,7 +573,7 @@ def measure(spec: Spec, path: str, budget_s: float, stages: Stages, baseline: bo
 
 # --------------------------------------------------------------------------- middle frames (issue 12)
 
-MIDDLE_KINDS = ("middle", "plain")
+MIDDLE_KINDS = ("middle", "barcode-only", "plain", "lookalike")
 # The card's own patient, on its first and last picture (the middle frame's label is another's).
 CARD_PATIENT = "191212121212"
 # Ordinary photographs of the corpus read as middle frames (no label; decodable, 300 px or more).
@@ -509,9 +606,20 @@ def middle_record(spec: Spec, evidence: list, t_total: float, cpu_total: float, 
            else "invalid" if any(e.invalid for e in evidence) else None)
     return dict(id=spec.id, kind=spec.kind, symbology=spec.symbology, truth=spec.truth,
                 refused=not decision.accepted, reason=decision.reason.value if decision.reason else None,
-                how=how, wrong=sorted(valid - {spec.truth}), t_total=t_total, cpu_total=cpu_total,
+                how=how, wrong=sorted(valid - {spec.truth}), why=_unread(evidence), t_total=t_total,
+                cpu_total=cpu_total,
                 regions=stages.calls["regions"], found=stages.found, ocr_label=stages.calls["ocr_label"],
                 decoded_full=stages.calls["decode_full"] > 0, stages=dict(stages.t), params=spec.params())
+
+
+def _unread(evidence: list) -> list[str]:
+    """Why the frame's label-like regions count as unread labels (the evidence's texts)."""
+    return sorted({e.text for e in evidence if e.method == Method.UNREAD_LABEL})
+
+
+def _bars_only(r: dict) -> bool:
+    """A card refused only because a label-like region showed bars no pass decoded."""
+    return r["refused"] and r["why"] == [identify.UNDECODED_BARS]
 
 
 def run_plain_corpus(budget_s: float, stages: Stages) -> list[dict]:
@@ -528,6 +636,7 @@ def run_plain_corpus(budget_s: float, stages: Stages) -> list[dict]:
         evidence = identify.read_picture(p, "frame", required=False, budget_s=budget_s)
         t, c = time.perf_counter() - t0, _cpu() - c0
         out.append(dict(id=str(p.relative_to(CORPUS_PHOTOS)), refused=not card_decision(evidence).accepted,
+                        why=_unread(evidence),
                         regions=stages.calls["regions"], found=stages.found, ocr_label=stages.calls["ocr_label"],
                         decoded_full=stages.calls["decode_full"] > 0, t_total=t, cpu_total=c))
     return out
@@ -538,15 +647,19 @@ def report_middle(records: list[dict], corpus_plain: list[dict] | None) -> tuple
     out: dict = {}
     targets = []
     mid = [r for r in records if r["kind"] == "middle"]
+    only = [r for r in records if r["kind"] == "barcode-only"]
     plain = [r for r in records if r["kind"] == "plain"]
-    if mid:
+    lookalike = [r for r in records if r["kind"] == "lookalike"]
+    if mid or only:
         print()
         print("== Middle-frame labels: another patient's label in the middle of a card (read as a middle "
               "picture, then decide on a card whose first/last show the card's patient)")
         print(f"{'group':<22}{'n':>5}{'refused':>9}{'ARCHIVED':>10}{'by barcode':>12}{'by OCR':>8}"
               f"{'unread lbl':>12}{'invalid':>9}{'wrong':>7}{'CPU med':>9}{'p95 ms':>8}")
         for name, rs in (("barcode labels", [r for r in mid if r["symbology"]]),
-                         ("print-only labels", [r for r in mid if not r["symbology"]]), ("all", mid)):
+                         ("print-only labels", [r for r in mid if not r["symbology"]]), ("all", mid),
+                         *((f"barcode-only {sym}", [r for r in only if r["symbology"] == sym]) for sym in SYMBOLOGIES),
+                         ("barcode-only, all", only)):
             if not rs:
                 continue
             tc = [r["cpu_total"] for r in rs]
@@ -554,15 +667,26 @@ def report_middle(records: list[dict], corpus_plain: list[dict] | None) -> tuple
             print(f"{name:<22}{len(rs):>5}{sum(r['refused'] for r in rs):>9}{sum(not r['refused'] for r in rs):>10}"
                   f"{c['barcode']:>12}{c['ocr']:>8}{c['unread_label']:>12}{c['invalid']:>9}"
                   f"{sum(bool(r['wrong']) for r in rs):>7}{_ms(statistics.median(tc)):>9}{_ms(_q(tc, .95)):>8}")
-        archived = [r for r in mid if not r["refused"]]
+        archived = [r for r in [*mid, *only] if not r["refused"]]
         for r in archived:
             print(f"   ARCHIVED {r['id']} truth {r['truth']} {json.dumps(r['params'], ensure_ascii=False)}")
-        out["middle"] = dict(n=len(mid), refused=sum(r["refused"] for r in mid), archived=[r["id"] for r in archived],
-                             how=dict(Counter(r["how"] for r in mid)),
-                             reasons=dict(Counter(r["reason"] for r in mid)))
-        targets.append(("middle-frame labels: every card refused, 0 archived", f"{len(archived)} archived of {len(mid)}",
-                        not archived))
-    for name, rs in (("generated skin photos (12 MP)", plain), ("corpus photos", corpus_plain or [])):
+        for key, rs in (("middle", mid), ("barcode_only", only)):
+            if not rs:
+                continue
+            lost = [r["id"] for r in rs if not r["refused"]]
+            bars = [r["id"] for r in rs if _bars_only(r)]
+            print(f"   {key}: refused only for undecoded bars in a label-like region: {len(bars)} {bars or ''}")
+            out[key] = dict(n=len(rs), refused=sum(r["refused"] for r in rs), archived=lost, refused_bars_only=bars,
+                            how=dict(Counter(r["how"] for r in rs)),
+                            reasons=dict(Counter(r["reason"] for r in rs)))
+            what = "middle-frame labels" if key == "middle" else "barcode-only labels mid-card"
+            targets.append((f"{what}: every card refused, 0 archived", f"{len(lost)} archived of {len(rs)}",
+                            not lost))
+    for name, rs in (("generated skin photos (12 MP)", plain),
+                     *((f"skin beside a {what} (12 MP)",
+                        [r for r in lookalike if int(r["id"].split(":")[1]) % len(LOOKALIKES) == k])
+                       for k, what in enumerate(LOOKALIKES)),
+                     ("corpus photos", corpus_plain or [])):
         if not rs:
             continue
         print()
@@ -573,12 +697,19 @@ def report_middle(records: list[dict], corpus_plain: list[dict] | None) -> tuple
         refused = [r["id"] for r in rs if r["refused"]]
         print(f"   {len(rs)} frames: a label-like region found on {found}, OCR of a crop on {ocr_n}, "
               f"full decode on {sum(r['decoded_full'] for r in rs)}, card refused {len(refused)} {refused or ''}")
+        bars = [r["id"] for r in rs if _bars_only(r)]
+        print(f"   of those refused only for undecoded bars in a label-like region: {len(bars)} {bars or ''}; "
+              f"why: {dict(Counter(w for r in rs for w in r['why']))}")
         print(f"   CPU per frame (decode included): median {_ms(statistics.median(tc)).strip()} ms, "
               f"p95 {_ms(_q(tc, .95)).strip()} ms, mean {_ms(statistics.mean(tc)).strip()} ms")
-        out[name] = dict(n=len(rs), with_region=found, ocr=ocr_n, refused=refused,
+        out[name] = dict(n=len(rs), with_region=found, ocr=ocr_n, refused=refused, refused_bars_only=bars,
                          cpu_median=statistics.median(tc), cpu_p95=_q(tc, .95), cpu_mean=statistics.mean(tc))
         if name.startswith("generated"):
             targets.append(("plain skin middle frames: 0 refused", f"{len(refused)} refused of {len(rs)}", not refused))
+    if lookalike:
+        refused = [r["id"] for r in lookalike if r["refused"]]
+        targets.append(("rulers, stripes, keyboards mid-card: 0 refused", f"{len(refused)} refused of {len(lookalike)}",
+                        not refused))
     regions_t = [r["stages"].get("regions", 0.0) for r in [*mid, *plain]]
     if regions_t:
         print(f"   label-region search (find_label_regions) wall per frame: median {_ms(statistics.median(regions_t)).strip()} ms, "
@@ -934,9 +1065,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=500,
                     help="synthetic barcode labels (print-only: count/5, overlays: count/10); default 500")
     ap.add_argument("--quick", action="store_true", help="smoke run: 36 barcode + 12 print-only + 12 overlays, "
-                    "12 middle-frame labels + 6 plain middle frames, no corpus")
+                    "12 middle-frame labels + 6 barcode-only + 6 plain + 6 look-alike middle frames, no corpus")
     ap.add_argument("--middle", type=int, default=200,
                     help="middle-frame labels of another patient (barcode and print-only in turn); default 200")
+    ap.add_argument("--barcode-only", type=int, default=60,
+                    help="middle-frame labels of another patient with a barcode and no printed number "
+                         "(symbologies in turn); default 60")
+    ap.add_argument("--lookalike", type=int, default=60,
+                    help="12 MP skin photos beside a paper wound ruler, striped cloth or a keyboard (in turn), "
+                         "read as middle frames: none may be refused; default 60")
     ap.add_argument("--plain", type=int, default=50, help="plain 12 MP skin photos read as middle frames; default 50")
     ap.add_argument("--middle-only", action="store_true",
                     help="only the middle-frame sets (labels, plain frames, corpus photos)")
@@ -963,7 +1100,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     n_bc, n_pr, n_ov = (36, 12, 12) if args.quick else (args.count, args.count // 5, args.count // 10)
-    n_mid, n_plain = (12, 6) if args.quick else (args.middle, args.plain)
+    n_mid, n_only, n_plain, n_look = (12, 6, 6, 6) if args.quick else (args.middle, args.barcode_only, args.plain,
+                                                                        args.lookalike)
     if args.middle_only:
         n_bc = n_pr = n_ov = 0
     if args.only:
@@ -976,7 +1114,9 @@ def main(argv: list[str] | None = None) -> int:
                  + [make_spec("print", i, args.seed) for i in range(n_pr)]
                  + [make_spec("overlay", i, args.seed) for i in range(n_ov)]
                  + [make_spec("middle", i, args.seed) for i in range(n_mid)]
-                 + [make_spec("plain", i, args.seed) for i in range(n_plain)])
+                 + [make_spec("barcode-only", i, args.seed) for i in range(n_only)]
+                 + [make_spec("plain", i, args.seed) for i in range(n_plain)]
+                 + [make_spec("lookalike", i, args.seed) for i in range(n_look)])
     run_corpus_now = not (args.no_corpus or args.quick or args.only or args.middle_only)
 
     missing_fonts = [name for name, path in labels.FONTS.items() if not path.is_file()]
@@ -987,7 +1127,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = dict(
         started=dt.datetime.now().isoformat(timespec="seconds"), seed=args.seed, budget_s=args.budget,
         counts=dict(barcode=sum(s.kind == "barcode" for s in specs), print=sum(s.kind == "print" for s in specs),
-                    middle=sum(s.kind == "middle" for s in specs), plain=sum(s.kind == "plain" for s in specs),
+                    middle=sum(s.kind == "middle" for s in specs),
+                    barcode_only=sum(s.kind == "barcode-only" for s in specs),
+                    plain=sum(s.kind == "plain" for s in specs),
+                    lookalike=sum(s.kind == "lookalike" for s in specs),
                     overlay=sum(s.kind == "overlay" for s in specs)),
         cpus=sorted(_ALL_CPUS), timing_cpu=_TIMING_CPU, omp_thread_limit=os.environ.get("OMP_THREAD_LIMIT"),
         loadavg_start=os.getloadavg(), python=platform.python_version(),
@@ -1101,7 +1244,7 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(waited_for_generation_s=waited, overlap=overlap, total_s=time.perf_counter() - t_start, loadavg_end=os.getloadavg(),
                 loadavg_1min_during=dict(min=min(loads), median=statistics.median(loads), max=max(loads)) if loads else None)
     corpus_plain = None
-    if not (args.no_corpus or args.only) and CORPUS_PHOTOS.is_dir() and (n_mid or n_plain):
+    if not (args.no_corpus or args.only) and CORPUS_PHOTOS.is_dir() and (n_mid or n_only or n_plain or n_look):
         corpus_plain = run_plain_corpus(args.budget, stages)
     main_records = [r for r in records if r["kind"] not in MIDDLE_KINDS]
     out = report(main_records, corpus, args, meta) if main_records or corpus else {"meta": meta}

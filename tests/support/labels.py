@@ -85,13 +85,17 @@ def _barcode(symbology: str, text: str, module_px: int) -> Image.Image:
 
 
 def _label_sticker(number: str, name: str, width: int, font_name: str, symbology: str | None,
-                   barcode_text: str | None, extra_line: str) -> tuple[Image.Image, tuple[int, int, int, int], int]:
-    """The flat label, white on its own; returns image, number box and cap height."""
+                   barcode_text: str | None, extra_line: str, printed_number: bool = True,
+                   ) -> tuple[Image.Image, tuple[int, int, int, int], int]:
+    """The flat label, white on its own; returns image, number box and cap height
+    (``printed_number=False``: a barcode-only label, the number box is empty)."""
     pad = max(4, width // 20)
     num_px = max(6, int(width * 0.085))  # a 13-character number fills ~60 % of the width
     name_px = max(5, int(num_px * 0.8))
     f_num, f_name = font(font_name, num_px), font(font_name, name_px)
-    lines: list[tuple[str, ImageFont.FreeTypeFont]] = [(name, f_name), (number, f_num)]
+    lines: list[tuple[str, ImageFont.FreeTypeFont]] = [(name, f_name)]
+    if printed_number:
+        lines.append((number, f_num))
     if extra_line:
         lines.append((extra_line, f_name))
     bar = None
@@ -155,6 +159,7 @@ def render_label(
     scene_size: tuple[int, int] = SCENE_12MP,
     extra_line: str = "KIR AVD 12  2026-11-25",
     seed: int = 0,
+    printed_number: bool = True,
 ) -> RenderedLabel:
     """A photographed patient label on skin.
 
@@ -163,12 +168,15 @@ def render_label(
     sensor noise sigma in grey levels; ``glare`` 0..1, the strength of a specular
     highlight over part of the label; ``jpeg_quality`` None for no compression.
     ``barcode_text`` defaults to the number without separator.
+    ``printed_number=False``: a barcode-only label (the name and the extra line
+    printed, the number only in the barcode).
     """
     rng = np.random.default_rng(seed)
     digits = re.sub(r"[^0-9]", "", number)
     if symbology and barcode_text is None:
         barcode_text = digits
-    sticker, nbox, cap = _label_sticker(number, name, size, font_name, symbology, barcode_text, extra_line)
+    sticker, nbox, cap = _label_sticker(number, name, size, font_name, symbology, barcode_text, extra_line,
+                                        printed_number)
     tone = SKIN_TONES[int(rng.integers(0, len(SKIN_TONES)))]
     scene = _skin(scene_size, rng, tone)
     alpha = Image.new("L", sticker.size, 255)
