@@ -26,13 +26,15 @@ Invariants kept here:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -113,6 +115,7 @@ class IngestCore:
         self.blobs = blobs
         self.config = config
         self._reserve_formats = config.reserve_formats
+        self._manifests = _ParsedManifests()
         self.streams = limits.WriteStreams(config.effective_max_write_streams, config.agent_max_write_streams,
                                            config.write_idle_timeout_s)
 
@@ -289,10 +292,12 @@ class IngestCore:
         for i, b in enumerate(request.blobs):
             v.sha256(b.sha256, f"blobs[{i}].sha256")
             v.size(b.size_bytes, f"blobs[{i}].size_bytes")
-        info = self._session_info(request.session_id, caller)
-        for b in request.blobs:
-            _require_in_manifest(info, b)
-        stored = self._held(info, {b.sha256 for b in request.blobs})
+        with self.db.read() as s:
+            info = self._session_info(request.session_id, caller, s)
+            for b in request.blobs:
+                _require_in_manifest(info, b)
+            recorded = _recorded(s, {b.sha256 for b in request.blobs})
+        stored = self._held(info, recorded)
         missing: list[pb.BlobDigest] = []
         seen: set[str] = set()
         for b in request.blobs:
@@ -307,9 +312,11 @@ class IngestCore:
         if not request.HasField("blob"):
             raise InvalidArgument("blob is required")
         v.sha256(request.blob.sha256, "blob.sha256")
-        info = self._session_info(request.session_id, caller)
-        _require_in_manifest(info, request.blob)
-        if self._held(info, {request.blob.sha256}):
+        with self.db.read() as s:
+            info = self._session_info(request.session_id, caller, s)
+            _require_in_manifest(info, request.blob)
+            recorded = _recorded(s, {request.blob.sha256})
+        if self._held(info, recorded):
             return pb.QueryWriteStatusResponse(committed_size=request.blob.size_bytes, complete=True)
         size = self.blobs.committed_size(PartialKey(request.session_id, request.blob.sha256))
         return pb.QueryWriteStatusResponse(committed_size=size, complete=False)
@@ -326,11 +333,15 @@ class IngestCore:
         if not first.HasField("blob"):
             raise InvalidArgument("the first Write message must carry the blob digest")
         sha, size = v.sha256(first.blob.sha256, "blob.sha256"), first.blob.size_bytes
-        info = self._session_info(first.session_id, caller)
-        _require_in_manifest(info, first.blob)
+        # One read transaction for the session and the blob's row: a card's new
+        # blobs (every Write of a first upload) end their reading here (issue 12).
+        with self.db.read() as s:
+            info = self._session_info(first.session_id, caller, s)
+            _require_in_manifest(info, first.blob)
+            recorded = _recorded(s, {sha})
         if stream is not None:
             stream.belongs_to(info.agent_id)
-        if self._held(info, {sha}):
+        if self._held(info, recorded):
             return pb.WriteResponse(committed_size=size, complete=True)
         # A committed session's blob whose stored bytes are gone (a disk fault, an
         # old backup restored) is received again: the card that holds them is the
@@ -344,8 +355,9 @@ class IngestCore:
         message: pb.WriteRequest | None = first
         # Leaving the writer without a commit keeps what is durable resumable.
         with self.blobs.begin_write(key) as writer:
-            log.debug("write started", extra={"session_id": key.session_id, "sha256": sha,
-                                              "offset": first.offset, "committed": writer.committed_size})
+            if log.isEnabledFor(logging.DEBUG):  # committed_size is a stat() of the partial
+                log.debug("write started", extra={"session_id": key.session_id, "sha256": sha,
+                                                  "offset": first.offset, "committed": writer.committed_size})
             while message is not None:
                 if message is not first:
                     if message.session_id and message.session_id != first.session_id:
@@ -384,7 +396,8 @@ class IngestCore:
     def commit_session(self, request: pb.CommitSessionRequest,
                        caller: AgentCaller | None = None) -> pb.CommitSessionResponse:
         v.session_id(request.session_id)
-        self._session_info(request.session_id, caller)  # the caller's own session, or refused
+        with self.db.read() as s:
+            self._session_info(request.session_id, caller, s)  # the caller's own session, or refused
         response, created, (department, size) = retry_on_conflict(lambda: self._commit(request.session_id, caller))
         faults.reach("commit.committed")
         if created:
@@ -496,38 +509,86 @@ class IngestCore:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _session_info(self, session_id: str, caller: AgentCaller | None) -> OpenSessionInfo:
-        """The session, once it is the caller's own (refused otherwise)."""
+    def _session_info(self, session_id: str, caller: AgentCaller | None, s: Session) -> OpenSessionInfo:
+        """The session, once it is the caller's own (refused otherwise). Its row
+        is read on every call (it may have been committed, or purged, by another
+        process); its manifest only when this process has not parsed it yet."""
         self._trusted(caller)
-        with self.db.read() as s:
-            row = s.execute(
-                sa.select(IngestSession.status, IngestSession.manifest, IngestSession.agent_id,
-                          IngestSession.department_id)
-                .where(IngestSession.session_id == session_id)
-            ).one_or_none()
-        if row is None:
+        conn = s.connection()
+        row = conn.execute(_SESSION_ROW, {"session_id": session_id}).one_or_none()
+        sizes = self._manifests.get((session_id, row.fingerprint)) if row is not None else None
+        if row is not None and sizes is None:
+            # Read again with the manifest, all in one statement: what is kept is
+            # the manifest of the fingerprint it is kept by, even should the row
+            # change between two statements (PostgreSQL's read committed).
+            row = conn.execute(_SESSION_WITH_MANIFEST, {"session_id": session_id}).one_or_none()
+            if row is not None:
+                sizes = {e["sha256"]: e["size"] for e in row.manifest}
+                self._manifests.put((session_id, row.fingerprint), sizes)
+        if row is None or sizes is None:
             raise NotFound(f"unknown session {session_id}: call OpenSession first")
         if caller is not None:
             caller.check_session(session_id, row.agent_id, row.department_id)
-        return OpenSessionInfo(session_id, row.status == "committed",
-                               {e["sha256"]: e["size"] for e in row.manifest}, row.agent_id, row.department_id)
+        return OpenSessionInfo(session_id, row.status == "committed", sizes, row.agent_id, row.department_id)
 
-    def _held(self, info: OpenSessionInfo, shas: set[str]) -> set[str]:
-        """Those of ``shas`` this session need not send: held (``_held_by``) and
-        confirmed in the store."""
+    def _held(self, info: OpenSessionInfo, recorded: set[str]) -> set[str]:
+        """Those of ``recorded`` (``_recorded``) this session need not send: held
+        (``_held_by``) and confirmed in the store."""
+        # Only a blob recorded as stored can be held: the Writes of a card's new
+        # blobs (every Write of a first upload) end here.
+        if not recorded:
+            return set()
         with self.db.read() as s:
-            # Only a blob recorded as stored can be held: the Writes of a card's new
-            # blobs (every Write of a first upload) ask one question here, not four.
-            recorded = set(s.scalars(sa.select(Blob.sha256).where(
-                Blob.sha256.in_(shas), Blob.state == catalogue.STORED)))
-            if not recorded:
-                return set()
             held = _held_by(s, info.session_id, info.department_id, recorded)
             sent = set(s.scalars(sa.select(SessionBlob.sha256).where(
                 SessionBlob.session_id == info.session_id, SessionBlob.sha256.in_(held))))
         confirmed = catalogue.confirmed(self.db, self.blobs, held)
         # Bytes another card sent stand for this one only once hashed (issue 13).
         return (confirmed & sent) | catalogue.whole(self.db, self.blobs, confirmed - sent)
+
+
+# Prepared once: these run on every Write, FindMissingBlobs and QueryWriteStatus (issue 12).
+_SESSIONS = cast(sa.Table, IngestSession.__table__)
+_SESSION_ROW = sa.select(_SESSIONS.c.status, _SESSIONS.c.agent_id, _SESSIONS.c.department_id,
+                         _SESSIONS.c.fingerprint).where(_SESSIONS.c.session_id == sa.bindparam("session_id"))
+_SESSION_WITH_MANIFEST = sa.select(*_SESSION_ROW.selected_columns, _SESSIONS.c.manifest).where(
+    _SESSIONS.c.session_id == sa.bindparam("session_id"))
+_BLOBS = cast(sa.Table, Blob.__table__)
+_RECORDED = sa.select(_BLOBS.c.sha256).where(_BLOBS.c.sha256.in_(sa.bindparam("shas", expanding=True)),
+                                             _BLOBS.c.state == catalogue.STORED)
+
+
+def _recorded(s: Session, shas: set[str]) -> set[str]:
+    """Those of ``shas`` whose blob row says stored (not yet that the store has them)."""
+    return set(s.connection().execute(_RECORDED, {"shas": sorted(shas)}).scalars())
+
+
+class _ParsedManifests:
+    """The blob sizes of recently used sessions' manifests, by (session id,
+    fingerprint): a session's fingerprint is the SHA-256 of its manifest (among
+    the rest), and the manifest of a session id never changes while its row
+    lives, so an entry is right for as long as the row still has that
+    fingerprint. Parsing a card's manifest on each of its Writes cost CPU in
+    proportion to the card (issue 12)."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[tuple[str, str], dict[str, int]] = collections.OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> dict[str, int] | None:
+        with self._lock:
+            sizes = self._entries.get(key)
+            if sizes is not None:
+                self._entries.move_to_end(key)
+            return sizes
+
+    def put(self, key: tuple[str, str], sizes: dict[str, int]) -> None:
+        with self._lock:
+            self._entries[key] = sizes
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
 
 
 def _declared(manifest: list[dict[str, Any]]) -> int:

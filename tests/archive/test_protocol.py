@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from archive_server import admin
 from archive_server.models import AuditEvent, Blob, Case, IngestSession
 from bildsluss.v1 import ingest_pb2 as pb
 from tests.archive.client import (
@@ -33,6 +34,7 @@ from tests.archive.client import (
     write_blob,
     write_requests,
 )
+from tests.archive.world import LOCAL
 
 ARCHIVE = [sys.executable, "-m", "archive_server.cli"]
 
@@ -300,6 +302,23 @@ def test_write_after_commit_answers_stored_blobs_and_refuses_others(stub):
                                                                            complete=True)
     assert status_code(lambda: write_blob(stub, request.session_id, os.urandom(100))) == \
         grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_purged_session_id_opened_again_is_held_to_its_new_manifest(stub, archive_db, archive_store):
+    """The archive keeps each session's parsed manifest by session id and
+    fingerprint (issue 12): a session id whose case was purged (R19) and that is
+    opened again for another card is checked against that card's manifest."""
+    old, new = files_of(300), files_of(400)
+    request, response = ingest_files(stub, old)
+    admin.purge_case(archive_db, archive_store, LOCAL, response.case_id, "Gallringsbeslut 2026:12")
+    again = open_request(new, session_id=request.session_id, patient_id=request.patient_id)
+    assert stub.OpenSession(again, timeout=10).committed is False
+    (old_data,), (new_data,) = old.values(), new.values()
+    assert status_code(lambda: write_blob(stub, request.session_id, old_data)) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    assert write_blob(stub, request.session_id, new_data).complete
+    receipts = commit(stub, request.session_id).receipts
+    assert [r.sha256 for r in receipts] == [sha256_hex(new_data)]
 
 
 def test_known_blobs_are_not_sent_again(stub, archive_db):
