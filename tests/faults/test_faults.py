@@ -14,6 +14,7 @@ import pathlib
 import resource
 import threading
 import time
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -155,7 +156,11 @@ def test_postgresql_connection_killed_mid_commit(pg_url, tmp_path):
     lock it holds), then lets it go on. Nothing half-committed; the card is
     deferred or archived, and archived in the end."""
     go = tmp_path / "go"
-    rig = Rig(tmp_path, db=pg_url)
+    # The archive's connections carry a name of this test's own: the backend killed
+    # below must be this archive's, not another test's that holds an advisory lock
+    # on the same server at the time (CI runs tests side by side).
+    name = f"bildsluss-fault-{uuid.uuid4().hex[:12]}"
+    rig = Rig(tmp_path, db=f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}")
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     try:
         rig.start(f"commit.audited=wait:{go}")
@@ -170,8 +175,9 @@ def test_postgresql_connection_killed_mid_commit(pg_url, tmp_path):
             time.sleep(0.05)
         with admin.connect() as conn:
             killed = conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()")).scalars().all()
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = :name"),
+                {"name": name}).scalars().all()
         assert killed == [True]
         rig.figures.points_tried.append("pg_terminate_backend mid-commit")
         go.touch()
