@@ -112,3 +112,20 @@ def test_a_product_barcode_beside_the_patient_label_is_no_second_patient(tmp_pat
     identified, decision = _run(spec.root)
     assert {e.patient_id for e in identified.evidence if e.patient_id} == {CANONICAL}
     assert decision.accepted and decision.patient_id == CANONICAL, decision.detail
+
+
+def test_another_patients_printed_label_touching_the_barcode_label_is_mixed(tmp_path):
+    # Two stickers 4 px apart are one label-like region on the reduced decode; the
+    # patient's barcode was read in it, and that used to end the region: the other
+    # patient's printed label beside it was never read and the card was archived.
+    spec, size = _card(tmp_path, seed=43)
+    scene, box = _label(PATIENT, size, barcode=True, seed=43)
+    other_scene, other_box = _label(OTHER, size, barcode=False, seed=143)
+    ox, oy, ow, oh = other_box
+    x, y, w, h = box
+    scene.paste(other_scene.crop((ox, oy, ox + ow, oy + oh)), (x + w + 4, y))
+    _replace_first(spec.root, spec.files[0], scene)
+    identified, decision = _run(spec.root)
+    assert {e.patient_id for e in identified.on(spec.files[0]) if e.patient_id} == {CANONICAL, OTHER_CANONICAL}
+    assert decision.reason == Reason.MIXED_PATIENTS and spec.files[0] in decision.detail
+    assert not decision.accepted

@@ -419,11 +419,14 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         grey, scale = reduced_grey(image)
         regions = label_regions.find_label_regions(grey, scale=scale)
     read_at = _number_positions(ctx, path, frame)
-    todo = [r for r in regions if not any(_inside(p, r.box) for p in read_at)]
-    if not todo:
+    labelled = [r for r in regions if any(_inside(p, r.box) for p in read_at)]
+    todo = [r for r in regions if r not in labelled]
+    if not todo and not labelled:
         return []
     if callable(image):
         image = image()
+    for region in labelled:
+        _read_beside_a_number(ctx, image, region, path, frame)
     frame_locator = barcode_reader.FrameLocator(image)
     unread: list[Evidence] = []
     for region in todo:
@@ -443,6 +446,7 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         # for bars) only where OCR read no valid number.
         readings = _new(barcode_reader.read_quick(crop), (x0, y0), seen)
         if any(is_identity(e) for e in ctx.add(readings, path, frame)):
+            _read_beside_a_number(ctx, image, region, path, frame)
             continue  # this label is read; the next region may be another
         text = _ocr_label_crop(ctx, crop, path, frame, budget)
         printed = [_moved(r, x0, y0) for r in text.readings] if not isinstance(text, str) else []
@@ -480,6 +484,36 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
     return unread
 
 
+def _read_beside_a_number(ctx: _Context, image: Image.Image, region: label_regions.LabelRegion,
+                          path: str, frame: int) -> None:
+    """The print of a label-like region in which a number was read, by OCR, for a second label.
+
+    Two stickers side by side (a few pixels apart, or touching) are one region
+    on the reduced decode, and a number read in it used to end the region: the
+    printed label of another patient beside the patient's barcode label was
+    archived under the first. Every white region of the crop (a sticker) that
+    does not hold a number read is read by OCR; a valid number other than those
+    read on the frame is added (another patient: MIXED_PATIENTS). A crop that is
+    one sticker costs the white-region search only (a few ms), no OCR. A number-like line that does not validate is not held
+    against the card here: it is most often OCR's misreading of the label whose
+    number was read, and refusing on it would refuse good cards.
+    """
+    crop, (x0, y0) = _crop(image, region.box)
+    if crop is None:
+        return
+    read_at = [(x - x0, y - y0, w, h) for x, y, w, h in _number_positions(ctx, path, frame)]
+    text = _ocr_label_crop(ctx, crop, path, frame, Budget(ctx.budget_s), besides=read_at)
+    if isinstance(text, str):
+        return
+    known = {e.patient_id for e in ctx.evidence if e.relative_path == path and e.frame == frame and e.patient_id}
+    for r in text.readings:
+        for e in evidence_from_reading(_moved(r, x0, y0), path, frame, reserve_formats=ctx.reserve_formats):
+            if e.patient_id and not e.invalid and e.patient_id not in known:
+                ctx.evidence.append(e)
+                log.info("identity: %s frame %d shows a second number beside the one read, at %s",
+                         path, frame, e.position)
+
+
 def _new(readings: Sequence[Reading], origin: tuple[int, int], seen: set[tuple[str, str]]) -> list[Reading]:
     """A crop's barcode readings in the frame's pixels, less those already read; marks them seen."""
     out = [_moved(r, *origin) for r in readings if (r.symbology, r.text) not in seen]
@@ -487,13 +521,14 @@ def _new(readings: Sequence[Reading], origin: tuple[int, int], seen: set[tuple[s
     return out
 
 
-def _ocr_label_crop(ctx: _Context, crop: Image.Image, path: str, frame: int, budget: Budget) -> Any:
+def _ocr_label_crop(ctx: _Context, crop: Image.Image, path: str, frame: int, budget: Budget,
+                   besides: Sequence[tuple[int, int, int, int]] | None = None) -> Any:
     """OCR of one label-like crop (``ocr.read_label_text``), or why it could not run (a str)."""
     if ctx.ocr is None or not hasattr(ctx.ocr, "read_label_text"):
         return "a label-like region, and no OCR reader is installed to read it"
     try:
         return ctx.ocr.read_label_text(crop, budget_s=max(budget.left(), 0.1),
-                                       wall_s=max(budget.wall_left(), 1.0))
+                                       wall_s=max(budget.wall_left(), 1.0), besides=besides)
     except Exception as exc:  # OCR trouble is "could not read", never a pass
         log.warning("identity: OCR failed on a label-like region of %s frame %d: %s", path, frame, exc)
         return f"a label-like region; OCR failed: {type(exc).__name__}"

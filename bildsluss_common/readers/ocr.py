@@ -47,7 +47,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 import math
 import re
@@ -846,7 +846,8 @@ def _printed_text(words: list[_Word]) -> bool:
     return sum(w.conf >= _PRINT_CONF and sum(ch.isalnum() for ch in w.text) >= 3 for w in words) >= 2
 
 
-def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float | None = None) -> LabelText:
+def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float | None = None,
+                    besides: Sequence[tuple[int, int, int, int]] | None = None) -> LabelText:
     """OCR of a crop that looks like a label (a middle picture's label-like region).
 
     Reads like :func:`read_printed_numbers` (the crop's white regions, or the
@@ -856,10 +857,18 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float 
     picture shows a label it could not read. The expensive line-by-line passes
     run only where the page pass saw print or a number-like word, so that a
     false find (sky, foliage, a towel) costs one tesseract call. ``wall_s``: the
-    wall-clock backstop, when not the budget's default.
+    wall-clock backstop, when not the budget's default. ``besides``: where
+    numbers were read already (x, y, w, h in the crop's pixels): every white
+    region of the crop that holds none of their middles is read, the others
+    not at all (two stickers side by side in one crop, the patient's read by
+    its barcode: the second may be another patient's); a crop of one white
+    region costs no OCR then.
     """
     deadline = _Deadline(budget_s, wall_s=wall_s)
     regions: list[LabelRegion | None] = list(label_regions(image)) or [None]
+    if besides is not None:
+        regions = [r for r in regions if r is not None
+                   and not any(_holds_middle(r.box, b) for b in besides)]
     readings: list[Reading] = []
     seen: list[_Word] = []
     complete = True
@@ -870,11 +879,17 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float 
         lines_if = lambda words: _printed_text(words) or bool(_number_like(words))  # noqa: E731
         for f in _select(_read_region(image, region, deadline, seen, lines_if)):
             readings.append(Reading(text=f.text, method=Method.OCR, position=f.box))
-        if readings:
+        if readings and besides is None:
             break
     if not readings and deadline.left() < 0.1:
         complete = False  # a pass may have been cut short: unknown, not "nothing there"
     return LabelText(tuple(readings), _number_like(seen), _printed_text(seen), complete, len(seen))
+
+
+def _holds_middle(region: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> bool:
+    """Whether the middle of ``box`` lies in ``region`` (both x, y, w, h)."""
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return region[0] <= cx <= region[0] + region[2] and region[1] <= cy <= region[1] + region[3]
 
 
 # -- ultrasound overlays ------------------------------------------------------------
