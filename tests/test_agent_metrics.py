@@ -54,9 +54,13 @@ def test_a_daemons_metrics_after_an_archived_and_a_refused_card(daemons, archive
     os.rename(tmp_path / "s2", watch / "CARD2")
     daemon.wait_for("the second card", lambda cs: any(c["state"] == "refused" for c in cs), timeout=120)
     deadline = time.monotonic() + 30
-    while True:  # the last heartbeat's answer brings the clock skew
+    # The journal records a card's end before the status board counts it (the
+    # durable record first), and the last heartbeat's answer brings the clock
+    # skew: wait for both, then judge what /metrics says.
+    while True:
         status, body = get(port, "/metrics")
-        if "bildsluss_agent_clock_skew_seconds" in body or time.monotonic() > deadline:
+        counted = 'bildsluss_agent_cards_total{outcome="refused"} 1.0' in body
+        if ("bildsluss_agent_clock_skew_seconds" in body and counted) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert status == 200
