@@ -38,9 +38,13 @@ COMPLETE_FORM = [("what", "Sår vänster underben"), ("why", "Uppföljning av s�
 
 
 def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A small real JPEG, different for each seed."""
+    """A small real JPEG, different for each seed (each of its bits a black or white
+    pixel of the second row: the colour and the one white pixel alone repeat every
+    256 seeds, and a random card's file once deduplicated against a test's "secret")."""
     img = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
     img.putpixel((seed % size[0], 0), (255, 255, 255))
+    for bit in range(min(seed.bit_length(), size[0])):
+        img.putpixel((bit, 1), (255, 255, 255) if seed >> bit & 1 else (0, 0, 0))
     out = io.BytesIO()
     img.save(out, "JPEG", quality=90)
     return out.getvalue()
