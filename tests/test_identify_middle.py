@@ -274,3 +274,21 @@ def test_bars_that_look_like_a_1d_code_and_those_that_do_not():
     assert not barcode.looks_like_1d_code(stripes)
     assert not barcode.looks_like_1d_code(np.full((200, 300), 128, np.uint8))
     assert not barcode.looks_like_1d_code(np.zeros((3, 3), np.uint8))
+
+
+def test_the_frames_located_pass_failing_is_a_cut_short_reading(monkeypatch):
+    # A reader's own error in the whole frame's located pass must not read as
+    # "every patch read, nothing there": the region's reading counts as cut
+    # short, and the identify stage refuses the card for it (an unread label).
+    from PIL import Image
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("reader crashed")
+
+    grey = np.full((400, 600), 240, np.uint8)
+    grey[100:300, 100:500:8] = 20  # bars, so that the locator finds a patch
+    locator = barcode.FrameLocator(Image.fromarray(grey))
+    assert locator.patches_in((0, 0, 600, 400)), "the test needs a located patch"
+    monkeypatch.setattr(barcode, "_pass_located", broken)
+    read = locator.read_in((0, 0, 600, 400), budget_s=1.0)
+    assert read.readings == () and read.complete is False

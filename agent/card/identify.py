@@ -494,9 +494,11 @@ def _read_beside_a_number(ctx: _Context, image: Image.Image, region: label_regio
     archived under the first. Every white region of the crop (a sticker) that
     does not hold a number read is read by OCR; a valid number other than those
     read on the frame is added (another patient: MIXED_PATIENTS). A crop that is
-    one sticker costs the white-region search only (a few ms), no OCR. A number-like line that does not validate is not held
-    against the card here: it is most often OCR's misreading of the label whose
-    number was read, and refusing on it would refuse good cards.
+    one sticker costs the white-region search only, no OCR (but the frame's full
+    decode, which the caller makes for the crop). A number-like line that does
+    not validate is not held against the card here: it is most often OCR's
+    misreading of the label whose number was read, and refusing on it would
+    refuse good cards.
     """
     crop, (x0, y0) = _crop(image, region.box)
     if crop is None:
@@ -575,10 +577,7 @@ def _crop(image: Image.Image, box: tuple[int, int, int, int]) -> tuple[Image.Ima
     return image.crop((x0, y0, x1, y1)), (x0, y0)
 
 
-def _inside(position: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> bool:
-    """Whether the middle of ``position`` lies in ``box`` (both x, y, w, h)."""
-    cx, cy = position[0] + position[2] / 2, position[1] + position[3] / 2
-    return box[0] <= cx <= box[0] + box[2] and box[1] <= cy <= box[1] + box[3]
+_inside = label_regions.middle_inside
 
 
 def _moved(r: Reading, dx: int, dy: int) -> Reading:

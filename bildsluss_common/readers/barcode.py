@@ -745,7 +745,7 @@ def _looks_like_1d_code(patch: np.ndarray) -> bool:
     # local threshold too (their clean share 0.44-0.66, their spread 0.21-0.38).
     f = code_features(turned, local=True)
     return bool(f is not None and f["bars"] >= CODE_MIN_BARS
-                and CODE_BLURRED_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1]
+                and CODE_BLURRED_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_BLURRED_HEIGHT_RATIO[1]
                 and f["clean"] >= CODE_BLURRED_MIN_CLEAN and f["width_cv"] >= CODE_BLURRED_MIN_WIDTH_CV
                 and f["full_height"] >= CODE_MIN_FULL_HEIGHT)
 

@@ -57,6 +57,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from bildsluss_common.readers import Method, Reading, tesseract
 from bildsluss_common.readers.budget import Budget
+from bildsluss_common.readers.regions import middle_inside
 from bildsluss_common.identity.numbers import Candidate, find_candidates
 
 log = logging.getLogger(__name__)
@@ -868,7 +869,7 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float 
     regions: list[LabelRegion | None] = list(label_regions(image)) or [None]
     if besides is not None:
         regions = [r for r in regions if r is not None
-                   and not any(_holds_middle(r.box, b) for b in besides)]
+                   and not any(middle_inside(b, r.box) for b in besides)]
     readings: list[Reading] = []
     seen: list[_Word] = []
     complete = True
@@ -884,12 +885,6 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float 
     if not readings and deadline.left() < 0.1:
         complete = False  # a pass may have been cut short: unknown, not "nothing there"
     return LabelText(tuple(readings), _number_like(seen), _printed_text(seen), complete, len(seen))
-
-
-def _holds_middle(region: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> bool:
-    """Whether the middle of ``box`` lies in ``region`` (both x, y, w, h)."""
-    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-    return region[0] <= cx <= region[0] + region[2] and region[1] <= cy <= region[1] + region[3]
 
 
 # -- ultrasound overlays ------------------------------------------------------------

@@ -125,3 +125,9 @@ def find_label_regions(grey: np.ndarray, *, scale: float = 1.0, limit: int = 4) 
                                  score=float(min(n_ink, n_paper))))
     found.sort(key=lambda r: -r.score)
     return found[:limit]
+
+
+def middle_inside(position: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> bool:
+    """Whether the middle of ``position`` lies in ``box`` (both x, y, w, h, the same pixels)."""
+    cx, cy = position[0] + position[2] / 2, position[1] + position[3] / 2
+    return box[0] <= cx <= box[0] + box[2] and box[1] <= cy <= box[1] + box[3]
