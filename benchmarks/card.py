@@ -17,6 +17,15 @@ camera and computers leave. Then, alternating, ``--repeat`` times each:
           installed package's is; ``--before`` runs another checkout's agent
           and archive in the same alternation.
 
+and, in the same alternation, the floor that R8 sets: the content check alone
+(every frame's reduced decode, ``identify.open_reduced`` as the agent's readers
+call it, in one process per core), the least any agent that keeps R8 must do.
+
+The card is the issue's: JPEGs as a camera's fine quality writes them
+(``--quality 96 --subsampling 4:2:2``: about 3.5 MB per 12 MP frame; the issue
+measured 100 frames, 336 MB). ``--quality 90 --subsampling 4:2:0`` writes the
+smaller card (154 MiB) measured before 2026-12-05.
+
 Prints the medians, the ratio agent / naive (the issue's target: <= 5x), the
 per-stage split of the agent's runs (median of each stage's wall seconds, from
 the outcome's ``timings``; before ``timings`` existed, from the structured
@@ -25,12 +34,13 @@ processes, its exiftools, and the archive receiving the card on the same cores;
 the agent's processes sampled from /proc every 50 ms, so each is up to 50 ms
 short) and the load average before and after (the machine is shared).
 
-    .venv/bin/python benchmarks/card.py [--frames 100] [--megapixels 12] [--repeat 3] [--seed 0]
+    .venv/bin/python benchmarks/card.py [--frames 100] [--megapixels 12] [--repeat 3] [--seed 0] [--quality 96]
     .venv/bin/python benchmarks/card.py --keep /tmp/card12   # reuse (or write) the card there
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -47,6 +57,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.card import identify  # noqa: E402
 from tests.support.archive_process import ArchiveProcess  # noqa: E402
 from tests.support.cardgen import make_card  # noqa: E402
 from tests.support.e2e import AGENT, DEPARTMENT, PATIENT  # noqa: E402
@@ -66,6 +77,26 @@ def naive_chain(card: pathlib.Path, work: pathlib.Path) -> float:
     took = time.perf_counter() - start
     shutil.rmtree(copy)
     return took
+
+
+def _content_check(path: pathlib.Path) -> float:
+    """CPU seconds of one frame's reduced decode, as the agent's reader does it (R8)."""
+    start = time.process_time()
+    image, _ = identify.open_reduced(path, None)
+    image.close()
+    return time.process_time() - start
+
+
+def content_check_floor(card: pathlib.Path) -> tuple[float, float]:
+    """Wall and CPU seconds of R8's content check of every JPEG on the card, one
+    process per core (forked with this module loaded, started before the clock)."""
+    frames = sorted(card.rglob("*.JPG"))
+    frames = [p for p in frames if not p.name.startswith("._")]
+    with concurrent.futures.ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(time.sleep, [0.05] * len(os.sched_getaffinity(0))))
+        start = time.perf_counter()
+        cpu = sum(pool.map(_content_check, frames))
+        return time.perf_counter() - start, cpu
 
 
 def _log_stages(stderr: str) -> dict[str, float]:
@@ -197,6 +228,8 @@ def main() -> int:
     parser.add_argument("--megapixels", type=float, default=12.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quality", type=int, default=96, help="JPEG quality of the card (camera fine: 96)")
+    parser.add_argument("--subsampling", default="4:2:2", help="JPEG chroma subsampling (cameras: 4:2:2)")
     parser.add_argument("--keep", type=pathlib.Path, help="write the card here once and reuse it")
     parser.add_argument("--before", type=pathlib.Path, metavar="CHECKOUT",
                         help="also run the agent of another checkout (e.g. a git worktree of the "
@@ -207,8 +240,10 @@ def main() -> int:
         work = pathlib.Path(tmp)
         template = args.keep or work / "template"
         if not (template / "DCIM").is_dir():
-            print(f"writing a {args.frames}-frame card at {args.megapixels} MP (seed {args.seed}) ...", flush=True)
-            make_card(template, patient=PATIENT, n_images=args.frames, megapixels=args.megapixels, seed=args.seed)
+            print(f"writing a {args.frames}-frame card at {args.megapixels} MP (seed {args.seed}, JPEG quality "
+                  f"{args.quality}, {args.subsampling}) ...", flush=True)
+            make_card(template, patient=PATIENT, n_images=args.frames, megapixels=args.megapixels, seed=args.seed,
+                      quality=args.quality, subsampling=args.subsampling)
         files = [p for p in template.rglob("*") if p.is_file()]
         mib = sum(p.stat().st_size for p in files) / (1 << 20)
         load_before = os.getloadavg()
@@ -219,16 +254,18 @@ def main() -> int:
         for checkout in (ROOT, *([args.before] if args.before else [])):
             compile_sources(checkout)
         naive, agent, stages, before, cpus, before_cpus = [], [], [], [], [], []
+        floors: list[tuple[float, float]] = []
         wheres: list[dict[str, float]] = []
         before_wheres: list[dict[str, float]] = []
         for run in range(args.repeat):
             naive.append(naive_chain(template, work))
+            floors.append(content_check_floor(template))
             took, cpu, split, where = agent_run(template, work, str(run))
             agent.append(took)
             cpus.append(cpu)
             stages.append(split)
             wheres.append(where)
-            print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   agent {took:6.2f} s ({cpu:6.1f} s CPU)   "
+            print(f"  run {run + 1}: naive {naive[-1]:6.2f} s   R8 floor {floors[-1][0]:5.2f} s   agent {took:6.2f} s ({cpu:6.1f} s CPU)   "
                   + " ".join(f"{k} {v:.2f}" for k, v in split.items()), flush=True)
             if args.before:
                 took, cpu, split, where = agent_run(template, work, f"before-{run}", args.before)
@@ -241,6 +278,10 @@ def main() -> int:
         print(f"\nnaive   cp -r + exiftool -all= + sync   {n:7.2f} s  {mib / n:7.1f} MiB/s")
         print(f"agent   bildsluss-agent ingest          {a:7.2f} s  {mib / a:7.1f} MiB/s   "
               f"{a / n:5.1f}x the naive chain (target <= 5x); {statistics.median(cpus):.1f} s CPU")
+        f = statistics.median(w for w, _ in floors)
+        print(f"floor   R8's content check alone         {f:7.2f} s  {mib / f:7.1f} MiB/s   "
+              f"{f / n:5.1f}x the naive chain; {statistics.median(c for _, c in floors):.1f} s CPU "
+              f"(every frame's reduced decode, one process per core)")
         if before:
             b = statistics.median(before)
             print(f"before  {args.before}   {b:7.2f} s  {mib / b:7.1f} MiB/s   "
