@@ -325,3 +325,106 @@ def valid_numbers(count: int, seed: int = 0) -> list[str]:
             out.append(text)
     return out
 
+
+
+# What a look-alike frame shows beside the skin (the identity benchmark's ``--lookalike``):
+# bars and print on something bright that are no label.
+LOOKALIKES = ("ruler", "stripes", "keyboard")
+
+
+def lookalike_object(what: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A paper wound ruler (mm ticks, cm numbers), a piece of striped cloth, or a
+    keyboard's keys: bar-like or print-like patterns on something bright, which a
+    label search may take for a label and a barcode locator for bars. RGB."""
+    if what == "ruler":
+        w, h = size, max(40, size // int(rng.integers(6, 11)))
+        paper = (250, 250, 246) if rng.random() < 0.7 else (246, 236, 170)
+        img = Image.new("RGB", (w, h), paper)
+        d = ImageDraw.Draw(img)
+        cm = int(rng.integers(10, 21))
+        pitch = (w - 20) / (cm * 10)
+        f = font("dejavu-sans", max(8, h // 4))
+        both = rng.random() < 0.5  # ticks along both edges (many paper guides)
+        for mm in range(cm * 10 + 1):
+            x = 10 + mm * pitch
+            t = 0.5 if mm % 10 == 0 else 0.33 if mm % 5 == 0 else 0.2
+            lw = max(1, round(pitch / 4))
+            d.line((x, 0, x, h * t), fill=(20, 20, 20), width=lw)
+            if both:
+                d.line((x, h, x, h * (1 - t)), fill=(20, 20, 20), width=lw)
+            if mm % 10 == 0 and mm:
+                d.text((x + 2, h * 0.52), str(mm // 10), fill=(20, 20, 20), font=f)
+        if rng.random() < 0.5:
+            d.text((w * 0.6, h * 0.55), "cm", fill=(20, 20, 20), font=f)
+        return img
+    if what == "stripes":
+        w, h = size, int(size * rng.uniform(0.4, 0.9))
+        light = (245, 245, 240)
+        dark = tuple(int(v) for v in rng.choice([(20, 30, 80), (25, 25, 25), (120, 20, 30), (30, 90, 60)]))
+        img = Image.new("RGB", (w, h), light)
+        d = ImageDraw.Draw(img)
+        width = int(rng.integers(max(3, size // 200), max(5, size // 40)))
+        gap = int(width * rng.uniform(0.6, 2.5))
+        x = 0
+        while x < w:
+            d.rectangle((x, 0, x + width - 1, h), fill=dark)
+            x += width + gap + int(rng.integers(0, max(1, width // 3)))
+        # Cloth folds: a gentle wave across the stripes.
+        a = np.asarray(img)
+        shift = (np.sin(np.linspace(0, rng.uniform(2, 6), h)) * width * rng.uniform(0, 1.5)).astype(int)
+        a = np.stack([np.roll(a[y], shift[y], axis=0) for y in range(h)])
+        return Image.fromarray(a)
+    # keyboard: light keys with dark letters on a dark frame, or dark keys with light letters
+    rows, cols = 4, int(rng.integers(10, 15))
+    key = size // cols
+    w, h = key * cols, key * rows
+    light_keys = rng.random() < 0.6
+    key_c, ink, frame_c = ((235, 235, 232), (30, 30, 30), (90, 90, 95)) if light_keys \
+        else ((40, 40, 44), (235, 235, 235), (20, 20, 22))
+    img = Image.new("RGB", (w, h), frame_c)
+    d = ImageDraw.Draw(img)
+    f = font("dejavu-sans", max(8, key // 3))
+    chars = "1234567890QWERTYUIOPASDFGHJKLZXCVBNM"
+    for r in range(rows):
+        for c in range(cols):
+            x0, y0 = c * key + key // 12, r * key + key // 12
+            d.rectangle((x0, y0, x0 + key * 5 // 6, y0 + key * 5 // 6), fill=key_c)
+            d.text((x0 + key // 8, y0 + key // 10), chars[(r * cols + c) % len(chars)], fill=ink, font=f)
+    return img
+
+
+def place_lookalike(scene: np.ndarray, what: str, size: int, rotation: float,
+                    rng: np.random.Generator, avoid: tuple[int, int, int, int] | None = None
+                    ) -> tuple[int, int, int, int]:
+    """Lay a look-alike (:func:`lookalike_object`) ``size`` px wide, turned ``rotation``
+    degrees, at a random place on ``scene`` (float HxWx3, changed in place); returns
+    its box (x, y, w, h). ``avoid``: a box (x, y, w, h; a label) it must not cover."""
+    obj = lookalike_object(what, size, rng).convert("RGBA")
+    obj = obj.rotate(rotation, resample=Image.BICUBIC, expand=True)
+    ow, oh = obj.size
+    h, w = scene.shape[:2]
+    x, y = int(rng.integers(0, max(1, w - ow))), int(rng.integers(0, max(1, h - oh)))
+    for _ in range(200 if avoid is not None else 0):
+        ax, ay, aw, ah = avoid  # type: ignore[misc]
+        if x + ow <= ax or ax + aw <= x or y + oh <= ay or ay + ah <= y:
+            break
+        x, y = int(rng.integers(0, max(1, w - ow))), int(rng.integers(0, max(1, h - oh)))
+    else:
+        if avoid is not None:
+            raise ValueError("no room for the look-alike beside the label")
+    alpha = np.asarray(obj.getchannel("A"), np.float32)[..., None] / 255
+    part = scene[y:y + oh, x:x + ow]
+    a = alpha[:part.shape[0], :part.shape[1]]
+    part[:] = part * (1 - a) + np.asarray(obj.convert("RGB"), np.float32)[:part.shape[0], :part.shape[1]] * a
+    return x, y, part.shape[1], part.shape[0]
+
+
+def render_lookalike(what: str, size: int, rotation: float = 0.0, blur: float = 0.0, seed: int = 0) -> Image.Image:
+    """A 12 MP photograph of skin beside a paper wound ruler, striped cloth or a
+    keyboard (``what``, one of :data:`LOOKALIKES`), ``size`` px wide: no label."""
+    from tests.support import cardgen
+
+    rng = np.random.default_rng(seed)
+    scene = cardgen._scene(*SCENE_12MP, rng)
+    place_lookalike(scene, what, size, rotation, rng)
+    return cardgen._photograph(scene, rng, blur)
