@@ -601,6 +601,10 @@ def _deskewed_text(grey: Image.Image, aff: _Affine, angle: float, *, shrunk: flo
             ink[a:b, :] = False
     # Only the text's extent goes to tesseract: its time grows with the area.
     ys, xs = np.nonzero(ink)
+    if xs.size == 0:
+        # Every line was bars (a striped cloth, a barcode without print): no text for
+        # tesseract. The caller's barcode passes and bar test judge such a region.
+        return None
     m = max(4, line_h)
     x0, y0 = max(0, int(xs.min()) - m), max(0, int(ys.min()) - m)
     x1, y1 = min(arr.shape[1], int(xs.max()) + m + 1), min(arr.shape[0], int(ys.max()) + m + 1)
