@@ -23,19 +23,25 @@ from PIL import Image
 
 from agent.card import scan as scan_stage
 from agent.card.decide import decide
-from agent.card.identify import identify
+from agent.card.identify import identify, read_picture
 from agent.card.model import Method, Mode
+from agent.card.reasons import Reason
 from bildsluss_common.readers import ocr as ocr_reader
 from tests.support import labels
-from tests.support.cardgen import make_card
+from tests.support.cardgen import make_card, make_personnummer
 
 PATIENT = "19121212-1212"
+OTHER = make_personnummer("19820415", "238")
+OTHER_CANONICAL = OTHER.replace("-", "")
 # The agent's default ([identity] budget_s): the look-alikes were refused at it.
 BUDGET = 2.0
 
 # Frames of the identity benchmark (seed 0) that main refused at 9aba486, as
 # (what, width px, rotation, blur, seed, JPEG quality).
 STRIPES_ALL_BARS = ("stripes", 981, -0.39, 0.78, 654168990, 73)  # "OCR failed: ValueError"
+# lookalike:51 and :38: "a label-like region whose barcode could not be read within the time budget".
+RULER_ONE_PATCH = ("ruler", 2315, -29.24, 1.11, 871795594, 85)
+KEYBOARD_ONE_PATCH = ("keyboard", 2046, -13.23, 0.0, 1560224340, 59)
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
@@ -77,3 +83,30 @@ def test_a_lookalike_in_the_middle_of_a_card_is_archived(tmp_path, frame):
     identified, decision = _run(root)
     assert [e.text for e in identified.on(middle) if e.method == Method.UNREAD_LABEL] == []
     assert decision.accepted, decision.detail
+
+
+@pytest.mark.parametrize("frame", [RULER_ONE_PATCH, KEYBOARD_ONE_PATCH], ids=["ruler", "keyboard"])
+def test_a_lookalike_read_as_one_big_barcode_like_patch_is_not_cut_short(frame):
+    # The object is one barcode-like patch of about 3000 x 2000 px whose reading
+    # takes about a second of the harder passes' second: the cheap whole-crop
+    # passes waited behind it and were cut off; the frame's located pass was
+    # charged the frame's own locating; and a budget that the last patch overran
+    # counted as cut short, though every patch was read.
+    what, size, rotation, blur, seed, quality = frame
+    picture = _jpeg(labels.render_lookalike(what, size, rotation, blur, seed), quality)
+    evidence = read_picture(io.BytesIO(picture), "frame.jpg", required=False, budget_s=BUDGET)
+    assert [e.text for e in evidence if e.method == Method.UNREAD_LABEL] == []
+
+
+@pytest.mark.parametrize("barcode_only", [False, True], ids=["print-only", "barcode-only"])
+def test_another_patients_label_beside_a_ruler_in_the_middle_is_still_refused(tmp_path, barcode_only):
+    rendered = labels.render_label(OTHER, "NILSSON, LARS", symbology="Code128" if barcode_only else None,
+                                   size=900, rotation=8.0, blur=0.8, noise=2.0, jpeg_quality=None, seed=41,
+                                   printed_number=not barcode_only)
+    scene = np.asarray(rendered.image.convert("RGB"), np.float32).copy()
+    labels.place_lookalike(scene, "ruler", 1500, 12.0, np.random.default_rng(41), avoid=rendered.truth.label_box)
+    picture = _jpeg(Image.fromarray(np.clip(scene, 0, 255).astype(np.uint8)), 85)
+    root, middle = _card_with_middle(tmp_path, picture, seed=32)
+    identified, decision = _run(root)
+    assert {e.patient_id for e in identified.on(middle) if e.patient_id} == {OTHER_CANONICAL}
+    assert decision.reason == Reason.MIXED_PATIENTS and not decision.accepted

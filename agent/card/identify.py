@@ -457,8 +457,11 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
             # A budget of their own, the same on every frame, not what quick reading
             # and OCR left over: what they are given must not depend on how long
             # OCR took, and a cut-short reading refuses (below).
+            # Cheapest first on a crop (located_last): a ruler or a striped cloth is one
+            # large barcode-like patch whose reading takes about a second, and the
+            # whole-crop passes were skipped behind it (the crop refused as cut short).
             hard = barcode_reader.read_barcodes_fully(crop, budget_s=ctx.budget_s * CROP_BARCODE_SHARE,
-                                                      enough=ctx.has_identity, quick=False)
+                                                      enough=ctx.has_identity, quick=False, located_last=True)
             readings = _new(list(hard.readings), (x0, y0), seen)
             if any(is_identity(e) for e in ctx.add(readings, path, frame)):
                 # The barcode read what OCR misread (a number that does not validate).

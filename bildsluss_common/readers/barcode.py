@@ -144,6 +144,19 @@ def read_barcodes(
     return list(read_barcodes_fully(image, budget_s=budget_s, enough=enough, quick=quick).readings)
 
 
+class StepBudget(Budget):
+    """A :class:`Budget` that remembers whether it stopped a step: a pass asked
+    :meth:`spent` before a patch or an angle and was told to stop. A budget that
+    the last step overran stopped nothing: every step was read."""
+
+    stopped = False
+
+    def spent(self) -> bool:
+        out = super().spent()
+        self.stopped = self.stopped or out
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class FullRead:
     """What :func:`read_barcodes_fully` read, and whether its passes all ran."""
@@ -160,11 +173,18 @@ def read_barcodes_fully(
     budget_s: float = 1.0,
     enough: Callable[[list[Reading]], bool] | None = None,
     quick: bool = True,
+    located_last: bool = False,
 ) -> FullRead:
     """:func:`read_barcodes`, saying whether the passes were cut short by the budget
     (the identify stage refuses a label-like region whose reading was cut short
-    rather than taking it for a region without a barcode)."""
-    budget = Budget(budget_s)
+    rather than taking it for a region without a barcode): ``complete`` is False
+    only where the budget ran out before a pass, or before a step of one (a
+    patch, an angle), was read; a last step that overran it was read.
+    ``located_last``: the whole-image passes before the located pass, for a
+    label-sized crop, where they cost tens of milliseconds and the located pass
+    may read one large patch for a second (a ruler, a striped cloth): cheapest
+    first, so that the budget runs out, if at all, in the located pass."""
+    budget = StepBudget(budget_s)
     enough = enough or bool
     try:
         grey = to_grey(image)
@@ -174,7 +194,10 @@ def read_barcodes_fully(
     if grey.size == 0 or min(grey.shape) < 8:
         return FullRead((), True)
     found: list[Reading] = []
-    for name, run in _passes(grey, quick=quick, enough=enough):
+    for k, (name, run) in enumerate(_passes(grey, quick=quick, enough=enough, located_last=located_last)):
+        if k and budget.spent():
+            log.debug("barcode: budget spent before pass %s", name)
+            return FullRead(tuple(found), False)
         try:
             found = _dedupe([*found, *(r for r in run(budget) if not is_partial_itf(r))])
         except Exception as exc:  # a reader's own error must not stop the card
@@ -182,9 +205,11 @@ def read_barcodes_fully(
         if found and enough(found):
             log.debug("barcode: pass %s read enough (%d)", name, len(found))
             return FullRead(tuple(found), True)
-        if budget.spent():
-            log.debug("barcode: budget spent after pass %s", name)
+        if budget.stopped:
+            log.debug("barcode: budget spent within pass %s", name)
             return FullRead(tuple(found), False)
+    # Every pass ran to its end (the last may have overrun the budget: a step
+    # that has started finishes): nothing was left unread.
     return FullRead(tuple(found), True)
 
 
@@ -288,17 +313,19 @@ class FrameLocator:
         """The located pass on the frame's patches whose middle lies in ``box``
         (x, y, w, h, the frame's pixels). ``complete`` False: the budget stopped
         it before every patch was read. Never raises."""
-        budget = Budget(budget_s)
         try:
+            # The frame's patches are found once per frame (the first region pays
+            # it), before the budget for reading this region's patches starts.
             patches = self.patches_in(box)
             if not patches:
                 return FullRead((), True)
             assert self._grey is not None
+            budget = StepBudget(budget_s)
             found = _dedupe(r for r in _pass_located(self._grey, budget, patches) if not is_partial_itf(r))
         except Exception as exc:  # a reader's own error must not stop the card
             log.warning("barcode: located pass on the frame failed: %s", exc)
             return FullRead((), False)
-        return FullRead(tuple(found), bool(found) or not budget.spent())
+        return FullRead(tuple(found), bool(found) or not budget.stopped)
 
 
 def _middle_in(patch: tuple[int, int, int, int], box: tuple[int, int, int, int], scale: float) -> bool:
@@ -511,17 +538,20 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
 
 
 def _passes(grey: np.ndarray, *, quick: bool = True,
-            enough: Callable[[list[Reading]], bool] | None = None
+            enough: Callable[[list[Reading]], bool] | None = None, located_last: bool = False
             ) -> list[tuple[str, Callable[[Budget], list[Reading]]]]:
     # Order by measured cost per read (benchmarks/identity.py, 12 MP): the quick pass
     # reads about half the labels in 5-50 ms; the located pass nearly all the rest in
     # 100-500 ms; the full-frame pass (200-1300 ms) rarely adds a read after those two.
+    # On a label-sized crop (``located_last``) the full-frame pass and the rotations
+    # cost 5-150 ms, the located pass up to seconds on a crop that is one big patch.
+    located = ("located", lambda budget: _pass_located(grey, budget, enough=enough))
     passes = [
         ("quick", lambda budget: _pass_quick(grey)),
-        ("located", lambda budget: _pass_located(grey, budget, enough=enough)),
         ("full-frame", lambda budget: _pass_full(grey)),
         ("rotations", lambda budget: _pass_rotations(grey, budget)),
     ]
+    passes = [*passes, located] if located_last else [passes[0], located, *passes[1:]]
     return passes if quick else passes[1:]
 
 
