@@ -39,6 +39,7 @@ BUDGET = 2.0
 # Frames of the identity benchmark (seed 0) that main refused at 9aba486, as
 # (what, width px, rotation, blur, seed, JPEG quality).
 STRIPES_ALL_BARS = ("stripes", 981, -0.39, 0.78, 654168990, 73)  # "OCR failed: ValueError"
+RULER_CM_RUN = ("ruler", 1517, 15.73, 0.91, 1319098421, 64)  # "10111213141516171819" number-like
 # lookalike:51 and :38: "a label-like region whose barcode could not be read within the time budget".
 RULER_ONE_PATCH = ("ruler", 2315, -29.24, 1.11, 871795594, 85)
 KEYBOARD_ONE_PATCH = ("keyboard", 2046, -13.23, 0.0, 1560224340, 59)
@@ -75,7 +76,7 @@ def test_ocr_of_a_crop_that_is_all_bars_reads_no_text_instead_of_failing():
     assert text.readings == () and text.number_like == () and text.complete
 
 
-@pytest.mark.parametrize("frame", [STRIPES_ALL_BARS], ids=["stripes-all-bars"])
+@pytest.mark.parametrize("frame", [STRIPES_ALL_BARS, RULER_CM_RUN], ids=["stripes-all-bars", "ruler-cm-run"])
 def test_a_lookalike_in_the_middle_of_a_card_is_archived(tmp_path, frame):
     what, size, rotation, blur, seed, quality = frame
     picture = _jpeg(labels.render_lookalike(what, size, rotation, blur, seed), quality)
@@ -110,3 +111,17 @@ def test_another_patients_label_beside_a_ruler_in_the_middle_is_still_refused(tm
     identified, decision = _run(root)
     assert {e.patient_id for e in identified.on(middle) if e.patient_id} == {OTHER_CANONICAL}
     assert decision.reason == Reason.MIXED_PATIENTS and not decision.accepted
+
+
+@pytest.mark.parametrize("text, scale", [
+    ("10111213141516171819", True),  # a ruler's 10-19 cm, run together: no identity number has 20 digits
+    ("3456789", True),  # no date of birth starts so
+    ("101112", False),  # the date part of someone born 2010-11-12 (a misread label): number-like
+    ("891011", False),  # 1989-10-11
+    ("1011121314", False),  # a whole 10-digit number's shape
+    ("1O111213141516", False),  # a look-alike letter: a misread, not a scale
+    ("19121212", False),
+])
+def test_a_rulers_cm_numbers_run_together_are_not_a_number_like_line(text, scale):
+    word = ocr_reader._Word(text=text, conf=60.0, box=(0, 0, 10 * len(text), 20), line=(1, 1, 1))
+    assert (ocr_reader._number_like([word]) == ()) is scale

@@ -832,7 +832,46 @@ def _number_like(words: list[_Word]) -> tuple[str, ...]:
         joined = "".join(w.text for w in run)
         if len(run) <= 4 and len(_DIGITISH.findall(joined)) >= 9:
             out.append(joined)
-    return tuple(dict.fromkeys(out))
+    return tuple(t for t in dict.fromkeys(out) if not _ruler_scale(t))
+
+
+# A wound ruler's cm numbers that OCR ran together ("10111213141516"): at least
+# this many integers in a row, each one more than the one before, none above
+# RULER_MAX_CM.
+RULER_MIN_TERMS = 4
+RULER_MAX_CM = 50
+
+
+def _ruler_scale(text: str) -> bool:
+    """Whether a number-like text is a ruler's scale read as one word: only digits
+    (a look-alike letter or a separator is a misread, not a scale), all of them a
+    run of RULER_MIN_TERMS or more consecutive integers (10 11 12 13 14 ..., 3 4 5 6
+    7 8), and no identity number: more digits than one has, or no date of birth
+    at its start. A misread label's number stays number-like: "891011" and
+    "10111213" are scales, but also the start of the number of someone born
+    1989-10-11 or 2010-11-12."""
+    if not text.isascii() or not text.isdigit() or text[0] == "0":
+        return False
+    if len(text) <= 12 and _birth_date_at_start(text):
+        return False
+    for first in (text[:1], text[:2]):
+        value, rest, terms = int(first), text[len(first):], 1
+        while rest.startswith(str(value + 1)) and value + 1 <= RULER_MAX_CM:
+            value += 1
+            rest = rest[len(str(value)):]
+            terms += 1
+        if not rest and terms >= RULER_MIN_TERMS and value <= RULER_MAX_CM:
+            return True
+    return False
+
+
+def _birth_date_at_start(digits: str) -> bool:
+    """Whether the digits start as a personnummer's or samordningsnummer's date
+    part (YYMMDD, day 01-31 or 61-91), leniently: any month has 31 days here."""
+    if len(digits) < 6:
+        return False
+    month, day = int(digits[2:4]), int(digits[4:6])
+    return 1 <= month <= 12 and (1 <= day <= 31 or 61 <= day <= 91)
 
 
 # A date or a time of day on a label (2026-03-14, 14.03.2026, 08:15) is not a
