@@ -479,6 +479,7 @@ def measure(spec: Spec, path: str, budget_s: float, stages: Stages, baseline: bo
     rec = dict(id=spec.id, kind=spec.kind, symbology=spec.symbology, outcome=outcome, wrong=wrong,
                method=method, barcode_ok=barcode_ok, fallback=fallback,
                invalid_seen=any(e.invalid for e in evidence),
+               unread=_unread(evidence),  # an unread label beside the one read: the card is refused
                texts=sorted({e.text for e in evidence if identify.is_identity(e)}),
                t_total=t_total, cpu_total=cpu_total,
                stages=dict(stages.t), read_by=stages.read_by, params=spec.params(), truth=spec.truth)
@@ -806,6 +807,10 @@ def report(records: list[dict], corpus: dict | None, args, meta: dict) -> dict:
     out["methods"] = {k: dict(read=a, n=n) for k, (a, n) in m.items()}
     inv = sum(r["invalid_seen"] and r["outcome"] != "read" for r in records)
     print(f"  not read but an INVALID number-like text was seen (agent says INVALID_ID): {inv}")
+    unread = [r for r in labels12 if r.get("unread")]
+    print(f"  one label, yet an unread label seen beside it (its card refused UNREADABLE_LABEL_MID_CARD): "
+          f"{len(unread)}" + "".join(f"\n    {r['id']}: {'; '.join(r['unread'])}" for r in unread))
+    out["label_frames_with_unread_label"] = [dict(id=r["id"], why=r["unread"]) for r in unread]
 
     wrong = [r for r in records if r["outcome"] == "wrong"]
     print()

@@ -101,6 +101,12 @@ CROP_BARCODE_SHARE = 0.5
 # code's (barcode.looks_like_1d_code), is an unread label: a label with a barcode
 # and no printed number that no pass decodes is read by nothing at all.
 UNDECODED_BARS = "a label-like region with a barcode that no barcode pass could decode"
+# Why a label-like region in which a number was read is an unread label all the same:
+# it shows a 1D code's bars that no code read there explains and no pass decodes
+# (barcode.undecoded_1d_codes). Two stickers that touch are one region, and the
+# passes stop at the code that read a number: another patient's barcode-only label
+# touching the patient's was archived under the first.
+UNDECODED_SECOND_CODE = "a label-like region with a second barcode, beside the number read, that no barcode pass could decode"
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -427,6 +433,7 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         image = image()
     for region in labelled:
         _read_beside_a_number(ctx, image, region, path, frame)
+        _read_rest_of_region(ctx, image, region, path, frame, seen, quick_done=False)
     frame_locator = barcode_reader.FrameLocator(image)
     unread: list[Evidence] = []
     for region in todo:
@@ -447,6 +454,7 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
         readings = _new(barcode_reader.read_quick(crop), (x0, y0), seen)
         if any(is_identity(e) for e in ctx.add(readings, path, frame)):
             _read_beside_a_number(ctx, image, region, path, frame)
+            _read_rest_of_region(ctx, image, region, path, frame, seen, quick_done=True)
             continue  # this label is read; the next region may be another
         text = _ocr_label_crop(ctx, crop, path, frame, budget)
         printed = [_moved(r, x0, y0) for r in text.readings] if not isinstance(text, str) else []
@@ -465,16 +473,19 @@ def _read_regions(ctx: _Context, image: Image.Image | Callable[[], Image.Image],
             readings = _new(list(hard.readings), (x0, y0), seen)
             if any(is_identity(e) for e in ctx.add(readings, path, frame)):
                 # The barcode read what OCR misread (a number that does not validate).
+                _read_rest_of_region(ctx, image, region, path, frame, seen, quick_done=True)
                 continue
             # The crop's own locator may cut a tilted, blurred code's patch short
             # where the whole frame's locator frames it: its patches in this region
             # too (a barcode-only label of another patient was archived so once).
             located = frame_locator.read_in(region.box, budget_s=ctx.budget_s * CROP_BARCODE_SHARE)
             if any(is_identity(e) for e in ctx.add(_new(list(located.readings), (0, 0), seen), path, frame)):
+                _read_rest_of_region(ctx, image, region, path, frame, seen, quick_done=True)
                 continue
             barcodes_cut = not (hard.complete and located.complete)
         ctx.evidence.extend(found)
         if any(is_identity(e) for e in found):
+            _read_rest_of_region(ctx, image, region, path, frame, seen, quick_done=True)
             continue
         product_label = any(e.method == Method.BARCODE and e.relative_path == path and e.frame == frame
                             and _inside(e.position, region.box) for e in ctx.evidence)
@@ -517,6 +528,67 @@ def _read_beside_a_number(ctx: _Context, image: Image.Image, region: label_regio
                 ctx.evidence.append(e)
                 log.info("identity: %s frame %d shows a second number beside the one read, at %s",
                          path, frame, e.position)
+
+
+def _read_rest_of_region(ctx: _Context, image: Image.Image, region: label_regions.LabelRegion, path: str,
+                         frame: int, seen: set[tuple[str, str]], *, quick_done: bool) -> None:
+    """The codes of a label-like region in which a number was read that no reading reached.
+
+    Two stickers that touch are one region (and one white region, so
+    :func:`_read_beside_a_number` reads neither), and the barcode passes stop at
+    the code that read a number (the located pass after its patch): another
+    patient's barcode-only label touching the patient's was archived under the
+    first. So zxing-cpp reads the region's full-resolution crop once (unless the
+    caller just did), and the crop's located patches that still show a 1D code's
+    bars once every code read on the frame is painted over
+    (:func:`barcode_reader.undecoded_1d_codes`) are read: by the located pass,
+    then, where bars are still left, by every pass on the crop. A number read is
+    evidence like any other (another patient's: MIXED_PATIENTS); where the
+    region's number was read by barcode, bars that no pass decodes are an unread
+    label (UNREADABLE_LABEL_MID_CARD), added here, not left to the caller's
+    filter, which drops an unread region holding a number. Where OCR read it,
+    they may be the label's own code, blurred beyond the readers: not held
+    against the card.
+    A crop of one label costs zxing-cpp once and the painted crop's locator with
+    a bar test of its patches (the label's print), no barcode pass. 2D codes are
+    not judged by the bar test (they decode far more easily: the first step).
+    """
+    crop, (x0, y0) = _crop(image, region.box)
+    if crop is None:
+        return
+    if not quick_done:
+        ctx.add(_new(barcode_reader.read_quick(crop), (x0, y0), seen), path, frame)
+    grey = barcode_reader.to_grey(crop)
+
+    def left() -> list[tuple[tuple[int, int, int, int], float]]:
+        read = [(x - x0, y - y0, w, h) for e in ctx.evidence
+                if e.method == Method.BARCODE and e.relative_path == path and e.frame == frame
+                for x, y, w, h in (e.position,)]
+        return barcode_reader.undecoded_1d_codes(grey, read, frame_side=max(image.size))
+
+    bars = left()
+    if not bars:
+        return
+    located = barcode_reader.read_patches(grey, bars, budget_s=ctx.budget_s * CROP_BARCODE_SHARE)
+    ctx.add(_new(list(located.readings), (x0, y0), seen), path, frame)
+    bars = left()
+    if bars:  # a code the located pass could not read on its patch: every pass on the crop
+        hard = barcode_reader.read_barcodes_fully(crop, budget_s=ctx.budget_s * CROP_BARCODE_SHARE,
+                                                  enough=lambda _found: False, quick=False)
+        ctx.add(_new(list(hard.readings), (x0, y0), seen), path, frame)
+        bars = left()
+    # A label whose number OCR read may carry a code that no pass decodes (blurred):
+    # those bars are its own, not a second label's. Only where the region's number
+    # was read by barcode are bars that nothing explains another code.
+    by_barcode = any(e.method == Method.BARCODE and is_identity(e) and e.relative_path == path and e.frame == frame
+                     and _inside(e.position, region.box) for e in ctx.evidence)
+    if bars and by_barcode:
+        (bx0, by0, bx1, by1), _ = bars[0]
+        ctx.evidence.append(Evidence(relative_path=path, frame=frame, method=Method.UNREAD_LABEL,
+                                     text=UNDECODED_SECOND_CODE, patient_id=None,
+                                     position=(x0 + bx0, y0 + by0, bx1 - bx0, by1 - by0)))
+        log.info("identity: %s frame %d shows a second barcode beside the number read, at %s, that no pass "
+                 "decoded", path, frame, (x0 + bx0, y0 + by0))
 
 
 def _new(readings: Sequence[Reading], origin: tuple[int, int], seen: set[tuple[str, str]]) -> list[Reading]:

@@ -328,6 +328,19 @@ class FrameLocator:
         return FullRead(tuple(found), bool(found) or not budget.stopped)
 
 
+def read_patches(grey: np.ndarray, patches: Sequence[tuple[tuple[int, int, int, int], float]], *,
+                 budget_s: float) -> FullRead:
+    """The located pass on the given patches of ``grey`` (as :func:`locate` gives
+    them), every one of them; ``complete`` False: the budget stopped it first. Never raises."""
+    budget = Budget(budget_s)
+    try:
+        found = _dedupe(r for r in _pass_located(grey, budget, list(patches)) if not is_partial_itf(r))
+    except Exception as exc:  # a reader's own error must not stop the card
+        log.warning("barcode: located pass on given patches failed: %s", exc)
+        return FullRead((), False)
+    return FullRead(tuple(found), not budget.spent())
+
+
 def _middle_in(patch: tuple[int, int, int, int], box: tuple[int, int, int, int], scale: float) -> bool:
     """Whether the middle of ``patch`` (x0, y0, x1, y1 on the copy) lies in ``box`` (the frame's)."""
     cx, cy = (patch[0] + patch[2]) / 2 * scale, (patch[1] + patch[3]) / 2 * scale
@@ -678,8 +691,14 @@ def locate(grey: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
     connected patches. How it is turned: see :func:`bar_angle`, measured at
     full resolution because a small label's bars alias away on the copy.
     """
+    return [(box, angle if angle is not None else 0.0) for box, angle in _locate(grey)]
+
+
+def _locate(grey: np.ndarray, side: int | None = None) -> list[tuple[tuple[int, int, int, int], float | None]]:
+    """:func:`locate`, the angle None where the patch shows no parallel bars.
+    ``side``: the long side of the frame ``grey`` was cut from (its grid, not the crop's)."""
     h, w = grey.shape
-    factor = max(1, math.ceil(max(h, w) / _LOCATOR_SIDE))
+    factor = max(1, math.ceil((side or max(h, w)) / _LOCATOR_SIDE))
     small = Image.fromarray(grey)
     if factor > 1:
         small = small.reduce(factor)
@@ -712,11 +731,7 @@ def locate(grey: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
         y1 = min(h, cy1 * _CELL * factor + m)
         patches.append((score, (x0, y0, x1, y1)))
     patches.sort(key=lambda p: -p[0])
-    out = []
-    for _, (x0, y0, x1, y1) in patches[:_MAX_PATCHES]:
-        angle = bar_angle(grey[y0:y1, x0:x1])
-        out.append(((x0, y0, x1, y1), angle if angle is not None else 0.0))
-    return out
+    return [((x0, y0, x1, y1), bar_angle(grey[y0:y1, x0:x1])) for _, (x0, y0, x1, y1) in patches[:_MAX_PATCHES]]
 
 
 # What a 1D code's bars look like once turned upright (looks_like_1d_code). Fitted
@@ -738,6 +753,16 @@ CODE_MIN_FULL_HEIGHT = 0.8
 CODE_BLURRED_HEIGHT_RATIO = (0.15, 0.7)
 CODE_BLURRED_MIN_CLEAN = 0.7
 CODE_BLURRED_MIN_WIDTH_CV = 0.4
+# A second code beside one read (undecoded_1d_codes) is judged in a crop full of the
+# label's print, its printed number too, where no ruler or cloth lies: a line of
+# digits has many strokes as tall as each other (two of 240 label frames' printed
+# lines passed the test above, at a height ratio of 0.07 and 0.5-0.64 clean
+# columns, 0.37-0.57 against each row's neighbourhood); a code's columns are clean
+# (0.82-1.0 on the touching pairs of tests/test_identify_touching.py's sweep) and
+# its bars taller. The spread of widths is the general test's (a blurred Code 39
+# beside the code read: 0.31 against each row's neighbourhood, 0.11 by Otsu).
+SECOND_CODE_MIN_CLEAN = 0.8
+SECOND_CODE_HEIGHT_RATIO = (0.1, 0.15)  # least bar height / symbol width: by Otsu, against the neighbourhood
 
 
 def looks_like_1d_code(patch: np.ndarray) -> bool:
@@ -763,8 +788,7 @@ def _looks_like_1d_code(patch: np.ndarray) -> bool:
     angle = bar_angle(patch)
     if angle is None:
         return False
-    turned = np.asarray(Image.fromarray(patch).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True,
-                                                      fillcolor=int(np.median(patch)))).astype(np.float32)
+    turned = _bars_upright(patch, angle)
     f = code_features(turned, local=False)
     if f is not None and f["bars"] >= CODE_MIN_BARS \
             and CODE_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1] \
@@ -778,6 +802,90 @@ def _looks_like_1d_code(patch: np.ndarray) -> bool:
                 and CODE_BLURRED_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_BLURRED_HEIGHT_RATIO[1]
                 and f["clean"] >= CODE_BLURRED_MIN_CLEAN and f["width_cv"] >= CODE_BLURRED_MIN_WIDTH_CV
                 and f["full_height"] >= CODE_MIN_FULL_HEIGHT)
+
+
+def undecoded_1d_codes(grey: np.ndarray, read: Sequence[tuple[int, int, int, int]], *, frame_side: int | None = None
+                       ) -> list[tuple[tuple[int, int, int, int], float]]:
+    """The located patches of ``grey`` (a label-like region's crop) that show a 1D
+    code's bars (:func:`looks_like_1d_code`) once the codes already ``read`` there
+    (x, y, w, h in ``grey``'s pixels) are painted over: a second code beside the one
+    read, as two stickers that touch show it. ``((x0, y0, x1, y1), angle)`` as
+    :func:`locate` gives them. Never raises.
+
+    Each code read is painted over with the paper's brightness, grown along its long
+    side by its quiet zone and across by a quarter of its length: a 1D code's
+    position is where its scan lines decoded, which may be a band of its bars'
+    height only, and its bars' stubs must not pass for a code (a sticker touching
+    it is further away: its own print and margins lie between the two codes).
+    ``frame_side``: the long side of the frame the crop was cut from; the locator
+    works on the frame's grid (its cells, a ninth of the pixels on 12 MP), as on
+    the whole frame."""
+    try:
+        painted = grey.copy()
+        # The paper's brightness: a code painted over with skin's (the crop's median)
+        # left a grey block whose edge under the label's print passed for bars.
+        fill = int(_percentiles_u8(grey, (90,))[0]) if grey.size else 0
+        h, w = grey.shape
+        bars = _dark_strokes(grey) if read else None
+        for x, y, cw, ch in read:
+            along, across = (0.08 * cw, 0.25 * cw) if cw >= ch else (0.25 * ch, 0.08 * ch)
+            x0, y0 = max(0, int(x - along)), max(0, int(y - across))
+            x1, y1 = min(w, int(math.ceil(x + cw + along))), min(h, int(math.ceil(y + ch + across)))
+            if x1 > x0 and y1 > y0:
+                painted[y0:y1, x0:x1] = fill
+            if bars is not None:
+                _paint_strokes(painted, bars, (x, y, cw, ch), fill)
+        found = []
+        for box, angle in _locate(painted, frame_side):
+            x0, y0, x1, y1 = box
+            if angle is not None and _looks_like_second_code(_bars_upright(painted[y0:y1, x0:x1], angle)):
+                found.append((box, angle))
+        return found
+    except Exception as exc:  # a malformed crop: the caller's readers ran already
+        log.warning("barcode: second-code check failed: %s", exc)
+        return []
+
+
+def _dark_strokes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected strokes darker than their neighbourhood (bars, letters): labels and stats."""
+    dark = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 51, 15)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    return labels, stats
+
+
+def _paint_strokes(painted: np.ndarray, strokes: tuple[np.ndarray, np.ndarray],
+                   position: tuple[int, int, int, int], fill: int) -> None:
+    """Paint over every stroke that crosses a code's read position: its bars, whole.
+    A 1D code read along one scan line has that line as its position, and a tilted
+    code's bars reach well beyond it; each bar is a stroke the line crosses. A
+    stroke larger than the code (bars joined to the sticker's shadowed edge) is
+    left: painting it could paint a touching sticker's code too."""
+    labels, stats = strokes
+    x, y, w, h = position
+    hit = np.unique(labels[max(0, y):y + max(1, h), max(0, x):x + max(1, w)])
+    limit = 1.5 * max(w, h)
+    for i in hit[hit > 0]:
+        sx, sy, sw, sh, _ = stats[i]
+        if sw <= limit and sh <= limit:
+            window = labels[sy:sy + sh, sx:sx + sw] == i
+            painted[sy:sy + sh, sx:sx + sw][window] = fill
+
+
+def _bars_upright(patch: np.ndarray, angle: float) -> np.ndarray:
+    """The patch turned by ``angle`` (its bars upright), as float32."""
+    return np.asarray(Image.fromarray(patch).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True,
+                                                    fillcolor=int(np.median(patch)))).astype(np.float32)
+
+
+def _looks_like_second_code(turned: np.ndarray) -> bool:
+    """:func:`looks_like_1d_code`'s test with the second-code thresholds, on a turned patch."""
+    for local, min_height in ((False, SECOND_CODE_HEIGHT_RATIO[0]), (True, SECOND_CODE_HEIGHT_RATIO[1])):
+        f = code_features(turned, local=local)
+        if f is not None and f["bars"] >= CODE_MIN_BARS and min_height <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1] \
+                and f["clean"] >= SECOND_CODE_MIN_CLEAN and f["width_cv"] >= CODE_MIN_WIDTH_CV \
+                and f["full_height"] >= CODE_MIN_FULL_HEIGHT:
+            return True
+    return False
 
 
 def code_features(turned: np.ndarray, *, local: bool) -> dict[str, float] | None:

@@ -326,7 +326,6 @@ def valid_numbers(count: int, seed: int = 0) -> list[str]:
     return out
 
 
-
 # What a look-alike frame shows beside the skin (the identity benchmark's ``--lookalike``):
 # bars and print on something bright that are no label.
 LOOKALIKES = ("ruler", "stripes", "keyboard")
@@ -428,3 +427,90 @@ def render_lookalike(what: str, size: int, rotation: float = 0.0, blur: float = 
     scene = cardgen._scene(*SCENE_12MP, rng)
     place_lookalike(scene, what, size, rotation, rng)
     return cardgen._photograph(scene, rng, blur)
+
+
+@dataclasses.dataclass(frozen=True)
+class StickerSpec:
+    """One sticker of :func:`render_touching_labels`."""
+
+    number: str
+    name: str = "ANDERSSON, ANNA"
+    symbology: str | None = "Code128"
+    printed_number: bool = False  # False: a barcode-only label
+    rotation: float = 0.0
+    extra_line: str = "KIR AVD 12  2026-11-25"
+
+
+def _rotated_sticker(s: StickerSpec, width: int, font_name: str) -> tuple[Image.Image, Image.Image]:
+    digits = re.sub(r"[^0-9]", "", s.number)
+    sticker, _, _ = _label_sticker(s.number, s.name, width, font_name, s.symbology,
+                                   digits if s.symbology else None, s.extra_line, s.printed_number)
+    rgb = sticker.convert("RGB").rotate(s.rotation, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0))
+    alpha = Image.new("L", sticker.size, 255).rotate(s.rotation, resample=Image.BICUBIC, expand=True, fillcolor=0)
+    return rgb, alpha
+
+
+def _touching_offset(first: np.ndarray, second: np.ndarray, along: str, gap: int, shift: int) -> tuple[int, int]:
+    """Where ``second`` (an alpha mask) goes relative to ``first`` so that the two
+    stickers' outlines are ``gap`` px apart at their closest (negative: overlapping):
+    to the right of it (``along="right"``) or below it, moved by ``shift`` px along
+    the shared edge."""
+    a, b = (first > 127), (second > 127)
+    if along == "below":
+        a, b = a.T, b.T
+    dy = shift
+    best = None
+    for y in range(a.shape[0]):
+        yb = y - dy
+        if not (0 <= yb < b.shape[0]) or not a[y].any() or not b[yb].any():
+            continue
+        need = int(np.nonzero(a[y])[0].max()) - int(np.nonzero(b[yb])[0].min()) + 1
+        best = need if best is None else max(best, need)
+    dx = (best if best is not None else a.shape[1]) + gap
+    return (dx, dy) if along == "right" else (dy, dx)
+
+
+def render_touching_labels(
+    first: StickerSpec,
+    second: StickerSpec,
+    *,
+    size: int = 900,
+    along: str = "right",
+    gap: int = 0,
+    shift: int = 0,
+    font_name: str = "dejavu-sans",
+    blur: float = 0.6,
+    noise: float = 3.0,
+    scene_size: tuple[int, int] = SCENE_12MP,
+    seed: int = 0,
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """Two labels stuck so that they touch (``gap`` px between their outlines, 0:
+    touching, negative: the second overlaps the first), photographed on skin as
+    :func:`render_label` does. ``along``: the second to the right of the first or
+    below it; ``shift``: moved by that many px along the shared edge. Returns the
+    picture (RGB, not compressed) and the box (x, y, w, h) of both stickers."""
+    rng = np.random.default_rng(seed)
+    tone = SKIN_TONES[int(rng.integers(0, len(SKIN_TONES)))]
+    scene = _skin(scene_size, rng, tone)
+    one, one_alpha = _rotated_sticker(first, size, font_name)
+    two, two_alpha = _rotated_sticker(second, size, font_name)
+    dx, dy = _touching_offset(np.asarray(one_alpha), np.asarray(two_alpha), along, gap, shift)
+    x_min, y_min = min(0, dx), min(0, dy)
+    x_max, y_max = max(one.width, dx + two.width), max(one.height, dy + two.height)
+    W, H = scene_size
+    if x_max - x_min >= W or y_max - y_min >= H:
+        raise ValueError("labels do not fit in the scene")
+    x0 = int(rng.integers(0, W - (x_max - x_min))) - x_min
+    y0 = int(rng.integers(0, H - (y_max - y_min))) - y_min
+    for img, alpha, (px, py) in ((one, one_alpha, (x0, y0)), (two, two_alpha, (x0 + dx, y0 + dy))):
+        off = max(1, size // 150)
+        shadow = Image.new("RGB", img.size, tuple(int(v * 0.6) for v in tone))
+        scene.paste(shadow, (px + off, py + off), alpha.filter(ImageFilter.GaussianBlur(off)))
+        scene.paste(img, (px, py), alpha)
+    if blur > 0:
+        scene = scene.filter(ImageFilter.GaussianBlur(blur))
+    if noise > 0:
+        arr = np.asarray(scene, dtype=np.int16)
+        n = rng.normal(0, noise, size=arr.shape[:2] + (1,)).astype(np.int16)
+        scene = Image.fromarray(np.clip(arr + n, 0, 255).astype(np.uint8), "RGB")
+    return scene, (x0 + x_min, y0 + y_min, x_max - x_min, y_max - y_min)
