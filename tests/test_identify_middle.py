@@ -292,3 +292,44 @@ def test_the_frames_located_pass_failing_is_a_cut_short_reading(monkeypatch):
     monkeypatch.setattr(barcode, "_pass_located", broken)
     read = locator.read_in((0, 0, 600, 400), budget_s=1.0)
     assert read.readings == () and read.complete is False
+
+
+def test_a_middle_label_whose_number_glare_hides_refuses_the_card(tmp_path):
+    # Another patient's print-only label, its number washed out by glare: OCR of the
+    # crop reads the name and the ward line but no digits that look like a number,
+    # and the card was archived for the first patient (the identity benchmark's
+    # middle:137, "LINDQVIST, KARIN" and "195 9219"). A name as labels print it
+    # makes the region a patient label: no number read there, so refused.
+    from PIL import ImageDraw
+
+    from tests.support import labels
+
+    rendered = labels.render_label(OTHER, "LINDQVIST, KARIN", size=700, rotation=-3.5, blur=0.7, noise=1.0,
+                                   jpeg_quality=None, seed=43, scene_size=(1600, 1200))
+    x, y, w, h = rendered.truth.number_box
+    picture = rendered.image.convert("RGB")
+    ImageDraw.Draw(picture).rectangle((x - 4, y - 4, x + w + 4, y + h + 4), fill=(252, 252, 250))
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=43)
+    picture.save(spec.root / spec.files[1], "JPEG", quality=85)
+    _, identified, decision = run(spec.root)
+    assert not any(e.patient_id for e in identified.on(spec.files[1]))
+    unread = [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]
+    assert [(e.relative_path, e.text) for e in unread] == [(spec.files[1], identify_module.LABEL_NAME_NO_NUMBER)]
+    assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD and not decision.accepted
+
+
+@pytest.mark.parametrize("line, named", [
+    (["LINDQVIST,", "KARIN"], True),
+    (["Tolvansson,", "Tolvan"], True),
+    (["ÖSTLUND", ",", "ÅSA"], True),
+    (["ANDERSSON,ANNA"], True),
+    (["KIR", "AVD", "12", "2026-11-25"], False),
+    (["Hello,", "world"], False),  # no capital: prose, not a label's name line
+    (["cm"], False),
+    (["Q", "W", "E", "R"], False),  # a keyboard's keys
+])
+def test_a_name_as_labels_print_it(line, named):
+    from bildsluss_common.readers import ocr
+
+    words = [ocr._Word(text=t, conf=90.0, box=(10 * k, 0, 10, 20), line=(1, 1, 1)) for k, t in enumerate(line)]
+    assert ocr._label_name(words) is named

@@ -107,6 +107,9 @@ UNDECODED_BARS = "a label-like region with a barcode that no barcode pass could 
 # passes stop at the code that read a number: another patient's barcode-only label
 # touching the patient's was archived under the first.
 UNDECODED_SECOND_CODE = "a label-like region with a second barcode, beside the number read, that no barcode pass could decode"
+# Why a label-like region where OCR read a name as a patient label prints it
+# ("SURNAME, Given") but no number is an unread label.
+LABEL_NAME_NO_NUMBER = "a label-like region with a patient's name and no number read"
 # Seconds of video at the start and at the end that must show the label (R3).
 VIDEO_WINDOW_S = 2.0
 
@@ -629,6 +632,10 @@ def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = F
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
     if unexplained:
         return "a label-like region with a number-like line that is not a patient number"
+    if getattr(text, "named", False):
+        # A patient's name as labels print it, and no number read: a patient label
+        # whose number glare or a fold hides (another patient's was archived so).
+        return LABEL_NAME_NO_NUMBER
     if not text.complete and (not text.words or (text.printed and not product_label)):
         # Cut short by the budget (on a loaded PC, its wall-clock backstop) before
         # OCR read a word, or before the print it saw was read line by line: unsure.

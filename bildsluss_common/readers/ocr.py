@@ -813,6 +813,7 @@ class LabelText:
     printed: bool  # confident words: the crop shows print, not texture (_printed_text)
     complete: bool  # every pass ran; False when the budget ran out first
     words: int = 0  # words OCR read on the crop, in every pass
+    named: bool = False  # a name as a patient label prints it, "SURNAME, Given" (_label_name)
 
 
 # Six or more digits or digit look-alikes in a row, as a personnummer's date part
@@ -885,6 +886,31 @@ _DATE_OR_TIME = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}[-/.]\d{2}[-/.]\d{2,4}|\d{1,
 _PRINT_CONF = 70
 
 
+# A patient label's name line, as Cosmic prints it: "SURNAME, Given" (a word of
+# letters and the comma, then a capitalised word of letters), also where OCR split
+# off the comma or ran the two words together.
+_SURNAME_COMMA = re.compile(r"[^\W\d_][^\W\d_'\-]+,")
+_SURNAME = re.compile(r"[^\W\d_][^\W\d_'\-]+")
+_GIVEN = re.compile(r"[^\W\d_a-zåäöéü][^\W\d_]+")
+_NAME_IN_ONE = re.compile(r"[^\W\d_][^\W\d_'\-]+,[^\W\d_a-zåäöéü][^\W\d_]+")
+
+
+def _label_name(words: list[_Word]) -> bool:
+    """Whether the words show a name as a patient label prints it ("LINDQVIST, KARIN",
+    "Tolvansson, Tolvan"): the label of a patient, whether or not its number was read."""
+    for line in _lines(words):
+        texts = [w.text for w in line]
+        for k, text in enumerate(texts):
+            if _NAME_IN_ONE.fullmatch(text):
+                return True
+            nxt = texts[k + 1:k + 3]
+            if _SURNAME_COMMA.fullmatch(text) and nxt and _GIVEN.fullmatch(nxt[0]):
+                return True
+            if _SURNAME.fullmatch(text) and len(nxt) == 2 and nxt[0] == "," and _GIVEN.fullmatch(nxt[1]):
+                return True
+    return False
+
+
 def _printed_text(words: list[_Word]) -> bool:
     """Whether the words show print: two confident words of three or more letters or digits."""
     return sum(w.conf >= _PRINT_CONF and sum(ch.isalnum() for ch in w.text) >= 3 for w in words) >= 2
@@ -927,7 +953,8 @@ def read_label_text(image: Image.Image, *, budget_s: float = 1.5, wall_s: float 
             break
     if not readings and deadline.left() < 0.1:
         complete = False  # a pass may have been cut short: unknown, not "nothing there"
-    return LabelText(tuple(readings), _number_like(seen), _printed_text(seen), complete, len(seen))
+    return LabelText(tuple(readings), _number_like(seen), _printed_text(seen), complete, len(seen),
+                     _label_name(seen))
 
 
 # -- ultrasound overlays ------------------------------------------------------------
