@@ -22,7 +22,9 @@ from agent.card.identify import identify, open_reduced, read_frame, read_picture
 from agent.card.model import Method, Mode
 from agent.card.reasons import Reason, STAFF_MESSAGES, STAFF_MESSAGES_SV, TITLES_SV
 from bildsluss_common.readers import barcode
+from bildsluss_common.readers import ocr as ocr_reader
 from bildsluss_common.readers.regions import find_label_regions
+from tests.support import labels
 from tests.support.cardgen import make_card, make_personnummer
 
 pytest.importorskip("bildsluss_common.readers.ocr")
@@ -82,6 +84,39 @@ def test_a_middle_label_whose_number_cannot_be_read_refuses_the_card(tmp_path):
     assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD
     assert spec.files[1] in decision.detail and not decision.accepted
     assert unread[0].to_json()["method"] == "unread_label"
+
+
+def test_a_middle_label_whose_date_part_is_lost_in_glare_refuses_the_card(tmp_path):
+    # The identity benchmark's middle:137 (seed 0): another patient's print-only
+    # label, a highlight over the middle of its number. OCR reads the name and
+    # "195 9219" (the middle digits washed out), no line of 9 digits: it was
+    # archived under the card's patient. Here the name is not printed as
+    # "SURNAME, Given" (which alone makes a region a patient's label, the test
+    # above): seven digits ending in a number's last four are a number partly
+    # read, unsure, so refused.
+    rendered = labels.render_label("19591212-9219", "Karin Lindqvist", font_name="dejavu-sans-bold", size=683,
+                                   rotation=-3.48, blur=0.68, noise=0.93, glare=0.86, jpeg_quality=None,
+                                   seed=581090275)
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=14)
+    rendered.image.convert("RGB").save(spec.root / spec.files[1], "JPEG", quality=70)
+    _, identified, decision = run(spec.root)
+    unread = [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]
+    assert [e.relative_path for e in unread] == [spec.files[1]] and "number-like" in unread[0].text
+    assert decision.reason == Reason.UNREADABLE_LABEL_MID_CARD and not decision.accepted
+
+
+@pytest.mark.parametrize("line, number_like", [
+    (["195", "9219"], True),  # 19591212-9219 with its middle lost
+    (["19591", "-9219"], True),
+    (["12", "13", "14", "15"], False),  # a ruler's cm numbers
+    (["AVD", "12", "2026-11-25"], False),  # a ward and a date
+    (["1", "2", "3", "4", "5", "6", "7"], False),  # no word of four digits at the end
+    (["0", "8", "1234"], False),  # six digits: not enough of a number
+])
+def test_a_number_partly_read_is_number_like(line, number_like):
+    words = [ocr_reader._Word(text=t, conf=80.0, box=(60 * i, 0, 50, 20), line=(1, 1, 1))
+             for i, t in enumerate(line)]
+    assert bool(ocr_reader._number_like(words)) is number_like
 
 
 def test_the_unreadable_label_reason_speaks_to_staff():

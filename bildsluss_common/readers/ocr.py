@@ -724,9 +724,9 @@ def _numberish_word(text: str) -> bool:
     return digits >= 4 and digits >= 0.6 * len(text)
 
 
-def _numberish_runs(words: list[_Word]) -> list[list[_Word]]:
+def _numberish_runs(words: list[_Word], min_digits: int = 8) -> list[list[_Word]]:
     """Runs of adjacent words on one line made of digits (and look-alikes) and dashes,
-    with 9 or more digit-like characters: where a number may have been misread."""
+    with ``min_digits`` or more digit-like characters: where a number may have been misread."""
     runs = []
     for line in _lines(words):
         cur: list[_Word] = []
@@ -734,7 +734,7 @@ def _numberish_runs(words: list[_Word]) -> list[list[_Word]]:
             if w is not None and _numberish_word(w.text):
                 cur.append(w)
                 continue
-            if sum(len(_DIGITISH.findall(x.text)) for x in cur) >= 8:
+            if sum(len(_DIGITISH.findall(x.text)) for x in cur) >= min_digits:
                 runs.append(cur)
             cur = []
     return runs
@@ -822,16 +822,23 @@ class LabelText:
 _NUMBER_LIKE = re.compile(r"[0-9OoIlSBZ|]{6,}")
 
 
+# The last four digits of a personnummer ("-9219"), as a word of their own.
+_NUMBER_TAIL = re.compile(r"[-+]?[0-9OoIlSBZ]{4}[.,:;]?")
+
+
 def _number_like(words: list[_Word]) -> tuple[str, ...]:
     """The number-like texts among the words: runs of 6+ digits or look-alikes
-    (4+ of them digits), and short runs of number-like words (a number split)."""
+    (4+ of them digits), and short runs of number-like words (a number split):
+    9+ digits, or 7+ ending in a word of four digits, a number's last four after
+    a date part that glare or blur cut short ("195 9219" for 19591212-9219)."""
     out: list[str] = []
     for w in words:
         out += [m.group() for m in _NUMBER_LIKE.finditer(w.text)
                 if sum(ch.isdigit() for ch in m.group()) >= 4]
-    for run in _numberish_runs([w for w in words if not _DATE_OR_TIME.fullmatch(w.text)]):
+    for run in _numberish_runs([w for w in words if not _DATE_OR_TIME.fullmatch(w.text)], min_digits=7):
         joined = "".join(w.text for w in run)
-        if len(run) <= 4 and len(_DIGITISH.findall(joined)) >= 9:
+        digits = len(_DIGITISH.findall(joined))
+        if len(run) <= 4 and (digits >= 9 or len(run) > 1 and _NUMBER_TAIL.fullmatch(run[-1].text)):
             out.append(joined)
     return tuple(t for t in dict.fromkeys(out) if not _ruler_scale(t))
 
