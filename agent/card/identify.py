@@ -559,9 +559,9 @@ def _read_rest_of_region(ctx: _Context, image: Image.Image, region: label_region
     crop, (x0, y0) = _crop(image, region.box)
     if crop is None:
         return
-    if not quick_done:
-        ctx.add(_new(barcode_reader.read_quick(crop), (x0, y0), seen), path, frame)
     grey = barcode_reader.to_grey(crop)
+    if not quick_done:  # on the grey copy made once for both (to_grey of it is the same array)
+        ctx.add(_new(barcode_reader.read_quick(Image.fromarray(grey)), (x0, y0), seen), path, frame)
 
     def left() -> list[tuple[tuple[int, int, int, int], float]]:
         read = [(x - x0, y - y0, w, h) for e in ctx.evidence
