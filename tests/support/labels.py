@@ -143,6 +143,17 @@ def _skin(size: tuple[int, int], rng: np.random.Generator, tone: tuple[int, int,
     return img.filter(ImageFilter.GaussianBlur(max(1, w // 800)))
 
 
+def _photographed(scene: Image.Image, blur: float, noise: float, rng: np.random.Generator) -> Image.Image:
+    """The lens's blur (a Gaussian radius in scene pixels), then sensor noise (sigma in grey levels)."""
+    if blur > 0:
+        scene = scene.filter(ImageFilter.GaussianBlur(blur))
+    if noise > 0:
+        arr = np.asarray(scene, dtype=np.int16)
+        n = rng.normal(0, noise, size=arr.shape[:2] + (1,)).astype(np.int16)
+        scene = Image.fromarray(np.clip(arr + n, 0, 255).astype(np.uint8), "RGB")
+    return scene
+
+
 def render_label(
     number: str,
     name: str = "ANDERSSON, ANNA",
@@ -213,12 +224,7 @@ def render_label(
         ImageDraw.Draw(g).ellipse((gx - r * 1.6, gy - r, gx + r * 1.6, gy + r), fill=int(255 * min(1.0, glare)))
         g = g.filter(ImageFilter.GaussianBlur(r / 2.5))
         scene = Image.composite(Image.new("RGB", scene_size, (255, 255, 255)), scene, g)
-    if blur > 0:
-        scene = scene.filter(ImageFilter.GaussianBlur(blur))
-    if noise > 0:
-        arr = np.asarray(scene, dtype=np.int16)
-        n = rng.normal(0, noise, size=arr.shape[:2] + (1,)).astype(np.int16)
-        scene = Image.fromarray(np.clip(arr + n, 0, 255).astype(np.uint8), "RGB")
+    scene = _photographed(scene, blur, noise, rng)
     if jpeg_quality is not None:
         buf = io.BytesIO()
         scene.save(buf, format="JPEG", quality=int(jpeg_quality))
@@ -507,10 +513,5 @@ def render_touching_labels(
         shadow = Image.new("RGB", img.size, tuple(int(v * 0.6) for v in tone))
         scene.paste(shadow, (px + off, py + off), alpha.filter(ImageFilter.GaussianBlur(off)))
         scene.paste(img, (px, py), alpha)
-    if blur > 0:
-        scene = scene.filter(ImageFilter.GaussianBlur(blur))
-    if noise > 0:
-        arr = np.asarray(scene, dtype=np.int16)
-        n = rng.normal(0, noise, size=arr.shape[:2] + (1,)).astype(np.int16)
-        scene = Image.fromarray(np.clip(arr + n, 0, 255).astype(np.uint8), "RGB")
+    scene = _photographed(scene, blur, noise, rng)
     return scene, (x0 + x_min, y0 + y_min, x_max - x_min, y_max - y_min)
