@@ -123,6 +123,27 @@ def test_a_second_code_no_pass_decodes_is_an_unread_label(tmp_path, monkeypatch)
     assert spec.files[0] in decision.detail
 
 
+def test_a_second_code_check_that_fails_is_unsure_not_none(tmp_path, monkeypatch):
+    # The check for a second code failing (a reader's own error) must not count as
+    # "no second code": the whole crop is left, read by every pass, and where the
+    # number was read by barcode the card is refused, never archived unchecked.
+    def broken(grey):
+        raise RuntimeError("broken reader")
+
+    monkeypatch.setattr(barcode, "_dark_strokes", broken)
+    grey = barcode.to_grey(_picture(SIDE_BY_SIDE)[0])
+    assert barcode.undecoded_1d_codes(grey, [(10, 10, 50, 20)]) == [((0, 0, grey.shape[1], grey.shape[0]), 0.0)]
+    rendered = render_label(PATIENT, symbology="Code128", printed_number=False, rotation=2.0, size=700,
+                            blur=0.8, noise=2, jpeg_quality=None, seed=65)
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=65)
+    rendered.image.convert("RGB").save(spec.root / spec.files[1], "JPEG", quality=85)
+    identified, decision = _run(spec.root)
+    assert CANONICAL in {e.patient_id for e in identified.on(spec.files[1])}
+    assert [e.text for e in identified.on(spec.files[1]) if e.method == Method.UNREAD_LABEL] == [
+        identify_module.UNDECODED_SECOND_CODE]
+    assert not decision.accepted and decision.reason == Reason.UNREADABLE_LABEL_MID_CARD
+
+
 def test_one_label_leaves_no_bars_once_its_code_is_painted_over():
     # The other side of the rule: a label's own print, quiet zone and bar ends
     # are no second code once its code is painted over; a touching code is.

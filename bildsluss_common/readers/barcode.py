@@ -821,7 +821,8 @@ def undecoded_1d_codes(grey: np.ndarray, read: Sequence[tuple[int, int, int, int
     code's bars (:func:`looks_like_1d_code`) once the codes already ``read`` there
     (x, y, w, h in ``grey``'s pixels) are painted over: a second code beside the one
     read, as two stickers that touch show it. ``((x0, y0, x1, y1), angle)`` as
-    :func:`locate` gives them. Never raises.
+    :func:`locate` gives them. Never raises: where the check itself fails, the
+    whole crop is returned, as if a code were left there (unsure, so not "none").
 
     Each code read is painted over with the paper's brightness, grown along its long
     side by its quiet zone and across by a quarter of its length: a 1D code's
@@ -856,9 +857,9 @@ def undecoded_1d_codes(grey: np.ndarray, read: Sequence[tuple[int, int, int, int
             if angle is not None and _looks_like_second_code(_bars_upright(painted[y0:y1, x0:x1], angle)):
                 found.append((box, angle))
         return found
-    except Exception as exc:  # a malformed crop: the caller's readers ran already
+    except Exception as exc:  # unsure whether a second code is there: the caller reads the whole crop
         log.warning("barcode: second-code check failed: %s", exc)
-        return []
+        return [((0, 0, grey.shape[1], grey.shape[0]), 0.0)] if grey.ndim == 2 else []
 
 
 def _dark_strokes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
