@@ -69,6 +69,16 @@ def _card(tmp_path: pathlib.Path, case: dict, at: int, seed: int):
     return spec
 
 
+def _card_with_one_label(tmp_path: pathlib.Path, symbology: str, *, rotation: float, blur: float, noise: float,
+                         seed: int):
+    """A three-picture card of PATIENT whose middle picture (12 MP) is one barcode-only label of PATIENT."""
+    rendered = render_label(PATIENT, symbology=symbology, printed_number=False, rotation=rotation, size=700,
+                            blur=blur, noise=noise, jpeg_quality=None, seed=seed)
+    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=seed)
+    rendered.image.convert("RGB").save(spec.root / spec.files[1], "JPEG", quality=85)
+    return spec
+
+
 def _run(root: pathlib.Path):
     scan = scan_stage.scan(root)
     identified = identify(scan, Mode.PHOTO, budget_s=BUDGET)
@@ -133,10 +143,7 @@ def test_a_second_code_check_that_fails_is_unsure_not_none(tmp_path, monkeypatch
     monkeypatch.setattr(barcode, "_dark_strokes", broken)
     grey = barcode.to_grey(_picture(SIDE_BY_SIDE)[0])
     assert barcode.undecoded_1d_codes(grey, [(10, 10, 50, 20)]) == [((0, 0, grey.shape[1], grey.shape[0]), 0.0)]
-    rendered = render_label(PATIENT, symbology="Code128", printed_number=False, rotation=2.0, size=700,
-                            blur=0.8, noise=2, jpeg_quality=None, seed=65)
-    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=65)
-    rendered.image.convert("RGB").save(spec.root / spec.files[1], "JPEG", quality=85)
+    spec = _card_with_one_label(tmp_path, "Code128", rotation=2.0, blur=0.8, noise=2, seed=65)
     identified, decision = _run(spec.root)
     assert CANONICAL in {e.patient_id for e in identified.on(spec.files[1])}
     assert [e.text for e in identified.on(spec.files[1]) if e.method == Method.UNREAD_LABEL] == [
@@ -167,10 +174,7 @@ def _overlaps(box: tuple[int, int, int, int], position: tuple[int, int, int, int
 def test_a_single_barcode_only_label_in_the_middle_is_its_patients_only(tmp_path):
     # One barcode-only label of the card's own patient in the middle (12 MP): read,
     # and its own print and bar ends are no second code; the card is archived.
-    rendered = render_label(PATIENT, symbology="Code39", printed_number=False, rotation=3.0, size=700,
-                            blur=1.0, noise=3, jpeg_quality=None, seed=64)
-    spec = make_card(tmp_path / "card", patient=PATIENT, n_images=3, megapixels=2.0, seed=64)
-    rendered.image.convert("RGB").save(spec.root / spec.files[1], "JPEG", quality=85)
+    spec = _card_with_one_label(tmp_path, "Code39", rotation=3.0, blur=1.0, noise=3, seed=64)
     identified, decision = _run(spec.root)
     assert CANONICAL in {e.patient_id for e in identified.on(spec.files[1])}
     assert not [e for e in identified.evidence if e.method == Method.UNREAD_LABEL]

@@ -632,7 +632,7 @@ def _unread_why(text: Any, products: Sequence[str] = (), product_label: bool = F
     unexplained = [t for t in text.number_like if not any(t in p for p in products)]
     if unexplained:
         return "a label-like region with a number-like line that is not a patient number"
-    if getattr(text, "named", False):
+    if text.named:
         # A patient's name as labels print it, and no number read: a patient label
         # whose number glare or a fold hides (another patient's was archived so).
         return LABEL_NAME_NO_NUMBER

@@ -800,18 +800,21 @@ def _looks_like_1d_code(patch: np.ndarray) -> bool:
         return False
     turned = np.asarray(Image.fromarray(patch).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True,
                                                       fillcolor=int(np.median(patch)))).astype(np.float32)
-    f = code_features(turned, local=False)
-    if f is not None and f["bars"] >= CODE_MIN_BARS \
-            and CODE_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1] \
-            and f["clean"] >= CODE_MIN_CLEAN and f["width_cv"] >= CODE_MIN_WIDTH_CV \
-            and f["full_height"] >= CODE_MIN_FULL_HEIGHT:
+    if _code_shaped(code_features(turned, local=False), CODE_HEIGHT_RATIO, CODE_MIN_CLEAN, CODE_MIN_WIDTH_CV):
         return True
     # A code blurred so far that its bars are grey: stricter, a ruler's ticks pass the
     # local threshold too (their clean share 0.44-0.66, their spread 0.21-0.38).
-    f = code_features(turned, local=True)
+    return _code_shaped(code_features(turned, local=True), CODE_BLURRED_HEIGHT_RATIO, CODE_BLURRED_MIN_CLEAN,
+                        CODE_BLURRED_MIN_WIDTH_CV)
+
+
+def _code_shaped(f: dict[str, float] | None, height_ratio: tuple[float, float], min_clean: float,
+                 min_width_cv: float) -> bool:
+    """Whether :func:`code_features` of a turned patch are a 1D code's, by the given thresholds
+    (many bars, as tall as ``height_ratio`` of the symbol's width, clean columns, several widths)."""
     return bool(f is not None and f["bars"] >= CODE_MIN_BARS
-                and CODE_BLURRED_HEIGHT_RATIO[0] <= f["height_ratio"] <= CODE_BLURRED_HEIGHT_RATIO[1]
-                and f["clean"] >= CODE_BLURRED_MIN_CLEAN and f["width_cv"] >= CODE_BLURRED_MIN_WIDTH_CV
+                and height_ratio[0] <= f["height_ratio"] <= height_ratio[1]
+                and f["clean"] >= min_clean and f["width_cv"] >= min_width_cv
                 and f["full_height"] >= CODE_MIN_FULL_HEIGHT)
 
 
@@ -906,13 +909,9 @@ def _bars_upright(patch: np.ndarray, angle: float) -> np.ndarray:
 
 def _looks_like_second_code(turned: np.ndarray) -> bool:
     """:func:`looks_like_1d_code`'s test with the second-code thresholds, on a turned patch."""
-    for local, min_height in ((False, SECOND_CODE_HEIGHT_RATIO[0]), (True, SECOND_CODE_HEIGHT_RATIO[1])):
-        f = code_features(turned, local=local)
-        if f is not None and f["bars"] >= CODE_MIN_BARS and min_height <= f["height_ratio"] <= CODE_HEIGHT_RATIO[1] \
-                and f["clean"] >= SECOND_CODE_MIN_CLEAN and f["width_cv"] >= CODE_MIN_WIDTH_CV \
-                and f["full_height"] >= CODE_MIN_FULL_HEIGHT:
-            return True
-    return False
+    return any(_code_shaped(code_features(turned, local=local), (min_height, CODE_HEIGHT_RATIO[1]),
+                            SECOND_CODE_MIN_CLEAN, CODE_MIN_WIDTH_CV)
+               for local, min_height in ((False, SECOND_CODE_HEIGHT_RATIO[0]), (True, SECOND_CODE_HEIGHT_RATIO[1])))
 
 
 def code_features(turned: np.ndarray, *, local: bool) -> dict[str, float] | None:
